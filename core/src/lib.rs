@@ -1,0 +1,23 @@
+//! minuteman-core: every decision minuteman makes, as pure, deterministic state machines.
+//!
+//! No sockets, clocks, threads or OS randomness: inputs carry `now`, randomness comes from a
+//! ChaCha generator seeded from the config, and outputs are drained with
+//! [`Node::poll_output`] until it yields [`Output::Timeout`]. See `DESIGN.md`.
+
+pub mod config;
+pub mod counters;
+pub mod id;
+pub mod node;
+pub mod ping;
+pub mod reachability;
+pub mod records;
+pub mod time;
+pub mod wire;
+
+pub use config::{Config, MembershipConfig, PingConfig, RecordsConfig};
+pub use counters::Counters;
+pub use id::NodeId;
+pub use node::{Event, LinkDown, Node, Output, Transmit};
+pub use records::{Record, RecordBody};
+pub use time::Time;
+pub use wire::{DecodeError, Envelope, Limits, Message};

@@ -1,0 +1,272 @@
+//! The replicated per-node records and the store that holds them.
+//!
+//! Every node owns exactly one record and is its only writer. A record is versioned by
+//! `(epoch, seq)` of its origin; a newer version replaces an older one and nothing else
+//! ever merges, so replicas converge as soon as they hold the same versions.
+//!
+//! The store keeps one slot per node address. Slots are never removed, so a slot index is a
+//! stable name for an address and the reachability graph can be a plain vector graph. Each
+//! slot remembers the newest epoch heard of for its address, from records or from edges
+//! in other records; edges to an older epoch are stale and do not count.
+//!
+//! Invariants: at most `max_slots` slots; a slot's record, if any, has the slot's address;
+//! the stored version of an address never decreases; every record's resolved edges point
+//! at existing slots.
+
+use crate::id::NodeId;
+use crate::wire::DigestEntry;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What one node says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBody {
+    /// The node's active view when it wrote the record, sorted.
+    pub adjacency: Vec<NodeId>,
+}
+
+/// One version of one node's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub origin: NodeId,
+    pub seq: u64,
+    /// Shared: a flooded record is held by many queues and stores at once.
+    pub body: Arc<RecordBody>,
+}
+
+impl Record {
+    /// `(epoch, seq)`: records of one address are ordered by it.
+    pub fn version(&self) -> (u64, u64) {
+        (self.origin.epoch, self.seq)
+    }
+}
+
+/// Result of offering a record to the store.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored; `previous` is the version it replaced.
+    New { previous: Option<Record> },
+    /// Not newer than what is held.
+    Stale,
+    /// The store has no room for another address.
+    Full,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Slot {
+    pub(crate) addr: SocketAddr,
+    /// Newest epoch heard of for this address.
+    pub(crate) epoch: u64,
+    pub(crate) record: Option<Record>,
+    /// The record's adjacency resolved to `(slot, epoch)`.
+    pub(crate) edges: Vec<(u32, u64)>,
+}
+
+/// All records this node holds, one slot per address.
+#[derive(Clone, Debug)]
+pub struct RecordStore {
+    slots: Vec<Slot>,
+    /// Lookup only, never iterated: iteration order is the slot vector's.
+    index: HashMap<SocketAddr, u32>,
+    max_slots: usize,
+    /// Edges dropped because no slot could be allocated for their target.
+    pub dropped_edges: u64,
+}
+
+impl RecordStore {
+    pub fn new(max_slots: usize) -> RecordStore {
+        RecordStore {
+            slots: Vec::new(),
+            index: HashMap::new(),
+            max_slots: max_slots.max(1),
+            dropped_edges: 0,
+        }
+    }
+
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The slot of `addr`, if known.
+    pub fn slot_of(&self, addr: &SocketAddr) -> Option<u32> {
+        self.index.get(addr).copied()
+    }
+
+    /// The slot of `id.addr`, created if there is room; raises the slot's epoch to `id.epoch`.
+    pub fn intern(&mut self, id: NodeId) -> Option<u32> {
+        if let Some(&slot) = self.index.get(&id.addr) {
+            let s = &mut self.slots[slot as usize];
+            s.epoch = s.epoch.max(id.epoch);
+            return Some(slot);
+        }
+        if self.slots.len() >= self.max_slots {
+            return None;
+        }
+        let slot = self.slots.len() as u32;
+        self.slots.push(Slot {
+            addr: id.addr,
+            epoch: id.epoch,
+            record: None,
+            edges: Vec::new(),
+        });
+        self.index.insert(id.addr, slot);
+        Some(slot)
+    }
+
+    /// The newest epoch heard of for `addr`.
+    pub fn known_epoch(&self, addr: &SocketAddr) -> Option<u64> {
+        self.slot_of(addr).map(|s| self.slots[s as usize].epoch)
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&Record> {
+        self.slot_of(addr)
+            .and_then(|s| self.slots[s as usize].record.as_ref())
+    }
+
+    /// Stores `record` if it is newer than the held version of its address.
+    pub fn apply(&mut self, record: Record) -> Applied {
+        if let Some(held) = self.get(&record.origin.addr) {
+            if held.version() >= record.version() {
+                return Applied::Stale;
+            }
+        }
+        let Some(slot) = self.intern(record.origin) else {
+            return Applied::Full;
+        };
+        let mut edges = Vec::with_capacity(record.body.adjacency.len());
+        for &neighbour in &record.body.adjacency {
+            match self.intern(neighbour) {
+                Some(target) => edges.push((target, neighbour.epoch)),
+                None => self.dropped_edges += 1,
+            }
+        }
+        let s = &mut self.slots[slot as usize];
+        s.edges = edges;
+        let previous = s.record.replace(record);
+        Applied::New { previous }
+    }
+
+    /// `{addr → version}` of every held record, in slot order.
+    pub fn digest(&self) -> Vec<DigestEntry> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.record.as_ref())
+            .map(|r| DigestEntry {
+                addr: r.origin.addr,
+                epoch: r.origin.epoch,
+                seq: r.seq,
+            })
+            .collect()
+    }
+
+    /// Compares a peer's digest with this store: the records the peer lacks (held here in a
+    /// newer version, or absent from the digest), and whether the peer holds anything newer.
+    pub fn reconcile(&self, theirs: &[DigestEntry]) -> (Vec<Record>, bool) {
+        let mut seen = vec![false; self.slots.len()];
+        let mut they_have_newer = false;
+        let mut missing = Vec::new();
+        for entry in theirs {
+            let their_version = (entry.epoch, entry.seq);
+            match self.slot_of(&entry.addr) {
+                Some(slot) => {
+                    seen[slot as usize] = true;
+                    match &self.slots[slot as usize].record {
+                        Some(r) if r.version() > their_version => missing.push(r.clone()),
+                        Some(r) if r.version() < their_version => they_have_newer = true,
+                        Some(_) => {}
+                        None => they_have_newer = true,
+                    }
+                }
+                None => they_have_newer = true,
+            }
+        }
+        for (slot, s) in self.slots.iter().enumerate() {
+            if let (false, Some(r)) = (seen[slot], &s.record) {
+                missing.push(r.clone());
+            }
+        }
+        (missing, they_have_newer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(port: u16, epoch: u64) -> NodeId {
+        NodeId::new(([10, 0, 0, 1], port).into(), epoch)
+    }
+
+    fn rec(origin: NodeId, seq: u64, adjacency: Vec<NodeId>) -> Record {
+        Record {
+            origin,
+            seq,
+            body: Arc::new(RecordBody { adjacency }),
+        }
+    }
+
+    #[test]
+    fn newer_versions_replace_older_ones_only() {
+        let mut store = RecordStore::new(16);
+        assert_eq!(
+            store.apply(rec(id(1, 1), 2, vec![])),
+            Applied::New { previous: None }
+        );
+        assert_eq!(store.apply(rec(id(1, 1), 2, vec![])), Applied::Stale);
+        assert_eq!(store.apply(rec(id(1, 1), 1, vec![])), Applied::Stale);
+        assert!(matches!(
+            store.apply(rec(id(1, 2), 0, vec![])),
+            Applied::New { previous: Some(_) }
+        ));
+        assert_eq!(store.apply(rec(id(1, 1), 9, vec![])), Applied::Stale);
+        assert_eq!(store.known_epoch(&id(1, 0).addr), Some(2));
+    }
+
+    #[test]
+    fn store_is_bounded() {
+        let mut store = RecordStore::new(2);
+        assert!(matches!(
+            store.apply(rec(id(1, 1), 1, vec![id(2, 1), id(3, 1)])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.dropped_edges, 1);
+        assert_eq!(store.apply(rec(id(3, 1), 1, vec![])), Applied::Full);
+    }
+
+    #[test]
+    fn reconcile_finds_both_directions() {
+        let mut a = RecordStore::new(16);
+        let mut b = RecordStore::new(16);
+        a.apply(rec(id(1, 1), 5, vec![]));
+        a.apply(rec(id(2, 1), 1, vec![]));
+        b.apply(rec(id(1, 1), 3, vec![]));
+        b.apply(rec(id(3, 1), 1, vec![]));
+        let (for_b, b_has_newer) = a.reconcile(&b.digest());
+        assert_eq!(for_b.len(), 2);
+        assert!(b_has_newer);
+        for r in for_b {
+            b.apply(r);
+        }
+        let (for_a, _) = b.reconcile(&a.digest());
+        for r in for_a {
+            a.apply(r);
+        }
+        assert_eq!(a.digest().len(), 3);
+        let mut da = a.digest();
+        let mut db = b.digest();
+        da.sort_by_key(|e| e.addr);
+        db.sort_by_key(|e| e.addr);
+        assert_eq!(da, db);
+    }
+}
