@@ -1,0 +1,256 @@
+//! One node under hostile input: the bytes are a small config and a sequence of inputs
+//! (raw frames, well-formed messages from a small universe of peers, answers to what the
+//! node sent, timeouts). After every input the outputs are drained, each checked, and
+//! `check_invariants` must hold.
+//!
+//! `cargo +nightly fuzz run node_input`
+
+#![no_main]
+
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use minuteman_core::wire::{self, DigestEntry, Priority};
+use minuteman_core::{
+    Config, Envelope, Message, Node, NodeId, Output, Record, RecordBody, Time, Transmit,
+};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Peers 0..12; index 12 is the node itself.
+const UNIVERSE: u8 = 13;
+const MAX_OUTPUTS_PER_INPUT: usize = 10_000;
+
+fn addr(i: u8) -> SocketAddr {
+    match i % UNIVERSE {
+        i @ 0..=5 => SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1 + i).into(), 61420),
+        i @ 6..=10 => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7000 + u16::from(i)),
+        11 => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 61420),
+        _ => SocketAddr::new(Ipv4Addr::new(10, 0, 0, 100).into(), 61420),
+    }
+}
+
+fn id(u: &mut Unstructured) -> Result<NodeId> {
+    Ok(NodeId::new(addr(u.arbitrary()?), u.int_in_range(1..=3)?))
+}
+
+fn ids(u: &mut Unstructured) -> Result<Vec<NodeId>> {
+    let n = u.int_in_range(0..=8)?;
+    (0..n).map(|_| id(u)).collect()
+}
+
+fn small_or_any(u: &mut Unstructured) -> Result<u64> {
+    Ok(if u.ratio(7, 8)? {
+        u.int_in_range(0..=7)?
+    } else {
+        u.arbitrary()?
+    })
+}
+
+fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
+    Ok(match u.int_in_range(0..=10)? {
+        0 => Message::Join,
+        1 => Message::ForwardJoin {
+            joiner: id(u)?,
+            ttl: u.int_in_range(0..=7)?,
+        },
+        2 => Message::Neighbor {
+            priority: if u.arbitrary()? {
+                Priority::High
+            } else {
+                Priority::Low
+            },
+        },
+        3 => Message::NeighborReply {
+            accepted: u.arbitrary()?,
+        },
+        4 => Message::Disconnect,
+        5 => Message::Shuffle {
+            origin: id(u)?,
+            ttl: u.int_in_range(0..=7)?,
+            nodes: ids(u)?,
+        },
+        6 => Message::ShuffleReply { nodes: ids(u)? },
+        7 => Message::Ping {
+            echo: u.arbitrary()?,
+        },
+        8 => Message::Pong {
+            echo: if u.arbitrary()? {
+                now.as_nanos()
+                    .saturating_sub(u.int_in_range(0..=2_000_000_000)?)
+            } else {
+                u.arbitrary()?
+            },
+        },
+        9 => {
+            let n = u.int_in_range(0..=4)?;
+            let records = (0..n)
+                .map(|_| {
+                    Ok(Record {
+                        origin: id(u)?,
+                        seq: small_or_any(u)?,
+                        body: Arc::new(RecordBody { adjacency: ids(u)? }),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Message::Records { records }
+        }
+        _ => {
+            let n = u.int_in_range(0..=8)?;
+            let entries = (0..n)
+                .map(|_| {
+                    Ok(DigestEntry {
+                        addr: addr(u.arbitrary()?),
+                        epoch: u.int_in_range(0..=4)?,
+                        seq: small_or_any(u)?,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            Message::Digest {
+                entries,
+                reply: u.arbitrary()?,
+            }
+        }
+    })
+}
+
+struct Driver {
+    node: Node,
+    now: Time,
+    deadline: Time,
+    last: Vec<Transmit>,
+}
+
+impl Driver {
+    /// Drains every output, checks each, then the invariants.
+    fn settle(&mut self, what: &dyn std::fmt::Debug) {
+        let me = self.node.id();
+        let limits = self.node.config().limits.clone();
+        self.last.clear();
+        let mut n = 0;
+        loop {
+            match self.node.poll_output() {
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    break;
+                }
+                Output::Transmit(t) => {
+                    assert_ne!(t.dst, me.addr, "transmit to self after {what:?}: {t:?}");
+                    assert_eq!(t.envelope.from, me);
+                    let frame = wire::encode(&t.envelope, &limits)
+                        .unwrap_or_else(|e| panic!("unencodable output {t:?}: {e}"));
+                    assert_eq!(wire::decode(&frame, &limits), Ok(t.envelope.clone()));
+                    self.last.push(t);
+                }
+                Output::Event(_) => {}
+            }
+            n += 1;
+            assert!(
+                n < MAX_OUTPUTS_PER_INPUT,
+                "unbounded outputs after {what:?}"
+            );
+        }
+        if let Err(e) = self.node.check_invariants() {
+            panic!("invariant broken after {what:?}: {e}");
+        }
+    }
+
+    fn frame(&mut self, bytes: &[u8]) {
+        let before = self.node.counters().decode_errors.total();
+        let result = self.node.handle_frame(self.now, bytes);
+        let after = self.node.counters().decode_errors.total();
+        assert_eq!(after, before + u64::from(result.is_err()));
+        self.settle(&format_args!("frame {bytes:02x?}"));
+    }
+
+    fn message(&mut self, envelope: Envelope) {
+        // Through the codec, as a shell would deliver it.
+        let frame = wire::encode(&envelope, &self.node.config().limits).expect("encodes");
+        assert_eq!(self.node.handle_frame(self.now, &frame), Ok(()));
+        self.settle(&envelope);
+    }
+
+    fn known(&self, addr: SocketAddr) -> NodeId {
+        self.node
+            .active_view()
+            .chain(self.node.passive_view())
+            .find(|id| id.addr == addr)
+            .unwrap_or(NodeId::new(addr, 1))
+    }
+}
+
+fn run(u: &mut Unstructured) -> Result<()> {
+    let me = NodeId::new(addr(12), u.int_in_range(1..=3)?);
+    let contacts = (0..u.int_in_range(0..=3)?)
+        .map(|_| Ok(addr(u.arbitrary()?)))
+        .collect::<Result<_>>()?;
+    let mut cfg = Config::new(me, contacts, u.arbitrary()?);
+    cfg.membership.active_max = u.int_in_range(1..=5)?;
+    cfg.membership.passive_max = u.int_in_range(1..=8)?;
+    cfg.membership.arwl = u.int_in_range(0..=6)?;
+    cfg.membership.prwl = u.int_in_range(0..=3)?;
+    cfg.records.max_records = u.int_in_range(1..=16)?;
+    if u.ratio(1, 4)? {
+        cfg.max_queued_outputs = u.int_in_range(1..=16)?;
+    }
+    let now = Time::from_millis(u.int_in_range(0..=10_000)?);
+    let mut d = Driver {
+        node: Node::new(cfg, now),
+        now,
+        deadline: now,
+        last: Vec::new(),
+    };
+    d.settle(&"start");
+    while !u.is_empty() {
+        match u.int_in_range(0..=7)? {
+            0 => {
+                d.now = d.now + Duration::from_micros(u.int_in_range(0..=2_000_000)?);
+                d.node.handle_timeout(d.now);
+                d.settle(&"timeout");
+            }
+            1 => {
+                d.now = d.now.max(d.deadline);
+                d.node.handle_timeout(d.now);
+                d.settle(&"deadline");
+            }
+            2..=4 => {
+                d.now = d.now + Duration::from_micros(u.int_in_range(0..=50_000)?);
+                let from = id(u)?;
+                let msg = message(u, d.now)?;
+                d.message(Envelope { from, msg });
+            }
+            5 => {
+                // Cooperative peers answer what the node just sent.
+                let asks = std::mem::take(&mut d.last);
+                for t in asks {
+                    let msg = match t.envelope.msg {
+                        Message::Ping { echo } => Message::Pong { echo },
+                        Message::Neighbor { .. } => Message::NeighborReply {
+                            accepted: u.arbitrary()?,
+                        },
+                        Message::Join => Message::NeighborReply { accepted: true },
+                        _ => continue,
+                    };
+                    let from = d.known(t.dst);
+                    d.message(Envelope { from, msg });
+                }
+            }
+            6 => {
+                let len = u.int_in_range(0..=64)?;
+                let bytes = u.bytes(len)?.to_vec();
+                d.frame(&bytes);
+            }
+            _ => {
+                let len = u.int_in_range(0..=64)?;
+                let mut bytes = vec![wire::WIRE_VERSION];
+                bytes.extend_from_slice(u.bytes(len)?);
+                d.frame(&bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = run(&mut Unstructured::new(data));
+});
