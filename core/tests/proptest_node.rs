@@ -2,8 +2,9 @@
 //!
 //! - Codec: every envelope within the limits round-trips; no byte string panics `decode`.
 //! - Node: after every input of a random sequence (messages from a small universe of peers,
-//!   timeouts, raw frames) the view invariants hold, every output is a valid frame addressed
-//!   to someone else, and draining terminates quickly.
+//!   answers to what the node sent, cascading records, timeouts, raw frames) the view
+//!   invariants hold, every output is a valid frame addressed to someone else, draining
+//!   terminates quickly, the events tell the views exactly, and the run is deterministic.
 //!
 //! Case counts are modest so `cargo test -p minuteman-core` stays fast; set `PROPTEST_CASES`
 //! to soak (for instance `PROPTEST_CASES=20000 cargo test --release -p minuteman-core
@@ -662,7 +663,7 @@ fn run(setup: &Setup, steps: &[Step]) -> Result<(Vec<Vec<Output>>, Node), TestCa
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn node_invariants_hold_under_random_input(
