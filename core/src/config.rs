@@ -23,6 +23,9 @@ pub struct Config {
     pub records: RecordsConfig,
     /// Bounds on decoded frames.
     pub limits: Limits,
+    /// How long a node must stay unreached before it is reported unreachable; hides the
+    /// sub-millisecond holes of record propagation (see [`crate::reachability`]).
+    pub reachability_grace: Duration,
     /// Most outputs queued between two drains; beyond it outputs are dropped and counted.
     pub max_queued_outputs: usize,
 }
@@ -37,6 +40,7 @@ impl Config {
             ping: PingConfig::default(),
             records: RecordsConfig::default(),
             limits: Limits::default(),
+            reachability_grace: Duration::from_millis(20),
             max_queued_outputs: 1 << 20,
         }
     }
@@ -87,10 +91,10 @@ impl Default for MembershipConfig {
             shuffle_passive: 4,
             shuffle_ttl: 6,
             shuffle_interval: Duration::from_secs(2),
-            join_timeout: Duration::from_millis(500),
+            join_timeout: Duration::from_millis(250),
             neighbor_timeout: Duration::from_millis(300),
             refill_interval: Duration::from_millis(500),
-            contact_retry_interval: Duration::from_secs(5),
+            contact_retry_interval: Duration::from_secs(1),
             failed_quarantine: Duration::from_secs(10),
         }
     }

@@ -99,9 +99,8 @@ pub struct Node {
     passive: BTreeMap<SocketAddr, PassivePeer>,
     /// An outstanding NEIGHBOR request (at most one).
     pending_neighbor: Option<Attempt>,
-    /// An outstanding JOIN (at most one).
-    joining: Option<Attempt>,
-    next_contact: usize,
+    /// Until when the JOIN sent to every contact is outstanding.
+    joining: Option<Time>,
     next_shuffle: Time,
     next_anti_entropy: Time,
     next_refill: Time,
@@ -133,7 +132,6 @@ impl Node {
             passive: BTreeMap::new(),
             pending_neighbor: None,
             joining: None,
-            next_contact: 0,
             next_shuffle: now,
             next_anti_entropy: now,
             next_refill: now,
@@ -143,7 +141,7 @@ impl Node {
             self_slot,
             own_seq: 0,
             adjacency_changed: true,
-            reach: Reachability::default(),
+            reach: Reachability::new(cfg.reachability_grace),
             reach_dirty: true,
             changes: Vec::new(),
             outputs: VecDeque::new(),
@@ -152,12 +150,7 @@ impl Node {
         };
         node.next_shuffle = now + node.jittered(node.cfg.membership.shuffle_interval);
         node.next_anti_entropy = now + node.jittered(node.cfg.records.anti_entropy_interval);
-        node.next_contact_check =
-            now + node.jittered(node.cfg.membership.contact_retry_interval);
-        let contacts = node.other_contacts();
-        if !contacts.is_empty() {
-            node.next_contact = node.rng.random_range(0..contacts.len());
-        }
+        node.next_contact_check = now + node.jittered(node.cfg.membership.contact_retry_interval);
         node.start_join(now);
         node.after_input(now);
         node
@@ -226,7 +219,11 @@ impl Node {
             return Err(format!("{me} holds itself in a view"));
         }
         if self.active.len() > m.active_max {
-            return Err(format!("{me}: active view {} > {}", self.active.len(), m.active_max));
+            return Err(format!(
+                "{me}: active view {} > {}",
+                self.active.len(),
+                m.active_max
+            ));
         }
         if self.passive.len() > m.passive_max {
             return Err(format!(
@@ -246,7 +243,9 @@ impl Node {
         let own = self.store.get(&me).map(|r| r.body.adjacency.clone());
         let active: Vec<NodeId> = self.active_view().collect();
         if own.as_ref() != Some(&active) {
-            return Err(format!("{me}: own record {own:?} != active view {active:?}"));
+            return Err(format!(
+                "{me}: own record {own:?} != active view {active:?}"
+            ));
         }
         if self.outputs.len() > self.cfg.max_queued_outputs {
             return Err(format!("{me}: output queue over its bound"));
@@ -319,8 +318,8 @@ impl Node {
                 self.next_refill = now;
             }
         }
-        if let Some(j) = self.joining {
-            if now >= j.deadline {
+        if let Some(deadline) = self.joining {
+            if now >= deadline {
                 self.joining = None;
                 if self.active.is_empty() {
                     self.start_join(now);
@@ -332,8 +331,7 @@ impl Node {
             self.start_shuffle();
         }
         if now >= self.next_anti_entropy {
-            self.next_anti_entropy =
-                now + self.jittered(self.cfg.records.anti_entropy_interval);
+            self.next_anti_entropy = now + self.jittered(self.cfg.records.anti_entropy_interval);
             let peer = self.active.values().choose(&mut self.rng).map(|p| p.id);
             if let Some(peer) = peer {
                 self.send_digest(peer.addr, false);
@@ -429,7 +427,7 @@ impl Node {
 
     fn on_neighbor_reply(&mut self, now: Time, from: NodeId, accepted: bool) {
         let asked = self.pending_neighbor.is_some_and(|p| p.addr == from.addr)
-            || self.joining.is_some_and(|j| j.addr == from.addr);
+            || self.is_joining_through(&from.addr);
         if self.pending_neighbor.is_some_and(|p| p.addr == from.addr) {
             self.pending_neighbor = None;
         }
@@ -459,7 +457,7 @@ impl Node {
     fn on_ping(&mut self, from: NodeId, echo: u64) {
         let expected = self.is_active(&from)
             || self.pending_neighbor.is_some_and(|p| p.addr == from.addr)
-            || self.joining.is_some_and(|j| j.addr == from.addr);
+            || self.is_joining_through(&from.addr);
         if expected {
             self.send(from.addr, Message::Pong { echo });
         } else {
@@ -520,7 +518,11 @@ impl Node {
     }
 
     fn integrate_passive(&mut self, _now: Time, nodes: &[NodeId], is_reply: bool) {
-        let max = self.cfg.membership.passive_max.min(self.cfg.limits.max_shuffle_nodes);
+        let max = self
+            .cfg
+            .membership
+            .passive_max
+            .min(self.cfg.limits.max_shuffle_nodes);
         for &id in nodes.iter().take(max) {
             if self.passive.len() >= self.cfg.membership.passive_max
                 && !self.passive.contains_key(&id.addr)
@@ -536,8 +538,7 @@ impl Node {
                 } else {
                     None
                 };
-                let victim =
-                    sent.or_else(|| self.passive.keys().choose(&mut self.rng).copied());
+                let victim = sent.or_else(|| self.passive.keys().choose(&mut self.rng).copied());
                 if let Some(v) = victim {
                     self.passive.remove(&v);
                 }
@@ -589,8 +590,7 @@ impl Node {
             self.remove_active(now, id.addr, LinkDown::Superseded);
         }
         if self.active.len() >= self.cfg.membership.active_max {
-            let victim = self.active.keys().choose(&mut self.rng).copied();
-            if let Some(v) = victim {
+            if let Some(v) = self.eviction_victim() {
                 self.send(v, Message::Disconnect);
                 self.remove_active(now, v, LinkDown::Evicted);
             }
@@ -608,7 +608,7 @@ impl Node {
         if self.pending_neighbor.is_some_and(|p| p.addr == id.addr) {
             self.pending_neighbor = None;
         }
-        if self.joining.is_some_and(|j| j.addr == id.addr) {
+        if self.is_joining_through(&id.addr) {
             self.joining = None;
         }
         self.counters.links_up += 1;
@@ -618,6 +618,31 @@ impl Node {
         if self.cfg.id.addr < id.addr {
             self.send_digest(id.addr, false);
         }
+    }
+
+    /// The neighbour to drop when the active view is full: one of those with the most other
+    /// links according to their records (never one that would be left isolated if another
+    /// choice exists), at random among equals. HyParView evicts at random; preferring
+    /// well-connected peers keeps a fresh joiner from being cut off right after joining,
+    /// which every other node would see as an unreachable live node.
+    fn eviction_victim(&mut self) -> Option<SocketAddr> {
+        let me = self.cfg.id;
+        let other_links = |store: &RecordStore, peer: &NodeId| -> usize {
+            store
+                .get(&peer.addr)
+                .filter(|r| r.origin == *peer)
+                .map_or(0, |r| r.body.adjacency.iter().filter(|n| **n != me).count())
+        };
+        let best = self
+            .active
+            .values()
+            .map(|p| other_links(&self.store, &p.id))
+            .max()?;
+        self.active
+            .values()
+            .filter(|p| other_links(&self.store, &p.id) == best)
+            .map(|p| p.id.addr)
+            .choose(&mut self.rng)
     }
 
     fn remove_active(&mut self, now: Time, addr: SocketAddr, reason: LinkDown) {
@@ -693,20 +718,23 @@ impl Node {
             .collect()
     }
 
-    /// Sends JOIN to the next contact node, round robin.
+    /// Sends JOIN to every contact node. Joining through all of them, rather than one,
+    /// weaves the overlays that grow around contacts which started apart into one random
+    /// graph instead of clusters joined by a few bridges (whose crash would split it).
     fn start_join(&mut self, now: Time) {
         let contacts = self.other_contacts();
         if contacts.is_empty() {
             return;
         }
-        let contact = contacts[self.next_contact % contacts.len()];
-        self.next_contact = self.next_contact.wrapping_add(1);
-        self.joining = Some(Attempt {
-            addr: contact,
-            deadline: now + self.cfg.membership.join_timeout,
-        });
-        self.counters.joins_sent += 1;
-        self.send(contact, Message::Join);
+        self.joining = Some(now + self.cfg.membership.join_timeout);
+        for contact in contacts {
+            self.counters.joins_sent += 1;
+            self.send(contact, Message::Join);
+        }
+    }
+
+    fn is_joining_through(&self, addr: &SocketAddr) -> bool {
+        self.joining.is_some() && self.cfg.contacts.contains(addr)
     }
 
     /// A node that cannot reach some contact may link to it directly; about three nodes of
@@ -828,10 +856,18 @@ impl Node {
 
     /// A newer incarnation exists: drop links to the older one.
     fn retire_superseded(&mut self, now: Time, id: NodeId) {
-        if self.active.get(&id.addr).is_some_and(|p| p.id.epoch < id.epoch) {
+        if self
+            .active
+            .get(&id.addr)
+            .is_some_and(|p| p.id.epoch < id.epoch)
+        {
             self.remove_active(now, id.addr, LinkDown::Superseded);
         }
-        if self.passive.get(&id.addr).is_some_and(|p| p.id.epoch < id.epoch) {
+        if self
+            .passive
+            .get(&id.addr)
+            .is_some_and(|p| p.id.epoch < id.epoch)
+        {
             self.passive.remove(&id.addr);
         }
     }
@@ -912,26 +948,25 @@ impl Node {
             self.adjacency_changed = false;
             self.publish_own_record();
         }
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
         if self.reach_dirty {
             self.reach_dirty = false;
-            let mut changes = std::mem::take(&mut self.changes);
-            changes.clear();
-            self.reach.recompute(&self.store, self.self_slot, &mut changes);
-            let me = self.cfg.id.addr;
-            for change in changes.drain(..) {
-                let event = match change {
-                    Change::Reachable(id) => Event::Reachable(id),
-                    Change::Unreachable(id) => Event::Unreachable(id),
-                };
-                let (Event::Reachable(id) | Event::Unreachable(id)) = event else {
-                    unreachable!()
-                };
-                if id.addr != me {
-                    self.emit(Output::Event(event));
-                }
-            }
-            self.changes = changes;
+            self.reach
+                .recompute(now, &self.store, self.self_slot, &mut changes);
+        } else {
+            self.reach.expire(now, &mut changes);
         }
+        let me = self.cfg.id.addr;
+        for change in changes.drain(..) {
+            let event = match change {
+                Change::Reachable(id) if id.addr != me => Event::Reachable(id),
+                Change::Unreachable(id) if id.addr != me => Event::Unreachable(id),
+                _ => continue,
+            };
+            self.emit(Output::Event(event));
+        }
+        self.changes = changes;
     }
 
     fn next_deadline(&self) -> Time {
@@ -943,11 +978,14 @@ impl Node {
         if let Some(p) = self.pending_neighbor {
             at = at.min(p.deadline);
         }
-        if let Some(j) = self.joining {
-            at = at.min(j.deadline);
+        if let Some(deadline) = self.joining {
+            at = at.min(deadline);
         }
         if self.wants_refill() {
             at = at.min(self.next_refill);
+        }
+        if let Some(fade) = self.reach.next_deadline() {
+            at = at.min(fade);
         }
         at
     }

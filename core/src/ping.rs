@@ -73,9 +73,10 @@ impl LinkMonitor {
     pub fn timeout(&self, cfg: &PingConfig) -> Duration {
         match self.rtts.iter().max() {
             None => cfg.timeout_ceiling,
-            Some(max) => max
-                .saturating_mul(cfg.rtt_multiplier)
-                .clamp(cfg.timeout_floor, cfg.timeout_ceiling.max(cfg.timeout_floor)),
+            Some(max) => max.saturating_mul(cfg.rtt_multiplier).clamp(
+                cfg.timeout_floor,
+                cfg.timeout_ceiling.max(cfg.timeout_floor),
+            ),
         }
     }
 

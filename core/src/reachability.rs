@@ -6,11 +6,20 @@
 //! claims its old edges, but once every live neighbour has dropped it no edge leads *to* it,
 //! so it becomes unreachable.
 //!
-//! Invariants: self is always reachable; the reported set is exactly the last BFS result,
-//! and every change to it is reported once, as an [`Change`], in slot order.
+//! Reporting has hysteresis: a node the search no longer reaches is reported unreachable
+//! only once it stayed unreached for `grace`. While records propagate, the graph a node
+//! holds can briefly lack a path that exists (it got X's new record before Y's); the grace
+//! keeps such sub-millisecond holes from being reported as failures. A node superseded by a
+//! newer incarnation is reported unreachable at once.
+//!
+//! Invariants: self is always reachable; a node is reported reachable as soon as the search
+//! reaches it and unreachable exactly when it has been unreached for `grace` (or
+//! superseded); every change is reported once, as a [`Change`], in slot order.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
+use crate::time::Time;
+use std::time::Duration;
 
 /// A change of one node's reachability.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -19,11 +28,16 @@ pub enum Change {
     Unreachable(NodeId),
 }
 
-/// The last computed reachable set, indexed by store slot.
+/// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
 pub struct Reachability {
+    grace: Duration,
     /// The id reported reachable for each slot, if any.
     reported: Vec<Option<NodeId>>,
+    /// For reported slots the last search did not reach: since when.
+    unreached_since: Vec<Option<Time>>,
+    /// Slots with `unreached_since` set.
+    fading: Vec<u32>,
     count: usize,
     /// Scratch space for the search, kept to avoid allocating on every run.
     seen: Vec<bool>,
@@ -31,7 +45,46 @@ pub struct Reachability {
 }
 
 impl Reachability {
-    /// Number of reachable nodes, self included.
+    pub fn new(grace: Duration) -> Reachability {
+        Reachability {
+            grace,
+            ..Reachability::default()
+        }
+    }
+
+    /// When the next fading node is due to be reported unreachable.
+    pub fn next_deadline(&self) -> Option<Time> {
+        self.fading
+            .iter()
+            .filter_map(|&s| self.unreached_since[s as usize])
+            .min()
+            .map(|since| since + self.grace)
+    }
+
+    /// Reports as unreachable the fading nodes whose grace has run out by `now`.
+    pub fn expire(&mut self, now: Time, changes: &mut Vec<Change>) {
+        let grace = self.grace;
+        let (reported, since) = (&mut self.reported, &mut self.unreached_since);
+        let mut expired = 0;
+        self.fading.retain(|&slot| {
+            let s = slot as usize;
+            match since[s] {
+                Some(t) if now >= t + grace => {
+                    if let Some(old) = reported[s].take() {
+                        changes.push(Change::Unreachable(old));
+                        expired += 1;
+                    }
+                    since[s] = None;
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            }
+        });
+        self.count -= expired;
+    }
+
+    /// Number of nodes reported reachable, self included.
     pub fn count(&self) -> usize {
         self.count
     }
@@ -49,13 +102,20 @@ impl Reachability {
         self.reported.iter().filter_map(|id| *id)
     }
 
-    /// Recomputes from `self_slot` and appends every change to `changes`.
-    pub fn recompute(&mut self, store: &RecordStore, self_slot: u32, changes: &mut Vec<Change>) {
+    /// Searches again from `self_slot` at `now` and appends every reportable change.
+    pub fn recompute(
+        &mut self,
+        now: Time,
+        store: &RecordStore,
+        self_slot: u32,
+        changes: &mut Vec<Change>,
+    ) {
         let slots = store.slots();
         self.seen.clear();
         self.seen.resize(slots.len(), false);
         self.queue.clear();
         self.reported.resize(slots.len(), None);
+        self.unreached_since.resize(slots.len(), None);
         self.seen[self_slot as usize] = true;
         self.queue.push(self_slot);
         let mut head = 0;
@@ -70,20 +130,31 @@ impl Reachability {
                 }
             }
         }
-        self.count = self.queue.len();
         for (i, slot) in slots.iter().enumerate() {
-            let now = self.seen[i].then(|| NodeId::new(slot.addr, slot.epoch));
+            let current = NodeId::new(slot.addr, slot.epoch);
             let before = self.reported[i];
-            if now != before {
-                if let Some(old) = before {
+            if self.seen[i] {
+                self.unreached_since[i] = None;
+                if before != Some(current) {
+                    if let Some(old) = before {
+                        changes.push(Change::Unreachable(old));
+                    }
+                    changes.push(Change::Reachable(current));
+                    self.reported[i] = Some(current);
+                }
+            } else if let Some(old) = before {
+                if old.epoch < slot.epoch || self.grace.is_zero() {
                     changes.push(Change::Unreachable(old));
+                    self.reported[i] = None;
+                    self.unreached_since[i] = None;
+                } else if self.unreached_since[i].is_none() {
+                    self.unreached_since[i] = Some(now);
+                    self.fading.push(i as u32);
                 }
-                if let Some(new) = now {
-                    changes.push(Change::Reachable(new));
-                }
-                self.reported[i] = now;
             }
         }
+        self.count = self.reported.iter().filter(|r| r.is_some()).count();
+        self.expire(now, changes);
     }
 }
 
@@ -116,18 +187,19 @@ mod tests {
         publish(&mut store, c, 1, &[a, b]);
         let me = store.slot_of(&a.addr).unwrap();
         let mut reach = Reachability::default();
+        let t = Time::ZERO;
         let mut changes = Vec::new();
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert_eq!(reach.count(), 3);
         assert_eq!(changes.len(), 3);
 
         // c crashes: a drops it, b still claims it.
         publish(&mut store, a, 2, &[b]);
         changes.clear();
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert!(changes.is_empty());
         publish(&mut store, b, 2, &[a]);
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert_eq!(changes, vec![Change::Unreachable(c)]);
         assert!(!reach.is_reachable(&store, &c));
     }
@@ -139,16 +211,51 @@ mod tests {
         publish(&mut store, a, 1, &[b]);
         let me = store.slot_of(&a.addr).unwrap();
         let mut reach = Reachability::default();
+        let t = Time::ZERO;
         let mut changes = Vec::new();
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert!(reach.is_reachable(&store, &b));
         publish(&mut store, b2, 0, &[]);
         changes.clear();
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert_eq!(changes, vec![Change::Unreachable(b)]);
         publish(&mut store, a, 2, &[b2]);
         changes.clear();
-        reach.recompute(&store, me, &mut changes);
+        reach.recompute(t, &store, me, &mut changes);
         assert_eq!(changes, vec![Change::Reachable(b2)]);
+    }
+
+    #[test]
+    fn grace_hides_short_holes_and_reports_lasting_ones() {
+        let (a, b) = (id(1, 1), id(2, 1));
+        let mut store = RecordStore::new(16);
+        publish(&mut store, a, 1, &[b]);
+        let me = store.slot_of(&a.addr).unwrap();
+        let mut reach = Reachability::new(Duration::from_millis(20));
+        let mut changes = Vec::new();
+        reach.recompute(Time::ZERO, &store, me, &mut changes);
+        assert_eq!(changes, vec![Change::Reachable(a), Change::Reachable(b)]);
+        changes.clear();
+
+        // A hole that closes within the grace is never reported.
+        publish(&mut store, a, 2, &[]);
+        reach.recompute(Time::from_millis(1), &store, me, &mut changes);
+        assert!(changes.is_empty());
+        assert!(reach.is_reachable(&store, &b));
+        assert_eq!(reach.next_deadline(), Some(Time::from_millis(21)));
+        publish(&mut store, a, 3, &[b]);
+        reach.recompute(Time::from_millis(5), &store, me, &mut changes);
+        reach.expire(Time::from_millis(30), &mut changes);
+        assert!(changes.is_empty());
+        assert_eq!(reach.next_deadline(), None);
+
+        // A lasting one is reported when the grace runs out, not before.
+        publish(&mut store, a, 4, &[]);
+        reach.recompute(Time::from_millis(40), &store, me, &mut changes);
+        reach.expire(Time::from_millis(59), &mut changes);
+        assert!(changes.is_empty());
+        reach.expire(Time::from_millis(60), &mut changes);
+        assert_eq!(changes, vec![Change::Unreachable(b)]);
+        assert_eq!(reach.count(), 1);
     }
 }

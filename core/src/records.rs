@@ -6,8 +6,10 @@
 //!
 //! The store keeps one slot per node address. Slots are never removed, so a slot index is a
 //! stable name for an address and the reachability graph can be a plain vector graph. Each
-//! slot remembers the newest epoch heard of for its address, from records or from edges
-//! in other records; edges to an older epoch are stale and do not count.
+//! slot remembers the newest epoch heard *first-hand* for its address: from that node's own
+//! record or from a message it sent. An edge in someone else's record never raises it (a
+//! third party's claim must not retire a live incarnation); edges that name another epoch
+//! than the slot's do not count.
 //!
 //! Invariants: at most `max_slots` slots; a slot's record, if any, has the slot's address;
 //! the stored version of an address never decreases; every record's resolved edges point
@@ -102,11 +104,19 @@ impl RecordStore {
         self.index.get(addr).copied()
     }
 
-    /// The slot of `id.addr`, created if there is room; raises the slot's epoch to `id.epoch`.
+    /// The slot of `id.addr`, created (at `id.epoch`) if there is room. First-hand: also
+    /// raises the slot's epoch to `id.epoch`.
     pub fn intern(&mut self, id: NodeId) -> Option<u32> {
+        let slot = self.slot_for(id)?;
+        let s = &mut self.slots[slot as usize];
+        s.epoch = s.epoch.max(id.epoch);
+        Some(slot)
+    }
+
+    /// The slot of `id.addr`, created (at `id.epoch`) if there is room; an existing slot's
+    /// epoch is left alone.
+    fn slot_for(&mut self, id: NodeId) -> Option<u32> {
         if let Some(&slot) = self.index.get(&id.addr) {
-            let s = &mut self.slots[slot as usize];
-            s.epoch = s.epoch.max(id.epoch);
             return Some(slot);
         }
         if self.slots.len() >= self.max_slots {
@@ -145,7 +155,7 @@ impl RecordStore {
         };
         let mut edges = Vec::with_capacity(record.body.adjacency.len());
         for &neighbour in &record.body.adjacency {
-            match self.intern(neighbour) {
+            match self.slot_for(neighbour) {
                 Some(target) => edges.push((target, neighbour.epoch)),
                 None => self.dropped_edges += 1,
             }

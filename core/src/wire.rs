@@ -264,7 +264,10 @@ mod tests {
     fn rejects_bad_frames() {
         let limits = Limits::default();
         assert_eq!(decode(&[], &limits), Err(DecodeError::Empty));
-        assert_eq!(decode(&[7, 0], &limits), Err(DecodeError::UnknownVersion(7)));
+        assert_eq!(
+            decode(&[7, 0], &limits),
+            Err(DecodeError::UnknownVersion(7))
+        );
         assert!(matches!(
             decode(&[WIRE_VERSION, 0xff], &limits),
             Err(DecodeError::Malformed(_))

@@ -805,14 +805,10 @@ fn strategies_reach_interesting_states() {
     }
 }
 
-/// BUG (ignored until fixed in core): a peer's record whose adjacency names this node's own
-/// address with a newer epoch raises the epoch of the node's own store slot
-/// (`RecordStore::intern`, records.rs, via `RecordStore::apply` from `Node::on_records`).
-/// Reachability then reports self as that other incarnation: `is_reachable(&node.id())` is
-/// false and `reachable()` lists `self_addr#2` instead of `self_addr#1`, breaking the
-/// documented reachability invariant "self is always reachable".
+/// Regression: a peer's record whose adjacency names this node's own address with a newer
+/// epoch used to raise the epoch of the node's own store slot, so reachability reported self
+/// as that other incarnation. Edges in third-party records no longer raise slot epochs.
 #[test]
-#[ignore = "core bug: a record naming self at a newer epoch rewrites self's epoch"]
 fn self_stays_reachable_under_a_bogus_epoch_of_self() {
     let me = NodeId::new(self_addr(), 1);
     let peer = NodeId::new(universe_addr(0), 1);

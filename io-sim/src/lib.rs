@@ -1,1 +1,15 @@
-//! placeholder
+//! minuteman-sim: a seeded discrete-event simulator that runs whole clusters of
+//! minuteman core nodes over a simulated network, with crashes, restarts, partitions and
+//! loss, and reports how fast the cluster heals.
+//!
+//! Same seed, same run: every random choice comes from one ChaCha generator and the event
+//! heap breaks ties by insertion order. The trace hash makes that checkable.
+
+pub mod membership;
+pub mod network;
+pub mod sim;
+pub mod stats;
+
+pub use membership::{MembershipReport, MembershipRun};
+pub use network::NetConfig;
+pub use sim::{node_addr, ClusterConfig, FalsePositive, Simulation};

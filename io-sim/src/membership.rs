@@ -1,0 +1,180 @@
+//! The membership evaluation: a cluster joins from cold, a fraction of it kernel-panics,
+//! and the report says how fast the survivors noticed.
+//!
+//! Measured:
+//! - `converged_ms`: first time (sampled every `check_every`) at which every node is in one
+//!   overlay and every node reaches every node;
+//! - detection: per survivor, crash → the moment it saw every crashed node unreachable;
+//! - false positives: a live node seen unreachable by a live node, over the whole run;
+//! - traffic per node per second, the trace hash, wall-clock time.
+
+use crate::network::NetConfig;
+use crate::sim::{ClusterConfig, Simulation};
+use crate::stats::Summary;
+use minuteman_core::Time;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// Parameters of one membership run.
+#[derive(Clone, Debug)]
+pub struct MembershipRun {
+    pub nodes: usize,
+    pub crash_fraction: f64,
+    pub crash_at: Duration,
+    pub duration: Duration,
+    pub seed: u64,
+    pub loss: f64,
+    /// Convergence is sampled at this period until reached.
+    pub check_every: Duration,
+}
+
+impl Default for MembershipRun {
+    fn default() -> Self {
+        MembershipRun {
+            nodes: 40,
+            crash_fraction: 0.125,
+            crash_at: Duration::from_secs(5),
+            duration: Duration::from_secs(30),
+            seed: 1,
+            loss: 0.0,
+            check_every: Duration::from_millis(10),
+        }
+    }
+}
+
+/// What a membership run reports. Field names are the JSON keys.
+#[derive(Clone, Debug, Serialize)]
+pub struct MembershipReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub crashed: usize,
+    pub converged_ms: Option<f64>,
+    /// `None` when some survivor never saw every crashed node unreachable.
+    pub detection_ms: Option<Summary>,
+    /// Survivors that never saw every crashed node unreachable.
+    pub undetected: usize,
+    pub false_positives: usize,
+    pub msgs_per_node_per_s: f64,
+    pub bytes_per_node_per_s: f64,
+    pub trace_hash: String,
+    pub wall_ms: f64,
+}
+
+impl MembershipRun {
+    pub fn cluster_config(&self) -> ClusterConfig {
+        let mut cfg = ClusterConfig::new(self.nodes);
+        if self.loss > 0.0 {
+            cfg.net = NetConfig::lossy(self.loss);
+        }
+        cfg
+    }
+
+    /// The command line that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p minuteman-sim -- membership --nodes {} --crash-fraction {} \
+             --crash-at {}ms --duration {}ms --seed {} --loss {}",
+            self.nodes,
+            self.crash_fraction,
+            self.crash_at.as_millis(),
+            self.duration.as_millis(),
+            self.seed,
+            self.loss
+        )
+    }
+
+    /// Runs the evaluation; also returns the simulation for further inspection.
+    pub fn run(&self) -> (MembershipReport, Simulation) {
+        let wall = Instant::now();
+        let mut sim = Simulation::new(self.cluster_config(), self.seed);
+        let crash_count = ((self.nodes as f64) * self.crash_fraction).round() as usize;
+        let crash_at = Time::from_duration(self.crash_at);
+        let end = Time::from_duration(self.duration);
+
+        let mut converged_at = None;
+        while sim.now() < crash_at.min(end) {
+            let next = (sim.now() + self.check_every).min(crash_at.min(end));
+            sim.run_until(next);
+            if sim.is_converged() {
+                converged_at = Some(sim.now());
+                break;
+            }
+        }
+        sim.run_until(crash_at.min(end));
+        let mut crashed = 0;
+        if crash_at < end && crash_count > 0 {
+            let victims = sim.sample_nodes(crash_count.min(self.nodes));
+            crashed = victims.len();
+            sim.crash_batch(&victims);
+        }
+        if converged_at.is_none() {
+            // Not converged before the crash: keep sampling (over the survivors).
+            while sim.now() < end {
+                sim.run_until((sim.now() + self.check_every).min(end));
+                if sim.is_converged() {
+                    converged_at = Some(sim.now());
+                    break;
+                }
+            }
+        }
+        sim.run_until(end);
+
+        let times = sim.detection_times();
+        let detected: Vec<Duration> = times.iter().filter_map(|(_, t)| *t).collect();
+        let undetected = times.len() - detected.len();
+        let detection_ms = if crashed > 0 && undetected == 0 {
+            Summary::of(&detected)
+        } else {
+            None
+        };
+        let node_seconds = self.nodes as f64 * self.duration.as_secs_f64().max(1e-9);
+        let report = MembershipReport {
+            seed: self.seed,
+            nodes: self.nodes,
+            crashed,
+            converged_ms: converged_at.map(Time::as_millis_f64),
+            detection_ms,
+            undetected,
+            false_positives: sim.false_positives.len(),
+            msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
+            bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
+            trace_hash: format!("{:016x}", sim.trace_hash()),
+            wall_ms: wall.elapsed().as_secs_f64() * 1e3,
+        };
+        (report, sim)
+    }
+}
+
+impl MembershipReport {
+    /// The human-readable report (the seed was printed first, by the caller).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.1} ms"));
+        out += &format!("nodes            {}\n", self.nodes);
+        out += &format!("crashed          {}\n", self.crashed);
+        out += &format!("converged        {}\n", ms(self.converged_ms));
+        match &self.detection_ms {
+            Some(d) => {
+                out += &format!(
+                    "detection        p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (crash -> survivor sees all crashed nodes unreachable)\n",
+                    d.p50, d.p99, d.max
+                )
+            }
+            None if self.crashed == 0 => out += "detection        no crash\n",
+            None => {
+                out += &format!(
+                    "detection        INCOMPLETE: {} survivors never saw every crashed node unreachable\n",
+                    self.undetected
+                )
+            }
+        }
+        out += &format!("false positives  {}\n", self.false_positives);
+        out += &format!(
+            "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
+            self.msgs_per_node_per_s, self.bytes_per_node_per_s
+        );
+        out += &format!("trace hash       {}\n", self.trace_hash);
+        out += &format!("wall clock       {:.0} ms\n", self.wall_ms);
+        out
+    }
+}

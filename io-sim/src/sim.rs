@@ -1,0 +1,581 @@
+//! The discrete-event simulator: many core nodes, one network, one clock, one RNG.
+//!
+//! Events sit in a binary heap ordered by `(time, seq)`; `seq` is a counter, so events at
+//! the same instant run in the order they were scheduled. Every random decision (latency,
+//! loss, node seeds, which nodes crash) comes from one ChaCha generator seeded from the run
+//! seed, so a run is a pure function of its seed and its scripted faults.
+//!
+//! A crash is a kernel panic: the node falls silent, its timers and in-flight deliveries to
+//! it vanish, no goodbye is sent. A restart builds a fresh core node with the next epoch.
+//!
+//! The trace hash folds every delivered message (time, sender, receiver, kind, size) and
+//! every crash and restart into one xxh3 digest: same seed, same hash.
+//!
+//! Invariants: simulated time never goes backwards; only live nodes handle events; every
+//! reachability event a node emits is checked against the simulator's ground truth
+//! (false positives are recorded with their time, observer and target).
+
+use crate::network::{NetConfig, Network};
+use minuteman_core::wire::{self, Envelope};
+use minuteman_core::{Config, Event, Node, NodeId, Output, Time};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use xxhash_rust::xxh3::Xxh3;
+
+/// The port every simulated node listens on.
+pub const PEER_PORT: u16 = 61420;
+
+/// The peer address of node `index`: 10.0.0.0/8, one address per node.
+pub fn node_addr(index: usize) -> SocketAddr {
+    let ip = Ipv4Addr::from(0x0A00_0001u32 + index as u32);
+    SocketAddr::new(ip.into(), PEER_PORT)
+}
+
+/// How a simulated cluster is built.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub nodes: usize,
+    /// The first `contacts` nodes are the join seeds (the masters).
+    pub contacts: usize,
+    /// Nodes start at uniform random times in `[0, start_spread]`.
+    pub start_spread: Duration,
+    pub net: NetConfig,
+    /// Encode and decode every message through the real wire codec (slower; exercises it).
+    pub wire_roundtrip: bool,
+    /// Applied to every node's core config (the simulator sets id, contacts and seed).
+    pub tune: fn(&mut Config),
+}
+
+impl ClusterConfig {
+    pub fn new(nodes: usize) -> ClusterConfig {
+        ClusterConfig {
+            nodes,
+            contacts: 3.min(nodes),
+            start_spread: Duration::from_millis(100),
+            net: NetConfig::default(),
+            wire_roundtrip: false,
+            tune: |_| {},
+        }
+    }
+}
+
+/// A live node saw another live node unreachable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FalsePositive {
+    pub at: Time,
+    pub observer: NodeId,
+    pub target: NodeId,
+}
+
+/// Traffic totals.
+#[derive(Clone, Debug, Default)]
+pub struct Traffic {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub partitioned: u64,
+    /// Arrived at a crashed node.
+    pub to_dead: u64,
+    /// Addressed to no simulated node.
+    pub unroutable: u64,
+    pub decode_errors: u64,
+}
+
+/// One crash batch being watched: when each survivor saw every crashed node unreachable.
+#[derive(Clone, Debug)]
+struct Detection {
+    at: Time,
+    crashed: BTreeSet<NodeId>,
+    /// Per node index: the crashed nodes it still sees reachable.
+    pending: Vec<BTreeSet<NodeId>>,
+    /// Per node index: when `pending` last became empty.
+    done_at: Vec<Option<Time>>,
+}
+
+struct SimNode {
+    id: NodeId,
+    node: Option<Node>,
+    /// The earliest timer event in the heap for this incarnation.
+    timer: Option<Time>,
+}
+
+enum EventKind {
+    Start { node: usize },
+    Deliver { to: usize, envelope: Envelope },
+    Timer { node: usize, epoch: u64 },
+}
+
+struct Scheduled {
+    at: Time,
+    seq: u64,
+    kind: EventKind,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A whole simulated cluster.
+pub struct Simulation {
+    pub seed: u64,
+    cfg: ClusterConfig,
+    rng: ChaCha8Rng,
+    now: Time,
+    seq: u64,
+    heap: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<SimNode>,
+    /// Lookup only (never iterated).
+    index: HashMap<SocketAddr, usize>,
+    pub network: Network,
+    trace: Xxh3,
+    pub traffic: Traffic,
+    pub false_positives: Vec<FalsePositive>,
+    detection: Option<Detection>,
+    contacts: Vec<SocketAddr>,
+    delays: Vec<Duration>,
+    events_handled: u64,
+    /// Nodes scheduled to start that have not yet.
+    not_started: usize,
+    /// Nodes whose events and messages are printed to stderr (debugging aid).
+    pub watch: BTreeSet<usize>,
+}
+
+impl Simulation {
+    /// Builds the cluster; nodes start during the first `start_spread`.
+    pub fn new(cfg: ClusterConfig, seed: u64) -> Simulation {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let link_salt = rng.random();
+        let network = Network::new(cfg.net.clone(), cfg.nodes, link_salt);
+        let contacts: Vec<SocketAddr> = (0..cfg.contacts).map(node_addr).collect();
+        let mut sim = Simulation {
+            seed,
+            rng,
+            now: Time::ZERO,
+            seq: 0,
+            heap: BinaryHeap::new(),
+            nodes: Vec::with_capacity(cfg.nodes),
+            index: HashMap::new(),
+            network,
+            trace: Xxh3::new(),
+            traffic: Traffic::default(),
+            false_positives: Vec::new(),
+            detection: None,
+            contacts,
+            delays: Vec::new(),
+            events_handled: 0,
+            watch: BTreeSet::new(),
+            not_started: cfg.nodes,
+            cfg,
+        };
+        for i in 0..sim.cfg.nodes {
+            let addr = node_addr(i);
+            sim.index.insert(addr, i);
+            sim.nodes.push(SimNode {
+                id: NodeId::new(addr, 1),
+                node: None,
+                timer: None,
+            });
+            let spread = sim.cfg.start_spread.as_nanos() as u64;
+            let at = Time::from_nanos(sim.rng.random_range(0..=spread));
+            sim.schedule(at, EventKind::Start { node: i });
+        }
+        sim
+    }
+
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.digest()
+    }
+
+    pub fn events_handled(&self) -> u64 {
+        self.events_handled
+    }
+
+    /// The current incarnation of node `i`.
+    pub fn id(&self, i: usize) -> NodeId {
+        self.nodes[i].id
+    }
+
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.nodes[i].node.is_some()
+    }
+
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].node.as_ref()
+    }
+
+    pub fn alive(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nodes.len()).filter(|&i| self.is_alive(i))
+    }
+
+    pub fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        self.index.get(addr).copied()
+    }
+
+    /// A random sample of `count` distinct node indices, drawn from the run's generator.
+    pub fn sample_nodes(&mut self, count: usize) -> Vec<usize> {
+        let mut picked =
+            rand::seq::index::sample(&mut self.rng, self.nodes.len(), count).into_vec();
+        picked.sort_unstable();
+        picked
+    }
+
+    fn schedule(&mut self, at: Time, kind: EventKind) {
+        self.seq += 1;
+        self.heap.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            kind,
+        }));
+    }
+
+    fn trace_event(&mut self, tag: u8, a: u64, b: u64, c: u64) {
+        let mut buf = [0u8; 33];
+        buf[0] = tag;
+        buf[1..9].copy_from_slice(&self.now.as_nanos().to_le_bytes());
+        buf[9..17].copy_from_slice(&a.to_le_bytes());
+        buf[17..25].copy_from_slice(&b.to_le_bytes());
+        buf[25..33].copy_from_slice(&c.to_le_bytes());
+        self.trace.update(&buf);
+    }
+
+    /// Runs every event up to and including `until`; the clock ends at `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if top.at > until {
+                break;
+            }
+            let Reverse(event) = self.heap.pop().expect("peeked");
+            debug_assert!(event.at >= self.now, "time went backwards");
+            self.now = event.at;
+            self.events_handled += 1;
+            self.dispatch(event.kind);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Runs for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    fn dispatch(&mut self, kind: EventKind) {
+        match kind {
+            EventKind::Start { node } => {
+                self.not_started -= 1;
+                self.boot(node);
+            }
+            EventKind::Timer { node, epoch } => {
+                let slot = &mut self.nodes[node];
+                if slot.id.epoch != epoch || slot.timer != Some(self.now) {
+                    return;
+                }
+                slot.timer = None;
+                let Some(core) = slot.node.as_mut() else {
+                    return;
+                };
+                core.handle_timeout(self.now);
+                self.drain(node);
+            }
+            EventKind::Deliver { to, envelope } => {
+                let slot = &mut self.nodes[to];
+                let Some(core) = slot.node.as_mut() else {
+                    self.traffic.to_dead += 1;
+                    return;
+                };
+                let from = self
+                    .index
+                    .get(&envelope.from.addr)
+                    .copied()
+                    .unwrap_or(usize::MAX);
+                if self.watch.contains(&to) || self.watch.contains(&from) {
+                    eprintln!(
+                        "{} {} -> {} {:?}",
+                        self.now, envelope.from, slot.id, envelope.msg
+                    );
+                }
+                let kind = envelope.msg.kind_index() as u64;
+                if self.cfg.wire_roundtrip {
+                    let frame = wire::encode(&envelope, &core.config().limits)
+                        .expect("core emits frames within the limits");
+                    if core.handle_frame(self.now, &frame).is_err() {
+                        self.traffic.decode_errors += 1;
+                    }
+                } else {
+                    core.handle_message(self.now, envelope);
+                }
+                self.traffic.delivered += 1;
+                self.trace_event(1, from as u64, to as u64, kind);
+                self.drain(to);
+            }
+        }
+    }
+
+    fn boot(&mut self, i: usize) {
+        let id = self.nodes[i].id;
+        let mut config = Config::new(id, self.contacts.clone(), self.rng.random());
+        (self.cfg.tune)(&mut config);
+        self.nodes[i].node = Some(Node::new(config, self.now));
+        self.nodes[i].timer = None;
+        self.trace_event(2, i as u64, id.epoch, 0);
+        self.drain(i);
+    }
+
+    /// Drains node `i`'s outputs: packets into the network, events into the checks.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(core) = self.nodes[i].node.as_mut() else {
+                return;
+            };
+            match core.poll_output() {
+                Output::Transmit(t) => self.transmit(i, t.dst, t.envelope),
+                Output::Event(e) => self.observe(i, e),
+                Output::Timeout(at) => {
+                    let at = at.max(self.now);
+                    let slot = &mut self.nodes[i];
+                    if slot.timer.is_none_or(|t| at < t) {
+                        slot.timer = Some(at);
+                        let epoch = slot.id.epoch;
+                        self.schedule(at, EventKind::Timer { node: i, epoch });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, dst: SocketAddr, envelope: Envelope) {
+        self.traffic.messages_sent += 1;
+        self.traffic.bytes_sent += wire::encoded_len(&envelope) as u64;
+        let Some(to) = self.index.get(&dst).copied() else {
+            self.traffic.unroutable += 1;
+            return;
+        };
+        let mut delays = std::mem::take(&mut self.delays);
+        match self.network.transmit(&mut self.rng, from, to, &mut delays) {
+            Ok(()) => {
+                if let Some((&last, rest)) = delays.split_last() {
+                    for &d in rest {
+                        let copy = envelope.clone();
+                        self.schedule(self.now + d, EventKind::Deliver { to, envelope: copy });
+                    }
+                    self.schedule(self.now + last, EventKind::Deliver { to, envelope });
+                }
+            }
+            Err(crate::network::Drop::Lost) => self.traffic.lost += 1,
+            Err(crate::network::Drop::Partitioned) => self.traffic.partitioned += 1,
+        }
+        self.delays = delays;
+    }
+
+    fn observe(&mut self, observer: usize, event: Event) {
+        if self.watch.contains(&observer) {
+            eprintln!("{} {} {event:?}", self.now, self.nodes[observer].id);
+        }
+        match event {
+            Event::Unreachable(target) => {
+                if let Some(t) = self.index.get(&target.addr).copied() {
+                    if self.nodes[t].id == target && self.is_alive(t) {
+                        self.false_positives.push(FalsePositive {
+                            at: self.now,
+                            observer: self.nodes[observer].id,
+                            target,
+                        });
+                    }
+                }
+                if let Some(d) = self.detection.as_mut() {
+                    if d.pending[observer].remove(&target) && d.pending[observer].is_empty() {
+                        d.done_at[observer] = Some(self.now);
+                    }
+                }
+            }
+            Event::Reachable(target) => {
+                if let Some(d) = self.detection.as_mut() {
+                    if d.crashed.contains(&target) {
+                        d.pending[observer].insert(target);
+                        d.done_at[observer] = None;
+                    }
+                }
+            }
+            Event::NeighborUp(_) | Event::NeighborDown(..) => {}
+        }
+    }
+
+    /// Kernel-panics node `i`: silent from now on.
+    pub fn crash(&mut self, i: usize) {
+        if self.nodes[i].node.take().is_some() {
+            self.nodes[i].timer = None;
+            self.trace_event(3, i as u64, self.nodes[i].id.epoch, 0);
+        }
+    }
+
+    /// Crashes `victims` at once and starts measuring how long each survivor takes to see
+    /// all of them unreachable (see [`Simulation::detection_times`]).
+    pub fn crash_batch(&mut self, victims: &[usize]) {
+        let crashed: BTreeSet<NodeId> = victims.iter().map(|&v| self.nodes[v].id).collect();
+        for &v in victims {
+            self.crash(v);
+        }
+        let mut pending = vec![BTreeSet::new(); self.nodes.len()];
+        let mut done_at = vec![None; self.nodes.len()];
+        for i in self.alive().collect::<Vec<_>>() {
+            let core = self.nodes[i].node.as_ref().expect("alive");
+            pending[i] = crashed
+                .iter()
+                .filter(|c| core.is_reachable(c))
+                .copied()
+                .collect();
+            if pending[i].is_empty() {
+                done_at[i] = Some(self.now);
+            }
+        }
+        self.detection = Some(Detection {
+            at: self.now,
+            crashed,
+            pending,
+            done_at,
+        });
+    }
+
+    /// For the last crash batch, per live node: time from the crash until it saw every
+    /// crashed node unreachable (`None`: not yet).
+    pub fn detection_times(&self) -> Vec<(usize, Option<Duration>)> {
+        let Some(d) = &self.detection else {
+            return Vec::new();
+        };
+        self.alive()
+            .map(|i| (i, d.done_at[i].map(|t| t - d.at)))
+            .collect()
+    }
+
+    /// Restarts node `i` (crashed or not) as a new incarnation with the next epoch.
+    pub fn restart(&mut self, i: usize) {
+        self.crash(i);
+        self.nodes[i].id.epoch += 1;
+        self.boot(i);
+    }
+
+    /// Whether every node has started, every live node is in one overlay (the live
+    /// active-view graph is connected) and every live node sees exactly the live nodes as
+    /// reachable.
+    pub fn is_converged(&self) -> bool {
+        if self.not_started > 0 {
+            return false;
+        }
+        let alive: Vec<usize> = self.alive().collect();
+        let live_ids: Vec<NodeId> = alive.iter().map(|&i| self.nodes[i].id).collect();
+        for &i in &alive {
+            let core = self.nodes[i].node.as_ref().expect("alive");
+            if core.reachable_count() != alive.len() {
+                return false;
+            }
+        }
+        for &i in &alive {
+            let core = self.nodes[i].node.as_ref().expect("alive");
+            if !live_ids.iter().all(|id| core.is_reachable(id)) {
+                return false;
+            }
+        }
+        self.overlay_components().len() == 1
+    }
+
+    /// Connected components of the live active-view graph (links counted if either side
+    /// holds them), each a sorted list of node indices.
+    pub fn overlay_components(&self) -> Vec<Vec<usize>> {
+        let n = self.nodes.len();
+        let mut adjacency = vec![Vec::new(); n];
+        for i in self.alive() {
+            let core = self.nodes[i].node.as_ref().expect("alive");
+            for peer in core.active_view() {
+                if let Some(j) = self.index_of(&peer.addr) {
+                    if self.nodes[j].id == peer && self.is_alive(j) {
+                        adjacency[i].push(j);
+                        adjacency[j].push(i);
+                    }
+                }
+            }
+        }
+        let mut seen = vec![false; n];
+        let mut components = Vec::new();
+        for start in self.alive() {
+            if seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            let mut component = vec![start];
+            let mut head = 0;
+            while head < component.len() {
+                let at = component[head];
+                head += 1;
+                for &next in &adjacency[at] {
+                    if !seen[next] {
+                        seen[next] = true;
+                        component.push(next);
+                    }
+                }
+            }
+            component.sort_unstable();
+            components.push(component);
+        }
+        components
+    }
+
+    /// Active links held by one side only, as `(holder, peer)`.
+    pub fn asymmetric_links(&self) -> Vec<(NodeId, NodeId)> {
+        let mut out = Vec::new();
+        for i in self.alive() {
+            let core = self.nodes[i].node.as_ref().expect("alive");
+            for peer in core.active_view() {
+                let holds_back = self
+                    .index_of(&peer.addr)
+                    .and_then(|j| self.node(j))
+                    .is_some_and(|other| other.is_active(&self.nodes[i].id));
+                if !holds_back {
+                    out.push((self.nodes[i].id, peer));
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks every live node's view invariants.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for i in self.alive() {
+            self.nodes[i]
+                .node
+                .as_ref()
+                .expect("alive")
+                .check_invariants()?;
+        }
+        Ok(())
+    }
+}
