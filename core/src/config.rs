@@ -23,9 +23,7 @@ pub struct Config {
     pub records: RecordsConfig,
     /// Bounds on decoded frames.
     pub limits: Limits,
-    /// How long a node must stay unreached before it is reported unreachable; hides the
-    /// sub-millisecond holes of record propagation (see [`crate::reachability`]).
-    pub reachability_grace: Duration,
+    pub reachability: ReachabilityConfig,
     /// Most outputs queued between two drains; beyond it outputs are dropped and counted.
     pub max_queued_outputs: usize,
 }
@@ -40,7 +38,7 @@ impl Config {
             ping: PingConfig::default(),
             records: RecordsConfig::default(),
             limits: Limits::default(),
-            reachability_grace: Duration::from_millis(20),
+            reachability: ReachabilityConfig::default(),
             max_queued_outputs: 1 << 20,
         }
     }
@@ -141,6 +139,12 @@ pub struct RecordsConfig {
     pub max_records: usize,
     /// Period of anti-entropy with one random active neighbour (jittered ±25%).
     pub anti_entropy_interval: Duration,
+    /// Least time between two versions of this node's own record: the first change after
+    /// a quiet spell is published at once, a burst of changes (joins) in one version.
+    pub publish_interval: Duration,
+    /// How long a record waits to be flooded on, so that a burst travels in one message
+    /// per neighbour. Adds at most this much per hop to propagation.
+    pub flood_delay: Duration,
 }
 
 impl Default for RecordsConfig {
@@ -148,6 +152,27 @@ impl Default for RecordsConfig {
         RecordsConfig {
             max_records: 10_000,
             anti_entropy_interval: Duration::from_secs(1),
+            publish_interval: Duration::from_millis(10),
+            flood_delay: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Reachability reporting.
+#[derive(Clone, Debug)]
+pub struct ReachabilityConfig {
+    /// How long a node must stay unreached before it is reported unreachable; hides the
+    /// sub-millisecond holes of record propagation (see [`crate::reachability`]).
+    pub grace: Duration,
+    /// Least time between two searches: a burst of record updates costs one search.
+    pub recompute_interval: Duration,
+}
+
+impl Default for ReachabilityConfig {
+    fn default() -> Self {
+        ReachabilityConfig {
+            grace: Duration::from_millis(20),
+            recompute_interval: Duration::from_millis(10),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct Counters {
     /// Suspicion steps started because another node's record dropped an active neighbour.
     pub cascades: u64,
     pub joins_sent: u64,
+    /// JOINs left unanswered by a contact not yet in the overlay.
+    pub joins_deferred: u64,
     pub neighbor_requests: u64,
     pub neighbor_timeouts: u64,
     pub records_applied: u64,

@@ -14,7 +14,7 @@ pub mod records;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, MembershipConfig, PingConfig, RecordsConfig};
+pub use config::{Config, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig};
 pub use counters::Counters;
 pub use id::NodeId;
 pub use node::{Event, LinkDown, Node, Output, Transmit};

@@ -12,7 +12,8 @@
 //! Invariants (checked by [`Node::check_invariants`] in tests):
 //! - neither view holds this node's address; active and passive are disjoint by address;
 //! - `|active| <= active_max`, `|passive| <= passive_max`;
-//! - the own record in the store always lists exactly the active view at the end of an input;
+//! - the own record in the store lists exactly the active view at the end of an input,
+//!   unless a new version is waiting for `publish_interval` (then a timer is due for it);
 //! - the output queue never exceeds `max_queued_outputs` (excess is dropped and counted);
 //! - the same config, seed and inputs give the same outputs.
 
@@ -99,8 +100,11 @@ pub struct Node {
     passive: BTreeMap<SocketAddr, PassivePeer>,
     /// An outstanding NEIGHBOR request (at most one).
     pending_neighbor: Option<Attempt>,
-    /// Until when the JOIN sent to every contact is outstanding.
+    /// Until when the last JOIN is outstanding.
     joining: Option<Time>,
+    next_contact: usize,
+    /// Whether this node is part of an overlay (see [`Node::start_join`]).
+    in_overlay: bool,
     next_shuffle: Time,
     next_anti_entropy: Time,
     next_refill: Time,
@@ -111,8 +115,14 @@ pub struct Node {
     self_slot: u32,
     own_seq: u64,
     adjacency_changed: bool,
+    /// When the own record was last published.
+    last_publish: Option<Time>,
     reach: Reachability,
     reach_dirty: bool,
+    last_search: Option<Time>,
+    /// Records waiting to be flooded, per neighbour.
+    flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
+    flush_at: Option<Time>,
     changes: Vec<Change>,
     outputs: VecDeque<Output>,
     counters: Counters,
@@ -132,6 +142,8 @@ impl Node {
             passive: BTreeMap::new(),
             pending_neighbor: None,
             joining: None,
+            next_contact: 0,
+            in_overlay: false,
             next_shuffle: now,
             next_anti_entropy: now,
             next_refill: now,
@@ -141,7 +153,11 @@ impl Node {
             self_slot,
             own_seq: 0,
             adjacency_changed: true,
-            reach: Reachability::new(cfg.reachability_grace),
+            last_publish: None,
+            last_search: None,
+            flood_queue: BTreeMap::new(),
+            flush_at: None,
+            reach: Reachability::new(cfg.reachability.grace),
             reach_dirty: true,
             changes: Vec::new(),
             outputs: VecDeque::new(),
@@ -151,6 +167,7 @@ impl Node {
         node.next_shuffle = now + node.jittered(node.cfg.membership.shuffle_interval);
         node.next_anti_entropy = now + node.jittered(node.cfg.records.anti_entropy_interval);
         node.next_contact_check = now + node.jittered(node.cfg.membership.contact_retry_interval);
+        node.next_contact = node.rng.random_range(0..node.cfg.contacts.len().max(1));
         node.start_join(now);
         node.after_input(now);
         node
@@ -242,7 +259,7 @@ impl Node {
         }
         let own = self.store.get(&me).map(|r| r.body.adjacency.clone());
         let active: Vec<NodeId> = self.active_view().collect();
-        if own.as_ref() != Some(&active) {
+        if !self.adjacency_changed && own.as_ref() != Some(&active) {
             return Err(format!(
                 "{me}: own record {own:?} != active view {active:?}"
             ));
@@ -321,6 +338,7 @@ impl Node {
         if let Some(deadline) = self.joining {
             if now >= deadline {
                 self.joining = None;
+                self.in_overlay = true;
                 if self.active.is_empty() {
                     self.start_join(now);
                 }
@@ -360,6 +378,12 @@ impl Node {
     // ----- HyParView ---------------------------------------------------------------------
 
     fn on_join(&mut self, now: Time, joiner: NodeId) {
+        if !self.in_overlay && !self.cfg.contacts.contains(&joiner.addr) {
+            // A contact that has not yet found the others would start an overlay of its
+            // own; the joiner retries through another contact.
+            self.counters.joins_deferred += 1;
+            return;
+        }
         self.add_active(now, joiner);
         self.send(joiner.addr, Message::NeighborReply { accepted: true });
         let ttl = self.cfg.membership.arwl;
@@ -432,9 +456,7 @@ impl Node {
             self.pending_neighbor = None;
         }
         if !accepted {
-            if asked {
-                self.next_refill = now;
-            }
+            // Refused (its view is full): the next refill waits for `refill_interval`.
             return;
         }
         if self.is_active(&from) {
@@ -612,6 +634,7 @@ impl Node {
             self.joining = None;
         }
         self.counters.links_up += 1;
+        self.in_overlay = true;
         self.adjacency_changed = true;
         self.emit(Output::Event(Event::NeighborUp(id)));
         // Anti-entropy on every new link; one side starts it.
@@ -718,16 +741,27 @@ impl Node {
             .collect()
     }
 
-    /// Sends JOIN to every contact node. Joining through all of them, rather than one,
-    /// weaves the overlays that grow around contacts which started apart into one random
-    /// graph instead of clusters joined by a few bridges (whose crash would split it).
+    /// Sends JOIN: a contact node to every other contact (so the contacts meet at once),
+    /// any other node to the next contact, round robin.
+    ///
+    /// A contact answers JOINs from non-contacts only once it is in the overlay (it has a
+    /// link, or no other contact answered it within `join_timeout`: it is the first).
+    /// Otherwise contacts that started apart would each grow an overlay of their own,
+    /// later bridged by a few nodes whose crash would split the cluster again.
     fn start_join(&mut self, now: Time) {
         let contacts = self.other_contacts();
         if contacts.is_empty() {
+            self.in_overlay = true;
             return;
         }
         self.joining = Some(now + self.cfg.membership.join_timeout);
-        for contact in contacts {
+        let targets = if self.cfg.contacts.contains(&self.cfg.id.addr) {
+            contacts
+        } else {
+            self.next_contact = self.next_contact.wrapping_add(1);
+            vec![contacts[self.next_contact % contacts.len()]]
+        };
+        for contact in targets {
             self.counters.joins_sent += 1;
             self.send(contact, Message::Join);
         }
@@ -811,24 +845,8 @@ impl Node {
                 Applied::Full => self.counters.records_rejected_full += 1,
             }
         }
-        if fresh.is_empty() {
-            return;
-        }
-        let targets: Vec<SocketAddr> = self
-            .active
-            .keys()
-            .filter(|a| **a != from.addr)
-            .copied()
-            .collect();
-        for addr in targets {
-            let records: Vec<Record> = fresh
-                .iter()
-                .filter(|r| r.origin.addr != addr)
-                .cloned()
-                .collect();
-            if !records.is_empty() {
-                self.send(addr, Message::Records { records });
-            }
+        for record in fresh {
+            self.flood(now, record, Some(from.addr));
         }
     }
 
@@ -902,7 +920,7 @@ impl Node {
         }
     }
 
-    fn publish_own_record(&mut self) {
+    fn publish_own_record(&mut self, now: Time) {
         self.own_seq += 1;
         let record = Record {
             origin: self.cfg.id,
@@ -913,14 +931,51 @@ impl Node {
         };
         self.store.apply(record.clone());
         self.reach_dirty = true;
-        let targets: Vec<SocketAddr> = self.active.keys().copied().collect();
+        self.flood(now, record, None);
+    }
+
+    /// Queues `record` for every active neighbour except `except` and its origin. Queues
+    /// are flushed `flood_delay` after their first entry, one RECORDS message per
+    /// neighbour, so a burst of versions travels in a few messages; a newer version of the
+    /// same origin replaces a queued older one.
+    fn flood(&mut self, now: Time, record: Record, except: Option<SocketAddr>) {
+        let targets: Vec<SocketAddr> = self
+            .active
+            .keys()
+            .filter(|a| Some(**a) != except && **a != record.origin.addr)
+            .copied()
+            .collect();
         for addr in targets {
-            self.send(
-                addr,
-                Message::Records {
-                    records: vec![record.clone()],
-                },
-            );
+            let queue = self.flood_queue.entry(addr).or_default();
+            match queue.get_mut(&record.origin.addr) {
+                Some(queued) if queued.version() < record.version() => *queued = record.clone(),
+                Some(_) => {}
+                None => {
+                    queue.insert(record.origin.addr, record.clone());
+                }
+            }
+        }
+        if self.flush_at.is_none() && !self.flood_queue.is_empty() {
+            self.flush_at = Some(now + self.cfg.records.flood_delay);
+        }
+    }
+
+    fn flush_floods(&mut self) {
+        self.flush_at = None;
+        let chunk = self.cfg.limits.max_records_per_message.max(1);
+        for (addr, queue) in std::mem::take(&mut self.flood_queue) {
+            if !self.active.contains_key(&addr) {
+                continue;
+            }
+            let records: Vec<Record> = queue.into_values().collect();
+            for records in records.chunks(chunk) {
+                self.send(
+                    addr,
+                    Message::Records {
+                        records: records.to_vec(),
+                    },
+                );
+            }
         }
     }
 
@@ -944,14 +999,19 @@ impl Node {
     /// Finishes every input: probes due now, own record, reachability.
     fn after_input(&mut self, now: Time) {
         self.poll_links(now);
-        if self.adjacency_changed {
+        if self.adjacency_changed && self.publish_due().is_some_and(|at| now >= at) {
             self.adjacency_changed = false;
-            self.publish_own_record();
+            self.last_publish = Some(now);
+            self.publish_own_record(now);
+        }
+        if self.flush_at.is_some_and(|at| now >= at) {
+            self.flush_floods();
         }
         let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
-        if self.reach_dirty {
+        if self.search_due().is_some_and(|at| now >= at) {
             self.reach_dirty = false;
+            self.last_search = Some(now);
             self.reach
                 .recompute(now, &self.store, self.self_slot, &mut changes);
         } else {
@@ -969,8 +1029,30 @@ impl Node {
         self.changes = changes;
     }
 
+    /// When the changed own record may be published (`None`: unchanged).
+    fn publish_due(&self) -> Option<Time> {
+        self.adjacency_changed.then(|| {
+            self.last_publish
+                .map_or(Time::ZERO, |t| t + self.cfg.records.publish_interval)
+        })
+    }
+
+    /// When the next reachability search may run (`None`: nothing changed).
+    fn search_due(&self) -> Option<Time> {
+        self.reach_dirty.then(|| {
+            self.last_search
+                .map_or(Time::ZERO, |t| t + self.cfg.reachability.recompute_interval)
+        })
+    }
+
     fn next_deadline(&self) -> Time {
         let mut at = self.next_shuffle.min(self.next_anti_entropy);
+        for due in [self.publish_due(), self.search_due(), self.flush_at]
+            .into_iter()
+            .flatten()
+        {
+            at = at.min(due);
+        }
         at = at.min(self.next_contact_check);
         for peer in self.active.values() {
             at = at.min(peer.monitor.next_deadline(&self.cfg.ping));

@@ -32,6 +32,8 @@ pub struct LinkAction {
 #[derive(Clone, Debug)]
 pub struct LinkMonitor {
     rtts: VecDeque<Duration>,
+    /// Largest sample in `rtts` (kept so the timeout is O(1)).
+    max_rtt: Option<Duration>,
     last_heard: Time,
     next_ping: Time,
     state: State,
@@ -44,6 +46,7 @@ impl LinkMonitor {
     pub fn new(now: Time, first_ping: Time) -> LinkMonitor {
         LinkMonitor {
             rtts: VecDeque::new(),
+            max_rtt: None,
             last_heard: now,
             next_ping: first_ping,
             state: State::Healthy { outstanding: None },
@@ -61,17 +64,25 @@ impl LinkMonitor {
     pub fn on_pong(&mut self, now: Time, echo: u64, cfg: &PingConfig) {
         let sent = Time::from_nanos(echo);
         if sent <= now {
-            if self.rtts.len() >= cfg.rtt_window.max(1) {
-                self.rtts.pop_front();
-            }
-            self.rtts.push_back(now - sent);
+            let sample = now - sent;
+            let evicted = if self.rtts.len() >= cfg.rtt_window.max(1) {
+                self.rtts.pop_front()
+            } else {
+                None
+            };
+            self.rtts.push_back(sample);
+            self.max_rtt = if evicted.is_some() && evicted == self.max_rtt {
+                self.rtts.iter().max().copied()
+            } else {
+                Some(self.max_rtt.map_or(sample, |m| m.max(sample)))
+            };
         }
         self.on_heard(now);
     }
 
     /// The current deadline for an answer.
     pub fn timeout(&self, cfg: &PingConfig) -> Duration {
-        match self.rtts.iter().max() {
+        match self.max_rtt {
             None => cfg.timeout_ceiling,
             Some(max) => max.saturating_mul(cfg.rtt_multiplier).clamp(
                 cfg.timeout_floor,
@@ -82,7 +93,7 @@ impl LinkMonitor {
 
     /// Largest RTT in the window, if any sample yet.
     pub fn max_rtt(&self) -> Option<Duration> {
-        self.rtts.iter().max().copied()
+        self.max_rtt
     }
 
     pub fn is_suspect(&self) -> bool {

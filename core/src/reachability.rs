@@ -111,6 +111,7 @@ impl Reachability {
         changes: &mut Vec<Change>,
     ) {
         let slots = store.slots();
+        let vertices = store.vertices();
         self.seen.clear();
         self.seen.resize(slots.len(), false);
         self.queue.clear();
@@ -122,17 +123,20 @@ impl Reachability {
         while head < self.queue.len() {
             let at = self.queue[head] as usize;
             head += 1;
-            for &(target, epoch) in &slots[at].edges {
+            for &(target, epoch) in &vertices[at].edges {
                 let t = target as usize;
-                if !self.seen[t] && slots[t].epoch == epoch {
+                if !self.seen[t] && vertices[t].epoch == epoch {
                     self.seen[t] = true;
                     self.queue.push(target);
                 }
             }
         }
-        for (i, slot) in slots.iter().enumerate() {
-            let current = NodeId::new(slot.addr, slot.epoch);
+        for (i, (slot, vertex)) in slots.iter().zip(vertices).enumerate() {
             let before = self.reported[i];
+            if !self.seen[i] && before.is_none() {
+                continue;
+            }
+            let current = NodeId::new(slot.addr, vertex.epoch);
             if self.seen[i] {
                 self.unreached_since[i] = None;
                 if before != Some(current) {
@@ -143,7 +147,7 @@ impl Reachability {
                     self.reported[i] = Some(current);
                 }
             } else if let Some(old) = before {
-                if old.epoch < slot.epoch || self.grace.is_zero() {
+                if old.epoch < vertex.epoch || self.grace.is_zero() {
                     changes.push(Change::Unreachable(old));
                     self.reported[i] = None;
                     self.unreached_since[i] = None;

@@ -17,8 +17,8 @@
 
 use crate::id::NodeId;
 use crate::wire::DigestEntry;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -59,9 +59,15 @@ pub enum Applied {
 #[derive(Clone, Debug)]
 pub(crate) struct Slot {
     pub(crate) addr: SocketAddr,
-    /// Newest epoch heard of for this address.
-    pub(crate) epoch: u64,
     pub(crate) record: Option<Record>,
+}
+
+/// The graph part of a slot, kept apart from the records so that the reachability search
+/// walks a small dense array.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Vertex {
+    /// Newest epoch heard of first-hand for this address.
+    pub(crate) epoch: u64,
     /// The record's adjacency resolved to `(slot, epoch)`.
     pub(crate) edges: Vec<(u32, u64)>,
 }
@@ -70,8 +76,9 @@ pub(crate) struct Slot {
 #[derive(Clone, Debug)]
 pub struct RecordStore {
     slots: Vec<Slot>,
+    vertices: Vec<Vertex>,
     /// Lookup only, never iterated: iteration order is the slot vector's.
-    index: HashMap<SocketAddr, u32>,
+    index: FxHashMap<SocketAddr, u32>,
     max_slots: usize,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
@@ -81,7 +88,8 @@ impl RecordStore {
     pub fn new(max_slots: usize) -> RecordStore {
         RecordStore {
             slots: Vec::new(),
-            index: HashMap::new(),
+            vertices: Vec::new(),
+            index: FxHashMap::default(),
             max_slots: max_slots.max(1),
             dropped_edges: 0,
         }
@@ -89,6 +97,10 @@ impl RecordStore {
 
     pub(crate) fn slots(&self) -> &[Slot] {
         &self.slots
+    }
+
+    pub(crate) fn vertices(&self) -> &[Vertex] {
+        &self.vertices
     }
 
     pub fn len(&self) -> usize {
@@ -108,8 +120,8 @@ impl RecordStore {
     /// raises the slot's epoch to `id.epoch`.
     pub fn intern(&mut self, id: NodeId) -> Option<u32> {
         let slot = self.slot_for(id)?;
-        let s = &mut self.slots[slot as usize];
-        s.epoch = s.epoch.max(id.epoch);
+        let v = &mut self.vertices[slot as usize];
+        v.epoch = v.epoch.max(id.epoch);
         Some(slot)
     }
 
@@ -125,8 +137,10 @@ impl RecordStore {
         let slot = self.slots.len() as u32;
         self.slots.push(Slot {
             addr: id.addr,
-            epoch: id.epoch,
             record: None,
+        });
+        self.vertices.push(Vertex {
+            epoch: id.epoch,
             edges: Vec::new(),
         });
         self.index.insert(id.addr, slot);
@@ -135,7 +149,7 @@ impl RecordStore {
 
     /// The newest epoch heard of for `addr`.
     pub fn known_epoch(&self, addr: &SocketAddr) -> Option<u64> {
-        self.slot_of(addr).map(|s| self.slots[s as usize].epoch)
+        self.slot_of(addr).map(|s| self.vertices[s as usize].epoch)
     }
 
     pub fn get(&self, addr: &SocketAddr) -> Option<&Record> {
@@ -160,9 +174,8 @@ impl RecordStore {
                 None => self.dropped_edges += 1,
             }
         }
-        let s = &mut self.slots[slot as usize];
-        s.edges = edges;
-        let previous = s.record.replace(record);
+        self.vertices[slot as usize].edges = edges;
+        let previous = self.slots[slot as usize].record.replace(record);
         Applied::New { previous }
     }
 

@@ -10,9 +10,12 @@ fn main() {
     let loss: f64 = std::env::var("LOSS")
         .map(|v| v.parse().expect("a probability"))
         .unwrap_or(0.0);
+    let env = |k: &str, d: u64| std::env::var(k).map_or(d, |v| v.parse().expect("a number"));
     let run = MembershipRun {
         seed,
         loss,
+        nodes: env("NODES", 40) as usize,
+        duration: std::time::Duration::from_secs(env("SECS", 30)),
         ..Default::default()
     };
     let mut sim = Simulation::new(run.cluster_config(), seed);
@@ -23,7 +26,7 @@ fn main() {
         degrees(&sim),
         sim.asymmetric_links().len()
     );
-    let victims = sim.sample_nodes(5);
+    let victims = sim.sample_nodes(run.nodes / 8);
     println!("victims {victims:?}");
     sim.crash_batch(&victims);
     let comps = sim.overlay_components();
@@ -46,6 +49,22 @@ fn main() {
         degrees(&sim)
     );
     println!("{:?}", sim.traffic);
+    let names = [
+        "join",
+        "forward_join",
+        "neighbor",
+        "neighbor_reply",
+        "disconnect",
+        "shuffle",
+        "shuffle_reply",
+        "ping",
+        "pong",
+        "records",
+        "digest",
+    ];
+    for (i, (m, b)) in sim.traffic.by_kind.iter().enumerate() {
+        println!("{:>15} {:>10} msgs {:>12} bytes", names[i], m, b);
+    }
 }
 
 #[allow(dead_code)]

@@ -84,6 +84,8 @@ pub struct Traffic {
     /// Addressed to no simulated node.
     pub unroutable: u64,
     pub decode_errors: u64,
+    /// Messages and bytes sent, by [`minuteman_core::Message::kind_index`].
+    pub by_kind: [(u64, u64); minuteman_core::Message::KINDS],
 }
 
 /// One crash batch being watched: when each survivor saw every crashed node unreachable.
@@ -374,8 +376,12 @@ impl Simulation {
     }
 
     fn transmit(&mut self, from: usize, dst: SocketAddr, envelope: Envelope) {
+        let len = wire::encoded_len(&envelope) as u64;
         self.traffic.messages_sent += 1;
-        self.traffic.bytes_sent += wire::encoded_len(&envelope) as u64;
+        self.traffic.bytes_sent += len;
+        let kind = &mut self.traffic.by_kind[envelope.msg.kind_index()];
+        kind.0 += 1;
+        kind.1 += len;
         let Some(to) = self.index.get(&dst).copied() else {
             self.traffic.unroutable += 1;
             return;
