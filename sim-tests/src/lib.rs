@@ -1,1 +1,34 @@
-//! Scenario tests live in `tests/`.
+//! Shared helpers for the scenario tests in `tests/`.
+//!
+//! Every scenario is seeded; on failure it panics with the command (or test filter and
+//! seed) that replays it.
+
+use minuteman_sim::Simulation;
+
+/// Panics with `what` and the replay hint unless `ok`.
+#[track_caller]
+pub fn check(ok: bool, what: impl std::fmt::Display, replay: &str) {
+    assert!(ok, "{what}\nreplay: {replay}");
+}
+
+/// `cargo test` filter that replays one seeded scenario.
+pub fn replay_test(test: &str, seed: u64) -> String {
+    format!("MINUTEMAN_SEED={seed} cargo test -p minuteman-sim-tests --release {test} -- --exact --nocapture")
+}
+
+/// Seeds for a scenario: `MINUTEMAN_SEED` alone if set, else `default`.
+pub fn seeds(default: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+    match std::env::var("MINUTEMAN_SEED") {
+        Ok(s) => vec![s.parse().expect("MINUTEMAN_SEED is a number")],
+        Err(_) => default.collect(),
+    }
+}
+
+/// Every live node reaches every live node (exact incarnations).
+pub fn all_reach_all(sim: &Simulation) -> bool {
+    let alive: Vec<usize> = sim.alive().collect();
+    alive.iter().all(|&i| {
+        let node = sim.node(i).expect("alive");
+        alive.iter().all(|&j| node.is_reachable(&sim.id(j)))
+    })
+}

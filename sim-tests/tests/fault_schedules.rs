@@ -1,0 +1,78 @@
+//! Property test: random fault schedules on a small cluster keep every node's view
+//! invariants after every step, and once faults stop and the network heals, the live
+//! nodes converge into one overlay where all reach all.
+
+use minuteman_sim::{ClusterConfig, NetConfig, Simulation};
+use minuteman_sim_tests::all_reach_all;
+use proptest::prelude::*;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+enum Fault {
+    Run(u64),
+    Crash(usize),
+    Restart(usize),
+    Partition(Vec<u32>),
+    BlockOneWay(usize, usize),
+    Heal,
+}
+
+const NODES: usize = 12;
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        4 => (1u64..2_000).prop_map(Fault::Run),
+        1 => (0..NODES).prop_map(Fault::Crash),
+        1 => (0..NODES).prop_map(Fault::Restart),
+        1 => proptest::collection::vec(0u32..2, NODES).prop_map(Fault::Partition),
+        1 => (0..NODES, 0..NODES).prop_map(|(a, b)| Fault::BlockOneWay(a, b)),
+        1 => Just(Fault::Heal),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_fault_schedules_keep_invariants_and_heal(
+        seed in any::<u64>(),
+        faults in proptest::collection::vec(fault(), 1..25),
+    ) {
+        let mut cfg = ClusterConfig::new(NODES);
+        cfg.net = NetConfig::lossy(0.01);
+        let mut sim = Simulation::new(cfg, seed);
+        for f in &faults {
+            match f {
+                Fault::Run(ms) => sim.run_for(Duration::from_millis(*ms)),
+                Fault::Crash(i) => sim.crash(*i),
+                Fault::Restart(i) => sim.restart(*i),
+                Fault::Partition(sides) => sim.network.partition(sides.clone()),
+                Fault::BlockOneWay(a, b) => sim.network.block_one_way(*a, *b),
+                Fault::Heal => sim.network.heal(),
+            }
+            if let Err(e) = sim.check_invariants() {
+                prop_assert!(false, "seed {seed}, after {f:?}: {e}");
+            }
+        }
+        sim.network.heal();
+        // Keep the contacts alive so that the survivors can always find each other.
+        for c in 0..3 {
+            if !sim.is_alive(c) {
+                sim.restart(c);
+            }
+        }
+        let mut healed = false;
+        for _ in 0..600 {
+            sim.run_for(Duration::from_millis(100));
+            if sim.is_converged() && all_reach_all(&sim) {
+                healed = true;
+                break;
+            }
+        }
+        prop_assert!(healed, "seed {seed}: not healed 60 s after the faults {faults:?}");
+        prop_assert!(sim.asymmetric_links().is_empty() || {
+            sim.run_for(Duration::from_secs(2));
+            sim.asymmetric_links().is_empty()
+        }, "seed {seed}: asymmetric links {:?}", sim.asymmetric_links());
+    }
+}
