@@ -308,10 +308,8 @@ impl Node {
             Message::Neighbor { priority } => self.on_neighbor(now, from, priority),
             Message::NeighborReply { accepted } => self.on_neighbor_reply(now, from, accepted),
             Message::Disconnect => self.on_disconnect(now, from),
-            Message::Shuffle { origin, ttl, nodes } => {
-                self.on_shuffle(now, from, origin, ttl, nodes)
-            }
-            Message::ShuffleReply { nodes } => self.integrate_passive(now, &nodes, true),
+            Message::Shuffle { origin, ttl, nodes } => self.on_shuffle(from, origin, ttl, nodes),
+            Message::ShuffleReply { nodes } => self.integrate_passive(&nodes, true),
             Message::Ping { echo } => self.on_ping(from, echo),
             Message::Pong { echo } => {
                 if let Some(peer) = self.active.get_mut(&from.addr) {
@@ -513,7 +511,7 @@ impl Node {
         self.send(target, Message::Shuffle { origin, ttl, nodes });
     }
 
-    fn on_shuffle(&mut self, now: Time, from: NodeId, origin: NodeId, ttl: u8, nodes: Vec<NodeId>) {
+    fn on_shuffle(&mut self, from: NodeId, origin: NodeId, ttl: u8, nodes: Vec<NodeId>) {
         if origin.addr == self.cfg.id.addr {
             return;
         }
@@ -536,10 +534,10 @@ impl Node {
             .map(|p| p.id)
             .choose_multiple(&mut self.rng, nodes.len());
         self.send(origin.addr, Message::ShuffleReply { nodes: reply });
-        self.integrate_passive(now, &nodes, false);
+        self.integrate_passive(&nodes, false);
     }
 
-    fn integrate_passive(&mut self, _now: Time, nodes: &[NodeId], is_reply: bool) {
+    fn integrate_passive(&mut self, nodes: &[NodeId], is_reply: bool) {
         let max = self
             .cfg
             .membership
@@ -780,13 +778,7 @@ impl Node {
         let unreachable: Vec<SocketAddr> = self
             .other_contacts()
             .into_iter()
-            .filter(|c| {
-                !self.active.contains_key(c)
-                    && !self
-                        .store
-                        .slot_of(c)
-                        .is_some_and(|_| self.reach.reachable().any(|id| id.addr == *c))
-            })
+            .filter(|c| !self.active.contains_key(c) && !self.reachable().any(|id| id.addr == *c))
             .collect();
         let Some(&contact) = unreachable.choose(&mut self.rng) else {
             return;
