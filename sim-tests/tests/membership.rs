@@ -104,6 +104,22 @@ fn one_percent_loss_with_jitter_for_ten_minutes_has_no_false_positive() {
         );
         check(sim.is_converged(), "still converged after 10 min", &replay);
         check(sim.traffic.lost > 1000, "the loss was real", &replay);
+        // Suspicion absorbs loss: no live link was declared dead.
+        let dead_links: u64 = sim
+            .alive()
+            .map(|i| sim.node(i).expect("alive").counters().links_dead)
+            .sum();
+        let suspicions: u64 = sim
+            .alive()
+            .map(|i| sim.node(i).expect("alive").counters().suspicions)
+            .sum();
+        check(
+            dead_links == 0,
+            format!("seed {seed}: {dead_links} false disconnects ({suspicions} suspicions)"),
+            &replay,
+        );
+        check(suspicions > 0, "the loss did trigger suspicion", &replay);
+        eprintln!("10 min at 1% loss: {suspicions} suspicions, {dead_links} links declared dead");
     }
 }
 
