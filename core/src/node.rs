@@ -217,10 +217,6 @@ impl Node {
         self.store.get(addr)
     }
 
-    pub fn records_held(&self) -> usize {
-        self.store.digest().len()
-    }
-
     /// The adaptive ping timeout of the link to `id`, if it is active.
     pub fn link_timeout(&self, id: &NodeId) -> Option<Duration> {
         self.active
