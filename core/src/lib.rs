@@ -7,11 +7,13 @@
 pub mod config;
 pub mod counters;
 pub mod id;
+pub mod kernel;
 pub mod node;
 pub mod ping;
 pub mod reachability;
 pub mod records;
 pub mod time;
+pub mod vip;
 pub mod wire;
 
 pub use config::{Config, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig};
@@ -20,4 +22,5 @@ pub use id::NodeId;
 pub use node::{Event, LinkDown, Node, Output, Transmit};
 pub use records::{Record, RecordBody};
 pub use time::Time;
+pub use vip::{Backend, Protocol, Vip, VipAddr, VipSet};
 pub use wire::{DecodeError, Envelope, Limits, Message};
