@@ -29,8 +29,51 @@ pub struct KernelState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     AddService(Service),
-    AddDestination { service: Service, dest: SocketAddr, weight: u32 },
-    SetWeight { service: Service, dest: SocketAddr, weight: u32 },
-    RemoveDestination { service: Service, dest: SocketAddr },
+    AddDestination {
+        service: Service,
+        dest: SocketAddr,
+        weight: u32,
+    },
+    SetWeight {
+        service: Service,
+        dest: SocketAddr,
+        weight: u32,
+    },
+    RemoveDestination {
+        service: Service,
+        dest: SocketAddr,
+    },
     RemoveService(Service),
+}
+
+mod apply;
+mod diff;
+
+pub use apply::{ApplyError, MAX_WEIGHT};
+pub use diff::{diff, diff_services};
+
+impl Service {
+    /// A service of `protocol` at `addr`.
+    pub fn new(protocol: Protocol, addr: SocketAddr) -> Self {
+        Service { protocol, addr }
+    }
+}
+
+impl std::fmt::Display for Service {
+    /// `tcp 10.0.0.1:80`, `udp [fd01:c::1]:53`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.protocol, self.addr)
+    }
+}
+
+impl Op {
+    /// The service this operation acts on.
+    pub fn service(&self) -> &Service {
+        match self {
+            Op::AddService(service) | Op::RemoveService(service) => service,
+            Op::AddDestination { service, .. }
+            | Op::SetWeight { service, .. }
+            | Op::RemoveDestination { service, .. } => service,
+        }
+    }
 }
