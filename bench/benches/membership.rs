@@ -29,6 +29,7 @@ fn codec(c: &mut Criterion) {
             seq: 7,
             body: Arc::new(RecordBody {
                 adjacency: (0..5).map(|j| id(i + j + 1)).collect(),
+                ..Default::default()
             }),
         })
         .collect();

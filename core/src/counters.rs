@@ -72,4 +72,13 @@ pub struct Counters {
     pub records_own_ignored: u64,
     /// Outputs dropped because the queue was full.
     pub outputs_dropped: u64,
+    /// Local service sets refused for exceeding the record bounds.
+    pub records_too_large: u64,
+    /// Records received over the byte bound, ignored.
+    pub records_rejected_size: u64,
+    /// Kernel operations emitted.
+    pub kernel_ops: u64,
+    /// Kernel diffs that did not apply to the node's own applied state (a bug if ever
+    /// non-zero).
+    pub kernel_diff_errors: u64,
 }

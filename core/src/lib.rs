@@ -6,8 +6,10 @@
 
 pub mod config;
 pub mod counters;
+pub mod desired;
 pub mod id;
 pub mod kernel;
+pub mod named;
 pub mod node;
 pub mod ping;
 pub mod reachability;
@@ -19,7 +21,7 @@ pub mod wire;
 pub use config::{Config, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig};
 pub use counters::Counters;
 pub use id::NodeId;
-pub use node::{Event, LinkDown, Node, Output, Transmit};
+pub use node::{Event, LinkDown, Node, Output, RecordTooLarge, Transmit};
 pub use records::{Record, RecordBody};
 pub use time::Time;
 pub use vip::{Backend, Protocol, Vip, VipAddr, VipSet};

@@ -19,17 +19,20 @@
 
 use crate::config::Config;
 use crate::counters::Counters;
+use crate::desired::DesiredState;
 use crate::id::NodeId;
+use crate::kernel::{self, KernelState, Op};
 use crate::ping::LinkMonitor;
 use crate::reachability::{Change, Reachability};
 use crate::records::{Applied, Record, RecordBody, RecordStore};
 use crate::time::Time;
+use crate::vip::VipSet;
 use crate::wire::{self, DecodeError, DigestEntry, Envelope, Message, Priority};
 use rand::seq::{IndexedRandom, IteratorRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +41,10 @@ use std::time::Duration;
 pub enum Output {
     /// Send `envelope` to `dst`.
     Transmit(Transmit),
+    /// Apply these kernel operations, in order. The node already counts them as applied;
+    /// a shell that fails to apply them reads the kernel back and calls
+    /// [`Node::resync_kernel`].
+    Kernel(Vec<Op>),
     /// Something happened that the shell may log or act on.
     Event(Event),
     /// Nothing more to do until `at` (or the next input): call `handle_timeout` then.
@@ -49,6 +56,15 @@ pub enum Output {
 pub struct Transmit {
     pub dst: SocketAddr,
     pub envelope: Envelope,
+}
+
+/// Why [`Node::set_local_services`] refused a set.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordTooLarge {
+    #[error("{backends} backends exceed the record bound of {limit}")]
+    Backends { backends: usize, limit: usize },
+    #[error("the record would take {bytes} bytes, over the bound of {limit}")]
+    Bytes { bytes: usize, limit: usize },
 }
 
 /// Why an active link went away.
@@ -114,7 +130,13 @@ pub struct Node {
     store: RecordStore,
     self_slot: u32,
     own_seq: u64,
-    adjacency_changed: bool,
+    record_changed: bool,
+    /// What the own record reports for the local Mesos agent.
+    local_agents: Vec<IpAddr>,
+    local_services: Arc<VipSet>,
+    desired: DesiredState,
+    /// The kernel state the emitted operations lead to.
+    applied: KernelState,
     /// When the own record was last published.
     last_publish: Option<Time>,
     reach: Reachability,
@@ -152,7 +174,11 @@ impl Node {
             store,
             self_slot,
             own_seq: 0,
-            adjacency_changed: true,
+            record_changed: true,
+            local_agents: Vec::new(),
+            local_services: Arc::new(VipSet::new()),
+            desired: DesiredState::new(),
+            applied: KernelState::default(),
             last_publish: None,
             last_search: None,
             flood_queue: BTreeMap::new(),
@@ -168,6 +194,8 @@ impl Node {
         node.next_anti_entropy = now + node.jittered(node.cfg.records.anti_entropy_interval);
         node.next_contact_check = now + node.jittered(node.cfg.membership.contact_retry_interval);
         node.next_contact = node.rng.random_range(0..node.cfg.contacts.len().max(1));
+        let me = node.cfg.id.addr;
+        node.desired.set_reachable(me, true);
         node.start_join(now);
         node.after_input(now);
         node
@@ -255,7 +283,7 @@ impl Node {
         }
         let own = self.store.get(&me).map(|r| r.body.adjacency.clone());
         let active: Vec<NodeId> = self.active_view().collect();
-        if !self.adjacency_changed && own.as_ref() != Some(&active) {
+        if !self.record_changed && own.as_ref() != Some(&active) {
             return Err(format!(
                 "{me}: own record {own:?} != active view {active:?}"
             ));
@@ -267,6 +295,91 @@ impl Node {
     }
 
     // ----- the sans-IO interface ---------------------------------------------------------
+
+    /// Sets what this node reports for its local Mesos agent(s): the agent addresses and
+    /// their VIP backends, published in the own record. A set beyond the record bounds
+    /// (`limits.max_record_backends`, `limits.max_record_bytes`) is refused whole, with
+    /// the reason; the last accepted set stays published.
+    pub fn set_local_services(
+        &mut self,
+        now: Time,
+        mut agents: Vec<IpAddr>,
+        services: VipSet,
+    ) -> Result<(), RecordTooLarge> {
+        agents.sort_unstable();
+        agents.dedup();
+        if agents == self.local_agents && services == *self.local_services {
+            return Ok(());
+        }
+        let limits = &self.cfg.limits;
+        let backends = services.backend_count().max(agents.len());
+        if backends > limits.max_record_backends {
+            self.counters.records_too_large += 1;
+            return Err(RecordTooLarge::Backends {
+                backends,
+                limit: limits.max_record_backends,
+            });
+        }
+        let body = RecordBody {
+            adjacency: self.active_view().collect(),
+            agents,
+            services: Arc::new(services),
+        };
+        let bytes = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
+        if bytes > limits.max_record_bytes {
+            self.counters.records_too_large += 1;
+            return Err(RecordTooLarge::Bytes {
+                bytes,
+                limit: limits.max_record_bytes,
+            });
+        }
+        self.local_agents = body.agents;
+        self.local_services = body.services;
+        self.desired
+            .set_origin(self.cfg.id.addr, self.local_services.clone());
+        self.record_changed = true;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// What this node currently reports for its local agent(s).
+    pub fn local_services(&self) -> &VipSet {
+        &self.local_services
+    }
+
+    /// The desired kernel state (VIP services and destinations) as of the last input.
+    pub fn desired_kernel(&self) -> &KernelState {
+        self.desired.state()
+    }
+
+    /// The kernel state the emitted operations lead to.
+    pub fn applied_kernel(&self) -> &KernelState {
+        &self.applied
+    }
+
+    /// The desired state machine (named VIP addresses, services per VIP).
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// Declares what the kernel actually holds (read back after a failed apply, or at
+    /// start); the next operations lead from there to the desired state.
+    pub fn resync_kernel(&mut self, now: Time, actual: KernelState) {
+        self.applied = actual;
+        self.desired.mark_all_dirty();
+        let stale: Vec<_> = self.applied.services.keys().copied().collect();
+        let touched = self.desired.refresh();
+        let ops = kernel::diff_services(
+            &self.applied,
+            self.desired.state(),
+            touched.iter().chain(stale.iter()),
+        );
+        if !ops.is_empty() && self.applied.apply_all(&ops).is_ok() {
+            self.counters.kernel_ops += ops.len() as u64;
+            self.emit(Output::Kernel(ops));
+        }
+        self.after_input(now);
+    }
 
     /// Decodes and handles one frame. A bad frame is counted and returned, and changes
     /// nothing else.
@@ -629,7 +742,7 @@ impl Node {
         }
         self.counters.links_up += 1;
         self.in_overlay = true;
-        self.adjacency_changed = true;
+        self.record_changed = true;
         self.emit(Output::Event(Event::NeighborUp(id)));
         // Anti-entropy on every new link; one side starts it.
         if self.cfg.id.addr < id.addr {
@@ -680,7 +793,7 @@ impl Node {
                 }
             }
         }
-        self.adjacency_changed = true;
+        self.record_changed = true;
         self.next_refill = self.next_refill.min(now);
         self.emit(Output::Event(Event::NeighborDown(peer.id, reason)));
         if self.active.is_empty() && self.joining.is_none() {
@@ -821,9 +934,17 @@ impl Node {
                 self.counters.records_own_ignored += 1;
                 continue;
             }
+            let bytes =
+                postcard::experimental::serialized_size(&*record.body).unwrap_or(usize::MAX);
+            if bytes > self.cfg.limits.max_record_bytes {
+                self.counters.records_rejected_size += 1;
+                continue;
+            }
             match self.store.apply(record.clone()) {
                 Applied::New { previous } => {
                     self.counters.records_applied += 1;
+                    self.desired
+                        .set_origin(record.origin.addr, record.body.services.clone());
                     self.reach_dirty = true;
                     self.cascade(now, previous.as_ref(), &record);
                     self.retire_superseded(now, record.origin);
@@ -880,15 +1001,7 @@ impl Node {
 
     fn on_digest(&mut self, from: NodeId, entries: &[DigestEntry], reply: bool) {
         let (missing, they_have_newer) = self.store.reconcile(entries);
-        let chunk = self.cfg.limits.max_records_per_message.max(1);
-        for records in missing.chunks(chunk) {
-            self.send(
-                from.addr,
-                Message::Records {
-                    records: records.to_vec(),
-                },
-            );
-        }
+        self.send_records(from.addr, missing);
         if they_have_newer && !reply {
             self.send_digest(from.addr, true);
         }
@@ -915,6 +1028,8 @@ impl Node {
             seq: self.own_seq,
             body: Arc::new(RecordBody {
                 adjacency: self.active_view().collect(),
+                agents: self.local_agents.clone(),
+                services: self.local_services.clone(),
             }),
         };
         self.store.apply(record.clone());
@@ -950,20 +1065,33 @@ impl Node {
 
     fn flush_floods(&mut self) {
         self.flush_at = None;
-        let chunk = self.cfg.limits.max_records_per_message.max(1);
         for (addr, queue) in std::mem::take(&mut self.flood_queue) {
             if !self.active.contains_key(&addr) {
                 continue;
             }
-            let records: Vec<Record> = queue.into_values().collect();
-            for records in records.chunks(chunk) {
-                self.send(
-                    addr,
-                    Message::Records {
-                        records: records.to_vec(),
-                    },
-                );
+            self.send_records(addr, queue.into_values().collect());
+        }
+    }
+
+    /// Sends `records` in as few RECORDS messages as the count and frame bounds allow.
+    fn send_records(&mut self, addr: SocketAddr, records: Vec<Record>) {
+        let max_count = self.cfg.limits.max_records_per_message.max(1);
+        // Room for the version byte, the envelope and the message and length headers.
+        let budget = self.cfg.limits.max_frame_len.saturating_sub(256);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for record in records {
+            let bytes = postcard::experimental::serialized_size(&record).unwrap_or(usize::MAX);
+            if !batch.is_empty() && (batch.len() >= max_count || batch_bytes + bytes > budget) {
+                let records = std::mem::take(&mut batch);
+                self.send(addr, Message::Records { records });
+                batch_bytes = 0;
             }
+            batch_bytes += bytes;
+            batch.push(record);
+        }
+        if !batch.is_empty() {
+            self.send(addr, Message::Records { records: batch });
         }
     }
 
@@ -987,8 +1115,8 @@ impl Node {
     /// Finishes every input: probes due now, own record, reachability.
     fn after_input(&mut self, now: Time) {
         self.poll_links(now);
-        if self.adjacency_changed && self.publish_due().is_some_and(|at| now >= at) {
-            self.adjacency_changed = false;
+        if self.record_changed && self.publish_due().is_some_and(|at| now >= at) {
+            self.record_changed = false;
             self.last_publish = Some(now);
             self.publish_own_record(now);
         }
@@ -1006,6 +1134,13 @@ impl Node {
             self.reach.expire(now, &mut changes);
         }
         let me = self.cfg.id.addr;
+        for change in &changes {
+            let (Change::Reachable(id) | Change::Unreachable(id)) = *change;
+            if id.addr != me {
+                let reachable = self.reach.reported(&self.store, &id.addr).is_some();
+                self.desired.set_reachable(id.addr, reachable);
+            }
+        }
         for change in changes.drain(..) {
             let event = match change {
                 Change::Reachable(id) if id.addr != me => Event::Reachable(id),
@@ -1015,11 +1150,34 @@ impl Node {
             self.emit(Output::Event(event));
         }
         self.changes = changes;
+        self.update_kernel();
+    }
+
+    /// Turns changes of the desired state into kernel operations. When the output queue
+    /// is full the work waits for the next input, so no operation is ever lost.
+    fn update_kernel(&mut self) {
+        if !self.desired.is_dirty() || self.outputs.len() >= self.cfg.max_queued_outputs {
+            return;
+        }
+        let touched = self.desired.refresh();
+        let ops = kernel::diff_services(&self.applied, self.desired.state(), &touched);
+        if ops.is_empty() {
+            return;
+        }
+        if let Err(error) = self.applied.apply_all(&ops) {
+            // The diff is built against `applied`, so this is a bug; recover by trusting
+            // the desired state, and count it.
+            debug_assert!(false, "kernel diff does not apply: {error}");
+            self.counters.kernel_diff_errors += 1;
+            self.applied = self.desired.state().clone();
+        }
+        self.counters.kernel_ops += ops.len() as u64;
+        self.emit(Output::Kernel(ops));
     }
 
     /// When the changed own record may be published (`None`: unchanged).
     fn publish_due(&self) -> Option<Time> {
-        self.adjacency_changed.then(|| {
+        self.record_changed.then(|| {
             self.last_publish
                 .map_or(Time::ZERO, |t| t + self.cfg.records.publish_interval)
         })

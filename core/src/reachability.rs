@@ -97,6 +97,12 @@ impl Reachability {
             == Some(*id)
     }
 
+    /// The incarnation of `addr` reported reachable, if any.
+    pub fn reported(&self, store: &RecordStore, addr: &std::net::SocketAddr) -> Option<NodeId> {
+        let slot = store.slot_of(addr)?;
+        self.reported.get(slot as usize).copied().flatten()
+    }
+
     /// Every reachable node, in slot order.
     pub fn reachable(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.reported.iter().filter_map(|id| *id)
@@ -178,6 +184,7 @@ mod tests {
             seq,
             body: Arc::new(RecordBody {
                 adjacency: adjacency.to_vec(),
+                ..Default::default()
             }),
         });
     }

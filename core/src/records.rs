@@ -19,7 +19,8 @@ use crate::id::NodeId;
 use crate::wire::DigestEntry;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use crate::vip::VipSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// What one node says about itself.
@@ -27,6 +28,11 @@ use std::sync::Arc;
 pub struct RecordBody {
     /// The node's active view when it wrote the record, sorted.
     pub adjacency: Vec<NodeId>,
+    /// The Mesos agent addresses this node reports for, sorted.
+    pub agents: Vec<IpAddr>,
+    /// The VIP backends of those agents. Shared: a new version that only changes the
+    /// adjacency keeps pointing at the same set.
+    pub services: Arc<VipSet>,
 }
 
 /// One version of one node's record.
@@ -234,7 +240,7 @@ mod tests {
         Record {
             origin,
             seq,
-            body: Arc::new(RecordBody { adjacency }),
+            body: Arc::new(RecordBody { adjacency, ..Default::default() }),
         }
     }
 

@@ -30,6 +30,11 @@ pub struct Limits {
     pub max_digest_entries: usize,
     /// Most neighbours listed in one record's adjacency.
     pub max_adjacency: usize,
+    /// Most (VIP, backend) pairs in one record, and most agent addresses.
+    pub max_record_backends: usize,
+    /// Largest encoded record body a node publishes (a RECORDS message may carry several,
+    /// up to `max_frame_len`).
+    pub max_record_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,8 @@ impl Default for Limits {
             max_records_per_message: 1024,
             max_digest_entries: 65_536,
             max_adjacency: 64,
+            max_record_backends: 50_000,
+            max_record_bytes: 1024 * 1024,
         }
     }
 }
@@ -221,6 +228,12 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             {
                 return Err(DecodeError::OverLimit("record adjacency"));
             }
+            if records.iter().any(|r| {
+                r.body.agents.len() > limits.max_record_backends
+                    || r.body.services.backend_count() > limits.max_record_backends
+            }) {
+                return Err(DecodeError::OverLimit("record backends"));
+            }
             Ok(())
         }
         Message::Digest { entries, .. } if entries.len() > limits.max_digest_entries => {
@@ -250,6 +263,7 @@ mod tests {
                     seq: 9,
                     body: Arc::new(RecordBody {
                         adjacency: vec![id(3, 1), id(4, 1)],
+                        ..Default::default()
                     }),
                 }],
             },

@@ -68,7 +68,7 @@ fn record_with(
     (ids.clone(), seqs, vec(ids, 0..=max_adjacency)).prop_map(|(origin, seq, adjacency)| Record {
         origin,
         seq,
-        body: Arc::new(RecordBody { adjacency }),
+        body: Arc::new(RecordBody { adjacency, ..Default::default() }),
     })
 }
 
@@ -211,6 +211,8 @@ proptest! {
             max_records_per_message: 1,
             max_digest_entries: 1,
             max_adjacency: 1,
+            max_record_backends: 1,
+            max_record_bytes: 16,
         };
         let _ = wire::decode(&bytes, &tight);
     }
@@ -562,7 +564,7 @@ impl Harness {
                     let record = Record {
                         origin,
                         seq: self.cascade_seq,
-                        body: Arc::new(RecordBody { adjacency }),
+                        body: Arc::new(RecordBody { adjacency, ..Default::default() }),
                     };
                     let msg = Message::Records {
                         records: vec![record],
@@ -826,6 +828,7 @@ fn self_stays_reachable_under_a_bogus_epoch_of_self() {
                     seq: 0,
                     body: Arc::new(RecordBody {
                         adjacency: vec![NodeId::new(self_addr(), 2)],
+                        ..Default::default()
                     }),
                 }],
             },

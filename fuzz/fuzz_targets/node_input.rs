@@ -89,7 +89,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                     Ok(Record {
                         origin: id(u)?,
                         seq: small_or_any(u)?,
-                        body: Arc::new(RecordBody { adjacency: ids(u)? }),
+                        body: Arc::new(RecordBody { adjacency: ids(u)?, ..Default::default() }),
                     })
                 })
                 .collect::<Result<_>>()?;

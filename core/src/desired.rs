@@ -1,0 +1,491 @@
+//! The desired data-plane state: every VIP's kernel services and weighted destinations,
+//! from the backends every node reports and which of those nodes are reachable.
+//!
+//! Rules (DESIGN.md §2.6):
+//! - A backend counts while the node that reports it (its *origin*) is reachable. If none
+//!   of a service's backends has a reachable origin, all of them stay: a cut-off node keeps
+//!   serving what it last knew rather than nothing.
+//! - An IP VIP is one service; its backends of the other address family are ignored. A
+//!   named VIP gets an address from [`NameTable`] and becomes up to two services, one per
+//!   family of its backends.
+//! - A destination reported twice (two origins, or two tasks) keeps the highest weight.
+//!
+//! The state is maintained incrementally: [`DesiredState::set_origin`] and
+//! [`DesiredState::set_reachable`] mark the VIPs they affect, and [`DesiredState::refresh`]
+//! recomputes only those and returns the services that may have changed, so one backend
+//! change costs work proportional to the reporting node's VIPs, not to the cluster's.
+//!
+//! Invariants: after `refresh`, `state()` equals [`DesiredState::compute_full`] over the same
+//! inputs (checked by tests); `vip_services` maps every VIP with backends to exactly the
+//! services it produced, and no two VIPs produce the same service (named addresses avoid
+//! literal VIPs inside their prefixes).
+
+use crate::kernel::{Destinations, KernelState, Service};
+use crate::named::{in_v4_prefix, in_v6_prefix, NameTable};
+use crate::vip::{Backend, Vip, VipAddr, VipSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+struct Origin {
+    services: Arc<VipSet>,
+    reachable: bool,
+}
+
+/// The incrementally maintained desired state of one node.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredState {
+    origins: BTreeMap<SocketAddr, Origin>,
+    /// Per VIP, the origins that report backends for it.
+    vips: BTreeMap<Vip, BTreeSet<SocketAddr>>,
+    /// How many VIPs (over protocols and ports) use each name.
+    name_refs: BTreeMap<String, usize>,
+    /// Literal VIP addresses inside the named prefixes, with their VIP counts.
+    reserved4: BTreeMap<Ipv4Addr, usize>,
+    reserved6: BTreeMap<Ipv6Addr, usize>,
+    names: NameTable,
+    names_dirty: bool,
+    vip_services: BTreeMap<Vip, Vec<Service>>,
+    state: KernelState,
+    dirty: BTreeSet<Vip>,
+}
+
+impl DesiredState {
+    pub fn new() -> DesiredState {
+        DesiredState::default()
+    }
+
+    /// The desired kernel state as of the last [`DesiredState::refresh`].
+    pub fn state(&self) -> &KernelState {
+        &self.state
+    }
+
+    /// The current addresses of named VIPs.
+    pub fn names(&self) -> &NameTable {
+        &self.names
+    }
+
+    /// Whether a `refresh` has work to do.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty() || self.names_dirty
+    }
+
+    /// The services `vip` currently produces.
+    pub fn services_of(&self, vip: &Vip) -> &[Service] {
+        self.vip_services.get(vip).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records what `origin` reports now. A new origin starts unreachable.
+    pub fn set_origin(&mut self, origin: SocketAddr, services: Arc<VipSet>) {
+        let (old, reachable) = match self.origins.get(&origin) {
+            Some(o) if Arc::ptr_eq(&o.services, &services) => return,
+            Some(o) => (o.services.clone(), o.reachable),
+            None => (Arc::new(VipSet::new()), false),
+        };
+        for (vip, was, is) in changed_vips(&old, &services) {
+            match (was.is_some(), is.is_some()) {
+                (false, true) => self.add_vip_origin(vip, origin),
+                (true, false) => self.remove_vip_origin(vip, origin),
+                _ => {}
+            }
+            self.dirty.insert(vip.clone());
+        }
+        self.origins.insert(
+            origin,
+            Origin {
+                services,
+                reachable,
+            },
+        );
+    }
+
+    /// Records whether `origin` is reachable.
+    pub fn set_reachable(&mut self, origin: SocketAddr, reachable: bool) {
+        let Some(o) = self.origins.get_mut(&origin) else {
+            self.origins.insert(
+                origin,
+                Origin {
+                    services: Arc::new(VipSet::new()),
+                    reachable,
+                },
+            );
+            return;
+        };
+        if o.reachable == reachable {
+            return;
+        }
+        o.reachable = reachable;
+        self.dirty.extend(o.services.vips.keys().cloned());
+    }
+
+    /// Marks every VIP for recomputation (after the applied state was reset).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.vips.keys().cloned());
+        self.names_dirty = true;
+    }
+
+    /// Recomputes the marked VIPs; returns every service that may have changed.
+    pub fn refresh(&mut self) -> BTreeSet<Service> {
+        if self.names_dirty {
+            self.names_dirty = false;
+            let reserved4: BTreeSet<Ipv4Addr> = self.reserved4.keys().copied().collect();
+            let reserved6: BTreeSet<Ipv6Addr> = self.reserved6.keys().copied().collect();
+            let names = NameTable::assign(
+                self.name_refs.keys().map(String::as_str),
+                &reserved4,
+                &reserved6,
+            );
+            let changed: BTreeSet<String> = self
+                .names
+                .changed_names(&names)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            self.names = names;
+            if !changed.is_empty() {
+                let moved = self.vips.keys().filter(|vip| match &vip.addr {
+                    VipAddr::Named(name) => changed.contains(name),
+                    VipAddr::Ip(_) => false,
+                });
+                self.dirty.extend(moved.cloned());
+            }
+        }
+        let mut touched = BTreeSet::new();
+        let dirty = std::mem::take(&mut self.dirty);
+        // Two passes: a service can move from one VIP to another (a name pushed off an
+        // address by a new literal), so every old service goes before any new one lands.
+        for vip in &dirty {
+            for service in self.vip_services.remove(vip).unwrap_or_default() {
+                self.state.services.remove(&service);
+                touched.insert(service);
+            }
+        }
+        for vip in dirty {
+            let produced = self.compute_vip(&vip);
+            if produced.is_empty() {
+                continue;
+            }
+            let mut services = Vec::with_capacity(produced.len());
+            for (service, dests) in produced {
+                self.state.services.insert(service, dests);
+                touched.insert(service);
+                services.push(service);
+            }
+            self.vip_services.insert(vip, services);
+        }
+        touched
+    }
+
+    /// The desired state computed from scratch, for checking the incremental path.
+    pub fn compute_full(&self) -> KernelState {
+        let mut copy = self.clone();
+        copy.state = KernelState::default();
+        copy.vip_services.clear();
+        copy.names = NameTable::default();
+        copy.mark_all_dirty();
+        copy.refresh();
+        copy.state
+    }
+
+    /// The services one VIP produces now.
+    fn compute_vip(&self, vip: &Vip) -> Vec<(Service, Destinations)> {
+        let Some(origins) = self.vips.get(vip) else {
+            return Vec::new();
+        };
+        // Per family: (destinations of reachable origins, all destinations).
+        let mut families: [(Destinations, Destinations); 2] = Default::default();
+        for addr in origins {
+            let Some(origin) = self.origins.get(addr) else {
+                continue;
+            };
+            let Some(backends) = origin.services.vips.get(vip) else {
+                continue;
+            };
+            for backend in backends {
+                let (reachable, all) = &mut families[family(backend.ip)];
+                let dest = SocketAddr::new(backend.ip, backend.port);
+                merge(all, dest, backend);
+                if origin.reachable {
+                    merge(reachable, dest, backend);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (index, (reachable, all)) in families.into_iter().enumerate() {
+            let dests = if reachable.is_empty() { all } else { reachable };
+            if dests.is_empty() {
+                continue;
+            }
+            let ip = match &vip.addr {
+                VipAddr::Ip(ip) if family(*ip) == index => Some(*ip),
+                VipAddr::Ip(_) => None,
+                VipAddr::Named(name) if index == 0 => self.names.v4(name).map(IpAddr::V4),
+                VipAddr::Named(name) => self.names.v6(name).map(IpAddr::V6),
+            };
+            if let Some(ip) = ip {
+                let service = Service {
+                    protocol: vip.protocol,
+                    addr: SocketAddr::new(ip, vip.port),
+                };
+                out.push((service, dests));
+            }
+        }
+        out
+    }
+
+    fn add_vip_origin(&mut self, vip: &Vip, origin: SocketAddr) {
+        let origins = self.vips.entry(vip.clone()).or_default();
+        if origins.insert(origin) && origins.len() == 1 {
+            self.count_vip(vip, true);
+        }
+    }
+
+    fn remove_vip_origin(&mut self, vip: &Vip, origin: SocketAddr) {
+        let Some(origins) = self.vips.get_mut(vip) else {
+            return;
+        };
+        if origins.remove(&origin) && origins.is_empty() {
+            self.vips.remove(vip);
+            self.count_vip(vip, false);
+        }
+    }
+
+    /// Keeps the name and reserved-literal counts as a VIP appears or disappears.
+    fn count_vip(&mut self, vip: &Vip, appears: bool) {
+        let changed = match &vip.addr {
+            VipAddr::Named(name) => bump(&mut self.name_refs, name.clone(), appears),
+            VipAddr::Ip(IpAddr::V4(ip)) if in_v4_prefix(*ip) => {
+                bump(&mut self.reserved4, *ip, appears)
+            }
+            VipAddr::Ip(IpAddr::V6(ip)) if in_v6_prefix(*ip) => {
+                bump(&mut self.reserved6, *ip, appears)
+            }
+            VipAddr::Ip(_) => false,
+        };
+        self.names_dirty |= changed;
+    }
+}
+
+/// Counts `key` up or down; true when it appeared or disappeared.
+fn bump<K: Ord>(counts: &mut BTreeMap<K, usize>, key: K, up: bool) -> bool {
+    if up {
+        let count = counts.entry(key).or_insert(0);
+        *count += 1;
+        *count == 1
+    } else {
+        match counts.get_mut(&key) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                counts.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn family(ip: IpAddr) -> usize {
+    match ip {
+        IpAddr::V4(_) => 0,
+        IpAddr::V6(_) => 1,
+    }
+}
+
+fn merge(dests: &mut Destinations, dest: SocketAddr, backend: &Backend) {
+    let weight = dests.entry(dest).or_insert(backend.weight);
+    *weight = (*weight).max(backend.weight);
+}
+
+type VipChange<'a> = (
+    &'a Vip,
+    Option<&'a BTreeSet<Backend>>,
+    Option<&'a BTreeSet<Backend>>,
+);
+
+/// The VIPs whose backends differ between `old` and `new`, by a merge walk of both.
+fn changed_vips<'a>(old: &'a VipSet, new: &'a VipSet) -> Vec<VipChange<'a>> {
+    let mut out = Vec::new();
+    let mut a = old.vips.iter().peekable();
+    let mut b = new.vips.iter().peekable();
+    loop {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (vip, was) = a.next().expect("peeked");
+                out.push((vip, Some(was), None));
+            }
+            std::cmp::Ordering::Greater => {
+                let (vip, is) = b.next().expect("peeked");
+                out.push((vip, None, Some(is)));
+            }
+            std::cmp::Ordering::Equal => {
+                let (vip, was) = a.next().expect("peeked");
+                let (_, is) = b.next().expect("peeked");
+                if was != is {
+                    out.push((vip, Some(was), Some(is)));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vip::Protocol;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn origin(i: u8) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420)
+    }
+
+    fn vip(addr: &str, port: u16) -> Vip {
+        let addr = match addr.parse() {
+            Ok(ip) => VipAddr::Ip(ip),
+            Err(_) => VipAddr::Named(addr.to_owned()),
+        };
+        Vip {
+            protocol: Protocol::Tcp,
+            addr,
+            port,
+        }
+    }
+
+    fn backend(agent: &str, port: u16, weight: u32) -> Backend {
+        Backend {
+            ip: ip(agent),
+            port,
+            agent: ip(agent),
+            weight,
+        }
+    }
+
+    fn set(entries: &[(Vip, Backend)]) -> Arc<VipSet> {
+        let mut s = VipSet::new();
+        for (v, b) in entries {
+            s.insert(v.clone(), *b);
+        }
+        Arc::new(s)
+    }
+
+    fn dests(state: &KernelState, addr: &str) -> Vec<(SocketAddr, u32)> {
+        let service = Service {
+            protocol: Protocol::Tcp,
+            addr: addr.parse().unwrap(),
+        };
+        state.services[&service]
+            .iter()
+            .map(|(d, w)| (*d, *w))
+            .collect()
+    }
+
+    #[test]
+    fn unreachable_origins_drop_out_unless_all_are() {
+        let mut d = DesiredState::new();
+        let v = vip("1.2.3.4", 80);
+        d.set_origin(origin(1), set(&[(v.clone(), backend("10.0.0.1", 8000, 1))]));
+        d.set_origin(origin(2), set(&[(v.clone(), backend("10.0.0.2", 8000, 1))]));
+        d.refresh();
+        // Neither origin is reachable yet: keep both.
+        assert_eq!(dests(d.state(), "1.2.3.4:80").len(), 2);
+        d.set_reachable(origin(1), true);
+        let touched = d.refresh();
+        assert_eq!(touched.len(), 1);
+        assert_eq!(
+            dests(d.state(), "1.2.3.4:80"),
+            vec![("10.0.0.1:8000".parse().unwrap(), 1)]
+        );
+        d.set_reachable(origin(2), true);
+        d.refresh();
+        assert_eq!(dests(d.state(), "1.2.3.4:80").len(), 2);
+        assert_eq!(d.state(), &d.compute_full());
+    }
+
+    #[test]
+    fn drain_weight_and_duplicates_keep_the_highest_weight() {
+        let mut d = DesiredState::new();
+        let v = vip("1.2.3.4", 80);
+        d.set_origin(
+            origin(1),
+            set(&[
+                (v.clone(), backend("10.0.0.1", 8000, 0)),
+                (v.clone(), backend("10.0.0.1", 8001, 0)),
+            ]),
+        );
+        d.set_origin(origin(2), set(&[(v.clone(), backend("10.0.0.1", 8000, 1))]));
+        d.refresh();
+        assert_eq!(
+            dests(d.state(), "1.2.3.4:80"),
+            vec![
+                ("10.0.0.1:8000".parse().unwrap(), 1),
+                ("10.0.0.1:8001".parse().unwrap(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn named_vips_split_by_family_and_avoid_literals() {
+        let mut d = DesiredState::new();
+        let named = vip("web.marathon", 80);
+        d.set_origin(
+            origin(1),
+            set(&[
+                (named.clone(), backend("10.0.0.1", 8000, 1)),
+                (named.clone(), backend("fd00::1", 8000, 1)),
+            ]),
+        );
+        d.refresh();
+        let services = d.services_of(&named).to_vec();
+        assert_eq!(services.len(), 2);
+        let v4 = d.names().v4("web.marathon").unwrap();
+        assert_eq!(services[0].addr, SocketAddr::new(IpAddr::V4(v4), 80));
+        assert!(services[1].addr.is_ipv6());
+        // A literal VIP lands on the named address: the name moves, nothing is shared.
+        let literal = vip(&v4.to_string(), 80);
+        d.set_origin(
+            origin(2),
+            set(&[(literal.clone(), backend("10.0.0.2", 9000, 1))]),
+        );
+        d.refresh();
+        let moved = d.services_of(&named)[0];
+        assert_ne!(moved.addr.ip(), IpAddr::V4(v4));
+        assert_eq!(d.services_of(&literal)[0].addr.ip(), IpAddr::V4(v4));
+        assert_eq!(d.state().services.len(), 3);
+        assert_eq!(d.state(), &d.compute_full());
+    }
+
+    #[test]
+    fn an_ip_vip_ignores_backends_of_the_other_family() {
+        let mut d = DesiredState::new();
+        let v = vip("1.2.3.4", 80);
+        d.set_origin(origin(1), set(&[(v.clone(), backend("fd00::1", 80, 1))]));
+        d.refresh();
+        assert!(d.state().services.is_empty());
+    }
+
+    #[test]
+    fn removing_the_last_backend_removes_the_service() {
+        let mut d = DesiredState::new();
+        let v = vip("1.2.3.4", 80);
+        d.set_origin(origin(1), set(&[(v.clone(), backend("10.0.0.1", 8000, 1))]));
+        d.refresh();
+        d.set_origin(origin(1), set(&[]));
+        let touched = d.refresh();
+        assert_eq!(touched.len(), 1);
+        assert!(d.state().services.is_empty());
+        assert!(!d.is_dirty());
+    }
+}
