@@ -3,6 +3,12 @@
 //!
 //! Invariants: a [`KernelState`] never holds a service without its destination map (an
 //! empty map is a service with no destinations); iteration is ordered.
+//!
+//! - [`diff`] / [`diff_services`]: the minimal ordered [`Op`] list from the applied state to
+//!   the desired one (module `diff`);
+//! - [`KernelState::apply`] / [`KernelState::apply_all`]: those ops with IPVS's strict
+//!   semantics, for the simulated kernel (module `apply`);
+//! - [`nft`]: the desired state as one nftables transaction, in full or as deltas.
 
 use crate::vip::Protocol;
 use serde::{Deserialize, Serialize};
@@ -48,6 +54,7 @@ pub enum Op {
 
 mod apply;
 mod diff;
+pub mod nft;
 
 pub use apply::{ApplyError, MAX_WEIGHT};
 pub use diff::{diff, diff_services};
