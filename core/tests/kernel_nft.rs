@@ -365,3 +365,18 @@ proptest! {
         }
     }
 }
+
+/// The delta depends on which services the ops name and which they create, not on the
+/// order or repetition of the ops.
+#[test]
+fn render_ops_ignores_op_order() {
+    let (a, b) = (example(), changed());
+    let ops = diff(&a, &b);
+    let mut shuffled: Vec<_> = ops.iter().rev().cloned().collect();
+    shuffled.extend(ops.iter().cloned());
+    let config = NftConfig::default();
+    assert_eq!(
+        render_ops(&shuffled, &b, &config),
+        render_ops(&ops, &b, &config)
+    );
+}

@@ -128,7 +128,9 @@ impl Plan {
                 }
             }
             (Some(_), None) => self.dropped.push(Op::RemoveService(*service)),
-            (Some(old), Some(new)) => self.destinations(service, old, new),
+            // The equality check is a tight loop; most kept services are unchanged.
+            (Some(old), Some(new)) if old != new => self.destinations(service, old, new),
+            (Some(_), Some(_)) => {}
         }
     }
 

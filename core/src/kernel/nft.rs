@@ -163,16 +163,17 @@ pub fn render_full(state: &KernelState, config: &NftConfig) -> String {
     let _ = writeln!(out, "delete table inet {table}");
     let _ = writeln!(out, "add table inet {table}");
 
-    let services: Vec<(&Service, &Destinations)> = state
+    let services: Vec<(&Service, String)> = state
         .services
         .iter()
         .filter(|(service, _)| representable(service))
+        .map(|(service, dests)| {
+            let chain = chain_name(service);
+            let _ = writeln!(out, "add chain inet {table} {chain}");
+            service_rule(&mut out, &table, &chain, service, dests, marks);
+            (service, chain)
+        })
         .collect();
-    for &(service, dests) in &services {
-        let chain = chain_name(service);
-        let _ = writeln!(out, "add chain inet {table} {chain}");
-        service_rule(&mut out, &table, &chain, service, dests, marks);
-    }
 
     for (map, v4, ty) in [(MAP4, true, "ipv4_addr"), (MAP6, false, "ipv6_addr")] {
         let _ = writeln!(
@@ -185,9 +186,9 @@ pub fn render_full(state: &KernelState, config: &NftConfig) -> String {
             .peekable();
         if members.peek().is_some() {
             let _ = writeln!(out, "add element inet {table} {map} {{");
-            for (service, _) in members {
+            for (service, chain) in members {
                 out.push('\t');
-                element(&mut out, service, true);
+                element(&mut out, service, Some(chain));
                 out.push_str(",\n");
             }
             out.push_str("}\n");
@@ -242,10 +243,22 @@ pub fn render_full(state: &KernelState, config: &NftConfig) -> String {
 /// chain. Empty when `ops` is.
 pub fn render_ops(ops: &[Op], desired: &KernelState, config: &NftConfig) -> String {
     // Service → whether the ops create it. BTreeMap: one entry per service, in order.
+    // Ops come in runs of one service (`diff` groups them): merge each run before the map.
     let mut touched: BTreeMap<&Service, bool> = BTreeMap::new();
+    let mut run: Option<(&Service, bool)> = None;
     for op in ops {
-        let created = touched.entry(op.service()).or_insert(false);
-        *created |= matches!(op, Op::AddService(_));
+        let created = matches!(op, Op::AddService(_));
+        match &mut run {
+            Some((service, flag)) if *service == op.service() => *flag |= created,
+            _ => {
+                if let Some((service, flag)) = run.replace((op.service(), created)) {
+                    *touched.entry(service).or_insert(false) |= flag;
+                }
+            }
+        }
+    }
+    if let Some((service, flag)) = run {
+        *touched.entry(service).or_insert(false) |= flag;
     }
     let table = config.table_name();
     let marks = Marks::of(config);
@@ -261,7 +274,7 @@ pub fn render_ops(ops: &[Op], desired: &KernelState, config: &NftConfig) -> Stri
                 let _ = writeln!(out, "add chain inet {table} {chain}");
                 service_rule(&mut out, &table, &chain, service, dests, marks);
                 let _ = write!(out, "add element inet {table} {map} {{ ");
-                element(&mut out, service, true);
+                element(&mut out, service, Some(&chain));
                 out.push_str(" }\n");
             }
             Some(dests) => {
@@ -270,7 +283,7 @@ pub fn render_ops(ops: &[Op], desired: &KernelState, config: &NftConfig) -> Stri
             }
             None => {
                 let _ = write!(out, "delete element inet {table} {map} {{ ");
-                element(&mut out, service, false);
+                element(&mut out, service, None);
                 out.push_str(" }\n");
                 let _ = writeln!(out, "flush chain inet {table} {chain}");
                 let _ = writeln!(out, "delete chain inet {table} {chain}");
@@ -296,8 +309,8 @@ impl Marks {
     }
 }
 
-/// `tcp . 10.0.0.1 . 80`, with ` : goto <chain>` when `verdict`.
-fn element(out: &mut String, service: &Service, verdict: bool) {
+/// `tcp . 10.0.0.1 . 80`, with ` : goto <chain>` when given a chain.
+fn element(out: &mut String, service: &Service, goto: Option<&str>) {
     let protocol = match service.protocol {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -308,8 +321,8 @@ fn element(out: &mut String, service: &Service, verdict: bool) {
         service.addr.ip(),
         service.addr.port()
     );
-    if verdict {
-        let _ = write!(out, " : goto {}", chain_name(service));
+    if let Some(chain) = goto {
+        let _ = write!(out, " : goto {chain}");
     }
 }
 
