@@ -7,8 +7,8 @@
 //! destination order; `diff_services` over all services (listed any number of times, in
 //! any order) equals `diff`, and over a subset equals `diff` filtered to that subset.
 
+use minuteman_core::kernel::ApplyError;
 use minuteman_core::kernel::{diff, diff_services, Destinations, KernelState, Op, Service};
-use minuteman_core::kernel::{ApplyError, MAX_WEIGHT};
 use minuteman_core::Protocol;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -291,7 +291,7 @@ fn dests_strategy(v6: bool) -> impl Strategy<Value = Destinations> {
         };
         SocketAddr::new(ip, port)
     });
-    let weight = prop::sample::select(vec![0u32, 1, 1, 1, 2, 3, 100, MAX_WEIGHT]);
+    let weight = prop::sample::select(vec![0u32, 1, 1, 1, 2, 3, 100, u32::MAX]);
     btree_map(dest, weight, 0..6)
 }
 

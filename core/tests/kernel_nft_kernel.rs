@@ -182,7 +182,7 @@ fn example() -> KernelState {
             ),
             (
                 s(Protocol::Udp, "[fd01:c::2]:53"),
-                dests(&[("[fd02::4]:53", MAX_WEIGHT), ("[fd02::5]:53", MAX_WEIGHT)]),
+                dests(&[("[fd02::4]:53", u32::MAX), ("[fd02::5]:53", MAX_WEIGHT)]),
             ),
         ]
         .into_iter()
@@ -301,7 +301,7 @@ fn state_strategy() -> impl Strategy<Value = KernelState> {
             };
             SocketAddr::new(ip, p)
         });
-        let weight = prop::sample::select(vec![0u32, 1, 1, 2, 3, MAX_WEIGHT]);
+        let weight = prop::sample::select(vec![0u32, 1, 1, 2, 3, MAX_WEIGHT, u32::MAX]);
         (Just(s), btree_map(dest, weight, 0..5))
     });
     vec(entry, 0..8).prop_map(|e| KernelState {

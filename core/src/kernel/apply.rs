@@ -7,8 +7,11 @@
 //! - Strict like IPVS: adding what exists (`EEXIST`) and touching what does not (`ESRCH`,
 //!   `ENOENT`) are errors, never silently absorbed. Also like IPVS with masquerade
 //!   forwarding: a destination must be of the service's address family (IPVS mixes families
-//!   only for tunnelling), and a weight must fit the kernel's signed `int` (0..=`i32::MAX`,
-//!   `ERANGE` otherwise). Setting a weight to its current value succeeds.
+//!   only for tunnelling). Setting a weight to its current value succeeds.
+//! - Any `u32` weight is accepted. Real IPVS refuses weights above [`MAX_WEIGHT`]
+//!   (`ERANGE`), but weights come from peers' records: a hostile peer must not be able to
+//!   make a correct diff fail here. Clamping belongs to whoever builds the desired state,
+//!   or to the IPVS shell; the nft rendering scales any weights.
 //! - `RemoveService` removes the service with all its destinations.
 //! - [`KernelState::apply_all`] applies in order and stops at the first error; the ops
 //!   before it stay applied, as with IPVS, where each op is its own netlink request.
@@ -29,18 +32,10 @@ pub enum ApplyError {
     NoSuchDestination { service: Service, dest: SocketAddr },
     #[error("destination {dest} is not of the address family of service {service}")]
     FamilyMismatch { service: Service, dest: SocketAddr },
-    #[error(
-        "weight {weight} of destination {dest} of service {service} exceeds {}",
-        i32::MAX
-    )]
-    WeightOutOfRange {
-        service: Service,
-        dest: SocketAddr,
-        weight: u32,
-    },
 }
 
-/// The largest weight IPVS accepts (its weight is a signed `int`).
+/// The largest weight IPVS accepts (its weight is a signed `int`); not enforced by
+/// [`KernelState::apply`].
 pub const MAX_WEIGHT: u32 = i32::MAX as u32;
 
 impl KernelState {
@@ -68,7 +63,7 @@ impl KernelState {
                     .services
                     .get_mut(&service)
                     .ok_or(ApplyError::NoSuchService(service))?;
-                check_dest(service, dest, weight)?;
+                check_family(service, dest)?;
                 if dests.contains_key(&dest) {
                     return Err(ApplyError::DestinationExists { service, dest });
                 }
@@ -83,7 +78,7 @@ impl KernelState {
                     .services
                     .get_mut(&service)
                     .ok_or(ApplyError::NoSuchService(service))?;
-                check_dest(service, dest, weight)?;
+                check_family(service, dest)?;
                 let slot = dests
                     .get_mut(&dest)
                     .ok_or(ApplyError::NoSuchDestination { service, dest })?;
@@ -109,16 +104,9 @@ impl KernelState {
     }
 }
 
-fn check_dest(service: Service, dest: SocketAddr, weight: u32) -> Result<(), ApplyError> {
+fn check_family(service: Service, dest: SocketAddr) -> Result<(), ApplyError> {
     if service.addr.is_ipv4() != dest.is_ipv4() {
         return Err(ApplyError::FamilyMismatch { service, dest });
-    }
-    if weight > MAX_WEIGHT {
-        return Err(ApplyError::WeightOutOfRange {
-            service,
-            dest,
-            weight,
-        });
     }
     Ok(())
 }
