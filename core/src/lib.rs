@@ -9,6 +9,7 @@ pub mod counters;
 pub mod desired;
 pub mod id;
 pub mod kernel;
+pub mod mesos;
 pub mod named;
 pub mod node;
 pub mod ping;
