@@ -8,7 +8,8 @@
 //! - An IP VIP is one service; its backends of the other address family are ignored. A
 //!   named VIP gets an address from [`NameTable`] and becomes up to two services, one per
 //!   family of its backends.
-//! - A destination reported twice (two origins, or two tasks) keeps the highest weight.
+//! - A destination reported twice (two origins, or two tasks) keeps the highest weight;
+//!   weights are clamped to [`MAX_WEIGHT`] (a peer's record is not trusted).
 //!
 //! The state is maintained incrementally: [`DesiredState::set_origin`] and
 //! [`DesiredState::set_reachable`] mark the VIPs they affect, and [`DesiredState::refresh`]
@@ -20,7 +21,7 @@
 //! services it produced, and no two VIPs produce the same service (named addresses avoid
 //! literal VIPs inside their prefixes).
 
-use crate::kernel::{Destinations, KernelState, Service};
+use crate::kernel::{Destinations, KernelState, Service, MAX_WEIGHT};
 use crate::named::{in_v4_prefix, in_v6_prefix, NameTable};
 use crate::vip::{Backend, Vip, VipAddr, VipSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -295,9 +296,11 @@ fn family(ip: IpAddr) -> usize {
     }
 }
 
+/// Adds one backend; weights are clamped to what IPVS accepts (records come from peers).
 fn merge(dests: &mut Destinations, dest: SocketAddr, backend: &Backend) {
-    let weight = dests.entry(dest).or_insert(backend.weight);
-    *weight = (*weight).max(backend.weight);
+    let incoming = backend.weight.min(MAX_WEIGHT);
+    let weight = dests.entry(dest).or_insert(incoming);
+    *weight = (*weight).max(incoming);
 }
 
 type VipChange<'a> = (

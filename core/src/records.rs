@@ -16,10 +16,10 @@
 //! at existing slots.
 
 use crate::id::NodeId;
+use crate::vip::VipSet;
 use crate::wire::DigestEntry;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use crate::vip::VipSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -240,7 +240,10 @@ mod tests {
         Record {
             origin,
             seq,
-            body: Arc::new(RecordBody { adjacency, ..Default::default() }),
+            body: Arc::new(RecordBody {
+                adjacency,
+                ..Default::default()
+            }),
         }
     }
 

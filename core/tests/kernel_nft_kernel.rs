@@ -56,10 +56,19 @@ fn unavailable() -> Option<String> {
     }
 }
 
+/// Skips (with the reason) when the kernel suite cannot run, unless CI demands it by
+/// setting `MINUTEMAN_REQUIRE_ROOT_SUITES=1`: then a skip is a failure.
+fn skip(why: &str) {
+    if std::env::var_os("MINUTEMAN_REQUIRE_ROOT_SUITES").is_some_and(|v| v == "1") {
+        panic!("MINUTEMAN_REQUIRE_ROOT_SUITES=1 but the suite cannot run: {why}");
+    }
+    eprintln!("skipped: {why}");
+}
+
 macro_rules! require_kernel {
     () => {
         if let Some(why) = unavailable() {
-            eprintln!("skipped: {why}");
+            skip(&why);
             return;
         }
     };
@@ -400,7 +409,7 @@ print(sys.argv[1], empty, "%.2f" % (time.time() - t), " ".join("%s=%d" % kv for 
 fn traffic_follows_the_rendered_table() {
     require_kernel!();
     if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: no python3 for the client and server");
+        skip("no python3 for the client and server");
         return;
     }
     let web = Service::new(Protocol::Tcp, sa("198.18.0.1:80"));

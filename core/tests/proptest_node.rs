@@ -68,7 +68,10 @@ fn record_with(
     (ids.clone(), seqs, vec(ids, 0..=max_adjacency)).prop_map(|(origin, seq, adjacency)| Record {
         origin,
         seq,
-        body: Arc::new(RecordBody { adjacency, ..Default::default() }),
+        body: Arc::new(RecordBody {
+            adjacency,
+            ..Default::default()
+        }),
     })
 }
 
@@ -564,7 +567,10 @@ impl Harness {
                     let record = Record {
                         origin,
                         seq: self.cascade_seq,
-                        body: Arc::new(RecordBody { adjacency, ..Default::default() }),
+                        body: Arc::new(RecordBody {
+                            adjacency,
+                            ..Default::default()
+                        }),
                     };
                     let msg = Message::Records {
                         records: vec![record],

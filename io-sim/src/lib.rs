@@ -6,10 +6,14 @@
 //! heap breaks ties by insertion order. The trace hash makes that checkable.
 
 pub mod membership;
+pub mod mesos_agent;
 pub mod network;
+pub mod services;
 pub mod sim;
 pub mod stats;
+pub mod world;
 
 pub use membership::{MembershipReport, MembershipRun};
 pub use network::NetConfig;
+pub use services::{ServicesReport, ServicesRun};
 pub use sim::{node_addr, ClusterConfig, FalsePositive, Simulation};

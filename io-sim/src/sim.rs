@@ -16,13 +16,14 @@
 //! (false positives are recorded with their time, observer and target).
 
 use crate::network::{NetConfig, Network};
+use crate::world::{ServiceWorld, WorldConfig};
 use minuteman_core::wire::{self, Envelope};
 use minuteman_core::{Config, Event, Node, NodeId, Output, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -107,9 +108,24 @@ struct SimNode {
 }
 
 enum EventKind {
-    Start { node: usize },
-    Deliver { to: usize, envelope: Envelope },
-    Timer { node: usize, epoch: u64 },
+    Start {
+        node: usize,
+    },
+    Deliver {
+        to: usize,
+        envelope: Envelope,
+    },
+    Timer {
+        node: usize,
+        epoch: u64,
+    },
+    /// Node `node` polls its Mesos agent.
+    Poll {
+        node: usize,
+        epoch: u64,
+    },
+    /// One random task change somewhere.
+    Churn,
 }
 
 struct Scheduled {
@@ -158,6 +174,10 @@ pub struct Simulation {
     not_started: usize,
     /// Nodes whose events and messages are printed to stderr (debugging aid).
     pub watch: BTreeSet<usize>,
+    /// Mesos agents, kernels and their checks, when the run has services.
+    pub world: Option<ServiceWorld>,
+    /// Task churn runs until this time.
+    churn_until: Time,
 }
 
 impl Simulation {
@@ -185,6 +205,8 @@ impl Simulation {
             events_handled: 0,
             watch: BTreeSet::new(),
             not_started: cfg.nodes,
+            world: None,
+            churn_until: Time::ZERO,
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -204,6 +226,39 @@ impl Simulation {
 
     pub fn now(&self) -> Time {
         self.now
+    }
+
+    /// Gives every host a Mesos agent (with `cfg.tasks` tasks spread at random) and a
+    /// kernel table; each node polls its agent every `cfg.poll_interval`. Call before the
+    /// first `run_*`.
+    pub fn attach_world(&mut self, cfg: WorldConfig) {
+        assert_eq!(self.now, Time::ZERO, "attach the world before running");
+        let ips: Vec<Ipv4Addr> = (0..self.nodes.len())
+            .map(|i| match node_addr(i).ip() {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => unreachable!("simulated nodes are IPv4"),
+            })
+            .collect();
+        self.world = Some(ServiceWorld::new(cfg, &ips, &mut self.rng));
+    }
+
+    /// Runs random task churn (at the world's rate) from now until `until`.
+    pub fn churn_until(&mut self, until: Time) {
+        let Some(world) = &self.world else {
+            return;
+        };
+        let rate = world.cfg.churn_per_s;
+        let first = self.churn_until <= self.now;
+        self.churn_until = until;
+        if first && rate > 0.0 {
+            let gap = self.exponential(rate);
+            self.schedule(self.now + gap, EventKind::Churn);
+        }
+    }
+
+    fn exponential(&mut self, rate: f64) -> Duration {
+        let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+        Duration::from_secs_f64(-u.ln() / rate)
     }
 
     pub fn len(&self) -> usize {
@@ -308,6 +363,19 @@ impl Simulation {
                 core.handle_timeout(self.now);
                 self.drain(node);
             }
+            EventKind::Poll { node, epoch } => self.poll(node, epoch),
+            EventKind::Churn => {
+                if self.now > self.churn_until {
+                    return;
+                }
+                if let Some(world) = self.world.as_mut() {
+                    world.churn(self.now, &mut self.rng);
+                    let rate = world.cfg.churn_per_s;
+                    self.trace_event(5, 0, 0, 0);
+                    let gap = self.exponential(rate);
+                    self.schedule(self.now + gap, EventKind::Churn);
+                }
+            }
             EventKind::Deliver { to, envelope } => {
                 let slot = &mut self.nodes[to];
                 let Some(core) = slot.node.as_mut() else {
@@ -349,6 +417,48 @@ impl Simulation {
         self.nodes[i].node = Some(Node::new(config, self.now));
         self.nodes[i].timer = None;
         self.trace_event(2, i as u64, id.epoch, 0);
+        if let Some(world) = self.world.as_mut() {
+            world.on_boot(i);
+            let interval = world.cfg.poll_interval.as_nanos() as u64;
+            let phase = Duration::from_nanos(self.rng.random_range(0..interval.max(1)));
+            self.schedule(
+                self.now + phase,
+                EventKind::Poll {
+                    node: i,
+                    epoch: id.epoch,
+                },
+            );
+        }
+        self.drain(i);
+    }
+
+    /// Node `i` reads its agent's `/state`, parses it with the core's Mesos parser and
+    /// publishes the result.
+    fn poll(&mut self, i: usize, epoch: u64) {
+        if self.nodes[i].id.epoch != epoch || !self.is_alive(i) {
+            return;
+        }
+        let Some(world) = self.world.as_ref() else {
+            return;
+        };
+        let interval = world.cfg.poll_interval;
+        let doc = world.agent_state(i);
+        let agent_ip = IpAddr::V4(world.agents[i].ip);
+        self.schedule(self.now + interval, EventKind::Poll { node: i, epoch });
+        self.trace_event(4, i as u64, doc.len() as u64, 0);
+        let parsed = crate::world::parse_agent_state(&doc);
+        let core = self.nodes[i].node.as_mut().expect("alive");
+        let world = self.world.as_mut().expect("checked above");
+        match parsed {
+            Ok((set, warnings)) => {
+                world.counters.parse_warnings += warnings as u64;
+                match core.set_local_services(self.now, vec![agent_ip], set.clone()) {
+                    Ok(()) => world.on_polled(self.now, i, set),
+                    Err(_) => world.counters.record_errors += 1,
+                }
+            }
+            Err(_) => world.counters.parse_errors += 1,
+        }
         self.drain(i);
     }
 
@@ -361,6 +471,11 @@ impl Simulation {
             match core.poll_output() {
                 Output::Transmit(t) => self.transmit(i, t.dst, t.envelope),
                 Output::Event(e) => self.observe(i, e),
+                Output::Kernel(ops) => {
+                    if let Some(world) = self.world.as_mut() {
+                        world.on_kernel_ops(self.now, i, &ops);
+                    }
+                }
                 Output::Timeout(at) => {
                     let at = at.max(self.now);
                     let slot = &mut self.nodes[i];
@@ -441,6 +556,9 @@ impl Simulation {
         if self.nodes[i].node.take().is_some() {
             self.nodes[i].timer = None;
             self.trace_event(3, i as u64, self.nodes[i].id.epoch, 0);
+            if let Some(world) = self.world.as_mut() {
+                world.on_crash(self.now, i);
+            }
         }
     }
 
@@ -487,6 +605,9 @@ impl Simulation {
     pub fn restart(&mut self, i: usize) {
         self.crash(i);
         self.nodes[i].id.epoch += 1;
+        if let Some(world) = self.world.as_mut() {
+            world.on_restart(i);
+        }
         self.boot(i);
     }
 

@@ -1,0 +1,261 @@
+//! Service scenarios: Mesos tasks become backends in every simulated kernel, churn spreads
+//! within the poll interval plus milliseconds, crashed hosts' backends leave every kernel,
+//! restarts come back clean, and runs are deterministic.
+
+use minuteman_core::Time;
+use minuteman_sim::mesos_agent::TaskState;
+use minuteman_sim::world::WorldConfig;
+use minuteman_sim::{ClusterConfig, ServicesRun, Simulation};
+use minuteman_sim_tests::{check, replay_test, seeds};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Runs to `until`, running the world's checks every 100 ms.
+fn run_checked(sim: &mut Simulation, until: Time) {
+    while sim.now() < until {
+        sim.run_until((sim.now() + Duration::from_millis(100)).min(until));
+        let now = sim.now();
+        sim.world.as_mut().expect("world").check(now);
+    }
+}
+
+fn run_checked_for(sim: &mut Simulation, d: Duration) {
+    let until = sim.now() + d;
+    run_checked(sim, until);
+}
+
+/// A 40-node cluster with `tasks` tasks over 20 VIPs and no churn, run to 4 s.
+fn quiet_cluster(seed: u64, tasks: usize) -> Simulation {
+    let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+    sim.attach_world(WorldConfig {
+        vips: 20,
+        tasks,
+        churn_per_s: 0.0,
+        ..WorldConfig::default()
+    });
+    run_checked(&mut sim, Time::from_millis(4_000));
+    sim
+}
+
+fn violations(sim: &Simulation) -> Vec<String> {
+    let world = sim.world.as_ref().expect("world");
+    world
+        .violations
+        .iter()
+        .map(|v| format!("{} ms node {}: {}", v.at_ms, v.node, v.what))
+        .collect()
+}
+
+#[test]
+fn churn_reaches_every_kernel_within_the_poll_plus_milliseconds() {
+    for seed in seeds(1..=4) {
+        let run = ServicesRun {
+            seed,
+            churn: 10.0,
+            duration: Duration::from_secs(10),
+            ..ServicesRun::default()
+        };
+        let (report, _) = run.run();
+        let replay = run.replay_command();
+        check(
+            report.violations == 0,
+            format!("seed {seed}: violations {:?}", report.violation_samples),
+            &replay,
+        );
+        check(report.changes >= 50, "churn made changes", &replay);
+        let w = &report.world;
+        check(
+            w.completed + w.superseded + w.reverted == report.changes,
+            format!("seed {seed}: every change accounted for: {w:?}"),
+            &replay,
+        );
+        check(
+            w.kernel_errors == 0
+                && w.parse_errors == 0
+                && w.parse_warnings == 0
+                && w.record_errors == 0,
+            format!("seed {seed}: errors {w:?}"),
+            &replay,
+        );
+        let after = report.after_poll_ms.expect("changes completed");
+        check(
+            after.p99 <= 50.0,
+            format!("seed {seed}: after-poll p99 {:.1} ms > 50", after.p99),
+            &replay,
+        );
+        let total = report.propagation_ms.expect("changes completed");
+        check(
+            total.max <= run.poll_interval.as_secs_f64() * 1e3 + 100.0,
+            format!("seed {seed}: propagation max {:.1} ms", total.max),
+            &replay,
+        );
+    }
+}
+
+#[test]
+fn crashed_hosts_backends_leave_every_kernel() {
+    for seed in seeds(1..=3) {
+        let replay = replay_test("crashed_hosts_backends_leave_every_kernel", seed);
+        let mut sim = quiet_cluster(seed, 400);
+        let expected_before = sim.world.as_ref().unwrap().expected();
+        for i in sim.alive().collect::<Vec<_>>() {
+            let kernel = &sim.world.as_ref().unwrap().kernels[i];
+            check(
+                *kernel == expected_before,
+                format!("seed {seed}: node {i} not converged before the crash"),
+                &replay,
+            );
+        }
+        let victims = sim.sample_nodes(5);
+        let dead_ips: Vec<IpAddr> = victims
+            .iter()
+            .map(|&v| minuteman_sim::node_addr(v).ip())
+            .collect();
+        sim.crash_batch(&victims);
+        let crash_at = sim.now();
+        // Within a second every survivor's kernel has dropped every dead host's backends.
+        run_checked(&mut sim, crash_at + Duration::from_millis(1_000));
+        let world = sim.world.as_ref().unwrap();
+        for i in sim.alive() {
+            for (service, dests) in &world.kernels[i].services {
+                let dead = dests.keys().filter(|d| dead_ips.contains(&d.ip())).count();
+                check(
+                    dead == 0 || dead == dests.len(),
+                    format!(
+                        "seed {seed}: node {i} still sends {service:?} to {dead} dead backends"
+                    ),
+                    &replay,
+                );
+            }
+        }
+        run_checked(&mut sim, crash_at + Duration::from_millis(2_500));
+        let v = violations(&sim);
+        check(v.is_empty(), format!("seed {seed}: {v:?}"), &replay);
+        let expected = sim.world.as_ref().unwrap().expected();
+        check(
+            expected != expected_before,
+            "the crash changed what kernels must hold",
+            &replay,
+        );
+    }
+}
+
+#[test]
+fn a_vip_whose_backends_all_died_keeps_them() {
+    let seed = seeds(1..=1)[0];
+    let replay = replay_test("a_vip_whose_backends_all_died_keeps_them", seed);
+    // 20 tasks over 20 VIPs: each VIP lives on one host.
+    let mut sim = quiet_cluster(seed, 20);
+    let world = sim.world.as_ref().unwrap();
+    let (victim, vip) = (0..40)
+        .find_map(|i| {
+            let task = world.agents[i].tasks.values().next()?;
+            let vip = task.vip;
+            let elsewhere =
+                (0..40).any(|j| j != i && world.agents[j].tasks.values().any(|t| t.vip == vip));
+            (!elsewhere).then_some((i, vip))
+        })
+        .expect("some VIP lives on one host only");
+    let label = world.catalogue[vip].label.clone();
+    sim.crash_batch(&[victim]);
+    run_checked_for(&mut sim, Duration::from_millis(2_500));
+    let world = sim.world.as_ref().unwrap();
+    let dead_ip = minuteman_sim::node_addr(victim).ip();
+    for i in sim.alive() {
+        let keeps = world.kernels[i]
+            .services
+            .values()
+            .any(|d| !d.is_empty() && d.keys().all(|a: &SocketAddr| a.ip() == dead_ip));
+        check(
+            keeps,
+            format!("node {i} dropped {label}, whose backends are all on a dead host"),
+            &replay,
+        );
+    }
+    let v = violations(&sim);
+    check(v.is_empty(), format!("{v:?}"), &replay);
+}
+
+#[test]
+fn a_restarted_host_comes_back_empty_and_every_kernel_follows() {
+    for seed in seeds(1..=2) {
+        let replay = replay_test(
+            "a_restarted_host_comes_back_empty_and_every_kernel_follows",
+            seed,
+        );
+        let mut sim = quiet_cluster(seed, 400);
+        let victim = sim.sample_nodes(1)[0];
+        sim.crash(victim);
+        run_checked_for(&mut sim, Duration::from_millis(1_500));
+        sim.restart(victim);
+        run_checked_for(&mut sim, Duration::from_millis(4_000));
+        let world = sim.world.as_ref().unwrap();
+        check(
+            world.agents[victim].tasks.is_empty(),
+            "restart cleared the tasks",
+            &replay,
+        );
+        let expected = world.expected();
+        for i in sim.alive() {
+            check(
+                world.kernels[i] == expected,
+                format!("seed {seed}: node {i} kernel differs after the restart"),
+                &replay,
+            );
+        }
+        let v = violations(&sim);
+        check(v.is_empty(), format!("seed {seed}: {v:?}"), &replay);
+    }
+}
+
+#[test]
+fn a_draining_task_gets_weight_zero_on_every_kernel() {
+    let seed = seeds(1..=1)[0];
+    let replay = replay_test("a_draining_task_gets_weight_zero_on_every_kernel", seed);
+    let mut sim = quiet_cluster(seed, 100);
+    let world = sim.world.as_mut().unwrap();
+    let (agent, id) = (0..40)
+        .find_map(|a| world.agents[a].tasks.keys().next().map(|&t| (a, t)))
+        .expect("a task");
+    let ip = world.agents[agent].ip;
+    let task = world.agents[agent].tasks.get_mut(&id).unwrap();
+    task.state = TaskState::Killing;
+    let dest = SocketAddr::new(IpAddr::V4(ip), task.host_port);
+    run_checked_for(&mut sim, Duration::from_millis(2_500));
+    let world = sim.world.as_ref().unwrap();
+    for i in sim.alive() {
+        let weights: Vec<u32> = world.kernels[i]
+            .services
+            .values()
+            .filter_map(|d| d.get(&dest).copied())
+            .collect();
+        check(
+            weights == vec![0],
+            format!("node {i}: {dest} has weights {weights:?}, expected [0]"),
+            &replay,
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_services_run() {
+    let run = ServicesRun {
+        seed: 7,
+        duration: Duration::from_secs(5),
+        ..ServicesRun::default()
+    };
+    let (a, _) = run.run();
+    let (b, _) = run.run();
+    assert_eq!(
+        a.trace_hash,
+        b.trace_hash,
+        "replay: {}",
+        run.replay_command()
+    );
+    assert_eq!(a.changes, b.changes);
+    let other = ServicesRun {
+        seed: 8,
+        ..run.clone()
+    };
+    assert_ne!(other.run().0.trace_hash, a.trace_hash);
+}
