@@ -11,7 +11,8 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use minuteman_core::wire::{self, DigestEntry, Priority};
 use minuteman_core::{
-    Config, Envelope, Message, Node, NodeId, Output, Record, RecordBody, Time, Transmit,
+    Backend, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordBody, Time,
+    Transmit, Vip, VipAddr, VipSet,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,6 +38,50 @@ fn id(u: &mut Unstructured) -> Result<NodeId> {
 fn ids(u: &mut Unstructured) -> Result<Vec<NodeId>> {
     let n = u.int_in_range(0..=8)?;
     (0..n).map(|_| id(u)).collect()
+}
+
+/// A few VIPs from a small universe (literal v4 and v6, one inside the named prefix,
+/// names) with backends of either family and any weight.
+fn services(u: &mut Unstructured) -> Result<VipSet> {
+    let mut set = VipSet::new();
+    for _ in 0..u.int_in_range(0..=6)? {
+        let addr = match u.int_in_range(0..=3)? {
+            0 => VipAddr::Ip(Ipv4Addr::new(1, 2, 3, u.int_in_range(1..=3)?).into()),
+            1 => VipAddr::Ip(Ipv4Addr::new(11, 0, 0, u.int_in_range(1..=3)?).into()),
+            2 => VipAddr::Ip(Ipv6Addr::new(0xfd01, 0xc, 0, 0, 0, 0, 0, 1).into()),
+            _ => VipAddr::Named(format!("svc-{}.marathon", u.int_in_range(0..=3)?)),
+        };
+        let protocol = if u.arbitrary()? {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        };
+        let vip = Vip {
+            protocol,
+            addr,
+            port: u.int_in_range(80..=82)?,
+        };
+        let ip = if u.arbitrary()? {
+            Ipv4Addr::new(10, 1, 0, u.int_in_range(1..=3)?).into()
+        } else {
+            Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u.int_in_range(1..=3)?).into()
+        };
+        let weight = if u.ratio(7, 8)? {
+            u.int_in_range(0..=1)?
+        } else {
+            u.arbitrary()?
+        };
+        set.insert(
+            vip,
+            Backend {
+                ip,
+                port: u.int_in_range(8000..=8002)?,
+                agent: ip,
+                weight,
+            },
+        );
+    }
+    Ok(set)
 }
 
 fn small_or_any(u: &mut Unstructured) -> Result<u64> {
@@ -89,7 +134,11 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                     Ok(Record {
                         origin: id(u)?,
                         seq: small_or_any(u)?,
-                        body: Arc::new(RecordBody { adjacency: ids(u)?, ..Default::default() }),
+                        body: Arc::new(RecordBody {
+                            adjacency: ids(u)?,
+                            agents: Vec::new(),
+                            services: Arc::new(services(u)?),
+                        }),
                     })
                 })
                 .collect::<Result<_>>()?;
@@ -119,6 +168,8 @@ struct Driver {
     now: Time,
     deadline: Time,
     last: Vec<Transmit>,
+    /// The kernel the node's operations have built.
+    kernel: minuteman_core::kernel::KernelState,
 }
 
 impl Driver {
@@ -143,6 +194,13 @@ impl Driver {
                     self.last.push(t);
                 }
                 Output::Event(_) => {}
+                Output::Kernel(ops) => {
+                    // Hostile records may shape the desired state, never break the diff.
+                    self.kernel
+                        .apply_all(&ops)
+                        .unwrap_or_else(|e| panic!("kernel ops do not apply after {what:?}: {e}"));
+                    assert_eq!(&self.kernel, self.node.applied_kernel());
+                }
             }
             n += 1;
             assert!(
@@ -199,6 +257,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
         now,
         deadline: now,
         last: Vec::new(),
+        kernel: Default::default(),
     };
     d.settle(&"start");
     while !u.is_empty() {
