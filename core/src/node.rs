@@ -15,6 +15,8 @@
 //! - the own record in the store lists exactly the active view at the end of an input,
 //!   unless a new version is waiting for `publish_interval` (then a timer is due for it);
 //! - the output queue never exceeds `max_queued_outputs` (excess is dropped and counted);
+//! - once the desired state is refreshed, the emitted kernel operations lead exactly to it
+//!   (they are never dropped: with a full queue the refresh waits for the next input);
 //! - the same config, seed and inputs give the same outputs.
 
 use crate::config::Config;
@@ -290,6 +292,11 @@ impl Node {
         }
         if self.outputs.len() > self.cfg.max_queued_outputs {
             return Err(format!("{me}: output queue over its bound"));
+        }
+        if !self.desired.is_dirty() && self.applied != *self.desired.state() {
+            return Err(format!(
+                "{me}: emitted kernel ops do not lead to the desired state"
+            ));
         }
         Ok(())
     }
