@@ -1,0 +1,126 @@
+//! One node's service path alone: local backends become kernel operations, an oversized set
+//! is refused whole with the reason, and a resync rebuilds the kernel from what it holds.
+
+use minuteman_core::kernel::{KernelState, Op};
+use minuteman_core::{
+    Backend, Config, Node, NodeId, Output, Protocol, RecordTooLarge, Time, Vip, VipAddr, VipSet,
+};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+fn node() -> Node {
+    let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    cfg.limits.max_record_backends = 50;
+    Node::new(cfg, Time::ZERO)
+}
+
+fn set(backends: u16) -> VipSet {
+    let agent = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let mut set = VipSet::new();
+    for port in 0..backends {
+        let vip = Vip {
+            protocol: Protocol::Tcp,
+            addr: VipAddr::Ip("1.2.3.4".parse().unwrap()),
+            port: 80,
+        };
+        set.insert(
+            vip,
+            Backend {
+                ip: agent,
+                port: 20_000 + port,
+                agent,
+                weight: 1,
+            },
+        );
+    }
+    set
+}
+
+/// Drains the outputs; returns the kernel operations, in order.
+fn kernel_ops(node: &mut Node) -> Vec<Op> {
+    let mut ops = Vec::new();
+    loop {
+        match node.poll_output() {
+            Output::Timeout(_) => return ops,
+            Output::Kernel(batch) => ops.extend(batch),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn local_backends_become_kernel_operations_and_a_resync_rebuilds_them() {
+    let mut n = node();
+    kernel_ops(&mut n);
+    let agent = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
+    n.set_local_services(Time::from_millis(1), agent.clone(), set(3))
+        .unwrap();
+    let mut kernel = KernelState::default();
+    kernel.apply_all(&kernel_ops(&mut n)).unwrap();
+    assert_eq!(kernel.services.len(), 1);
+    assert_eq!(kernel.services.values().next().unwrap().len(), 3);
+    assert_eq!(&kernel, n.desired_kernel());
+    n.check_invariants().unwrap();
+
+    // The same set again changes nothing.
+    n.set_local_services(Time::from_millis(2), agent, set(3))
+        .unwrap();
+    assert!(kernel_ops(&mut n).is_empty());
+
+    // The kernel lost everything (a reboot of the data plane): a resync rebuilds it.
+    n.resync_kernel(Time::from_millis(3), KernelState::default());
+    let mut rebuilt = KernelState::default();
+    rebuilt.apply_all(&kernel_ops(&mut n)).unwrap();
+    assert_eq!(rebuilt, kernel);
+    // The kernel holds a stray service: the resync removes it.
+    let mut stray = kernel.clone();
+    stray
+        .apply(&Op::AddService(minuteman_core::kernel::Service::new(
+            Protocol::Udp,
+            "9.9.9.9:53".parse().unwrap(),
+        )))
+        .unwrap();
+    n.resync_kernel(Time::from_millis(4), stray.clone());
+    stray.apply_all(&kernel_ops(&mut n)).unwrap();
+    assert_eq!(stray, kernel);
+    n.check_invariants().unwrap();
+}
+
+#[test]
+fn an_oversized_set_is_refused_whole_and_the_last_one_stays() {
+    let mut n = node();
+    let agent = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))];
+    n.set_local_services(Time::from_millis(1), agent.clone(), set(10))
+        .unwrap();
+    let err = n
+        .set_local_services(Time::from_millis(2), agent, set(51))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RecordTooLarge::Backends {
+            backends: 51,
+            limit: 50
+        }
+    );
+    assert!(err
+        .to_string()
+        .contains("51 backends exceed the record bound of 50"));
+    assert_eq!(n.local_services().backend_count(), 10);
+    assert_eq!(n.counters().records_too_large, 1);
+}
+
+#[test]
+fn a_set_over_the_byte_bound_is_refused_with_its_size() {
+    let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    cfg.limits.max_record_bytes = 64;
+    let mut n = Node::new(cfg, Time::ZERO);
+    let err = n
+        .set_local_services(Time::from_millis(1), vec![me.ip()], set(10))
+        .unwrap_err();
+    assert!(
+        matches!(err, RecordTooLarge::Bytes { bytes, limit: 64 } if bytes > 64),
+        "{err}"
+    );
+    assert!(n.local_services().is_empty());
+}
