@@ -70,9 +70,13 @@ proptest! {
             }
         }
         prop_assert!(healed, "seed {seed}: not healed 60 s after the faults {faults:?}");
-        prop_assert!(sim.asymmetric_links().is_empty() || {
-            sim.run_for(Duration::from_secs(2));
-            sim.asymmetric_links().is_empty()
-        }, "seed {seed}: asymmetric links {:?}", sim.asymmetric_links());
+        // A link is briefly one-sided while a NEIGHBOR or DISCONNECT is in flight, and
+        // shuffles keep making such handshakes; a link one-sided at two instants 2 s apart
+        // (past every ping timeout) is the bug.
+        let before = sim.asymmetric_links();
+        sim.run_for(Duration::from_secs(2));
+        let after = sim.asymmetric_links();
+        let stuck: Vec<_> = before.iter().filter(|l| after.contains(l)).collect();
+        prop_assert!(stuck.is_empty(), "seed {seed}: asymmetric links that stay {stuck:?}");
     }
 }
