@@ -111,19 +111,13 @@ fn services(args: ServicesArgs) -> ExitCode {
         loss: args.loss,
         ..ServicesRun::default()
     };
-    if !args.json {
-        println!("seed             {}", run.seed);
-    }
-    let (report, _) = run.run();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).expect("the report serializes")
-        );
-    } else {
-        print!("{}", report.render());
-        println!("replay           {}", run.replay_command());
-    }
+    let report = print_run(
+        args.json,
+        run.seed,
+        || run.run().0,
+        |r| r.render(),
+        &run.replay_command(),
+    );
     if report.violations > 0 {
         eprintln!("replay: {}", run.replay_command());
         return ExitCode::FAILURE;
@@ -149,18 +143,37 @@ fn membership(args: MembershipArgs) -> ExitCode {
         loss: args.loss,
         ..MembershipRun::default()
     };
-    if !args.json {
-        println!("seed             {}", run.seed);
+    print_run(
+        args.json,
+        run.seed,
+        || run.run().0,
+        |r| r.render(),
+        &run.replay_command(),
+    );
+    ExitCode::SUCCESS
+}
+
+/// Prints the seed first (table mode), runs, then prints the report as one JSON object or
+/// as the table followed by the replay command; returns the report.
+fn print_run<R: serde::Serialize>(
+    json: bool,
+    seed: u64,
+    run: impl FnOnce() -> R,
+    render: impl Fn(&R) -> String,
+    replay: &str,
+) -> R {
+    if !json {
+        println!("seed             {seed}");
     }
-    let (report, _) = run.run();
-    if args.json {
+    let report = run();
+    if json {
         println!(
             "{}",
             serde_json::to_string(&report).expect("the report serializes")
         );
     } else {
-        print!("{}", report.render());
-        println!("replay           {}", run.replay_command());
+        print!("{}", render(&report));
+        println!("replay           {replay}");
     }
-    ExitCode::SUCCESS
+    report
 }
