@@ -5,9 +5,12 @@
 //! Same seed, same run: every random choice comes from one ChaCha generator and the event
 //! heap breaks ties by insertion order. The trace hash makes that checkable.
 
+pub mod balancer;
+pub mod health;
 pub mod membership;
 pub mod mesos_agent;
 pub mod network;
+pub mod queue;
 pub mod services;
 pub mod sim;
 pub mod stats;

@@ -139,6 +139,13 @@ impl Network {
         Duration::from_nanos(nanos.max(1.0) as u64)
     }
 
+    /// The one-way latency of one packet from `from` to `to` that gets through (no loss,
+    /// no partition check): for traffic the simulator models outside the core, such as
+    /// the clients' TCP segments.
+    pub fn latency(&self, rng: &mut ChaCha8Rng, from: usize, to: usize) -> Duration {
+        self.one_latency(rng, self.link_factor(from, to))
+    }
+
     /// Decides the fate of one packet: the delays of its delivered copies (one, or two if
     /// duplicated), or why it dropped.
     pub fn transmit(

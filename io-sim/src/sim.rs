@@ -1,7 +1,7 @@
 //! The discrete-event simulator: many core nodes, one network, one clock, one RNG.
 //!
-//! Events sit in a binary heap ordered by `(time, seq)`; `seq` is a counter, so events at
-//! the same instant run in the order they were scheduled. Every random decision (latency,
+//! Events sit in an [`EventQueue`] ordered by `(time, seq)`, so events at the same instant
+//! run in the order they were scheduled. Every random decision (latency,
 //! loss, node seeds, which nodes crash) comes from one ChaCha generator seeded from the run
 //! seed, so a run is a pure function of its seed and its scripted faults.
 //!
@@ -16,13 +16,13 @@
 //! (false positives are recorded with their time, observer and target).
 
 use crate::network::{NetConfig, Network};
+use crate::queue::EventQueue;
 use crate::world::{ServiceWorld, WorldConfig};
 use minuteman_core::wire::{self, Envelope};
 use minuteman_core::{Config, Event, Node, NodeId, Output, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use xxhash_rust::xxh3::Xxh3;
@@ -128,37 +128,13 @@ enum EventKind {
     Churn,
 }
 
-struct Scheduled {
-    at: Time,
-    seq: u64,
-    kind: EventKind,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// A whole simulated cluster.
 pub struct Simulation {
     pub seed: u64,
     cfg: ClusterConfig,
     rng: ChaCha8Rng,
     now: Time,
-    seq: u64,
-    heap: BinaryHeap<Reverse<Scheduled>>,
+    queue: EventQueue<EventKind>,
     nodes: Vec<SimNode>,
     /// Lookup only (never iterated).
     index: HashMap<SocketAddr, usize>,
@@ -191,8 +167,7 @@ impl Simulation {
             seed,
             rng,
             now: Time::ZERO,
-            seq: 0,
-            heap: BinaryHeap::new(),
+            queue: EventQueue::new(),
             nodes: Vec::with_capacity(cfg.nodes),
             index: HashMap::new(),
             network,
@@ -307,12 +282,7 @@ impl Simulation {
     }
 
     fn schedule(&mut self, at: Time, kind: EventKind) {
-        self.seq += 1;
-        self.heap.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            kind,
-        }));
+        self.queue.push(at, kind);
     }
 
     fn trace_event(&mut self, tag: u8, a: u64, b: u64, c: u64) {
@@ -327,15 +297,11 @@ impl Simulation {
 
     /// Runs every event up to and including `until`; the clock ends at `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.at > until {
-                break;
-            }
-            let Reverse(event) = self.heap.pop().expect("peeked");
-            debug_assert!(event.at >= self.now, "time went backwards");
-            self.now = event.at;
+        while let Some((at, kind)) = self.queue.pop_until(until) {
+            debug_assert!(at >= self.now, "time went backwards");
+            self.now = at;
             self.events_handled += 1;
-            self.dispatch(event.kind);
+            self.dispatch(kind);
         }
         self.now = self.now.max(until);
     }

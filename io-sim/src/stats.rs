@@ -32,6 +32,11 @@ impl Summary {
     }
 }
 
+/// Serializes a duration as fractional milliseconds.
+pub fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
