@@ -14,14 +14,23 @@
 //!   only *new* connections are scheduled. A removed destination keeps its counters (the
 //!   kernel parks it in a trash list and revives it with them if it is added back).
 //!
-//! One simplification: the destination list is in address order here; the kernel's is
-//! newest first. It only changes which of several equally loaded destinations wins a tie.
+//! - the service's destination list is in the kernel's order: a destination the agent
+//!   adds goes to the front (`list_add` at the head), so the newest comes first. With
+//!   short connections every destination carries about the same overhead, and `wlc`
+//!   walks this list round robin; ties decide where the walk is.
+//!
+//! The balancer follows the kernel table through [`Balancer::sync`]: it sees the table's
+//! contents after each change, and applies the difference as the agent's operations would
+//! (removals, weight changes, then additions in address order, each to the front).
 //!
 //! Invariant: each destination's counters equal the number of live entries bound to it in
-//! each class (checked by [`Balancer::check_invariants`]).
+//! each class (checked by [`Balancer::check_invariants`]); the list holds each destination
+//! of the table once.
 
+use minuteman_core::kernel::Destinations;
 use minuteman_core::Time;
 use rustc_hash::FxHashMap;
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -91,15 +100,29 @@ impl Counts {
     }
 }
 
-/// One host's IPVS connection table and scheduler.
+/// One destination of the service's list.
+#[derive(Copy, Clone, Debug)]
+struct Listed {
+    slot: usize,
+    weight: u32,
+}
+
+/// One host's IPVS service (its destination list), connection table and scheduler.
 #[derive(Clone, Debug, Default)]
 pub struct Balancer {
+    /// The destination list, newest first (keyed by descending insertion number).
+    list: BTreeMap<Reverse<u64>, Listed>,
+    /// Lookup only: each listed destination's insertion number.
+    listed: FxHashMap<SocketAddr, u64>,
+    next_insert: u64,
+    /// Lookup only: every destination ever seen and its counters' slot (kept after a
+    /// removal, as the kernel's trash list keeps them).
+    slots: FxHashMap<SocketAddr, usize>,
+    counters: Vec<(SocketAddr, Counts)>,
     next_id: u64,
     entries: BTreeMap<ConnId, Entry>,
     /// `(expiry, id)` of every entry: the table's timer wheel.
     expiry: BTreeSet<(Time, ConnId)>,
-    /// Lookup only, never iterated: the scan walks the service's destinations.
-    counts: FxHashMap<SocketAddr, Counts>,
 }
 
 impl Balancer {
@@ -107,9 +130,56 @@ impl Balancer {
         Balancer::default()
     }
 
+    /// Makes the service's list follow `table` (`None`: the service does not exist).
+    pub fn sync(&mut self, table: Option<&Destinations>) {
+        let empty = Destinations::new();
+        let table = table.unwrap_or(&empty);
+        let listed = &mut self.listed;
+        self.list.retain(|_, l| {
+            let dest = self.counters[l.slot].0;
+            match table.get(&dest) {
+                Some(&weight) => {
+                    l.weight = weight;
+                    true
+                }
+                None => {
+                    listed.remove(&dest);
+                    false
+                }
+            }
+        });
+        for (&dest, &weight) in table {
+            if self.listed.contains_key(&dest) {
+                continue;
+            }
+            let slot = self.slot(dest);
+            self.next_insert += 1;
+            self.listed.insert(dest, self.next_insert);
+            self.list
+                .insert(Reverse(self.next_insert), Listed { slot, weight });
+        }
+    }
+
+    fn slot(&mut self, dest: SocketAddr) -> usize {
+        let counters = &mut self.counters;
+        *self.slots.entry(dest).or_insert_with(|| {
+            counters.push((dest, Counts::default()));
+            counters.len() - 1
+        })
+    }
+
+    /// The service's destinations in list order, with their weights.
+    pub fn destinations(&self) -> impl Iterator<Item = (SocketAddr, u32)> + '_ {
+        self.list
+            .values()
+            .map(|l| (self.counters[l.slot].0, l.weight))
+    }
+
     /// The counters of `dest` (zero when it has no entry).
     pub fn counts(&self, dest: &SocketAddr) -> Counts {
-        self.counts.get(dest).copied().unwrap_or_default()
+        self.slots
+            .get(dest)
+            .map_or_else(Counts::default, |&s| self.counters[s].1)
     }
 
     /// Entries in the table.
@@ -121,21 +191,18 @@ impl Balancer {
         self.entries.is_empty()
     }
 
-    /// The `wlc` choice among `dests` (in list order, with their weights) at `now`, or
-    /// `None` when no destination has a positive weight.
-    pub fn pick(
-        &mut self,
-        now: Time,
-        dests: impl IntoIterator<Item = (SocketAddr, u32)>,
-    ) -> Option<SocketAddr> {
+    /// The `wlc` choice at `now` among the listed destinations for which `usable` holds
+    /// (the others count as weight 0), or `None` when none has a positive weight.
+    pub fn pick(&mut self, now: Time, usable: impl Fn(&SocketAddr) -> bool) -> Option<SocketAddr> {
         self.expire(now);
-        let mut least: Option<(SocketAddr, u64, u64)> = None;
-        for (dest, weight) in dests {
-            if weight == 0 {
+        let mut least: Option<(usize, u64, u64)> = None;
+        for l in self.list.values() {
+            let (dest, counts) = &self.counters[l.slot];
+            if l.weight == 0 || !usable(dest) {
                 continue;
             }
-            let overhead = self.counts(&dest).overhead();
-            let weight = u64::from(weight);
+            let overhead = counts.overhead();
+            let weight = u64::from(l.weight);
             // overhead / weight < least_overhead / least_weight, without division.
             let better = match least {
                 None => true,
@@ -145,10 +212,10 @@ impl Balancer {
                 }
             };
             if better {
-                least = Some((dest, overhead, weight));
+                least = Some((l.slot, overhead, weight));
             }
         }
-        least.map(|(dest, _, _)| dest)
+        least.map(|(slot, _, _)| self.counters[slot].0)
     }
 
     /// Opens a connection to `dest` at `now` (the first SYN went through): an inactive
@@ -162,7 +229,8 @@ impl Balancer {
             state: State::Handshake,
             expires: now + SYN_TIMEOUT,
         };
-        self.counts.entry(dest).or_default().add(entry.state);
+        let slot = self.slot(dest);
+        self.counters[slot].1.add(entry.state);
         self.expiry.insert((entry.expires, id));
         self.entries.insert(id, entry);
         id
@@ -195,7 +263,7 @@ impl Balancer {
 
     fn set(&mut self, id: ConnId, state: State, expires: Time) {
         let entry = self.entries.get_mut(&id).expect("caller checked");
-        let counts = self.counts.get_mut(&entry.dest).expect("entry is counted");
+        let counts = &mut self.counters[self.slots[&entry.dest]].1;
         counts.remove(entry.state);
         counts.add(state);
         self.expiry.remove(&(entry.expires, id));
@@ -212,7 +280,7 @@ impl Balancer {
             }
             self.expiry.pop_first();
             let entry = self.entries.remove(&id).expect("expiry indexes entries");
-            let counts = self.counts.get_mut(&entry.dest).expect("entry is counted");
+            let counts = &mut self.counters[self.slots[&entry.dest]].1;
             counts.remove(entry.state);
         }
     }
@@ -223,7 +291,7 @@ impl Balancer {
         for entry in self.entries.values() {
             recount.entry(entry.dest).or_default().add(entry.state);
         }
-        for (dest, counts) in &self.counts {
+        for (dest, counts) in &self.counters {
             let expected = recount.get(dest).copied().unwrap_or_default();
             if *counts != expected {
                 return Err(format!("{dest}: counters {counts:?}, entries {expected:?}"));
@@ -231,6 +299,9 @@ impl Balancer {
         }
         if self.expiry.len() != self.entries.len() {
             return Err("expiry index and entries differ in size".into());
+        }
+        if self.listed.len() != self.list.len() {
+            return Err("list and its index differ in size".into());
         }
         Ok(())
     }
@@ -248,54 +319,86 @@ mod tests {
         Time::from_millis(ms)
     }
 
+    fn table(dests: &[(u16, u32)]) -> Destinations {
+        dests.iter().map(|&(i, w)| (addr(i), w)).collect()
+    }
+
+    fn index(d: SocketAddr) -> u16 {
+        d.port() - 20_000
+    }
+
     #[test]
-    fn ties_go_to_the_first_and_load_spreads_round_robin() {
+    fn newest_first_and_load_spreads_round_robin() {
         let mut lb = Balancer::new();
-        let dests: Vec<(SocketAddr, u32)> = (0..4).map(|i| (addr(i), 1)).collect();
+        lb.sync(Some(&table(&[(0, 1), (1, 1)])));
+        lb.sync(Some(&table(&[(0, 1), (1, 1), (2, 1), (3, 1)])));
+        let order: Vec<u16> = lb.destinations().map(|(d, _)| index(d)).collect();
+        assert_eq!(order, [3, 2, 1, 0], "each addition goes to the front");
         let mut picked = Vec::new();
         for _ in 0..8 {
-            let d = lb.pick(at(0), dests.iter().copied()).unwrap();
+            let d = lb.pick(at(0), |_| true).unwrap();
             let id = lb.open(at(0), d);
             lb.established(at(0), id);
             lb.closed(at(0), id);
-            picked.push(d.port() - 20_000);
+            picked.push(index(d));
         }
-        // Every closed connection stays in TIME_WAIT (inactive): equal load, in list order.
-        assert_eq!(picked, vec![0, 1, 2, 3, 0, 1, 2, 3]);
+        // Every closed connection stays in TIME_WAIT (inactive): equal load, list order.
+        assert_eq!(picked, [3, 2, 1, 0, 3, 2, 1, 0]);
         lb.check_invariants().unwrap();
     }
 
     #[test]
     fn an_active_connection_weighs_256_inactive_ones() {
         let mut lb = Balancer::new();
-        let busy = lb.open(at(0), addr(0));
+        lb.sync(Some(&table(&[(0, 1)])));
+        lb.sync(Some(&table(&[(0, 1), (1, 1)])));
+        let busy = lb.open(at(0), addr(1));
         lb.established(at(0), busy);
         for _ in 0..255 {
-            lb.open(at(0), addr(1));
+            lb.open(at(0), addr(0));
         }
-        let dests = [(addr(0), 1), (addr(1), 1)];
-        // 256 vs 255: the second is lighter.
-        assert_eq!(lb.pick(at(0), dests), Some(addr(1)));
-        lb.open(at(0), addr(1));
+        // 256 vs 255: the second in the list is lighter.
+        assert_eq!(lb.pick(at(0), |_| true), Some(addr(0)));
+        lb.open(at(0), addr(0));
         // 256 vs 256: the tie goes to the first.
-        assert_eq!(lb.pick(at(0), dests), Some(addr(0)));
+        assert_eq!(lb.pick(at(0), |_| true), Some(addr(1)));
         lb.check_invariants().unwrap();
     }
 
     #[test]
     fn weights_scale_the_share_and_zero_never_wins() {
         let mut lb = Balancer::new();
-        let dests = [(addr(0), 3), (addr(1), 1), (addr(2), 0)];
+        lb.sync(Some(&table(&[(0, 3), (1, 1), (2, 0)])));
         let mut share = [0u32; 3];
         for _ in 0..400 {
-            let d = lb.pick(at(0), dests).unwrap();
+            let d = lb.pick(at(0), |_| true).unwrap();
             let id = lb.open(at(0), d);
             lb.established(at(0), id);
-            share[usize::from(d.port() - 20_000)] += 1;
+            share[usize::from(index(d))] += 1;
         }
         assert_eq!(share, [300, 100, 0]);
-        assert_eq!(lb.pick(at(0), [(addr(2), 0)]), None);
-        assert_eq!(lb.pick(at(0), []), None);
+        assert_eq!(lb.pick(at(0), |d| *d == addr(2)), None);
+        assert_eq!(lb.pick(at(0), |d| *d == addr(1)), Some(addr(1)));
+        lb.sync(None);
+        assert_eq!(lb.pick(at(0), |_| true), None);
+    }
+
+    #[test]
+    fn a_removed_destination_keeps_its_counters_and_comes_back_first() {
+        let mut lb = Balancer::new();
+        lb.sync(Some(&table(&[(0, 1), (1, 1)])));
+        lb.open(at(0), addr(0));
+        lb.sync(Some(&table(&[(1, 1)])));
+        assert_eq!(
+            lb.counts(&addr(0)).inactive,
+            1,
+            "entries outlive the destination"
+        );
+        assert_eq!(lb.pick(at(0), |_| true), Some(addr(1)));
+        lb.sync(Some(&table(&[(0, 2), (1, 1)])));
+        let order: Vec<(u16, u32)> = lb.destinations().map(|(d, w)| (index(d), w)).collect();
+        assert_eq!(order, [(0, 2), (1, 1)]);
+        lb.check_invariants().unwrap();
     }
 
     #[test]

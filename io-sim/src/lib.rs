@@ -6,10 +6,13 @@
 //! heap breaks ties by insertion order. The trace hash makes that checkable.
 
 pub mod balancer;
+pub mod clients;
 pub mod health;
 pub mod membership;
 pub mod mesos_agent;
 pub mod network;
+pub mod paper;
+pub mod paper_files;
 pub mod queue;
 pub mod services;
 pub mod sim;
@@ -18,5 +21,6 @@ pub mod world;
 
 pub use membership::{MembershipReport, MembershipRun};
 pub use network::NetConfig;
+pub use paper::{PaperOutcome, PaperReport, PaperRun};
 pub use services::{ServicesReport, ServicesRun};
 pub use sim::{node_addr, ClusterConfig, FalsePositive, Simulation};

@@ -36,6 +36,15 @@ pub fn node_addr(index: usize) -> SocketAddr {
     SocketAddr::new(ip.into(), PEER_PORT)
 }
 
+/// The node index whose address is `ip` in a cluster of `nodes` (inverse of [`node_addr`]).
+pub fn node_index(ip: IpAddr, nodes: usize) -> Option<usize> {
+    let IpAddr::V4(v4) = ip else {
+        return None;
+    };
+    let index = u32::from(v4).checked_sub(0x0A00_0001)? as usize;
+    (index < nodes).then_some(index)
+}
+
 /// How a simulated cluster is built.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -277,6 +286,20 @@ impl Simulation {
     pub fn sample_nodes(&mut self, count: usize) -> Vec<usize> {
         let mut picked =
             rand::seq::index::sample(&mut self.rng, self.nodes.len(), count).into_vec();
+        picked.sort_unstable();
+        picked
+    }
+
+    /// Like [`Simulation::sample_nodes`], never picking a node in `keep`.
+    pub fn sample_nodes_except(&mut self, count: usize, keep: &[usize]) -> Vec<usize> {
+        let pool: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| !keep.contains(i))
+            .collect();
+        let mut picked: Vec<usize> =
+            rand::seq::index::sample(&mut self.rng, pool.len(), count.min(pool.len()))
+                .into_iter()
+                .map(|k| pool[k])
+                .collect();
         picked.sort_unstable();
         picked
     }

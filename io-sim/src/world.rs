@@ -123,6 +123,12 @@ pub struct ServiceWorld {
     quiet_reported: BTreeSet<usize>,
     /// Named VIP addresses of the current truth; `None` when it may have changed.
     names: Option<NameTable>,
+    /// Bumped whenever some host's last published set changes.
+    pub published_version: u64,
+    /// Per node: bumped whenever its kernel table changes.
+    pub kernel_versions: Vec<u64>,
+    /// Per node: when its kernel table last changed.
+    pub kernel_changed_at: Vec<Time>,
 }
 
 impl ServiceWorld {
@@ -154,6 +160,9 @@ impl ServiceWorld {
             last_crash: Time::ZERO,
             quiet_reported: BTreeSet::new(),
             names: None,
+            published_version: 0,
+            kernel_versions: vec![0; n],
+            kernel_changed_at: vec![Time::ZERO; n],
         }
     }
 
@@ -162,7 +171,9 @@ impl ServiceWorld {
         self.alive[i] = true;
         self.names = None;
         self.kernels[i] = KernelState::default();
+        self.kernel_versions[i] += 1;
         self.last_polled[i] = VipSet::new();
+        self.published_version += 1;
     }
 
     /// Host `i` kernel-panicked: its tasks die with it (its agent is frozen; a restart
@@ -191,6 +202,9 @@ impl ServiceWorld {
     /// Node `i` polled and published `set` at `now`.
     pub fn on_polled(&mut self, now: Time, i: usize, set: VipSet) {
         self.counters.polls += 1;
+        if self.last_polled[i] != set {
+            self.published_version += 1;
+        }
         self.last_polled[i] = set;
         self.names = None;
         for change in &mut self.pending {
@@ -203,6 +217,8 @@ impl ServiceWorld {
     /// Node `i` emitted `ops`: apply them to its kernel and see which changes completed.
     pub fn on_kernel_ops(&mut self, now: Time, i: usize, ops: &[Op]) {
         self.counters.kernel_ops += ops.len() as u64;
+        self.kernel_versions[i] += 1;
+        self.kernel_changed_at[i] = now;
         for op in ops {
             if self.kernels[i].apply(op).is_err() {
                 self.counters.kernel_errors += 1;
@@ -397,6 +413,13 @@ impl ServiceWorld {
         expected_kernel(&live, &dead)
     }
 
+    /// The kernel a node would hold if every record counted, reachable or not: every
+    /// host's last published backends, dead hosts' included. This is the table of a host
+    /// without membership (the paper's baseline), by the same documented rules.
+    pub fn unfiltered_kernel(&self) -> KernelState {
+        expected_kernel(&self.last_polled, &[])
+    }
+
     fn names(&mut self) -> &NameTable {
         if self.names.is_none() {
             self.names = Some(self.compute_names());
@@ -448,7 +471,7 @@ fn reflects(kernel: &KernelState, vip: &Vip, change: &Change, names: &NameTable)
 }
 
 /// The kernel service of a VIP whose backends are IPv4 (all simulated tasks are).
-fn service_of(vip: &Vip, names: &NameTable) -> Option<Service> {
+pub fn service_of(vip: &Vip, names: &NameTable) -> Option<Service> {
     let ip = match &vip.addr {
         VipAddr::Ip(ip) => *ip,
         VipAddr::Named(name) => IpAddr::V4(names.v4(name)?),

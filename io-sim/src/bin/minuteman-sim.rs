@@ -1,7 +1,7 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
 use clap::{Parser, Subcommand};
-use minuteman_sim::{MembershipRun, ServicesRun};
+use minuteman_sim::{MembershipRun, PaperRun, ServicesRun};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,10 +21,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The seed's failure evaluation, replayed: one VIP with 1000 tasks, a testing node
+    /// opening a new connection per request, 12.5% of the hosts kernel-panic; minuteman
+    /// against a baseline that only has active failure detection.
+    Paper(PaperArgs),
     /// Membership evaluation: nodes join from cold, a fraction kernel-panics, survivors detect it.
     Membership(MembershipArgs),
     /// Services evaluation: Mesos tasks with VIP labels churn; every kernel must follow.
     Services(ServicesArgs),
+}
+
+#[derive(clap::Args)]
+struct PaperArgs {
+    /// Seed of the run's random generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Cluster size; every node runs a Mesos agent and a kernel balancer.
+    #[arg(long, default_value_t = 40)]
+    nodes: usize,
+    /// Tasks behind the one VIP, spread at random over the agents.
+    #[arg(long, default_value_t = 1000)]
+    tasks: usize,
+    /// Fraction of the nodes that kernel-panic (never the testing node).
+    #[arg(long, default_value_t = 0.125)]
+    crash_fraction: f64,
+    /// When the crash happens, in test time (the test starts after a 3 s warm-up).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    crash_at: Duration,
+    /// How long the clients send (simulated test time).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Clients on every node, not only on the testing node.
+    #[arg(long)]
+    clients_everywhere: bool,
+    /// The clients give up on a request this long after sending it.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Independent packet loss probability on every link between the cores.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    /// Write timeline.csv, report.json and paper.svg into this directory (created).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -86,9 +127,61 @@ struct MembershipArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Paper(args) => paper(args),
         Command::Membership(args) => membership(args),
         Command::Services(args) => services(args),
     }
+}
+
+fn paper(args: PaperArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&args.crash_fraction) || !(0.0..=1.0).contains(&args.loss) {
+        eprintln!("error: --crash-fraction and --loss must lie in [0, 1]");
+        return ExitCode::from(2);
+    }
+    if args.nodes < 2 || args.tasks == 0 || args.duration.is_zero() || args.timeout.is_zero() {
+        eprintln!("error: --nodes must be at least 2; --tasks, --duration and --timeout positive");
+        return ExitCode::from(2);
+    }
+    let mut run = PaperRun {
+        seed: args.seed,
+        nodes: args.nodes,
+        tasks: args.tasks,
+        crash_fraction: args.crash_fraction,
+        crash_at: args.crash_at,
+        duration: args.duration,
+        clients_everywhere: args.clients_everywhere,
+        loss: args.loss,
+        ..PaperRun::default()
+    };
+    run.clients.timeout = args.timeout;
+    let mut outcome = None;
+    print_run(
+        args.json,
+        run.seed,
+        || {
+            let o = run.run();
+            let report = o.report.clone();
+            outcome = Some(o);
+            report
+        },
+        |r| r.render(),
+        &run.replay_command(),
+    );
+    let outcome = outcome.expect("the run ran");
+    if let Some(dir) = &args.out {
+        match minuteman_sim::paper_files::write(dir, &outcome) {
+            Ok(files) => {
+                for f in files {
+                    eprintln!("wrote {}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn services(args: ServicesArgs) -> ExitCode {

@@ -1,0 +1,377 @@
+//! Clients that open a new TCP connection for every request through their host's kernel
+//! balancer: the load of the seed's evaluation (one testing node, 10 threads, each capped
+//! at 10 requests/s).
+//!
+//! A thread sends a request, waits for the answer or gives up, then waits until
+//! `interval` has passed since it sent, and sends the next. One request:
+//! - the host's balancer ([`Balancer`]) picks a destination among the service's
+//!   destinations with positive weight; none: the connection is refused at once (the VIP
+//!   is a local address with nothing behind it) and fails with [`Outcome::NoBackend`];
+//! - the SYN takes one network latency to the destination's host. A live host answers
+//!   (SYN-ACK one latency back); a dead one answers nothing, and the client's kernel
+//!   retransmits the SYN after the initial RTO (1 s), then after 2 s, 4 s, ... (Linux,
+//!   `tcp_syn_retries` = 6). Every retransmission matches the balancer's existing entry,
+//!   so it goes to the *same* destination, even after the agent removed it: the client
+//!   cannot be rescued mid-handshake, it gives up at its timeout;
+//! - once connected, the request takes one latency, the service time (lognormal), and the
+//!   answer one latency back. If the host dies before answering, the client gives up at
+//!   its timeout;
+//! - a request's latency is the time until the answer, or until the client gave up.
+//!
+//! Outcomes are decided when the request is sent, from the hosts' scripted crash times
+//! (the run scripts its crashes before it starts; crashed hosts stay down). Only the
+//! balancer's choice depends on the kernel table at that instant. Client traffic is not
+//! lost or partitioned, and it is not seen by the cores.
+//!
+//! Invariants: each thread has exactly one event pending until the group stops; a request
+//! is recorded once, when its outcome is known; a group whose host crashed records
+//! nothing more (its requests in flight are counted as abandoned).
+
+use crate::balancer::{Balancer, ConnId};
+use crate::health::{ActiveHealth, HealthConfig};
+use crate::network::Network;
+use crate::queue::EventQueue;
+use crate::sim::node_index;
+use minuteman_core::kernel::Destinations;
+use minuteman_core::Time;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the clients behave.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientConfig {
+    pub threads: usize,
+    /// Each thread sends at most one request per `interval` (100 ms: 10 requests/s).
+    #[serde(serialize_with = "crate::stats::as_millis")]
+    pub interval: Duration,
+    /// The client gives up on a request (connect or answer) this long after sending it.
+    #[serde(serialize_with = "crate::stats::as_millis")]
+    pub timeout: Duration,
+    /// The first SYN retransmission timeout; it doubles after every retransmission.
+    #[serde(serialize_with = "crate::stats::as_millis")]
+    pub syn_rto: Duration,
+    pub syn_retries: u32,
+    /// Median of the backend's (lognormal) service time.
+    #[serde(serialize_with = "crate::stats::as_millis")]
+    pub service_median: Duration,
+    pub service_sigma: f64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            threads: 10,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+            syn_rto: Duration::from_secs(1),
+            syn_retries: 6,
+            service_median: Duration::from_millis(1),
+            service_sigma: 0.5,
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    /// Sent to a destination whose host was dead (or died before answering).
+    DeadBackend,
+    /// The service had no destination with positive weight.
+    NoBackend,
+}
+
+/// One request, once its outcome is known.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub thread: u32,
+    pub sent: Time,
+    pub done: Time,
+    pub dest: Option<SocketAddr>,
+    /// SYNs sent (1: no retransmission).
+    pub syns: u32,
+    pub outcome: Outcome,
+}
+
+impl Request {
+    pub fn latency(&self) -> Duration {
+        self.done - self.sent
+    }
+
+    pub fn failed(&self) -> bool {
+        self.outcome != Outcome::Ok
+    }
+}
+
+/// What the clients need to know about the cluster.
+pub struct Env<'a> {
+    pub network: &'a Network,
+    /// When each host crashes (`None`: never). A crashed host stays down.
+    pub crash_at: &'a [Option<Time>],
+}
+
+impl Env<'_> {
+    fn alive_at(&self, host: usize, at: Time) -> bool {
+        self.crash_at
+            .get(host)
+            .is_some_and(|c| c.is_none_or(|c| at < c))
+    }
+
+    fn host_of(&self, dest: SocketAddr) -> Option<usize> {
+        node_index(dest.ip(), self.crash_at.len())
+    }
+}
+
+/// The kernel table a group balances over, as it is now.
+#[derive(Copy, Clone, Debug)]
+pub struct Table<'a> {
+    /// Changes whenever the destinations may have changed.
+    pub version: u64,
+    /// The service's destinations (`None`: no such service).
+    pub destinations: Option<&'a Destinations>,
+}
+
+/// The clients of one host, balancing over one kernel table.
+pub struct ClientGroup {
+    pub host: usize,
+    balancer: Balancer,
+    /// The table version the balancer's list was last synced to.
+    synced: Option<u64>,
+    /// The baseline's active failure detection (`None`: the table is trusted as is).
+    pub health: Option<ActiveHealth>,
+    rng: ChaCha8Rng,
+    pub requests: Vec<Request>,
+    /// Requests in flight when the group's own host crashed.
+    pub abandoned: u64,
+}
+
+impl ClientGroup {
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+}
+
+enum Step {
+    Send {
+        group: usize,
+        thread: u32,
+    },
+    Established {
+        group: usize,
+        conn: ConnId,
+        dest: SocketAddr,
+    },
+    Done {
+        group: usize,
+        conn: ConnId,
+        connected: bool,
+        request: Request,
+    },
+}
+
+/// Every client group of a run and their pending steps.
+pub struct Clients {
+    pub cfg: ClientConfig,
+    pub groups: Vec<ClientGroup>,
+    queue: EventQueue<Step>,
+    stop: Time,
+    service: LogNormal<f64>,
+}
+
+impl Clients {
+    /// Clients on the hosts `groups` (with the baseline's health config, if any), sending
+    /// from `start` (each thread at a random phase within one interval) until `stop`.
+    /// Group `g` draws from stream `g` of a generator seeded with `seed`.
+    pub fn new(
+        cfg: ClientConfig,
+        seed: u64,
+        start: Time,
+        stop: Time,
+        groups: impl IntoIterator<Item = (usize, Option<HealthConfig>)>,
+    ) -> Clients {
+        let median_ns = cfg.service_median.as_nanos() as f64;
+        let service = LogNormal::new(median_ns.max(1.0).ln(), cfg.service_sigma.max(0.0))
+            .expect("lognormal parameters are finite");
+        let mut clients = Clients {
+            groups: Vec::new(),
+            queue: EventQueue::new(),
+            stop,
+            service,
+            cfg,
+        };
+        for (g, (host, health)) in groups.into_iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(g as u64 + 1);
+            let interval = clients.cfg.interval.as_nanos() as u64;
+            for thread in 0..clients.cfg.threads as u32 {
+                let phase = Duration::from_nanos(rng.random_range(0..interval.max(1)));
+                clients
+                    .queue
+                    .push(start + phase, Step::Send { group: g, thread });
+            }
+            clients.groups.push(ClientGroup {
+                host,
+                balancer: Balancer::new(),
+                synced: None,
+                health: health.map(ActiveHealth::new),
+                rng,
+                requests: Vec::new(),
+                abandoned: 0,
+            });
+        }
+        clients
+    }
+
+    /// When the next step is due.
+    pub fn next_at(&self) -> Option<Time> {
+        self.queue.next_at()
+    }
+
+    /// Runs the next step if it is due at or before `until`; `table(g)` is the kernel
+    /// table group `g` balances over right now. Returns whether a step ran.
+    pub fn step<'t>(&mut self, until: Time, env: &Env, table: impl Fn(usize) -> Table<'t>) -> bool {
+        let Some((now, step)) = self.queue.pop_until(until) else {
+            return false;
+        };
+        match step {
+            Step::Send { group, thread } => {
+                if now < self.stop && env.alive_at(self.groups[group].host, now) {
+                    self.send(now, env, group, thread, table(group));
+                }
+            }
+            Step::Established { group, conn, dest } => {
+                let g = &mut self.groups[group];
+                g.balancer.established(now, conn);
+                if let Some(health) = g.health.as_mut() {
+                    health.on_success(dest);
+                }
+            }
+            Step::Done {
+                group,
+                conn,
+                connected,
+                request,
+            } => self.done(now, env, group, conn, connected, request),
+        }
+        true
+    }
+
+    fn send(&mut self, now: Time, env: &Env, group: usize, thread: u32, table: Table) {
+        let g = &mut self.groups[group];
+        if g.synced != Some(table.version) {
+            g.balancer.sync(table.destinations);
+            g.synced = Some(table.version);
+        }
+        let health = &g.health;
+        let usable = |dest: &SocketAddr| !health.as_ref().is_some_and(|h| h.is_down(now, dest));
+        let Some(dest) = g.balancer.pick(now, usable) else {
+            let request = Request {
+                thread,
+                sent: now,
+                done: now,
+                dest: None,
+                syns: 0,
+                outcome: Outcome::NoBackend,
+            };
+            g.requests.push(request);
+            self.queue
+                .push(now + self.cfg.interval, Step::Send { group, thread });
+            return;
+        };
+        let conn = g.balancer.open(now, dest);
+        let (from, to) = (g.host, env.host_of(dest));
+        let deadline = now + self.cfg.timeout;
+        let rng = &mut g.rng;
+        let latency = |rng: &mut ChaCha8Rng| match to {
+            Some(to) => env.network.latency(rng, from, to),
+            None => Duration::ZERO,
+        };
+        let alive = |at: Time| to.is_some_and(|h| env.alive_at(h, at));
+
+        // The handshake: the first SYN, then retransmissions while the client waits.
+        let mut syn_at = now;
+        let mut rto = self.cfg.syn_rto;
+        let mut syns = 1;
+        let mut connected = None;
+        loop {
+            let arrives = syn_at + latency(rng);
+            if alive(arrives) {
+                let synack = arrives + latency(rng);
+                connected = (synack < deadline).then_some(synack);
+                break;
+            }
+            let next = syn_at + rto;
+            if syns > self.cfg.syn_retries || next >= deadline {
+                break;
+            }
+            syn_at = next;
+            rto *= 2;
+            syns += 1;
+            g.balancer.retransmitted(syn_at, conn);
+        }
+        // The request and its answer.
+        let service = &self.service;
+        let answered = connected.and_then(|at| {
+            let served_ns = service.sample(rng).max(1.0) as u64;
+            let served = at + latency(rng) + Duration::from_nanos(served_ns);
+            let back = served + latency(rng);
+            (alive(served) && back < deadline).then_some(back)
+        });
+        let (done, outcome) = match answered {
+            Some(at) => (at, Outcome::Ok),
+            None => (deadline, Outcome::DeadBackend),
+        };
+        if let Some(at) = connected {
+            self.queue.push(at, Step::Established { group, conn, dest });
+        }
+        let request = Request {
+            thread,
+            sent: now,
+            done,
+            dest: Some(dest),
+            syns,
+            outcome,
+        };
+        self.queue.push(
+            done,
+            Step::Done {
+                group,
+                conn,
+                connected: connected.is_some(),
+                request,
+            },
+        );
+    }
+
+    fn done(
+        &mut self,
+        now: Time,
+        env: &Env,
+        group: usize,
+        conn: ConnId,
+        connected: bool,
+        request: Request,
+    ) {
+        let g = &mut self.groups[group];
+        if !env.alive_at(g.host, now) {
+            g.abandoned += 1;
+            return;
+        }
+        if connected {
+            // The client closes (after the answer, or giving up on it): TIME_WAIT.
+            g.balancer.closed(now, conn);
+        }
+        if let (Some(health), Some(dest), false) = (g.health.as_mut(), request.dest, connected) {
+            health.on_failure(now, dest);
+        }
+        let next = (request.sent + self.cfg.interval).max(now);
+        let thread = request.thread;
+        g.requests.push(request);
+        self.queue.push(next, Step::Send { group, thread });
+    }
+}

@@ -1,0 +1,676 @@
+//! The paper evaluation: the seed README's failure test, replayed, with the approach it
+//! replaced running beside it.
+//!
+//! The run: `nodes` hosts, each with a Mesos agent; one VIP (`10.200.0.1:80`, TCP) whose
+//! `tasks` tasks are spread at random over the agents; no task churn. The cluster boots
+//! and settles for `warmup` (every node has polled its agent, every kernel holds every
+//! backend); then the test starts (test time 0) and the clients of the testing node
+//! (node 0, 10.0.0.1) send for `duration`. At `crash_at` (test time) a `crash_fraction` of
+//! the hosts, never the testing node, kernel-panic.
+//!
+//! Two client groups run side by side on each client host, each with its own balancer,
+//! connection table and random stream ([`crate::clients`]):
+//! - *minuteman* balances over the host's kernel table as the core keeps it: the backends
+//!   of a host leave it when membership sees that host unreachable;
+//! - *baseline* balances over the table of a host without membership (every published
+//!   backend, dead hosts' included: nothing removes them) and avoids dead ones through
+//!   active failure detection alone ([`crate::health`]).
+//!
+//! Measured per group: requests, failures and latency (to the answer, or to giving up)
+//! before and after the crash; the time to repair, crash → the send time of the last
+//! request that failed because it went to a dead backend; and per 100 ms of test time,
+//! requests, failures and latency p50/p99 ([`Timeline`]). Detection (crash → a survivor
+//! sees every crashed host unreachable) is measured as in the membership evaluation.
+//!
+//! Invariants: the same seed gives the same report, timeline and trace hash; the clients
+//! never feed anything back into the cores.
+
+use crate::clients::{ClientConfig, Clients, Env, Outcome, Request, Table};
+use crate::health::HealthConfig;
+use crate::network::NetConfig;
+use crate::sim::{node_addr, node_index, ClusterConfig, Simulation};
+use crate::stats::{percentile, Summary};
+use crate::world::{service_of, WorldConfig};
+use minuteman_core::kernel::KernelState;
+use minuteman_core::named::NameTable;
+use minuteman_core::Time;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use xxhash_rust::xxh3::Xxh3;
+
+/// Width of one timeline bucket.
+pub const BUCKET: Duration = Duration::from_millis(100);
+/// The host whose clients send the requests.
+pub const TESTING_NODE: usize = 0;
+
+/// Parameters of one paper run.
+#[derive(Clone, Debug)]
+pub struct PaperRun {
+    pub nodes: usize,
+    pub tasks: usize,
+    pub crash_fraction: f64,
+    /// Test time of the crash.
+    pub crash_at: Duration,
+    /// Test time the clients send for.
+    pub duration: Duration,
+    pub seed: u64,
+    /// Simulated time before the test starts.
+    pub warmup: Duration,
+    /// Clients on every host, not only on the testing node.
+    pub clients_everywhere: bool,
+    pub loss: f64,
+    pub clients: ClientConfig,
+    pub health: HealthConfig,
+    /// How often the world's convergence checks run.
+    pub check_every: Duration,
+}
+
+impl Default for PaperRun {
+    fn default() -> Self {
+        PaperRun {
+            nodes: 40,
+            tasks: 1000,
+            crash_fraction: 0.125,
+            crash_at: Duration::from_secs(5),
+            duration: Duration::from_secs(60),
+            seed: 1,
+            warmup: Duration::from_secs(3),
+            clients_everywhere: false,
+            loss: 0.0,
+            clients: ClientConfig::default(),
+            health: HealthConfig::default(),
+            check_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Requests of one group.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestCounts {
+    pub total: usize,
+    pub failed: usize,
+    /// Failed, and sent after the repair (crash + `repair_ms`).
+    pub failed_after_repair: usize,
+    /// Failed because the destination's host was dead.
+    pub dead_backend: usize,
+    /// Failed because the service had no usable destination.
+    pub no_backend: usize,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// One phase of the test (before or after the crash).
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    pub requests: usize,
+    pub failed: usize,
+    pub latency_ms: Option<Latency>,
+}
+
+/// Both phases.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phases {
+    pub before_crash: Phase,
+    pub after_crash: Phase,
+}
+
+/// The baseline's side of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct BaselineReport {
+    pub repair_ms: f64,
+    pub failed: usize,
+    pub requests: RequestCounts,
+    pub latency_ms: Option<Latency>,
+    pub phases: Phases,
+    /// Times a destination was marked down by the active checks.
+    pub marked_down: u64,
+    pub health: HealthConfig,
+}
+
+/// What a paper run reports. Field names are the JSON keys.
+#[derive(Clone, Debug, Serialize)]
+pub struct PaperReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub tasks: usize,
+    pub crashed: usize,
+    /// Backends on the crashed hosts.
+    pub crashed_backends: usize,
+    /// Destinations in the testing node's kernel when the test started.
+    pub backends_at_start: usize,
+    pub testing_node: String,
+    pub clients_everywhere: bool,
+    /// `None` when some survivor never saw every crashed host unreachable.
+    pub detection_ms: Option<Summary>,
+    /// Crash → send time of the last request that failed on a dead backend (0: none did).
+    pub repair_ms: f64,
+    /// Crash → the moment the testing node's kernel last changed before it held no
+    /// destination of positive weight on a crashed host: from then on no new connection
+    /// can reach a dead backend (`None`: never within the run).
+    pub kernel_repair_ms: Option<f64>,
+    pub requests: RequestCounts,
+    pub latency_ms: Option<Latency>,
+    pub phases: Phases,
+    pub baseline: BaselineReport,
+    pub clients: ClientConfig,
+    /// Kernels that differed from Mesos once quiet, and late changes (see `world`).
+    pub violations: usize,
+    pub trace_hash: String,
+    pub wall_ms: f64,
+}
+
+/// Per-bucket figures of one group.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BucketStats {
+    pub requests: usize,
+    pub failures: usize,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// One 100 ms bucket of test time, by send time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Bucket {
+    pub t_ms: f64,
+    pub minuteman: BucketStats,
+    pub baseline: BucketStats,
+}
+
+/// The run's timeline, per 100 ms of test time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timeline {
+    pub crash_ms: f64,
+    pub buckets: Vec<Bucket>,
+}
+
+/// A finished run: the report, the timeline and the requests of both groups.
+pub struct PaperOutcome {
+    pub report: PaperReport,
+    pub timeline: Timeline,
+    /// Every request of the minuteman groups, then of the baseline groups, in test time.
+    pub minuteman: Vec<Request>,
+    pub baseline: Vec<Request>,
+}
+
+impl PaperRun {
+    pub fn cluster_config(&self) -> ClusterConfig {
+        let mut cfg = ClusterConfig::new(self.nodes);
+        if self.loss > 0.0 {
+            cfg.net = NetConfig::lossy(self.loss);
+        }
+        cfg
+    }
+
+    /// The command line that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "cargo run --release -p minuteman-sim -- paper --seed {} --nodes {} --tasks {} \
+             --crash-fraction {} --crash-at {}ms --duration {}ms --timeout {}ms --loss {}{}",
+            self.seed,
+            self.nodes,
+            self.tasks,
+            self.crash_fraction,
+            self.crash_at.as_millis(),
+            self.duration.as_millis(),
+            self.clients.timeout.as_millis(),
+            self.loss,
+            if self.clients_everywhere {
+                " --clients-everywhere"
+            } else {
+                ""
+            }
+        )
+    }
+
+    /// Runs the evaluation.
+    pub fn run(&self) -> PaperOutcome {
+        let wall = Instant::now();
+        let mut sim = Simulation::new(self.cluster_config(), self.seed);
+        sim.attach_world(WorldConfig {
+            vips: 1,
+            tasks: self.tasks,
+            churn_per_s: 0.0,
+            ..WorldConfig::default()
+        });
+        let world = sim.world.as_ref().expect("attached");
+        let service = service_of(&world.catalogue[0].vip, &NameTable::default())
+            .expect("the paper's VIP is an IP VIP");
+
+        let start = Time::from_duration(self.warmup);
+        let crash_time = start + self.crash_at;
+        let stop = start + self.duration;
+        let crash_count = (self.nodes as f64 * self.crash_fraction).round() as usize;
+        let victims = if self.crash_at < self.duration {
+            sim.sample_nodes_except(crash_count, &[TESTING_NODE])
+        } else {
+            Vec::new()
+        };
+        let mut crash_at = vec![None; self.nodes];
+        for &v in &victims {
+            crash_at[v] = Some(crash_time);
+        }
+        let crashed_backends = victims
+            .iter()
+            .map(|&v| sim.world.as_ref().expect("attached").agents[v].tasks.len())
+            .sum();
+
+        let hosts: Vec<usize> = if self.clients_everywhere {
+            (0..self.nodes).collect()
+        } else {
+            vec![TESTING_NODE]
+        };
+        let groups = hosts
+            .iter()
+            .map(|&h| (h, None))
+            .chain(hosts.iter().map(|&h| (h, Some(self.health.clone()))));
+        let mut clients = Clients::new(self.clients.clone(), self.seed, start, stop, groups);
+
+        // Run until every request sent before `stop` is answered or given up.
+        let end = stop + self.clients.timeout;
+        let mut crashed = victims.is_empty();
+        let mut next_check = Time::ZERO + self.check_every;
+        let mut unfiltered = (u64::MAX, KernelState::default());
+        let mut backends_at_start = None;
+        let mut kernel_repaired = None;
+        loop {
+            let mut t = clients.next_at().unwrap_or(end).min(next_check).min(end);
+            if !crashed {
+                t = t.min(crash_time);
+            }
+            sim.run_until(t);
+            if !crashed && t == crash_time {
+                sim.crash_batch(&victims);
+                crashed = true;
+            }
+            let world = sim.world.as_mut().expect("attached");
+            if t == next_check {
+                world.check(t);
+                next_check = t + self.check_every;
+            }
+            if backends_at_start.is_none() && t >= start {
+                backends_at_start = Some(
+                    world.kernels[TESTING_NODE]
+                        .services
+                        .get(&service)
+                        .map_or(0, |d| d.len()),
+                );
+            }
+            if crashed && kernel_repaired.is_none() {
+                let dead = world.kernels[TESTING_NODE]
+                    .services
+                    .get(&service)
+                    .into_iter()
+                    .flatten()
+                    .any(|(d, &w)| {
+                        w > 0
+                            && node_index(d.ip(), self.nodes).is_some_and(|h| crash_at[h].is_some())
+                    });
+                if !dead {
+                    kernel_repaired = Some(world.kernel_changed_at[TESTING_NODE].max(crash_time));
+                }
+            }
+            if unfiltered.0 != world.published_version {
+                unfiltered = (world.published_version, world.unfiltered_kernel());
+            }
+            let env = Env {
+                network: &sim.network,
+                crash_at: &crash_at,
+            };
+            let world = &*world;
+            let table = |g: usize| {
+                if g < hosts.len() {
+                    let h = hosts[g];
+                    Table {
+                        version: world.kernel_versions[h],
+                        destinations: world.kernels[h].services.get(&service),
+                    }
+                } else {
+                    Table {
+                        version: unfiltered.0,
+                        destinations: unfiltered.1.services.get(&service),
+                    }
+                }
+            };
+            while clients.step(t, &env, table) {}
+            if t >= end {
+                break;
+            }
+        }
+        for g in &clients.groups {
+            if let Err(e) = g.balancer().check_invariants() {
+                panic!("balancer of host {}: {e}", g.host);
+            }
+        }
+
+        let split = hosts.len();
+        let marked_down = clients.groups[split..]
+            .iter()
+            .filter_map(|g| g.health.as_ref())
+            .map(|h| h.marked_down)
+            .sum();
+        let collect = |range: std::ops::Range<usize>| -> Vec<Request> {
+            let mut all: Vec<Request> = clients.groups[range]
+                .iter()
+                .flat_map(|g| g.requests.iter().cloned())
+                .map(|mut r| {
+                    r.sent = Time::ZERO + (r.sent - start);
+                    r.done = Time::ZERO + (r.done - start);
+                    r
+                })
+                .collect();
+            all.sort_by_key(|r| (r.sent, r.thread));
+            all
+        };
+        let minuteman = collect(0..split);
+        let baseline = collect(split..clients.groups.len());
+        let crash = Time::from_duration(self.crash_at);
+        let ours = GroupFigures::of(&minuteman, crash);
+        let theirs = GroupFigures::of(&baseline, crash);
+
+        let mut trace = Xxh3::new();
+        trace.update(&sim.trace_hash().to_le_bytes());
+        for r in minuteman.iter().chain(&baseline) {
+            hash_request(&mut trace, r);
+        }
+        let times = sim.detection_times();
+        let detected: Vec<Duration> = times.iter().filter_map(|(_, t)| *t).collect();
+        let detection_ms = if !victims.is_empty() && detected.len() == times.len() {
+            Summary::of(&detected)
+        } else {
+            None
+        };
+        let world = sim.world.as_ref().expect("attached");
+        let timeline = Timeline::of(&minuteman, &baseline, self.duration, crash.as_millis_f64());
+        let report = PaperReport {
+            seed: self.seed,
+            nodes: self.nodes,
+            tasks: self.tasks,
+            crashed: victims.len(),
+            crashed_backends,
+            backends_at_start: backends_at_start.unwrap_or(0),
+            testing_node: node_addr(TESTING_NODE).ip().to_string(),
+            clients_everywhere: self.clients_everywhere,
+            detection_ms,
+            repair_ms: ours.repair_ms,
+            kernel_repair_ms: kernel_repaired
+                .filter(|_| !victims.is_empty())
+                .map(|t| (t - crash_time).as_secs_f64() * 1e3),
+            requests: ours.requests,
+            latency_ms: ours.latency,
+            phases: ours.phases,
+            baseline: BaselineReport {
+                repair_ms: theirs.repair_ms,
+                failed: theirs.requests.failed,
+                requests: theirs.requests,
+                latency_ms: theirs.latency,
+                phases: theirs.phases,
+                marked_down,
+                health: self.health.clone(),
+            },
+            clients: self.clients.clone(),
+            violations: world.violations.len(),
+            trace_hash: format!("{:016x}", trace.digest()),
+            wall_ms: wall.elapsed().as_secs_f64() * 1e3,
+        };
+        PaperOutcome {
+            report,
+            timeline,
+            minuteman,
+            baseline,
+        }
+    }
+}
+
+fn hash_request(trace: &mut Xxh3, r: &Request) {
+    trace.update(&r.sent.as_nanos().to_le_bytes());
+    trace.update(&r.done.as_nanos().to_le_bytes());
+    trace.update(&r.thread.to_le_bytes());
+    trace.update(&[r.outcome as u8, r.syns as u8]);
+    if let Some(d) = r.dest {
+        trace.update(d.to_string().as_bytes());
+    }
+}
+
+/// The figures of one group's requests (in test time; `crash` is the crash's test time).
+struct GroupFigures {
+    repair_ms: f64,
+    requests: RequestCounts,
+    latency: Option<Latency>,
+    phases: Phases,
+}
+
+impl GroupFigures {
+    fn of(requests: &[Request], crash: Time) -> GroupFigures {
+        let last_dead = requests
+            .iter()
+            .filter(|r| r.outcome == Outcome::DeadBackend)
+            .map(|r| r.sent)
+            .max();
+        let repaired_at = last_dead.map_or(crash, |t| t.max(crash));
+        let repair_ms = (repaired_at - crash).as_secs_f64() * 1e3;
+        let count = |o: Outcome| requests.iter().filter(|r| r.outcome == o).count();
+        let counts = RequestCounts {
+            total: requests.len(),
+            failed: requests.iter().filter(|r| r.failed()).count(),
+            failed_after_repair: requests
+                .iter()
+                .filter(|r| r.failed() && r.sent > repaired_at)
+                .count(),
+            dead_backend: count(Outcome::DeadBackend),
+            no_backend: count(Outcome::NoBackend),
+        };
+        let (before, after): (Vec<&Request>, Vec<&Request>) =
+            requests.iter().partition(|r| r.sent < crash);
+        GroupFigures {
+            repair_ms,
+            requests: counts,
+            latency: latency_of(requests.iter()),
+            phases: Phases {
+                before_crash: Phase::of(&before),
+                after_crash: Phase::of(&after),
+            },
+        }
+    }
+}
+
+impl Phase {
+    fn of(requests: &[&Request]) -> Phase {
+        Phase {
+            requests: requests.len(),
+            failed: requests.iter().filter(|r| r.failed()).count(),
+            latency_ms: latency_of(requests.iter().copied()),
+        }
+    }
+}
+
+fn latency_of<'a>(requests: impl Iterator<Item = &'a Request>) -> Option<Latency> {
+    let mut ms: Vec<f64> = requests.map(|r| r.latency().as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    Some(Latency {
+        p50: percentile(&ms, 50.0)?,
+        p99: percentile(&ms, 99.0)?,
+    })
+}
+
+impl BucketStats {
+    fn of(requests: &[&Request]) -> BucketStats {
+        let latency = latency_of(requests.iter().copied());
+        BucketStats {
+            requests: requests.len(),
+            failures: requests.iter().filter(|r| r.failed()).count(),
+            latency_p50_ms: latency.map(|l| l.p50),
+            latency_p99_ms: latency.map(|l| l.p99),
+        }
+    }
+}
+
+impl Timeline {
+    /// Buckets `[0, duration)` of test time by send time.
+    pub fn of(
+        minuteman: &[Request],
+        baseline: &[Request],
+        duration: Duration,
+        crash_ms: f64,
+    ) -> Timeline {
+        let count = duration.as_nanos().div_ceil(BUCKET.as_nanos()) as usize;
+        fn split(requests: &[Request], count: usize) -> Vec<Vec<&Request>> {
+            let mut by_bucket = vec![Vec::new(); count];
+            for r in requests {
+                let b = (r.sent.as_nanos() as u128 / BUCKET.as_nanos()) as usize;
+                if let Some(slot) = by_bucket.get_mut(b) {
+                    slot.push(r);
+                }
+            }
+            by_bucket
+        }
+        let ours = split(minuteman, count);
+        let theirs = split(baseline, count);
+        let buckets = (0..count)
+            .map(|b| Bucket {
+                t_ms: (b as u128 * BUCKET.as_millis()) as f64,
+                minuteman: BucketStats::of(&ours[b]),
+                baseline: BucketStats::of(&theirs[b]),
+            })
+            .collect();
+        Timeline { crash_ms, buckets }
+    }
+
+    /// The timeline as CSV, one row per bucket; an empty bucket has empty latencies.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "t_ms,requests,failures,latency_p50_ms,latency_p99_ms,\
+             baseline_requests,baseline_failures,baseline_latency_p50_ms,baseline_latency_p99_ms\n",
+        );
+        let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+        for b in &self.buckets {
+            out += &format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                b.t_ms,
+                b.minuteman.requests,
+                b.minuteman.failures,
+                ms(b.minuteman.latency_p50_ms),
+                ms(b.minuteman.latency_p99_ms),
+                b.baseline.requests,
+                b.baseline.failures,
+                ms(b.baseline.latency_p50_ms),
+                ms(b.baseline.latency_p99_ms),
+            );
+        }
+        out
+    }
+}
+
+impl PaperReport {
+    /// The human-readable report (the seed was printed first, by the caller).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out += &format!(
+            "cluster          {} nodes, {} tasks behind one VIP, clients on {}\n",
+            self.nodes,
+            self.tasks,
+            if self.clients_everywhere {
+                "every node".to_string()
+            } else {
+                format!(
+                    "the testing node {} ({} threads, one new connection per request, {:.0} req/s each)",
+                    self.testing_node,
+                    self.clients.threads,
+                    1.0 / self.clients.interval.as_secs_f64()
+                )
+            }
+        );
+        out += &format!(
+            "crash            {} nodes ({} backends) kernel-panic; testing node held {} backends at the start\n",
+            self.crashed, self.crashed_backends, self.backends_at_start
+        );
+        out += &match &self.detection_ms {
+            Some(d) => format!(
+                "detection        p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (crash -> survivor sees every crashed node unreachable)\n",
+                d.p50, d.p99, d.max
+            ),
+            None if self.crashed == 0 => "detection        no crash\n".to_string(),
+            None => "detection        INCOMPLETE: some survivor never saw every crashed node unreachable\n".to_string(),
+        };
+        let b = &self.baseline;
+        let lat = |l: &Option<Latency>| {
+            l.map_or("-".to_string(), |l| {
+                format!("{:.1} / {:.1} ms", l.p50, l.p99)
+            })
+        };
+        out += &format!(
+            "{:<24}{:>22}{:>30}\n",
+            "", "minuteman", "baseline (active checks)"
+        );
+        let row = |name: &str, ours: String, theirs: String| {
+            format!("{name:<24}{ours:>22}{theirs:>30}\n")
+        };
+        out += &row(
+            "time to repair",
+            format!("{:.0} ms", self.repair_ms),
+            format!("{:.0} ms", b.repair_ms),
+        );
+        out += &row(
+            "dead backends left kernel",
+            self.kernel_repair_ms
+                .map_or("never".to_string(), |ms| format!("{ms:.0} ms")),
+            "never (nothing removes them)".to_string(),
+        );
+        let p = &self.phases;
+        out += &row(
+            "requests before crash",
+            p.before_crash.requests.to_string(),
+            b.phases.before_crash.requests.to_string(),
+        );
+        out += &row(
+            "failures before crash",
+            p.before_crash.failed.to_string(),
+            b.phases.before_crash.failed.to_string(),
+        );
+        out += &row(
+            "requests after crash",
+            p.after_crash.requests.to_string(),
+            b.phases.after_crash.requests.to_string(),
+        );
+        out += &row(
+            "failures after crash",
+            p.after_crash.failed.to_string(),
+            b.phases.after_crash.failed.to_string(),
+        );
+        out += &row(
+            "failed after repair",
+            self.requests.failed_after_repair.to_string(),
+            b.requests.failed_after_repair.to_string(),
+        );
+        out += &row(
+            "latency p50/p99 before",
+            lat(&p.before_crash.latency_ms),
+            lat(&b.phases.before_crash.latency_ms),
+        );
+        out += &row(
+            "latency p50/p99 after",
+            lat(&p.after_crash.latency_ms),
+            lat(&b.phases.after_crash.latency_ms),
+        );
+        out += &format!(
+            "clients          give up after {} ms; SYN retransmitted after {} ms, doubling\n",
+            self.clients.timeout.as_millis(),
+            self.clients.syn_rto.as_millis()
+        );
+        out += &format!(
+            "baseline         a backend is down after {} failed connections in a row, for {} ms doubling to {} ms ({} times marked down)\n",
+            b.health.threshold,
+            b.health.initial_backoff.as_millis(),
+            b.health.max_backoff.as_millis(),
+            b.marked_down
+        );
+        out += &format!("violations       {}\n", self.violations);
+        out += &format!("trace hash       {}\n", self.trace_hash);
+        out += &format!("wall clock       {:.0} ms\n", self.wall_ms);
+        out
+    }
+}
