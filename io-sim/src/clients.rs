@@ -375,3 +375,106 @@ impl Clients {
         self.queue.push(next, Step::Send { group, thread });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::NetConfig;
+    use crate::sim::node_addr;
+
+    /// One thread on host 0 sending to the single backend on host 1 for `send_for`.
+    fn run(timeout: Duration, host1_crash: Option<Time>, send_for: Duration) -> Vec<Request> {
+        let network = Network::new(NetConfig::default(), 2, 7);
+        let crash_at = [None, host1_crash];
+        let env = Env {
+            network: &network,
+            crash_at: &crash_at,
+        };
+        let cfg = ClientConfig {
+            threads: 1,
+            timeout,
+            ..ClientConfig::default()
+        };
+        let stop = Time::ZERO + send_for;
+        let mut clients = Clients::new(cfg, 3, Time::ZERO, stop, [(0, None)]);
+        let dests: Destinations = [(SocketAddr::new(node_addr(1).ip(), 20_000), 1)].into();
+        let table = |_| Table {
+            version: 1,
+            destinations: Some(&dests),
+        };
+        while clients.step(Time::MAX, &env, table) {}
+        let group = &clients.groups[0];
+        group.balancer().check_invariants().unwrap();
+        group.requests.clone()
+    }
+
+    #[test]
+    fn a_live_backend_answers_after_two_round_trips_and_the_service_time() {
+        let requests = run(Duration::from_secs(1), None, Duration::from_secs(1));
+        assert_eq!(requests.len(), 10, "one request per 100 ms");
+        for r in &requests {
+            assert_eq!((r.outcome, r.syns), (Outcome::Ok, 1), "{r:?}");
+            let ms = r.latency().as_secs_f64() * 1e3;
+            assert!((0.5..20.0).contains(&ms), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn syns_to_a_dead_host_are_retransmitted_until_the_client_gives_up() {
+        // 3 s: SYNs at 0 and 1 s; the next would leave at 3 s, when the client gives up.
+        let requests = run(
+            Duration::from_secs(3),
+            Some(Time::ZERO),
+            Duration::from_secs(1),
+        );
+        assert_eq!(requests.len(), 1, "the thread waits out its timeout");
+        let r = &requests[0];
+        assert_eq!((r.outcome, r.syns), (Outcome::DeadBackend, 2));
+        assert_eq!(r.latency(), Duration::from_secs(3));
+        // 10 s: SYNs at 0, 1, 3 and 7 s (the RTO doubles).
+        let requests = run(
+            Duration::from_secs(10),
+            Some(Time::ZERO),
+            Duration::from_secs(1),
+        );
+        assert_eq!(requests[0].syns, 4);
+    }
+
+    #[test]
+    fn a_host_that_dies_mid_request_fails_it_at_the_timeout() {
+        // Same seed, same send time: the handshake completes within ~0.5 ms of it, the
+        // answer would leave after ~1.8 ms.
+        let sent = run(Duration::from_secs(1), None, Duration::from_millis(100))[0].sent;
+        let crash = sent + Duration::from_millis(1);
+        let requests = run(
+            Duration::from_secs(1),
+            Some(crash),
+            Duration::from_millis(100),
+        );
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!((r.outcome, r.syns), (Outcome::DeadBackend, 1), "{r:?}");
+        assert_eq!(r.latency(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn no_destination_is_refused_at_once() {
+        let network = Network::new(NetConfig::default(), 1, 7);
+        let env = Env {
+            network: &network,
+            crash_at: &[None],
+        };
+        let stop = Time::from_millis(300);
+        let mut clients = Clients::new(ClientConfig::default(), 3, Time::ZERO, stop, [(0, None)]);
+        let table = |_| Table {
+            version: 1,
+            destinations: None,
+        };
+        while clients.step(Time::MAX, &env, table) {}
+        let requests = &clients.groups[0].requests;
+        assert_eq!(requests.len(), 30);
+        assert!(requests
+            .iter()
+            .all(|r| r.outcome == Outcome::NoBackend && r.latency().is_zero()));
+    }
+}

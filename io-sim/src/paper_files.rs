@@ -111,37 +111,50 @@ fn draw(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0f64..x_max, (0.1f64..y_top).log_scale())?;
+        .build_cartesian_2d(0f64..x_max, (0.01f64..y_top).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("test time (s)")
         .y_desc("latency (ms)")
         .draw()?;
+    // Drawn in this order, so minuteman's lines lie on top of the baseline's.
     type Pick = fn(&crate::paper::Bucket) -> Option<f64>;
     let series: [(&str, Pick, RGBColor, u32); 4] = [
-        ("minuteman p99", |b| b.minuteman.latency_p99_ms, OURS, 2),
-        ("minuteman p50", |b| b.minuteman.latency_p50_ms, OURS, 1),
         ("baseline p99", |b| b.baseline.latency_p99_ms, THEIRS, 2),
         ("baseline p50", |b| b.baseline.latency_p50_ms, THEIRS, 1),
+        ("minuteman p99", |b| b.minuteman.latency_p99_ms, OURS, 2),
+        ("minuteman p50", |b| b.minuteman.latency_p50_ms, OURS, 1),
     ];
     for (label, pick, color, width) in series {
-        let points = timeline
-            .buckets
-            .iter()
-            .filter_map(|b| pick(b).map(|v| (secs(b.t_ms), v.max(0.1))));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(width)))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], color.stroke_width(width))
-            });
+        // A bucket without requests (every thread waiting) breaks the line.
+        let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+        for b in &timeline.buckets {
+            match pick(b) {
+                Some(v) => segments
+                    .last_mut()
+                    .expect("never empty")
+                    .push((secs(b.t_ms), v.max(0.1))),
+                None => segments.push(Vec::new()),
+            }
+        }
+        let style = color.stroke_width(width);
+        let mut first = true;
+        for segment in segments.into_iter().filter(|s| !s.is_empty()) {
+            let drawn = chart.draw_series(LineSeries::new(segment, style))?;
+            if std::mem::take(&mut first) {
+                drawn
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            }
+        }
     }
     chart
-        .draw_series(LineSeries::new([(crash, 0.1), (crash, y_top)], CRASH))?
+        .draw_series(LineSeries::new([(crash, 0.01), (crash, y_top)], CRASH))?
         .label("crash")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], CRASH));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
@@ -153,7 +166,7 @@ fn draw(
         .map(|b| b.minuteman.failures.max(b.baseline.failures))
         .max()
         .unwrap_or(0);
-    let y_top = (most + 1) as f64;
+    let y_top = (most + 1) as f64 * 1.5;
     let mut chart = ChartBuilder::on(&bottom)
         .caption("failed requests per 100 ms", ("sans-serif", 16))
         .margin(12)
@@ -167,8 +180,8 @@ fn draw(
         .draw()?;
     type Count = fn(&crate::paper::Bucket) -> usize;
     let series: [(&str, Count, RGBColor); 2] = [
-        ("minuteman", |b| b.minuteman.failures, OURS),
         ("baseline", |b| b.baseline.failures, THEIRS),
+        ("minuteman", |b| b.minuteman.failures, OURS),
     ];
     for (label, pick, color) in series {
         let points = timeline
@@ -186,6 +199,7 @@ fn draw(
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], CRASH));
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
