@@ -95,6 +95,8 @@ pub struct RequestCounts {
     pub dead_backend: usize,
     /// Failed because the service had no usable destination.
     pub no_backend: usize,
+    /// In flight when the client's own host crashed (not counted above).
+    pub abandoned: u64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -369,8 +371,12 @@ impl PaperRun {
         let minuteman = collect(0..split);
         let baseline = collect(split..clients.groups.len());
         let crash = Time::from_duration(self.crash_at);
-        let ours = GroupFigures::of(&minuteman, crash);
-        let theirs = GroupFigures::of(&baseline, crash);
+        let mut ours = GroupFigures::of(&minuteman, crash);
+        let mut theirs = GroupFigures::of(&baseline, crash);
+        let abandoned =
+            |groups: &[crate::clients::ClientGroup]| groups.iter().map(|g| g.abandoned).sum();
+        ours.requests.abandoned = abandoned(&clients.groups[..split]);
+        theirs.requests.abandoned = abandoned(&clients.groups[split..]);
 
         let mut trace = Xxh3::new();
         trace.update(&sim.trace_hash().to_le_bytes());
@@ -463,6 +469,7 @@ impl GroupFigures {
                 .count(),
             dead_backend: count(Outcome::DeadBackend),
             no_backend: count(Outcome::NoBackend),
+            abandoned: 0,
         };
         let (before, after): (Vec<&Request>, Vec<&Request>) =
             requests.iter().partition(|r| r.sent < crash);
