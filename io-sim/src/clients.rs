@@ -84,6 +84,8 @@ pub enum Outcome {
     DeadBackend,
     /// The service had no destination with positive weight.
     NoBackend,
+    /// A live host answered, but after the client gave up (a timeout below the latency).
+    TimedOut,
 }
 
 /// One request, once its outcome is known.
@@ -298,11 +300,16 @@ impl Clients {
         let mut rto = self.cfg.syn_rto;
         let mut syns = 1;
         let mut connected = None;
+        // Why the request fails if it does: a dead host, unless a live one was too slow.
+        let mut failure = Outcome::DeadBackend;
         loop {
             let arrives = syn_at + latency(rng);
             if alive(arrives) {
                 let synack = arrives + latency(rng);
                 connected = (synack < deadline).then_some(synack);
+                if connected.is_none() {
+                    failure = Outcome::TimedOut;
+                }
                 break;
             }
             let next = syn_at + rto;
@@ -320,11 +327,14 @@ impl Clients {
             let served_ns = service.sample(rng).max(1.0) as u64;
             let served = at + latency(rng) + Duration::from_nanos(served_ns);
             let back = served + latency(rng);
+            if alive(served) && back >= deadline {
+                failure = Outcome::TimedOut;
+            }
             (alive(served) && back < deadline).then_some(back)
         });
         let (done, outcome) = match answered {
             Some(at) => (at, Outcome::Ok),
-            None => (deadline, Outcome::DeadBackend),
+            None => (deadline, failure),
         };
         if let Some(at) = connected {
             self.queue.push(at, Step::Established { group, conn, dest });
@@ -455,6 +465,16 @@ mod tests {
         let r = &requests[0];
         assert_eq!((r.outcome, r.syns), (Outcome::DeadBackend, 1), "{r:?}");
         assert_eq!(r.latency(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_live_host_slower_than_the_timeout_is_a_timeout_not_a_dead_backend() {
+        let requests = run(Duration::from_micros(300), None, Duration::from_millis(500));
+        assert!(!requests.is_empty());
+        assert!(
+            requests.iter().all(|r| r.outcome == Outcome::TimedOut),
+            "{requests:?}"
+        );
     }
 
     #[test]

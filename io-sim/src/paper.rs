@@ -95,6 +95,8 @@ pub struct RequestCounts {
     pub dead_backend: usize,
     /// Failed because the service had no usable destination.
     pub no_backend: usize,
+    /// Failed because a live backend answered after the client's timeout.
+    pub timed_out: usize,
     /// In flight when the client's own host crashed (not counted above).
     pub abandoned: u64,
 }
@@ -469,6 +471,7 @@ impl GroupFigures {
                 .count(),
             dead_backend: count(Outcome::DeadBackend),
             no_backend: count(Outcome::NoBackend),
+            timed_out: count(Outcome::TimedOut),
             abandoned: 0,
         };
         let (before, after): (Vec<&Request>, Vec<&Request>) =

@@ -59,7 +59,9 @@ fn membership_repairs_within_a_second_and_beats_active_checks_on_twenty_seeds() 
             &replay,
         );
         check(
-            r.requests.failed_after_repair == 0 && r.requests.no_backend == 0,
+            r.requests.failed_after_repair == 0
+                && r.requests.no_backend == 0
+                && r.requests.timed_out == 0,
             format!("failures after the repair: {:?}", r.requests),
             &replay,
         );
