@@ -8,7 +8,6 @@
 //! - false positives: a live node seen unreachable by a live node, over the whole run;
 //! - traffic per node per second, the trace hash, wall-clock time.
 
-use crate::network::NetConfig;
 use crate::sim::{ClusterConfig, Simulation};
 use crate::stats::Summary;
 use minuteman_core::Time;
@@ -62,11 +61,7 @@ pub struct MembershipReport {
 
 impl MembershipRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        let mut cfg = ClusterConfig::new(self.nodes);
-        if self.loss > 0.0 {
-            cfg.net = NetConfig::lossy(self.loss);
-        }
-        cfg
+        ClusterConfig::with_loss(self.nodes, self.loss)
     }
 
     /// The command line that replays this run.

@@ -27,7 +27,6 @@
 
 use crate::clients::{ClientConfig, Clients, Env, Outcome, Request, Table};
 use crate::health::HealthConfig;
-use crate::network::NetConfig;
 use crate::sim::{node_addr, node_index, ClusterConfig, Simulation};
 use crate::stats::{percentile, Summary};
 use crate::world::{service_of, WorldConfig};
@@ -203,11 +202,7 @@ pub struct PaperOutcome {
 
 impl PaperRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        let mut cfg = ClusterConfig::new(self.nodes);
-        if self.loss > 0.0 {
-            cfg.net = NetConfig::lossy(self.loss);
-        }
-        cfg
+        ClusterConfig::with_loss(self.nodes, self.loss)
     }
 
     /// The command line that replays this run.
@@ -575,6 +570,19 @@ impl Timeline {
     }
 }
 
+/// The fields both sides of the table read, borrowed from either side of the report.
+struct GroupView<'a> {
+    repair_ms: f64,
+    requests: &'a RequestCounts,
+    phases: &'a Phases,
+}
+
+fn latency_cell(l: &Option<Latency>) -> String {
+    l.map_or("-".to_string(), |l| {
+        format!("{:.1} / {:.1} ms", l.p50, l.p99)
+    })
+}
+
 impl PaperReport {
     /// The human-readable report (the seed was printed first, by the caller).
     pub fn render(&self) -> String {
@@ -607,11 +615,6 @@ impl PaperReport {
             None => "detection        INCOMPLETE: some survivor never saw every crashed node unreachable\n".to_string(),
         };
         let b = &self.baseline;
-        let lat = |l: &Option<Latency>| {
-            l.map_or("-".to_string(), |l| {
-                format!("{:.1} / {:.1} ms", l.p50, l.p99)
-            })
-        };
         out += &format!(
             "{:<24}{:>22}{:>30}\n",
             "", "minuteman", "baseline (active checks)"
@@ -619,53 +622,54 @@ impl PaperReport {
         let row = |name: &str, ours: String, theirs: String| {
             format!("{name:<24}{ours:>22}{theirs:>30}\n")
         };
-        out += &row(
-            "time to repair",
-            format!("{:.0} ms", self.repair_ms),
-            format!("{:.0} ms", b.repair_ms),
-        );
-        out += &row(
+        let kernel_row = row(
             "dead backends left kernel",
             self.kernel_repair_ms
                 .map_or("never".to_string(), |ms| format!("{ms:.0} ms")),
             "never (nothing removes them)".to_string(),
         );
-        let p = &self.phases;
-        out += &row(
-            "requests before crash",
-            p.before_crash.requests.to_string(),
-            b.phases.before_crash.requests.to_string(),
-        );
-        out += &row(
-            "failures before crash",
-            p.before_crash.failed.to_string(),
-            b.phases.before_crash.failed.to_string(),
-        );
-        out += &row(
-            "requests after crash",
-            p.after_crash.requests.to_string(),
-            b.phases.after_crash.requests.to_string(),
-        );
-        out += &row(
-            "failures after crash",
-            p.after_crash.failed.to_string(),
-            b.phases.after_crash.failed.to_string(),
-        );
-        out += &row(
-            "failed after repair",
-            self.requests.failed_after_repair.to_string(),
-            b.requests.failed_after_repair.to_string(),
-        );
-        out += &row(
-            "latency p50/p99 before",
-            lat(&p.before_crash.latency_ms),
-            lat(&b.phases.before_crash.latency_ms),
-        );
-        out += &row(
-            "latency p50/p99 after",
-            lat(&p.after_crash.latency_ms),
-            lat(&b.phases.after_crash.latency_ms),
-        );
+        // The rows that read the same fields on both sides.
+        type Cell = fn(&GroupView) -> String;
+        let rows: [(&str, Cell); 8] = [
+            ("time to repair", |g| format!("{:.0} ms", g.repair_ms)),
+            ("requests before crash", |g| {
+                g.phases.before_crash.requests.to_string()
+            }),
+            ("failures before crash", |g| {
+                g.phases.before_crash.failed.to_string()
+            }),
+            ("requests after crash", |g| {
+                g.phases.after_crash.requests.to_string()
+            }),
+            ("failures after crash", |g| {
+                g.phases.after_crash.failed.to_string()
+            }),
+            ("failed after repair", |g| {
+                g.requests.failed_after_repair.to_string()
+            }),
+            ("latency p50/p99 before", |g| {
+                latency_cell(&g.phases.before_crash.latency_ms)
+            }),
+            ("latency p50/p99 after", |g| {
+                latency_cell(&g.phases.after_crash.latency_ms)
+            }),
+        ];
+        let ours = GroupView {
+            repair_ms: self.repair_ms,
+            requests: &self.requests,
+            phases: &self.phases,
+        };
+        let theirs = GroupView {
+            repair_ms: b.repair_ms,
+            requests: &b.requests,
+            phases: &b.phases,
+        };
+        for (i, (name, cell)) in rows.into_iter().enumerate() {
+            out += &row(name, cell(&ours), cell(&theirs));
+            if i == 0 {
+                out += &kernel_row;
+            }
+        }
         out += &format!(
             "clients          give up after {} ms; SYN retransmitted after {} ms, doubling\n",
             self.clients.timeout.as_millis(),

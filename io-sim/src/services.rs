@@ -6,7 +6,6 @@
 //! `poll_interval + settle + 1 s` lets every kernel settle, so the last quiet check sees
 //! the final state. Checks run every `check_every` (see [`crate::world`]).
 
-use crate::network::NetConfig;
 use crate::sim::{ClusterConfig, Simulation};
 use crate::stats::Summary;
 use crate::world::{Violation, WorldConfig, WorldCounters};
@@ -71,11 +70,7 @@ pub struct ServicesReport {
 
 impl ServicesRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        let mut cfg = ClusterConfig::new(self.nodes);
-        if self.loss > 0.0 {
-            cfg.net = NetConfig::lossy(self.loss);
-        }
-        cfg
+        ClusterConfig::with_loss(self.nodes, self.loss)
     }
 
     pub fn world_config(&self) -> WorldConfig {

@@ -71,6 +71,15 @@ impl ClusterConfig {
             tune: |_| {},
         }
     }
+
+    /// `nodes` on the default LAN, or on a lossy one (`NetConfig::lossy`) when `loss > 0`.
+    pub fn with_loss(nodes: usize, loss: f64) -> ClusterConfig {
+        let mut cfg = ClusterConfig::new(nodes);
+        if loss > 0.0 {
+            cfg.net = NetConfig::lossy(loss);
+        }
+        cfg
+    }
 }
 
 /// A live node saw another live node unreachable.
@@ -284,10 +293,7 @@ impl Simulation {
 
     /// A random sample of `count` distinct node indices, drawn from the run's generator.
     pub fn sample_nodes(&mut self, count: usize) -> Vec<usize> {
-        let mut picked =
-            rand::seq::index::sample(&mut self.rng, self.nodes.len(), count).into_vec();
-        picked.sort_unstable();
-        picked
+        self.sample_nodes_except(count, &[])
     }
 
     /// Like [`Simulation::sample_nodes`], never picking a node in `keep`.
