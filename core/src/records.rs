@@ -17,11 +17,18 @@
 
 use crate::id::NodeId;
 use crate::vip::VipSet;
-use crate::wire::DigestEntry;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// One digest line: the newest version of `addr`'s record the sender holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    pub addr: SocketAddr,
+    pub epoch: u64,
+    pub seq: u64,
+}
 
 /// What one node says about itself.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

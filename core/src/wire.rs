@@ -11,6 +11,7 @@
 //! - `decode(encode(e)) == e` for every envelope within the limits.
 
 use crate::id::NodeId;
+pub use crate::records::DigestEntry;
 use crate::records::Record;
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +58,6 @@ impl Default for Limits {
 pub enum Priority {
     High,
     Low,
-}
-
-/// One digest line: the newest version of `addr`'s record the sender holds.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DigestEntry {
-    pub addr: std::net::SocketAddr,
-    pub epoch: u64,
-    pub seq: u64,
 }
 
 /// Every message peers exchange.

@@ -1,0 +1,489 @@
+//! [`Node`]: the one state machine a shell drives.
+//!
+//! Inputs: [`Node::handle_frame`] / [`Node::handle_message`] for what peers send and
+//! [`Node::handle_timeout`] when the last `Timeout(at)` is due, each with `now`. After any
+//! input the shell drains [`Node::poll_output`] until it yields [`Output::Timeout`].
+//!
+//! The node runs HyParView (active and passive views, JOIN, FORWARD_JOIN, NEIGHBOR, SHUFFLE,
+//! DISCONNECT), an adaptive ping per active link ([`crate::ping`]), its own replicated
+//! record (adjacency, flooded once per version, repaired by digest anti-entropy) and the
+//! reachability search over all records ([`crate::reachability`]).
+//!
+//! Invariants (checked by [`Node::check_invariants`] in tests):
+//! - neither view holds this node's address; active and passive are disjoint by address;
+//! - `|active| <= active_max`, `|passive| <= passive_max`;
+//! - the own record in the store lists exactly the active view at the end of an input,
+//!   unless a new version is waiting for `publish_interval` (then a timer is due for it);
+//! - the output queue never exceeds `max_queued_outputs` (excess is dropped and counted);
+//! - once the desired state is refreshed, the emitted kernel operations lead exactly to it
+//!   (they are never dropped: with a full queue the refresh waits for the next input);
+//! - the same config, seed and inputs give the same outputs.
+
+mod dataplane;
+mod io;
+mod reach;
+mod replication;
+mod views;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::desired::DesiredState;
+use crate::id::NodeId;
+use crate::kernel::{KernelState, Op};
+use crate::reachability::Change;
+use crate::records::{Record, RecordBody};
+use crate::time::Time;
+use crate::vip::VipSet;
+use crate::wire::{self, DecodeError, Envelope, Message};
+use dataplane::DataPlane;
+use io::Io;
+use rand::Rng;
+use reach::Reach;
+use replication::{Offered, Replication};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use views::{ViewTimers, Views};
+
+/// What the shell must do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send `envelope` to `dst`.
+    Transmit(Transmit),
+    /// Apply these kernel operations, in order. The node already counts them as applied;
+    /// a shell that fails to apply them reads the kernel back and calls
+    /// [`Node::resync_kernel`].
+    Kernel(Vec<Op>),
+    /// Something happened that the shell may log or act on.
+    Event(Event),
+    /// Nothing more to do until `at` (or the next input): call `handle_timeout` then.
+    Timeout(Time),
+}
+
+/// A message to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub envelope: Envelope,
+}
+
+/// Why [`Node::set_local_services`] refused a set.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecordTooLarge {
+    #[error("{backends} backends exceed the record bound of {limit}")]
+    Backends { backends: usize, limit: usize },
+    #[error("the record would take {bytes} bytes, over the bound of {limit}")]
+    Bytes { bytes: usize, limit: usize },
+}
+
+/// Why an active link went away.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LinkDown {
+    /// The adaptive ping declared the neighbour dead.
+    Dead,
+    /// The neighbour sent DISCONNECT.
+    Disconnected,
+    /// Evicted to make room for a new neighbour.
+    Evicted,
+    /// A newer incarnation of the neighbour spoke.
+    Superseded,
+}
+
+/// Notable changes, in the order they happened.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    NeighborUp(NodeId),
+    NeighborDown(NodeId, LinkDown),
+    Reachable(NodeId),
+    Unreachable(NodeId),
+}
+
+/// One minuteman node's core: the routing between its parts.
+///
+/// - [`views::Views`]: HyParView views and the ping monitor of every active link;
+/// - [`replication::Replication`]: the record store, the own record, floods, anti-entropy;
+/// - [`reach::Reach`]: when the reachability search runs and what it reports;
+/// - [`dataplane::DataPlane`]: local services, the desired kernel state, applied ops;
+/// - [`io::Io`]: the shared generator, output queue and counters.
+///
+/// Each part owns its state and its next deadline; [`Node::poll_output`] returns the
+/// soonest of them.
+pub struct Node {
+    cfg: Config,
+    io: Io,
+    views: Views,
+    replication: Replication,
+    reach: Reach,
+    data: DataPlane,
+}
+
+impl Node {
+    /// A node starting at `now`; it immediately tries to join through its contacts.
+    pub fn new(cfg: Config, now: Time) -> Node {
+        let me = cfg.id;
+        let mut io = Io::new(me, cfg.seed, cfg.max_queued_outputs);
+        // The order of these draws is part of the node's determinism.
+        let next_shuffle = now + io.jittered(cfg.membership.shuffle_interval);
+        let next_anti_entropy = now + io.jittered(cfg.records.anti_entropy_interval);
+        let next_contact_check = now + io.jittered(cfg.membership.contact_retry_interval);
+        let next_contact = io.rng.random_range(0..cfg.contacts.len().max(1));
+        let timers = ViewTimers {
+            next_shuffle,
+            next_contact_check,
+            next_contact,
+        };
+        let views = Views::new(&cfg, now, timers);
+        let replication = Replication::new(
+            me,
+            cfg.records.clone(),
+            cfg.limits.clone(),
+            next_anti_entropy,
+        );
+        let reach = Reach::new(cfg.reachability.grace, cfg.reachability.recompute_interval);
+        let mut node = Node {
+            io,
+            views,
+            replication,
+            reach,
+            data: DataPlane::new(me.addr),
+            cfg,
+        };
+        node.views.start_join(now, &mut node.io);
+        node.after_input(now);
+        node
+    }
+
+    // ----- getters -----------------------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.io.counters
+    }
+
+    pub fn active_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.views.active_view()
+    }
+
+    pub fn passive_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.views.passive_view()
+    }
+
+    pub fn is_active(&self, id: &NodeId) -> bool {
+        self.views.is_active(id)
+    }
+
+    /// Whether this exact incarnation is reachable over the adjacency graph.
+    pub fn is_reachable(&self, id: &NodeId) -> bool {
+        self.reach.graph.is_reachable(&self.replication.store, id)
+    }
+
+    /// Reachable nodes, self included.
+    pub fn reachable(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.reach.graph.reachable()
+    }
+
+    pub fn reachable_count(&self) -> usize {
+        self.reach.graph.count()
+    }
+
+    pub fn record(&self, addr: &SocketAddr) -> Option<&Record> {
+        self.replication.store.get(addr)
+    }
+
+    /// The adaptive ping timeout of the link to `id`, if it is active.
+    pub fn link_timeout(&self, id: &NodeId) -> Option<Duration> {
+        self.views.link_timeout(id)
+    }
+
+    /// What this node currently reports for its local agent(s).
+    pub fn local_services(&self) -> &VipSet {
+        &self.data.local_services
+    }
+
+    /// The desired kernel state (VIP services and destinations) as of the last input.
+    pub fn desired_kernel(&self) -> &KernelState {
+        self.data.desired.state()
+    }
+
+    /// The kernel state the emitted operations lead to.
+    pub fn applied_kernel(&self) -> &KernelState {
+        &self.data.applied
+    }
+
+    /// The desired state machine (named VIP addresses, services per VIP).
+    pub fn desired(&self) -> &DesiredState {
+        &self.data.desired
+    }
+
+    /// Checks every part's invariants; `Err` names the first one broken.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let me = self.cfg.id.addr;
+        self.views.check()?;
+        let own = self
+            .replication
+            .store
+            .get(&me)
+            .map(|r| r.body.adjacency.clone());
+        let active: Vec<NodeId> = self.active_view().collect();
+        if !self.replication.record_changed && own.as_ref() != Some(&active) {
+            return Err(format!(
+                "{me}: own record {own:?} != active view {active:?}"
+            ));
+        }
+        if self.io.outputs.len() > self.cfg.max_queued_outputs {
+            return Err(format!("{me}: output queue over its bound"));
+        }
+        self.data.check().map_err(|e| format!("{me}: {e}"))
+    }
+
+    // ----- inputs ------------------------------------------------------------------------
+
+    /// Sets what this node reports for its local Mesos agent(s): the agent addresses and
+    /// their VIP backends, published in the own record. A set beyond the record bounds
+    /// (`limits.max_record_backends`, `limits.max_record_bytes`) is refused whole, with
+    /// the reason; the last accepted set stays published.
+    pub fn set_local_services(
+        &mut self,
+        now: Time,
+        mut agents: Vec<IpAddr>,
+        services: VipSet,
+    ) -> Result<(), RecordTooLarge> {
+        agents.sort_unstable();
+        agents.dedup();
+        if agents == self.data.local_agents && services == *self.data.local_services {
+            return Ok(());
+        }
+        let limits = &self.cfg.limits;
+        let backends = services.backend_count().max(agents.len());
+        if backends > limits.max_record_backends {
+            self.io.counters.records_too_large += 1;
+            return Err(RecordTooLarge::Backends {
+                backends,
+                limit: limits.max_record_backends,
+            });
+        }
+        let body = RecordBody {
+            adjacency: self.active_view().collect(),
+            agents,
+            services: Arc::new(services),
+        };
+        let bytes = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
+        if bytes > limits.max_record_bytes {
+            self.io.counters.records_too_large += 1;
+            return Err(RecordTooLarge::Bytes {
+                bytes,
+                limit: limits.max_record_bytes,
+            });
+        }
+        self.data.local_agents = body.agents;
+        self.data.local_services = body.services;
+        self.data
+            .desired
+            .set_origin(self.cfg.id.addr, self.data.local_services.clone());
+        self.replication.record_changed = true;
+        self.after_input(now);
+        Ok(())
+    }
+
+    /// Declares what the kernel actually holds (read back after a failed apply, or at
+    /// start); the next operations lead from there to the desired state.
+    pub fn resync_kernel(&mut self, now: Time, actual: KernelState) {
+        self.data.resync(&mut self.io, actual);
+        self.after_input(now);
+    }
+
+    /// Decodes and handles one frame. A bad frame is counted and returned, and changes
+    /// nothing else.
+    pub fn handle_frame(&mut self, now: Time, frame: &[u8]) -> Result<(), DecodeError> {
+        match wire::decode(frame, &self.cfg.limits) {
+            Ok(envelope) => {
+                self.handle_message(now, envelope);
+                Ok(())
+            }
+            Err(error) => {
+                self.io.counters.decode_errors.count(&error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Handles one decoded message.
+    pub fn handle_message(&mut self, now: Time, envelope: Envelope) {
+        let Envelope { from, msg } = envelope;
+        self.io.counters.messages_in[msg.kind_index()] += 1;
+        if from.addr == self.cfg.id.addr {
+            self.io.counters.self_messages += 1;
+            return;
+        }
+        if !self.accept_sender(now, from) {
+            self.io.counters.stale_epoch_messages += 1;
+            return;
+        }
+        self.views.on_heard(now, &from.addr);
+        let (io, store) = (&mut self.io, &self.replication.store);
+        match msg {
+            Message::Join => self.views.on_join(now, io, store, from),
+            Message::ForwardJoin { joiner, ttl } => {
+                if joiner.addr != self.cfg.id.addr && self.accept_sender(now, joiner) {
+                    let (io, store) = (&mut self.io, &self.replication.store);
+                    self.views
+                        .on_forward_join(now, io, store, from, joiner, ttl);
+                }
+            }
+            Message::Neighbor { priority } => {
+                self.views.on_neighbor(now, io, store, from, priority)
+            }
+            Message::NeighborReply { accepted } => {
+                self.views.on_neighbor_reply(now, io, store, from, accepted)
+            }
+            Message::Disconnect => self.views.on_disconnect(now, io, store, from),
+            Message::Shuffle { origin, ttl, nodes } => {
+                self.views.on_shuffle(io, store, from, origin, ttl, nodes)
+            }
+            Message::ShuffleReply { nodes } => {
+                self.views.integrate_passive(io, store, &nodes, true)
+            }
+            Message::Ping { echo } => self.views.on_ping(io, from, echo),
+            Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
+            Message::Records { records } => self.on_records(now, from, records),
+            Message::Digest { entries, reply } => {
+                self.replication.on_digest(io, from, &entries, reply)
+            }
+        }
+        self.after_input(now);
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let (io, store) = (&mut self.io, &self.replication.store);
+        self.views.poll_links(now, io, store);
+        self.views.handle_timeout(now, io);
+        let views = &self.views;
+        self.replication
+            .handle_timeout(now, &mut self.io, |io| views.random_active(io));
+        self.views
+            .handle_maintenance(now, &mut self.io, &self.reach.graph);
+        self.after_input(now);
+    }
+
+    /// The next thing for the shell to do; `Timeout` when nothing is queued.
+    pub fn poll_output(&mut self) -> Output {
+        match self.io.outputs.pop_front() {
+            Some(output) => output,
+            None => Output::Timeout(self.next_deadline()),
+        }
+    }
+
+    // ----- routing -----------------------------------------------------------------------
+
+    /// Whether a message from `from` is current. A newer incarnation retires the old one.
+    fn accept_sender(&mut self, now: Time, from: NodeId) -> bool {
+        let store = &mut self.replication.store;
+        if let Some(known) = store.known_epoch(&from.addr) {
+            if known > from.epoch {
+                return false;
+            }
+            if known < from.epoch {
+                store.intern(from);
+                self.reach.dirty = true;
+            }
+        }
+        self.views
+            .retire_superseded(now, &mut self.io, &self.replication.store, from);
+        true
+    }
+
+    fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
+        let mut fresh = Vec::new();
+        for record in records {
+            match self.replication.offer(&mut self.io, &record) {
+                Offered::New { previous } => {
+                    self.data
+                        .desired
+                        .set_origin(record.origin.addr, record.body.services.clone());
+                    self.reach.dirty = true;
+                    self.views
+                        .cascade(now, &mut self.io, previous.as_ref(), &record);
+                    self.views.retire_superseded(
+                        now,
+                        &mut self.io,
+                        &self.replication.store,
+                        record.origin,
+                    );
+                    fresh.push(record);
+                }
+                Offered::Ignored => {}
+            }
+        }
+        let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
+        for record in fresh {
+            self.replication
+                .flood(now, record, Some(from.addr), &neighbours);
+        }
+    }
+
+    /// Finishes every input: probes due now, own record, reachability, kernel operations.
+    fn after_input(&mut self, now: Time) {
+        self.views
+            .poll_links(now, &mut self.io, &self.replication.store);
+        if self.views.take_adjacency_changed() {
+            self.replication.record_changed = true;
+        }
+        let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
+        if self.replication.maybe_publish(
+            now,
+            self.views.active_view().collect(),
+            &self.data.local_agents,
+            &self.data.local_services,
+            &neighbours,
+        ) {
+            self.reach.dirty = true;
+        }
+        let views = &self.views;
+        self.replication
+            .maybe_flush(now, &mut self.io, |a| views.has_active_addr(a));
+        let mut changes =
+            self.reach
+                .update(now, &self.replication.store, self.replication.self_slot);
+        let me = self.cfg.id.addr;
+        for change in &changes {
+            let (Change::Reachable(id) | Change::Unreachable(id)) = *change;
+            if id.addr != me {
+                let reachable = self
+                    .reach
+                    .graph
+                    .reported(&self.replication.store, &id.addr)
+                    .is_some();
+                self.data.desired.set_reachable(id.addr, reachable);
+            }
+        }
+        for change in changes.drain(..) {
+            let event = match change {
+                Change::Reachable(id) if id.addr != me => Event::Reachable(id),
+                Change::Unreachable(id) if id.addr != me => Event::Unreachable(id),
+                _ => continue,
+            };
+            self.io.emit(Output::Event(event));
+        }
+        self.reach.recycle(changes);
+        self.data.update_kernel(&mut self.io);
+    }
+
+    fn next_deadline(&self) -> Time {
+        let mut at = self
+            .views
+            .poll_timeout()
+            .min(self.replication.poll_timeout());
+        if let Some(due) = self.reach.poll_timeout() {
+            at = at.min(due);
+        }
+        at
+    }
+}

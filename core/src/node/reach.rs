@@ -1,0 +1,70 @@
+//! When to search the adjacency graph again, and the changes a search reports.
+//!
+//! The search itself lives in [`crate::reachability`]; this part decides when it runs: at
+//! most once per `recompute_interval`, and only after something that can change the graph
+//! (a record, a new epoch) marked it dirty. Between searches, fading nodes whose grace ran
+//! out are reported.
+//!
+//! Invariants: while `dirty` is set a deadline is due for the next search; every change is
+//! handed to the routing exactly once, in the order the search reported it.
+
+use crate::reachability::{Change, Reachability};
+use crate::records::RecordStore;
+use crate::time::Time;
+use std::time::Duration;
+
+pub(crate) struct Reach {
+    pub(crate) graph: Reachability,
+    /// Something changed the graph since the last search.
+    pub(crate) dirty: bool,
+    last_search: Option<Time>,
+    recompute_interval: Duration,
+    /// Scratch buffer for the changes of one update (kept to avoid allocating).
+    changes: Vec<Change>,
+}
+
+impl Reach {
+    pub(crate) fn new(grace: Duration, recompute_interval: Duration) -> Reach {
+        Reach {
+            graph: Reachability::new(grace),
+            dirty: true,
+            last_search: None,
+            recompute_interval,
+            changes: Vec::new(),
+        }
+    }
+
+    /// When the next search may run (`None`: nothing changed).
+    fn search_due(&self) -> Option<Time> {
+        self.dirty.then(|| {
+            self.last_search
+                .map_or(Time::ZERO, |t| t + self.recompute_interval)
+        })
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Time> {
+        match (self.search_due(), self.graph.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Searches if due, else reports the fading nodes whose grace ran out. Returns the
+    /// changes; hand the buffer back with [`Reach::recycle`].
+    pub(crate) fn update(&mut self, now: Time, store: &RecordStore, self_slot: u32) -> Vec<Change> {
+        let mut changes = std::mem::take(&mut self.changes);
+        changes.clear();
+        if self.search_due().is_some_and(|at| now >= at) {
+            self.dirty = false;
+            self.last_search = Some(now);
+            self.graph.recompute(now, store, self_slot, &mut changes);
+        } else {
+            self.graph.expire(now, &mut changes);
+        }
+        changes
+    }
+
+    pub(crate) fn recycle(&mut self, changes: Vec<Change>) {
+        self.changes = changes;
+    }
+}

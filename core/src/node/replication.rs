@@ -1,0 +1,286 @@
+//! Record replication: the store of every node's record, this node's own record, flooding
+//! of new versions over the active views and digest anti-entropy.
+//!
+//! Each node writes only its own record, versioned `(epoch, seq)`; a newer version replaces
+//! an older one (see [`crate::records`]). New versions are flooded once per version to
+//! every active neighbour but the one they came from, batched for `flood_delay` per
+//! neighbour; anti-entropy (on every new link and every `anti_entropy_interval` with a
+//! random neighbour) repairs what floods missed.
+//!
+//! Invariants:
+//! - the own record is published at most once per `publish_interval` and only when
+//!   `record_changed`; while `record_changed` is set a deadline is due for it;
+//! - a flood queue holds at most one version per origin (the newest) per neighbour, and
+//!   queues exist only while `flush_at` is set;
+//! - a RECORDS message never exceeds `max_records_per_message` records or the frame budget
+//!   (unless one record alone does), and a DIGEST never exceeds `max_digest_entries`.
+
+use super::io::Io;
+use crate::config::RecordsConfig;
+use crate::id::NodeId;
+use crate::records::{Applied, DigestEntry, Record, RecordBody, RecordStore};
+use crate::time::Time;
+use crate::vip::VipSet;
+use crate::wire::{Limits, Message};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// What offering a received record to the store did.
+pub(crate) enum Offered {
+    /// Stored; `previous` is the version it replaced.
+    New { previous: Option<Record> },
+    /// Ignored (own, too large, stale or no room), and counted.
+    Ignored,
+}
+
+/// The replicated records of one node.
+pub(crate) struct Replication {
+    me: NodeId,
+    cfg: RecordsConfig,
+    limits: Limits,
+    pub(crate) store: RecordStore,
+    pub(crate) self_slot: u32,
+    own_seq: u64,
+    /// The own record must be published again (its content changed).
+    pub(crate) record_changed: bool,
+    /// When the own record was last published.
+    last_publish: Option<Time>,
+    /// Records waiting to be flooded, per neighbour.
+    flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
+    flush_at: Option<Time>,
+    next_anti_entropy: Time,
+}
+
+impl Replication {
+    pub(crate) fn new(
+        me: NodeId,
+        cfg: RecordsConfig,
+        limits: Limits,
+        next_anti_entropy: Time,
+    ) -> Replication {
+        let mut store = RecordStore::new(cfg.max_records);
+        let self_slot = store
+            .intern(me)
+            .expect("an empty store has room for its own node");
+        Replication {
+            me,
+            cfg,
+            limits,
+            store,
+            self_slot,
+            own_seq: 0,
+            record_changed: true,
+            last_publish: None,
+            flood_queue: BTreeMap::new(),
+            flush_at: None,
+            next_anti_entropy,
+        }
+    }
+
+    /// When the changed own record may be published (`None`: unchanged).
+    pub(crate) fn publish_due(&self) -> Option<Time> {
+        self.record_changed.then(|| {
+            self.last_publish
+                .map_or(Time::ZERO, |t| t + self.cfg.publish_interval)
+        })
+    }
+
+    /// The earliest of this part's deadlines.
+    pub(crate) fn poll_timeout(&self) -> Time {
+        let mut at = self.next_anti_entropy;
+        for due in [self.publish_due(), self.flush_at].into_iter().flatten() {
+            at = at.min(due);
+        }
+        at
+    }
+
+    /// Periodic anti-entropy with `peer` (a random active neighbour), when due.
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        pick_peer: impl FnOnce(&mut Io) -> Option<NodeId>,
+    ) {
+        if now >= self.next_anti_entropy {
+            self.next_anti_entropy = now + io.jittered(self.cfg.anti_entropy_interval);
+            if let Some(peer) = pick_peer(io) {
+                send_digest(
+                    io,
+                    &self.store,
+                    self.limits.max_digest_entries,
+                    peer.addr,
+                    false,
+                );
+            }
+        }
+    }
+
+    /// Checks a received record and stores it if it is newer than the held version.
+    pub(crate) fn offer(&mut self, io: &mut Io, record: &Record) -> Offered {
+        if record.origin.addr == self.me.addr {
+            io.counters.records_own_ignored += 1;
+            return Offered::Ignored;
+        }
+        let bytes = postcard::experimental::serialized_size(&*record.body).unwrap_or(usize::MAX);
+        if bytes > self.limits.max_record_bytes {
+            io.counters.records_rejected_size += 1;
+            return Offered::Ignored;
+        }
+        match self.store.apply(record.clone()) {
+            Applied::New { previous } => {
+                io.counters.records_applied += 1;
+                Offered::New { previous }
+            }
+            Applied::Stale => {
+                io.counters.records_stale += 1;
+                Offered::Ignored
+            }
+            Applied::Full => {
+                io.counters.records_rejected_full += 1;
+                Offered::Ignored
+            }
+        }
+    }
+
+    pub(crate) fn on_digest(
+        &mut self,
+        io: &mut Io,
+        from: NodeId,
+        entries: &[DigestEntry],
+        reply: bool,
+    ) {
+        let (missing, they_have_newer) = self.store.reconcile(entries);
+        self.send_records(io, from.addr, missing);
+        if they_have_newer && !reply {
+            send_digest(
+                io,
+                &self.store,
+                self.limits.max_digest_entries,
+                from.addr,
+                true,
+            );
+        }
+    }
+
+    /// Publishes the own record now if it changed and the publish interval allows;
+    /// returns whether it did.
+    pub(crate) fn maybe_publish(
+        &mut self,
+        now: Time,
+        adjacency: Vec<NodeId>,
+        agents: &[IpAddr],
+        services: &Arc<VipSet>,
+        neighbours: &[SocketAddr],
+    ) -> bool {
+        if !(self.record_changed && self.publish_due().is_some_and(|at| now >= at)) {
+            return false;
+        }
+        self.record_changed = false;
+        self.last_publish = Some(now);
+        self.own_seq += 1;
+        let record = Record {
+            origin: self.me,
+            seq: self.own_seq,
+            body: Arc::new(RecordBody {
+                adjacency,
+                agents: agents.to_vec(),
+                services: services.clone(),
+            }),
+        };
+        self.store.apply(record.clone());
+        self.flood(now, record, None, neighbours);
+        true
+    }
+
+    /// Queues `record` for every neighbour in `neighbours` except `except` and its origin.
+    /// Queues are flushed `flood_delay` after their first entry, one RECORDS message per
+    /// neighbour, so a burst of versions travels in a few messages; a newer version of the
+    /// same origin replaces a queued older one.
+    pub(crate) fn flood(
+        &mut self,
+        now: Time,
+        record: Record,
+        except: Option<SocketAddr>,
+        neighbours: &[SocketAddr],
+    ) {
+        for &addr in neighbours
+            .iter()
+            .filter(|a| Some(**a) != except && **a != record.origin.addr)
+        {
+            let queue = self.flood_queue.entry(addr).or_default();
+            match queue.get_mut(&record.origin.addr) {
+                Some(queued) if queued.version() < record.version() => *queued = record.clone(),
+                Some(_) => {}
+                None => {
+                    queue.insert(record.origin.addr, record.clone());
+                }
+            }
+        }
+        if self.flush_at.is_none() && !self.flood_queue.is_empty() {
+            self.flush_at = Some(now + self.cfg.flood_delay);
+        }
+    }
+
+    /// Sends the queued floods if they are due; queues of neighbours that are gone are
+    /// dropped.
+    pub(crate) fn maybe_flush(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        is_active: impl Fn(&SocketAddr) -> bool,
+    ) {
+        if self.flush_at.is_none_or(|at| now < at) {
+            return;
+        }
+        self.flush_at = None;
+        for (addr, queue) in std::mem::take(&mut self.flood_queue) {
+            if !is_active(&addr) {
+                continue;
+            }
+            self.send_records(io, addr, queue.into_values().collect());
+        }
+    }
+
+    /// Sends `records` in as few RECORDS messages as the count and frame bounds allow.
+    fn send_records(&mut self, io: &mut Io, addr: SocketAddr, records: Vec<Record>) {
+        let max_count = self.limits.max_records_per_message.max(1);
+        // Room for the version byte, the envelope and the message and length headers.
+        let budget = self.limits.max_frame_len.saturating_sub(256);
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for record in records {
+            let bytes = postcard::experimental::serialized_size(&record).unwrap_or(usize::MAX);
+            if !batch.is_empty() && (batch.len() >= max_count || batch_bytes + bytes > budget) {
+                let records = std::mem::take(&mut batch);
+                io.send(addr, Message::Records { records });
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes;
+            batch.push(record);
+        }
+        if !batch.is_empty() {
+            io.send(addr, Message::Records { records: batch });
+        }
+    }
+}
+
+/// Sends this store's digest to `addr`, in chunks of at most `chunk` entries.
+pub(crate) fn send_digest(
+    io: &mut Io,
+    store: &RecordStore,
+    chunk: usize,
+    addr: SocketAddr,
+    reply: bool,
+) {
+    let entries = store.digest();
+    for entries in entries.chunks(chunk.max(1)) {
+        io.send(
+            addr,
+            Message::Digest {
+                entries: entries.to_vec(),
+                reply,
+            },
+        );
+    }
+}

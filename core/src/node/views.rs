@@ -1,0 +1,780 @@
+//! HyParView membership and the links it monitors: the active view (symmetric links, each
+//! watched by an adaptive ping [`LinkMonitor`]), the passive view (backups), JOIN,
+//! FORWARD_JOIN, NEIGHBOR, SHUFFLE and DISCONNECT, refills and contact checks.
+//!
+//! The part reads the record store (epochs, neighbours' adjacency) and the reachable set,
+//! but never writes them: the routing in [`super::Node`] does.
+//!
+//! Invariants (checked by [`Views::check`]):
+//! - neither view holds this node's address; active and passive are disjoint by address;
+//! - `|active| <= active_max`, `|passive| <= passive_max`;
+//! - an active entry is keyed by its own address;
+//! - `adjacency_changed` is set whenever the active view changed since the routing last
+//!   took it, so the own record follows the active view;
+//! - at most one NEIGHBOR request is outstanding.
+
+use super::io::Io;
+use super::{Event, LinkDown, Output};
+use crate::config::{Config, MembershipConfig, PingConfig};
+use crate::id::NodeId;
+use crate::ping::LinkMonitor;
+use crate::reachability::Reachability;
+use crate::records::{Record, RecordStore};
+use crate::time::Time;
+use crate::wire::{Message, Priority};
+use rand::seq::{IndexedRandom, IteratorRandom};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub(crate) struct ActivePeer {
+    pub(crate) id: NodeId,
+    pub(crate) monitor: LinkMonitor,
+}
+
+#[derive(Clone, Debug)]
+struct PassivePeer {
+    id: NodeId,
+    /// When a link to it last died; it is skipped for refills for a while.
+    failed_at: Option<Time>,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Attempt {
+    addr: SocketAddr,
+    deadline: Time,
+}
+
+/// The periodic timers' first deadlines, drawn by the node at start (see
+/// [`super::Node::new`] for the order of draws).
+pub(crate) struct ViewTimers {
+    pub(crate) next_shuffle: Time,
+    pub(crate) next_contact_check: Time,
+    pub(crate) next_contact: usize,
+}
+
+/// The membership views of one node.
+pub(crate) struct Views {
+    me: NodeId,
+    contacts: Vec<SocketAddr>,
+    cfg: MembershipConfig,
+    ping: PingConfig,
+    max_shuffle_nodes: usize,
+    /// Most entries per DIGEST message (anti-entropy on a new link).
+    digest_chunk: usize,
+    active: BTreeMap<SocketAddr, ActivePeer>,
+    passive: BTreeMap<SocketAddr, PassivePeer>,
+    /// An outstanding NEIGHBOR request (at most one).
+    pending_neighbor: Option<Attempt>,
+    /// Until when the last JOIN is outstanding.
+    joining: Option<Time>,
+    next_contact: usize,
+    /// Whether this node is part of an overlay (see [`Views::start_join`]).
+    in_overlay: bool,
+    next_shuffle: Time,
+    next_refill: Time,
+    next_contact_check: Time,
+    /// What the last SHUFFLE sent: evicted first when its reply is integrated.
+    last_shuffle_sample: Vec<NodeId>,
+    /// The active view changed since [`Views::take_adjacency_changed`].
+    adjacency_changed: bool,
+}
+
+impl Views {
+    pub(crate) fn new(cfg: &Config, now: Time, timers: ViewTimers) -> Views {
+        Views {
+            me: cfg.id,
+            contacts: cfg.contacts.clone(),
+            cfg: cfg.membership.clone(),
+            ping: cfg.ping.clone(),
+            max_shuffle_nodes: cfg.limits.max_shuffle_nodes,
+            digest_chunk: cfg.limits.max_digest_entries,
+            active: BTreeMap::new(),
+            passive: BTreeMap::new(),
+            pending_neighbor: None,
+            joining: None,
+            next_contact: timers.next_contact,
+            in_overlay: false,
+            next_shuffle: timers.next_shuffle,
+            next_refill: now,
+            next_contact_check: timers.next_contact_check,
+            last_shuffle_sample: Vec::new(),
+            adjacency_changed: true,
+        }
+    }
+
+    // ----- getters -----------------------------------------------------------------------
+
+    pub(crate) fn active_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.active.values().map(|p| p.id)
+    }
+
+    pub(crate) fn active_addrs(&self) -> impl Iterator<Item = &SocketAddr> + '_ {
+        self.active.keys()
+    }
+
+    pub(crate) fn passive_view(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.passive.values().map(|p| p.id)
+    }
+
+    pub(crate) fn has_active_addr(&self, addr: &SocketAddr) -> bool {
+        self.active.contains_key(addr)
+    }
+
+    pub(crate) fn is_active(&self, id: &NodeId) -> bool {
+        self.active.get(&id.addr).is_some_and(|p| p.id == *id)
+    }
+
+    pub(crate) fn link_timeout(&self, id: &NodeId) -> Option<Duration> {
+        self.active
+            .get(&id.addr)
+            .map(|p| p.monitor.timeout(&self.ping))
+    }
+
+    /// Whether the active view changed since the last call; clears the flag.
+    pub(crate) fn take_adjacency_changed(&mut self) -> bool {
+        std::mem::take(&mut self.adjacency_changed)
+    }
+
+    /// Checks the view invariants; `Err` names the first one broken.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let me = self.me.addr;
+        if self.active.contains_key(&me) || self.passive.contains_key(&me) {
+            return Err(format!("{me} holds itself in a view"));
+        }
+        if self.active.len() > self.cfg.active_max {
+            return Err(format!(
+                "{me}: active view {} > {}",
+                self.active.len(),
+                self.cfg.active_max
+            ));
+        }
+        if self.passive.len() > self.cfg.passive_max {
+            return Err(format!(
+                "{me}: passive view {} > {}",
+                self.passive.len(),
+                self.cfg.passive_max
+            ));
+        }
+        if let Some(addr) = self.active.keys().find(|a| self.passive.contains_key(a)) {
+            return Err(format!("{me}: {addr} is in both views"));
+        }
+        for (addr, p) in &self.active {
+            if p.id.addr != *addr {
+                return Err(format!("{me}: active entry {addr} holds {}", p.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// When the views next need [`Views::handle_timeout`] or [`Views::poll_links`].
+    pub(crate) fn poll_timeout(&self) -> Time {
+        let mut at = self.next_shuffle.min(self.next_contact_check);
+        for peer in self.active.values() {
+            at = at.min(peer.monitor.next_deadline(&self.ping));
+        }
+        if let Some(p) = self.pending_neighbor {
+            at = at.min(p.deadline);
+        }
+        if let Some(deadline) = self.joining {
+            at = at.min(deadline);
+        }
+        if self.wants_refill() {
+            at = at.min(self.next_refill);
+        }
+        at
+    }
+
+    // ----- inputs ------------------------------------------------------------------------
+
+    /// Anything arrived from `from`: its link (if active) is alive.
+    pub(crate) fn on_heard(&mut self, now: Time, from: &SocketAddr) {
+        if let Some(peer) = self.active.get_mut(from) {
+            peer.monitor.on_heard(now);
+        }
+    }
+
+    pub(crate) fn on_pong(&mut self, now: Time, from: &SocketAddr, echo: u64) {
+        if let Some(peer) = self.active.get_mut(from) {
+            peer.monitor.on_pong(now, echo, &self.ping);
+        }
+    }
+
+    /// The views' timers (the ping monitors run in [`Views::poll_links`]).
+    pub(crate) fn handle_timeout(&mut self, now: Time, io: &mut Io) {
+        if let Some(p) = self.pending_neighbor {
+            if now >= p.deadline {
+                self.pending_neighbor = None;
+                io.counters.neighbor_timeouts += 1;
+                self.passive.remove(&p.addr);
+                self.next_refill = now;
+            }
+        }
+        if let Some(deadline) = self.joining {
+            if now >= deadline {
+                self.joining = None;
+                self.in_overlay = true;
+                if self.active.is_empty() {
+                    self.start_join(now, io);
+                }
+            }
+        }
+        if now >= self.next_shuffle {
+            self.next_shuffle = now + io.jittered(self.cfg.shuffle_interval);
+            self.start_shuffle(io);
+        }
+    }
+
+    /// The maintenance timers that run after record anti-entropy: refills and contact
+    /// checks.
+    pub(crate) fn handle_maintenance(&mut self, now: Time, io: &mut Io, reach: &Reachability) {
+        if self.wants_refill() && now >= self.next_refill {
+            self.next_refill = now + self.cfg.refill_interval;
+            self.refill(now, io);
+        }
+        if now >= self.next_contact_check {
+            self.next_contact_check = now + io.jittered(self.cfg.contact_retry_interval);
+            self.check_contacts(now, io, reach);
+        }
+    }
+
+    /// Runs every link monitor: pings due now are sent, dead links are closed.
+    pub(crate) fn poll_links(&mut self, now: Time, io: &mut Io, store: &RecordStore) {
+        let mut dead = Vec::new();
+        let mut pings = Vec::new();
+        for (addr, peer) in &mut self.active {
+            let was_suspect = peer.monitor.is_suspect();
+            let action = peer.monitor.poll(now, &self.ping);
+            if !was_suspect && peer.monitor.is_suspect() {
+                io.counters.suspicions += 1;
+            }
+            if action.send_ping {
+                pings.push(*addr);
+            }
+            if action.dead {
+                dead.push(*addr);
+            }
+        }
+        let echo = now.as_nanos();
+        for addr in pings {
+            io.send(addr, Message::Ping { echo });
+        }
+        for addr in dead {
+            self.remove_active(now, io, store, addr, LinkDown::Dead);
+        }
+    }
+
+    pub(crate) fn on_join(&mut self, now: Time, io: &mut Io, store: &RecordStore, joiner: NodeId) {
+        if !self.in_overlay && !self.contacts.contains(&joiner.addr) {
+            // A contact that has not yet found the others would start an overlay of its
+            // own; the joiner retries through another contact.
+            io.counters.joins_deferred += 1;
+            return;
+        }
+        self.add_active(now, io, store, joiner);
+        io.send(joiner.addr, Message::NeighborReply { accepted: true });
+        let ttl = self.cfg.arwl;
+        let others: Vec<SocketAddr> = self
+            .active
+            .keys()
+            .filter(|a| **a != joiner.addr)
+            .copied()
+            .collect();
+        for addr in others {
+            io.send(addr, Message::ForwardJoin { joiner, ttl });
+        }
+    }
+
+    /// FORWARD_JOIN from `from` for `joiner`, already checked to be current and not self.
+    pub(crate) fn on_forward_join(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        from: NodeId,
+        joiner: NodeId,
+        ttl: u8,
+    ) {
+        if ttl == 0 || self.active.len() <= 1 {
+            self.accept_joiner(now, io, store, joiner);
+            return;
+        }
+        if ttl == self.cfg.prwl {
+            self.add_passive(io, store, joiner);
+        }
+        let next = self
+            .active
+            .keys()
+            .filter(|a| **a != from.addr && **a != joiner.addr)
+            .choose(&mut io.rng)
+            .copied();
+        match next {
+            Some(addr) => io.send(
+                addr,
+                Message::ForwardJoin {
+                    joiner,
+                    ttl: ttl - 1,
+                },
+            ),
+            None => self.accept_joiner(now, io, store, joiner),
+        }
+    }
+
+    fn accept_joiner(&mut self, now: Time, io: &mut Io, store: &RecordStore, joiner: NodeId) {
+        if !self.is_active(&joiner) {
+            self.add_active(now, io, store, joiner);
+            io.send(
+                joiner.addr,
+                Message::Neighbor {
+                    priority: Priority::High,
+                },
+            );
+        }
+    }
+
+    pub(crate) fn on_neighbor(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        from: NodeId,
+        priority: Priority,
+    ) {
+        let accepted = self.is_active(&from)
+            || priority == Priority::High
+            || self.active.len() < self.cfg.active_max;
+        if accepted {
+            self.add_active(now, io, store, from);
+        }
+        io.send(from.addr, Message::NeighborReply { accepted });
+    }
+
+    pub(crate) fn on_neighbor_reply(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        from: NodeId,
+        accepted: bool,
+    ) {
+        let asked = self.pending_neighbor.is_some_and(|p| p.addr == from.addr)
+            || self.is_joining_through(&from.addr);
+        if self.pending_neighbor.is_some_and(|p| p.addr == from.addr) {
+            self.pending_neighbor = None;
+        }
+        if !accepted {
+            // Refused (its view is full): the next refill waits for `refill_interval`.
+            return;
+        }
+        if self.is_active(&from) {
+            return;
+        }
+        if asked || self.active.len() < self.cfg.active_max {
+            self.add_active(now, io, store, from);
+        } else {
+            // A late answer we no longer want: close the link it opened on the other side.
+            io.send(from.addr, Message::Disconnect);
+        }
+    }
+
+    pub(crate) fn on_disconnect(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        from: NodeId,
+    ) {
+        if self.is_active(&from) {
+            self.remove_active(now, io, store, from.addr, LinkDown::Disconnected);
+        }
+    }
+
+    pub(crate) fn on_ping(&mut self, io: &mut Io, from: NodeId, echo: u64) {
+        let expected = self.is_active(&from)
+            || self.pending_neighbor.is_some_and(|p| p.addr == from.addr)
+            || self.is_joining_through(&from.addr);
+        if expected {
+            io.send(from.addr, Message::Pong { echo });
+        } else {
+            // The peer believes in a link this node does not have: repair the asymmetry.
+            io.send(from.addr, Message::Disconnect);
+        }
+    }
+
+    fn start_shuffle(&mut self, io: &mut Io) {
+        let (ka, kp, ttl) = (
+            self.cfg.shuffle_active,
+            self.cfg.shuffle_passive,
+            self.cfg.shuffle_ttl,
+        );
+        let Some(target) = self.active.keys().choose(&mut io.rng).copied() else {
+            return;
+        };
+        let mut nodes = vec![self.me];
+        nodes.extend(
+            self.active
+                .values()
+                .filter(|p| p.id.addr != target)
+                .map(|p| p.id)
+                .choose_multiple(&mut io.rng, ka),
+        );
+        nodes.extend(
+            self.passive
+                .values()
+                .map(|p| p.id)
+                .choose_multiple(&mut io.rng, kp),
+        );
+        self.last_shuffle_sample = nodes.clone();
+        let origin = self.me;
+        io.send(target, Message::Shuffle { origin, ttl, nodes });
+    }
+
+    pub(crate) fn on_shuffle(
+        &mut self,
+        io: &mut Io,
+        store: &RecordStore,
+        from: NodeId,
+        origin: NodeId,
+        ttl: u8,
+        nodes: Vec<NodeId>,
+    ) {
+        if origin.addr == self.me.addr {
+            return;
+        }
+        if ttl > 0 && self.active.len() > 1 {
+            let next = self
+                .active
+                .keys()
+                .filter(|a| **a != from.addr && **a != origin.addr)
+                .choose(&mut io.rng)
+                .copied();
+            if let Some(addr) = next {
+                let ttl = ttl - 1;
+                io.send(addr, Message::Shuffle { origin, ttl, nodes });
+                return;
+            }
+        }
+        let reply: Vec<NodeId> = self
+            .passive
+            .values()
+            .map(|p| p.id)
+            .choose_multiple(&mut io.rng, nodes.len());
+        io.send(origin.addr, Message::ShuffleReply { nodes: reply });
+        self.integrate_passive(io, store, &nodes, false);
+    }
+
+    pub(crate) fn integrate_passive(
+        &mut self,
+        io: &mut Io,
+        store: &RecordStore,
+        nodes: &[NodeId],
+        is_reply: bool,
+    ) {
+        let max = self.cfg.passive_max.min(self.max_shuffle_nodes);
+        for &id in nodes.iter().take(max) {
+            if self.passive.len() >= self.cfg.passive_max
+                && !self.passive.contains_key(&id.addr)
+                && !self.active.contains_key(&id.addr)
+                && id.addr != self.me.addr
+            {
+                // Make room: prefer what we sent away in the last shuffle.
+                let sent = if is_reply {
+                    self.last_shuffle_sample
+                        .iter()
+                        .find(|s| self.passive.contains_key(&s.addr))
+                        .map(|s| s.addr)
+                } else {
+                    None
+                };
+                let victim = sent.or_else(|| self.passive.keys().choose(&mut io.rng).copied());
+                if let Some(v) = victim {
+                    self.passive.remove(&v);
+                }
+            }
+            self.add_passive(io, store, id);
+        }
+    }
+
+    /// Adds `id` to the passive view if there is room and it is not self or active.
+    fn add_passive(&mut self, io: &mut Io, store: &RecordStore, id: NodeId) {
+        if id.addr == self.me.addr || self.active.contains_key(&id.addr) {
+            return;
+        }
+        if let Some(known) = store.known_epoch(&id.addr) {
+            if known > id.epoch {
+                return;
+            }
+        }
+        if let Some(existing) = self.passive.get_mut(&id.addr) {
+            if existing.id.epoch < id.epoch {
+                *existing = PassivePeer {
+                    id,
+                    failed_at: None,
+                };
+            }
+            return;
+        }
+        if self.passive.len() >= self.cfg.passive_max {
+            let victim = self.passive.keys().choose(&mut io.rng).copied();
+            if let Some(v) = victim {
+                self.passive.remove(&v);
+            }
+        }
+        self.passive.insert(
+            id.addr,
+            PassivePeer {
+                id,
+                failed_at: None,
+            },
+        );
+    }
+
+    /// Opens an active link to `id`, evicting a neighbour if the view is full.
+    fn add_active(&mut self, now: Time, io: &mut Io, store: &RecordStore, id: NodeId) {
+        if id.addr == self.me.addr || self.is_active(&id) {
+            return;
+        }
+        if self.active.contains_key(&id.addr) {
+            self.remove_active(now, io, store, id.addr, LinkDown::Superseded);
+        }
+        if self.active.len() >= self.cfg.active_max {
+            if let Some(v) = self.eviction_victim(io, store) {
+                io.send(v, Message::Disconnect);
+                self.remove_active(now, io, store, v, LinkDown::Evicted);
+            }
+        }
+        self.passive.remove(&id.addr);
+        let interval = self.ping.interval;
+        let first_ping = now + interval / 2 + io.random_duration(interval / 2);
+        self.active.insert(
+            id.addr,
+            ActivePeer {
+                id,
+                monitor: LinkMonitor::new(now, first_ping),
+            },
+        );
+        if self.pending_neighbor.is_some_and(|p| p.addr == id.addr) {
+            self.pending_neighbor = None;
+        }
+        if self.is_joining_through(&id.addr) {
+            self.joining = None;
+        }
+        io.counters.links_up += 1;
+        self.in_overlay = true;
+        self.adjacency_changed = true;
+        io.emit(Output::Event(Event::NeighborUp(id)));
+        // Anti-entropy on every new link; one side starts it.
+        if self.me.addr < id.addr {
+            super::replication::send_digest(io, store, self.digest_chunk, id.addr, false);
+        }
+    }
+
+    /// The neighbour to drop when the active view is full: one of those with the most other
+    /// links according to their records (never one that would be left isolated if another
+    /// choice exists), at random among equals. HyParView evicts at random; preferring
+    /// well-connected peers keeps a fresh joiner from being cut off right after joining,
+    /// which every other node would see as an unreachable live node.
+    fn eviction_victim(&mut self, io: &mut Io, store: &RecordStore) -> Option<SocketAddr> {
+        let me = self.me;
+        let other_links = |peer: &NodeId| -> usize {
+            store
+                .get(&peer.addr)
+                .filter(|r| r.origin == *peer)
+                .map_or(0, |r| r.body.adjacency.iter().filter(|n| **n != me).count())
+        };
+        let best = self.active.values().map(|p| other_links(&p.id)).max()?;
+        self.active
+            .values()
+            .filter(|p| other_links(&p.id) == best)
+            .map(|p| p.id.addr)
+            .choose(&mut io.rng)
+    }
+
+    pub(crate) fn remove_active(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        addr: SocketAddr,
+        reason: LinkDown,
+    ) {
+        let Some(peer) = self.active.remove(&addr) else {
+            return;
+        };
+        let counters = &mut io.counters;
+        match reason {
+            LinkDown::Dead => counters.links_dead += 1,
+            LinkDown::Disconnected => counters.links_disconnected += 1,
+            LinkDown::Evicted => counters.links_evicted += 1,
+            LinkDown::Superseded => counters.links_superseded += 1,
+        }
+        if reason != LinkDown::Superseded {
+            self.add_passive(io, store, peer.id);
+            if reason == LinkDown::Dead {
+                if let Some(p) = self.passive.get_mut(&addr) {
+                    p.failed_at = Some(now);
+                }
+            }
+        }
+        self.adjacency_changed = true;
+        self.next_refill = self.next_refill.min(now);
+        io.emit(Output::Event(Event::NeighborDown(peer.id, reason)));
+        if self.active.is_empty() && self.joining.is_none() {
+            self.start_join(now, io);
+        }
+    }
+
+    fn wants_refill(&self) -> bool {
+        self.active.len() < self.cfg.active_max
+            && self.pending_neighbor.is_none()
+            && !self.passive.is_empty()
+    }
+
+    /// Asks one passive peer (not recently failed, if possible) to become a neighbour.
+    fn refill(&mut self, now: Time, io: &mut Io) {
+        let quarantine = self.cfg.failed_quarantine;
+        let healthy = self
+            .passive
+            .values()
+            .filter(|p| p.failed_at.is_none_or(|t| now >= t + quarantine))
+            .map(|p| p.id)
+            .choose(&mut io.rng);
+        let candidate = healthy.or_else(|| self.passive.values().map(|p| p.id).choose(&mut io.rng));
+        let Some(candidate) = candidate else {
+            return;
+        };
+        let priority = if self.active.is_empty() {
+            Priority::High
+        } else {
+            Priority::Low
+        };
+        self.ask_neighbor(now, io, candidate.addr, priority);
+    }
+
+    fn ask_neighbor(&mut self, now: Time, io: &mut Io, addr: SocketAddr, priority: Priority) {
+        self.pending_neighbor = Some(Attempt {
+            addr,
+            deadline: now + self.cfg.neighbor_timeout,
+        });
+        io.counters.neighbor_requests += 1;
+        io.send(addr, Message::Neighbor { priority });
+    }
+
+    fn other_contacts(&self) -> Vec<SocketAddr> {
+        let me = self.me.addr;
+        self.contacts
+            .iter()
+            .filter(|c| **c != me)
+            .copied()
+            .collect()
+    }
+
+    /// Sends JOIN: a contact node to every other contact (so the contacts meet at once),
+    /// any other node to the next contact, round robin.
+    ///
+    /// A contact answers JOINs from non-contacts only once it is in the overlay (it has a
+    /// link, or no other contact answered it within `join_timeout`: it is the first).
+    /// Otherwise contacts that started apart would each grow an overlay of their own,
+    /// later bridged by a few nodes whose crash would split the cluster again.
+    pub(crate) fn start_join(&mut self, now: Time, io: &mut Io) {
+        let contacts = self.other_contacts();
+        if contacts.is_empty() {
+            self.in_overlay = true;
+            return;
+        }
+        self.joining = Some(now + self.cfg.join_timeout);
+        let targets = if self.contacts.contains(&self.me.addr) {
+            contacts
+        } else {
+            self.next_contact = self.next_contact.wrapping_add(1);
+            vec![contacts[self.next_contact % contacts.len()]]
+        };
+        for contact in targets {
+            io.counters.joins_sent += 1;
+            io.send(contact, Message::Join);
+        }
+    }
+
+    fn is_joining_through(&self, addr: &SocketAddr) -> bool {
+        self.joining.is_some() && self.contacts.contains(addr)
+    }
+
+    /// A node that cannot reach some contact may link to it directly; about three nodes of
+    /// a component do so per round, which merges overlays split by a healed partition.
+    fn check_contacts(&mut self, now: Time, io: &mut Io, reach: &Reachability) {
+        if self.pending_neighbor.is_some() || self.active.is_empty() {
+            return;
+        }
+        let unreachable: Vec<SocketAddr> = self
+            .other_contacts()
+            .into_iter()
+            .filter(|c| !self.active.contains_key(c) && !reach.reachable().any(|id| id.addr == *c))
+            .collect();
+        let Some(&contact) = unreachable.choose(&mut io.rng) else {
+            return;
+        };
+        let p = (3.0 / reach.count().max(1) as f64).min(1.0);
+        if io.rng.random_bool(p) {
+            self.ask_neighbor(now, io, contact, Priority::High);
+        }
+    }
+
+    /// A record shows `origin` dropped neighbours: check at once those that are ours too.
+    pub(crate) fn cascade(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        previous: Option<&Record>,
+        record: &Record,
+    ) {
+        let Some(previous) = previous else {
+            return;
+        };
+        if previous.origin != record.origin {
+            return;
+        }
+        for dropped in &previous.body.adjacency {
+            if record.body.adjacency.contains(dropped) {
+                continue;
+            }
+            if let Some(peer) = self.active.get_mut(&dropped.addr) {
+                if peer.id == *dropped && !peer.monitor.is_suspect() {
+                    peer.monitor.suspect(now);
+                    io.counters.suspicions += 1;
+                    io.counters.cascades += 1;
+                }
+            }
+        }
+    }
+
+    /// A newer incarnation of `id.addr` exists: drop links to the older one.
+    pub(crate) fn retire_superseded(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        id: NodeId,
+    ) {
+        if self
+            .active
+            .get(&id.addr)
+            .is_some_and(|p| p.id.epoch < id.epoch)
+        {
+            self.remove_active(now, io, store, id.addr, LinkDown::Superseded);
+        }
+        if self
+            .passive
+            .get(&id.addr)
+            .is_some_and(|p| p.id.epoch < id.epoch)
+        {
+            self.passive.remove(&id.addr);
+        }
+    }
+
+    /// A random active neighbour (for anti-entropy), drawn from the node's generator.
+    pub(crate) fn random_active(&self, io: &mut Io) -> Option<NodeId> {
+        self.active.values().choose(&mut io.rng).map(|p| p.id)
+    }
+}
