@@ -143,7 +143,7 @@ fn synthetic(c: &mut Criterion) {
             MesosStream::default,
             |mut stream| {
                 stream.feed(&subscribed).expect("framing");
-                stream.extract(&options)
+                minuteman_core::mesos::extract_state(stream.state(), &options)
             },
             BatchSize::SmallInput,
         )

@@ -303,14 +303,14 @@ fn merge(dests: &mut Destinations, dest: SocketAddr, backend: &Backend) {
     *weight = (*weight).max(incoming);
 }
 
-type VipChange<'a> = (
+type ChangedVip<'a> = (
     &'a Vip,
     Option<&'a BTreeSet<Backend>>,
     Option<&'a BTreeSet<Backend>>,
 );
 
 /// The VIPs whose backends differ between `old` and `new`, by a merge walk of both.
-fn changed_vips<'a>(old: &'a VipSet, new: &'a VipSet) -> Vec<VipChange<'a>> {
+fn changed_vips<'a>(old: &'a VipSet, new: &'a VipSet) -> Vec<ChangedVip<'a>> {
     let mut out = Vec::new();
     let mut a = old.vips.iter().peekable();
     let mut b = new.vips.iter().peekable();

@@ -380,7 +380,8 @@ fn stream_event_by_event() {
             applied = outcome.applied;
         }
         assert_eq!(applied, [*kind], "event {}", i + 1);
-        let extracted = stream.extract(&ExtractOptions::default());
+        let extracted =
+            minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
         assert!(extracted.warnings.is_empty(), "{:?}", extracted.warnings);
         let mut got = rows(&extracted.vips);
         let mut want = want.clone();
@@ -418,7 +419,7 @@ fn stream_survives_a_malformed_event_but_not_broken_framing() {
     assert!(matches!(outcome.errors[0], MesosError::Shape(_)));
     assert!(matches!(outcome.errors[1], MesosError::NotJson(_)));
     assert_eq!(stream.counters().malformed_events, 2);
-    let kept = stream.extract(&ExtractOptions::default());
+    let kept = minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
     assert_eq!(kept.vips.backend_count(), 2);
 
     // Broken framing is an error; the state is kept for the next connection.
@@ -433,7 +434,10 @@ fn stream_survives_a_malformed_event_but_not_broken_framing() {
         .feed(&recordio::encode(b"{\"type\":\"HEARTBEAT\"}"))
         .unwrap();
     assert_eq!(outcome.applied, [EventKind::Heartbeat]);
-    assert_eq!(stream.extract(&ExtractOptions::default()), kept);
+    assert_eq!(
+        minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default()),
+        kept
+    );
 }
 
 #[test]

@@ -298,7 +298,7 @@ proptest! {
         }
         let mut stream = MesosStream::default();
         let _ = stream.handle_record(&bytes);
-        let _ = stream.extract(&ExtractOptions::default());
+        let _ = minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
     }
 
     #[test]
@@ -323,6 +323,6 @@ proptest! {
         for line in bytes.split(|&b| b == b'\n') {
             let _ = stream.feed(&recordio::encode(line));
         }
-        let _ = stream.extract(&ExtractOptions::default());
+        let _ = minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
     }
 }

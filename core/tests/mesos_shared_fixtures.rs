@@ -8,7 +8,7 @@
 
 use minuteman_core::mesos::recordio;
 use minuteman_core::mesos::{
-    self, render, ClusterState, Document, DocumentKind, ExtractOptions, Extracted, MesosStream,
+    self, render, Document, DocumentKind, ExtractOptions, Extracted, MesosStream,
 };
 use minuteman_core::vip::VipSet;
 use std::net::IpAddr;
@@ -325,7 +325,7 @@ fn api_dns_hostname_localhost() {
     let bytes = read(&dir.join("operator-api"), "dns-hostname.json");
     let document = Document::parse(&bytes).unwrap();
     assert_eq!(document.kind(), DocumentKind::GetState);
-    let (state, warnings) = ClusterState::from_document(&document);
+    let (state, warnings) = minuteman_core::mesos::stream::cluster_state(&document);
     assert!(warnings.is_empty(), "{warnings:?}");
     let localhost: IpAddr = "127.0.0.1".parse().unwrap();
     assert_eq!(state.tasks.len(), 1);
@@ -359,7 +359,8 @@ fn replay(dir: &Path, name: &str) -> (MesosStream, Vec<Vec<String>>) {
         let b = stream.feed(second).unwrap();
         assert!(b.errors.is_empty(), "{name}:{}: {:?}", i + 1, b.errors);
         assert_eq!(b.applied.len(), 1, "{name}:{}", i + 1);
-        let extracted = stream.extract(&ExtractOptions::default());
+        let extracted =
+            minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
         assert!(
             extracted.warnings.is_empty(),
             "{name}:{}: {:?}",
@@ -479,7 +480,11 @@ fn get_state_documents_also_work_as_the_first_stream_record() {
         let outcome = stream.feed(&recordio::encode(&bytes)).unwrap();
         assert!(outcome.errors.is_empty(), "{name}: {:?}", outcome.errors);
         let direct = mesos::parse_and_extract(&bytes, &ExtractOptions::default()).unwrap();
-        assert_eq!(stream.extract(&ExtractOptions::default()), direct, "{name}");
+        assert_eq!(
+            minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default()),
+            direct,
+            "{name}"
+        );
     }
 }
 

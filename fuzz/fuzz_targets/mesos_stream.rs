@@ -22,8 +22,8 @@ fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
         if stream.feed(chunk).is_err() {
             return;
         }
-        let _ = stream.extract(&ExtractOptions::default());
+        let _ = minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
     }
     let _ = stream.feed(rest);
-    let _ = stream.extract(&ExtractOptions::default());
+    let _ = minuteman_core::mesos::extract_state(stream.state(), &ExtractOptions::default());
 });

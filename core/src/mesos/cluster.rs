@@ -10,11 +10,13 @@
 //! - No DNS here: an [`Agent`] keeps the address Mesos gave (when it is an IP literal) and
 //!   the hostname; names are resolved at extraction through the caller's resolver.
 
-use super::document::Document;
 use super::model::{self, GetState, StateDoc};
 use super::task::Task;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+
+/// Resolves an agent hostname to an address (supplied by a shell; the core does no DNS).
+pub type Resolver<'r> = &'r dyn Fn(&str) -> Option<IpAddr>;
 
 /// Where an agent is, as far as the documents say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,7 +73,7 @@ pub fn pid_ip(pid: &str) -> Option<IpAddr> {
 impl Agent {
     /// The agent's address: its own address, else its hostname (an IP literal,
     /// `localhost`, or what `resolve` says), else the address in its pid.
-    pub fn resolve(&self, resolve: Option<super::Resolver<'_>>) -> Result<IpAddr, AgentIpError> {
+    pub fn resolve(&self, resolve: Option<Resolver<'_>>) -> Result<IpAddr, AgentIpError> {
         if let Some(ip) = self.ip {
             return Ok(ip);
         }
@@ -105,25 +107,6 @@ pub struct ClusterState {
 impl ClusterState {
     pub fn new() -> ClusterState {
         ClusterState::default()
-    }
-
-    /// Builds the state of a `/state` or `GET_STATE` document; for a single event, the state
-    /// that event alone describes. Tasks that cannot be read (no id) are skipped with a
-    /// warning.
-    pub fn from_document(document: &Document<'_>) -> (ClusterState, Vec<String>) {
-        match document {
-            Document::AgentState(state) => ClusterState::from_agent_state(state),
-            Document::MasterState(state) => ClusterState::from_master_state(state),
-            Document::GetState(state) => ClusterState::from_get_state(state),
-            Document::Event(event) => {
-                let mut stream = super::stream::MesosStream::default();
-                let warnings = match stream.apply(event) {
-                    Ok(_) => Vec::new(),
-                    Err(e) => vec![e.to_string()],
-                };
-                (stream.into_state(), warnings)
-            }
-        }
     }
 
     /// An agent's `/state`: every task runs on this agent.

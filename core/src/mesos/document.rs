@@ -5,7 +5,7 @@
 //! - [`Document::parse`] reads the bytes once (one serde pass over [`Envelope`]) and never
 //!   panics; any input that is not one of the shapes is a [`MesosError`], never a guess.
 //! - Detection: a `type` field means the operator API (`GET_STATE`, or an event; an unknown
-//!   event type is kept as [`Event::Unknown`] so a stream can count and skip it); without
+//!   event type is kept as [`OperatorEvent::Unknown`] so a stream can count and skip it); without
 //!   `type`, a `slaves` list or a `master@` pid means a master `/state`, and `frameworks`,
 //!   `flags` or a pid means an agent `/state`.
 
@@ -25,12 +25,12 @@ pub enum Document<'a> {
     /// The response to `{"type":"GET_STATE"}`.
     GetState(GetState<'a>),
     /// One event of a `SUBSCRIBE` stream.
-    Event(Event<'a>),
+    Event(OperatorEvent<'a>),
 }
 
 /// One event of the operator API's `SUBSCRIBE` stream.
 #[derive(Debug, Clone)]
-pub enum Event<'a> {
+pub enum OperatorEvent<'a> {
     /// The first event: the whole state.
     Subscribed(GetState<'a>),
     TaskAdded(ApiTask<'a>),
@@ -78,19 +78,19 @@ impl EventKind {
     }
 }
 
-impl Event<'_> {
+impl OperatorEvent<'_> {
     pub fn kind(&self) -> EventKind {
         match self {
-            Event::Subscribed(_) => EventKind::Subscribed,
-            Event::TaskAdded(_) => EventKind::TaskAdded,
-            Event::TaskUpdated(_) => EventKind::TaskUpdated,
-            Event::AgentAdded(_) => EventKind::AgentAdded,
-            Event::AgentRemoved(_) => EventKind::AgentRemoved,
-            Event::FrameworkAdded(_) => EventKind::FrameworkAdded,
-            Event::FrameworkUpdated(_) => EventKind::FrameworkUpdated,
-            Event::FrameworkRemoved(_) => EventKind::FrameworkRemoved,
-            Event::Heartbeat => EventKind::Heartbeat,
-            Event::Unknown(_) => EventKind::Unknown,
+            OperatorEvent::Subscribed(_) => EventKind::Subscribed,
+            OperatorEvent::TaskAdded(_) => EventKind::TaskAdded,
+            OperatorEvent::TaskUpdated(_) => EventKind::TaskUpdated,
+            OperatorEvent::AgentAdded(_) => EventKind::AgentAdded,
+            OperatorEvent::AgentRemoved(_) => EventKind::AgentRemoved,
+            OperatorEvent::FrameworkAdded(_) => EventKind::FrameworkAdded,
+            OperatorEvent::FrameworkUpdated(_) => EventKind::FrameworkUpdated,
+            OperatorEvent::FrameworkRemoved(_) => EventKind::FrameworkRemoved,
+            OperatorEvent::Heartbeat => EventKind::Heartbeat,
+            OperatorEvent::Unknown(_) => EventKind::Unknown,
         }
     }
 }
@@ -161,33 +161,33 @@ impl<'a> Document<'a> {
                     let state = get_state.ok_or_else(|| missing("GET_STATE", "get_state"))?;
                     return Ok(Document::GetState(state));
                 }
-                "SUBSCRIBED" => Event::Subscribed(
+                "SUBSCRIBED" => OperatorEvent::Subscribed(
                     subscribed
                         .ok_or_else(|| missing("SUBSCRIBED", "subscribed"))?
                         .get_state
                         .unwrap_or_default(),
                 ),
-                "TASK_ADDED" => Event::TaskAdded(
+                "TASK_ADDED" => OperatorEvent::TaskAdded(
                     task_added
                         .and_then(|t| t.task)
                         .ok_or_else(|| missing("TASK_ADDED", "task_added.task"))?,
                 ),
-                "TASK_UPDATED" => Event::TaskUpdated(
+                "TASK_UPDATED" => OperatorEvent::TaskUpdated(
                     task_updated.ok_or_else(|| missing("TASK_UPDATED", "task_updated"))?,
                 ),
-                "AGENT_ADDED" => Event::AgentAdded(
+                "AGENT_ADDED" => OperatorEvent::AgentAdded(
                     agent_added
                         .and_then(|a| a.agent)
                         .ok_or_else(|| missing("AGENT_ADDED", "agent_added.agent"))?,
                 ),
-                "AGENT_REMOVED" => Event::AgentRemoved(
+                "AGENT_REMOVED" => OperatorEvent::AgentRemoved(
                     agent_removed
                         .and_then(|a| a.agent_id)
                         .and_then(|id| id.value)
                         .map(|t| t.0)
                         .ok_or_else(|| missing("AGENT_REMOVED", "agent_removed.agent_id"))?,
                 ),
-                "FRAMEWORK_ADDED" => Event::FrameworkAdded(
+                "FRAMEWORK_ADDED" => OperatorEvent::FrameworkAdded(
                     framework_added
                         .and_then(|f| f.framework)
                         .and_then(|f| f.framework_info)
@@ -198,7 +198,7 @@ impl<'a> Document<'a> {
                             )
                         })?,
                 ),
-                "FRAMEWORK_UPDATED" => Event::FrameworkUpdated(
+                "FRAMEWORK_UPDATED" => OperatorEvent::FrameworkUpdated(
                     framework_updated
                         .and_then(|f| f.framework)
                         .and_then(|f| f.framework_info)
@@ -209,15 +209,15 @@ impl<'a> Document<'a> {
                             )
                         })?,
                 ),
-                "FRAMEWORK_REMOVED" => Event::FrameworkRemoved(
+                "FRAMEWORK_REMOVED" => OperatorEvent::FrameworkRemoved(
                     framework_removed
                         .and_then(|f| f.framework_info)
                         .ok_or_else(|| {
                             missing("FRAMEWORK_REMOVED", "framework_removed.framework_info")
                         })?,
                 ),
-                "HEARTBEAT" => Event::Heartbeat,
-                _ => Event::Unknown(kind),
+                "HEARTBEAT" => OperatorEvent::Heartbeat,
+                _ => OperatorEvent::Unknown(kind),
             };
             return Ok(Document::Event(event));
         }

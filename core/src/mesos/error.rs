@@ -4,7 +4,7 @@
 //! - A [`MesosError`] is about one document, one event or one stream: the caller drops that
 //!   input (keeping the last good state) and carries on; nothing here is fatal to the node.
 //! - Problems inside a valid document (a malformed VIP label, an unknown agent) are never
-//!   errors: they are warnings in [`super::Extracted`].
+//!   errors: they are warnings in [`super::extract::Extracted`].
 //! - Every error message is self-contained and names what was wrong (serde's message, the
 //!   offending length or byte, the line of a multi-event file).
 

@@ -13,12 +13,50 @@
 //!   with `network-scope` = `container`. An IP VIP only gets backends of its own address
 //!   family; a named VIP keeps both families (its address is chosen later).
 
-use super::cluster::ClusterState;
+use super::cluster::Resolver;
+use super::cluster::{AgentIpError, ClusterState};
 use super::labels::{self, LabelError, VipHost};
 use super::task::{PortMap, RawPort, Task, TaskPort, TaskState};
-use super::{ExtractOptions, Extracted};
 use crate::vip::{Backend, Protocol, Vip, VipAddr, VipSet};
 use std::net::IpAddr;
+
+/// What one extraction found: the VIPs and the problems worth telling an operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extracted {
+    pub vips: VipSet,
+    /// One line per problem, naming the task (malformed labels, unknown agents, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Options of an extraction.
+#[derive(Clone, Copy, Default)]
+pub struct ExtractOptions<'r> {
+    /// Use this as the agent address of every task (an agent's own `/state` polled over
+    /// loopback, or a pid showing 0.0.0.0).
+    pub agent_ip: Option<IpAddr>,
+    /// Resolves agent hostnames that are not IP literals (the core does no DNS; without a
+    /// resolver such agents' tasks are skipped with a warning).
+    pub resolve: Option<Resolver<'r>>,
+}
+
+impl std::fmt::Debug for ExtractOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtractOptions")
+            .field("agent_ip", &self.agent_ip)
+            .field("resolve", &self.resolve.map(|_| "<resolver>"))
+            .finish()
+    }
+}
+
+impl ExtractOptions<'_> {
+    /// Options overriding the agent address.
+    pub fn with_agent_ip(agent_ip: IpAddr) -> ExtractOptions<'static> {
+        ExtractOptions {
+            agent_ip: Some(agent_ip),
+            resolve: None,
+        }
+    }
+}
 
 /// Most warnings one extraction reports; the rest are counted in one last warning.
 pub const MAX_WARNINGS: usize = 1000;
@@ -252,7 +290,7 @@ fn extract_task(
         None => {
             let resolved = match state.agents.get(&task.agent_id) {
                 Some(agent) => agent.resolve(options.resolve),
-                None => Err(super::cluster::AgentIpError::UnknownAgent),
+                None => Err(AgentIpError::UnknownAgent),
             };
             match resolved {
                 Ok(ip) => ip,

@@ -11,12 +11,10 @@
 //!   recording is expected to be intact), while unknown event types are counted and
 //!   reported as a warning.
 
-use super::cluster::ClusterState;
-use super::document::{Document, DocumentKind, Event};
+use super::document::{Document, DocumentKind, OperatorEvent};
 use super::error::MesosError;
-use super::extract::extract_state;
+use super::extract::{extract_state, ExtractOptions, Extracted};
 use super::stream::{MesosStream, StreamCounters, StreamLimits};
-use super::{ExtractOptions, Extracted};
 use serde::de::IgnoredAny;
 
 /// The shape a recording had.
@@ -110,7 +108,7 @@ pub fn inspect(bytes: &[u8], options: &ExtractOptions<'_>) -> Result<Inspection,
         if let Some(error) = outcome.errors.into_iter().next() {
             return Err(error);
         }
-        let mut extracted = stream.extract(options);
+        let mut extracted = extract_state(stream.state(), options);
         let counters = stream.counters().clone();
         unknown_warning(&mut extracted, &counters);
         return Ok(Inspection {
@@ -126,7 +124,7 @@ pub fn inspect(bytes: &[u8], options: &ExtractOptions<'_>) -> Result<Inspection,
         for &(number, line) in &lines {
             stream.handle_record(line).map_err(|e| e.at_line(number))?;
         }
-        let mut extracted = stream.extract(options);
+        let mut extracted = extract_state(stream.state(), options);
         let counters = stream.counters().clone();
         unknown_warning(&mut extracted, &counters);
         return Ok(Inspection {
@@ -138,8 +136,8 @@ pub fn inspect(bytes: &[u8], options: &ExtractOptions<'_>) -> Result<Inspection,
         });
     }
     let document = Document::parse(bytes)?;
-    let (state, mut warnings) = ClusterState::from_document(&document);
-    if let Document::Event(Event::Unknown(kind)) = &document {
+    let (state, mut warnings) = super::stream::cluster_state(&document);
+    if let Document::Event(OperatorEvent::Unknown(kind)) = &document {
         warnings.push(format!("unknown event type {kind:?} ignored"));
     }
     let extracted = extract_state(&state, options);

@@ -32,63 +32,20 @@ pub mod render;
 pub mod stream;
 pub mod task;
 
-pub use cluster::{Agent, ClusterState};
+pub use cluster::{Agent, ClusterState, Resolver};
 pub use diff::{VipDiff, VipSetDiff};
-pub use document::{Document, DocumentKind, Event, EventKind};
+pub use document::{Document, DocumentKind, EventKind, OperatorEvent};
 pub use error::{MesosError, RecordIoError};
+pub use extract::{extract_state, ExtractOptions, Extracted};
 pub use inspect::{inspect, InputFormat, Inspection};
 pub use recordio::RecordIoDecoder;
 pub use stream::{FeedOutcome, MesosStream, StreamCounters, StreamLimits};
 pub use task::{Task, TaskState};
 
-use crate::vip::VipSet;
-use std::net::IpAddr;
-
-/// What one extraction found: the VIPs and the problems worth telling an operator.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extracted {
-    pub vips: VipSet,
-    /// One line per problem, naming the task (malformed labels, unknown agents, ...).
-    pub warnings: Vec<String>,
-}
-
-/// Resolves an agent hostname to an address (supplied by a shell; the core does no DNS).
-pub type Resolver<'r> = &'r dyn Fn(&str) -> Option<IpAddr>;
-
-/// Options of an extraction.
-#[derive(Clone, Copy, Default)]
-pub struct ExtractOptions<'r> {
-    /// Use this as the agent address of every task (an agent's own `/state` polled over
-    /// loopback, or a pid showing 0.0.0.0).
-    pub agent_ip: Option<IpAddr>,
-    /// Resolves agent hostnames that are not IP literals (the core does no DNS; without a
-    /// resolver such agents' tasks are skipped with a warning).
-    pub resolve: Option<Resolver<'r>>,
-}
-
-impl std::fmt::Debug for ExtractOptions<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExtractOptions")
-            .field("agent_ip", &self.agent_ip)
-            .field("resolve", &self.resolve.map(|_| "<resolver>"))
-            .finish()
-    }
-}
-
-impl ExtractOptions<'_> {
-    /// Options overriding the agent address.
-    pub fn with_agent_ip(agent_ip: IpAddr) -> ExtractOptions<'static> {
-        ExtractOptions {
-            agent_ip: Some(agent_ip),
-            resolve: None,
-        }
-    }
-}
-
 /// The VIPs of one document (for an event alone: of the state that event describes).
 pub fn extract(document: &Document<'_>, options: &ExtractOptions<'_>) -> Extracted {
-    let (state, mut warnings) = ClusterState::from_document(document);
-    let extracted = extract::extract_state(&state, options);
+    let (state, mut warnings) = stream::cluster_state(document);
+    let extracted = extract_state(&state, options);
     warnings.extend(extracted.warnings);
     Extracted {
         vips: extracted.vips,

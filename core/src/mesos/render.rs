@@ -6,7 +6,7 @@
 //!   backends in order), columns are padded to the widest cell, no trailing spaces.
 //! - IPv6 addresses are bracketed wherever a port follows them (`[fd01:d::1]:80`).
 
-use super::Extracted;
+use super::extract::Extracted;
 use crate::vip::{Vip, VipAddr, VipSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;

@@ -15,12 +15,11 @@
 //! - Deterministic: the state is kept in `BTreeMap`s.
 
 use super::cluster::ClusterState;
-use super::document::{Document, Event, EventKind};
+use super::document::{Document, EventKind, OperatorEvent};
 use super::error::MesosError;
 use super::model::{self, TaskUpdated};
 use super::recordio::{RecordIoDecoder, DEFAULT_MAX_RECORD_SIZE};
 use super::task::{self, Task, TaskState};
-use super::{ExtractOptions, Extracted};
 
 /// Caps on what a stream holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,11 +166,6 @@ impl MesosStream {
         self.subscribed = false;
     }
 
-    /// The VIPs of the current state.
-    pub fn extract(&self, options: &ExtractOptions<'_>) -> Extracted {
-        super::extract::extract_state(&self.state, options)
-    }
-
     /// Consumes RecordIO bytes; applies every complete event in order. A RecordIO error is
     /// returned (the connection must be reset); a malformed event is reported in the
     /// outcome and skipped.
@@ -194,7 +188,7 @@ impl MesosStream {
         let parsed = Document::parse(json).and_then(|document| match document {
             Document::Event(event) => Ok(event),
             // A GET_STATE response is the same state a SUBSCRIBED event carries.
-            Document::GetState(state) => Ok(Event::Subscribed(state)),
+            Document::GetState(state) => Ok(OperatorEvent::Subscribed(state)),
             other => Err(MesosError::Shape(format!(
                 "expected an operator-API event, got {}",
                 other.kind()
@@ -210,25 +204,25 @@ impl MesosStream {
     }
 
     /// Applies one parsed event.
-    pub fn apply(&mut self, event: &Event<'_>) -> Result<EventKind, MesosError> {
+    pub fn apply(&mut self, event: &OperatorEvent<'_>) -> Result<EventKind, MesosError> {
         let kind = event.kind();
         let result = match event {
-            Event::Subscribed(get_state) => {
+            OperatorEvent::Subscribed(get_state) => {
                 let (state, skipped) = ClusterState::from_get_state(get_state);
                 self.counters.unreadable_tasks += skipped.len() as u64;
                 self.replace_state(state);
                 self.subscribed = true;
                 Ok(())
             }
-            Event::TaskAdded(api_task) => match Task::from_api(api_task) {
+            OperatorEvent::TaskAdded(api_task) => match Task::from_api(api_task) {
                 Ok(task) => {
                     self.add_task(task);
                     Ok(())
                 }
                 Err(reason) => Err(MesosError::Shape(format!("TASK_ADDED: {reason}"))),
             },
-            Event::TaskUpdated(update) => self.update_task(update),
-            Event::AgentAdded(agent) => match &agent.agent_info {
+            OperatorEvent::TaskUpdated(update) => self.update_task(update),
+            OperatorEvent::AgentAdded(agent) => match &agent.agent_info {
                 Some(info) => {
                     let known = model::id_str(&info.id)
                         .is_some_and(|id| self.state.agents.contains_key(id));
@@ -243,12 +237,12 @@ impl MesosStream {
                 }
                 None => Err(MesosError::Shape("AGENT_ADDED: no agent_info".into())),
             },
-            Event::AgentRemoved(id) => {
+            OperatorEvent::AgentRemoved(id) => {
                 self.state.agents.remove(id.as_ref());
                 self.counters.tasks_removed_with_owner += self.state.remove_agent_tasks(id) as u64;
                 Ok(())
             }
-            Event::FrameworkAdded(info) | Event::FrameworkUpdated(info) => {
+            OperatorEvent::FrameworkAdded(info) | OperatorEvent::FrameworkUpdated(info) => {
                 let known = model::id_str(&info.id)
                     .is_some_and(|id| self.state.frameworks.contains_key(id));
                 if !known && self.state.frameworks.len() >= self.limits.max_frameworks {
@@ -263,7 +257,7 @@ impl MesosStream {
                     )))
                 }
             }
-            Event::FrameworkRemoved(info) => match model::id_str(&info.id) {
+            OperatorEvent::FrameworkRemoved(info) => match model::id_str(&info.id) {
                 Some(id) => {
                     self.state.frameworks.remove(id);
                     self.counters.tasks_removed_with_owner +=
@@ -274,7 +268,7 @@ impl MesosStream {
                     "FRAMEWORK_REMOVED: framework without id".into(),
                 )),
             },
-            Event::Heartbeat | Event::Unknown(_) => Ok(()),
+            OperatorEvent::Heartbeat | OperatorEvent::Unknown(_) => Ok(()),
         };
         match result {
             Ok(()) => {
@@ -363,6 +357,25 @@ fn truncate<K: Ord + Clone, V>(
         *dropped += (map.len() - max) as u64;
         if let Some(first_dropped) = map.keys().nth(max).cloned() {
             map.split_off(&first_dropped);
+        }
+    }
+}
+
+/// The state one document describes: a `/state` or `GET_STATE` document's whole state, or
+/// for a single event the state that event alone describes. Tasks that cannot be read (no
+/// id) are skipped with a warning.
+pub fn cluster_state(document: &Document<'_>) -> (ClusterState, Vec<String>) {
+    match document {
+        Document::AgentState(state) => ClusterState::from_agent_state(state),
+        Document::MasterState(state) => ClusterState::from_master_state(state),
+        Document::GetState(state) => ClusterState::from_get_state(state),
+        Document::Event(event) => {
+            let mut stream = MesosStream::default();
+            let warnings = match stream.apply(event) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![e.to_string()],
+            };
+            (stream.into_state(), warnings)
         }
     }
 }
