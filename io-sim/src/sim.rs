@@ -172,6 +172,11 @@ pub struct Simulation {
     pub world: Option<ServiceWorld>,
     /// Task churn runs until this time.
     churn_until: Time,
+    /// Check a node's invariants after every input it handles (tests turn this on); the
+    /// first violation is kept in `invariant_violation`.
+    pub check_each_event: bool,
+    /// The first broken invariant seen with `check_each_event`: when, and what.
+    pub invariant_violation: Option<(Time, String)>,
 }
 
 impl Simulation {
@@ -200,6 +205,8 @@ impl Simulation {
             not_started: cfg.nodes,
             world: None,
             churn_until: Time::ZERO,
+            check_each_event: false,
+            invariant_violation: None,
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -472,6 +479,11 @@ impl Simulation {
                     }
                 }
                 Output::Timeout(at) => {
+                    if self.check_each_event && self.invariant_violation.is_none() {
+                        if let Err(e) = core.check_invariants() {
+                            self.invariant_violation = Some((self.now, e));
+                        }
+                    }
                     let at = at.max(self.now);
                     let slot = &mut self.nodes[i];
                     if slot.timer.is_none_or(|t| at < t) {
@@ -689,8 +701,12 @@ impl Simulation {
         out
     }
 
-    /// Checks every live node's view invariants.
+    /// Checks every live node's invariants now, and reports the first violation seen
+    /// after any event when `check_each_event` is on.
     pub fn check_invariants(&self) -> Result<(), String> {
+        if let Some((at, e)) = &self.invariant_violation {
+            return Err(format!("after an event at {at}: {e}"));
+        }
         for i in self.alive() {
             self.nodes[i]
                 .node

@@ -3,7 +3,7 @@
 //! Every scenario is seeded; on failure it panics with the command (or test filter and
 //! seed) that replays it.
 
-use minuteman_sim::Simulation;
+use minuteman_sim::{ClusterConfig, Simulation};
 
 /// Panics with `what` and the replay hint unless `ok`.
 #[track_caller]
@@ -31,4 +31,19 @@ pub fn all_reach_all(sim: &Simulation) -> bool {
         let node = sim.node(i).expect("alive");
         alive.iter().all(|&j| node.is_reachable(&sim.id(j)))
     })
+}
+
+/// A simulation that checks every node's invariants after every event it handles.
+pub fn checked_sim(cfg: ClusterConfig, seed: u64) -> Simulation {
+    let mut sim = Simulation::new(cfg, seed);
+    sim.check_each_event = true;
+    sim
+}
+
+/// Panics with the replay hint if any node broke an invariant after any event so far.
+#[track_caller]
+pub fn check_invariants(sim: &Simulation, replay: &str) {
+    if let Err(e) = sim.check_invariants() {
+        panic!("invariant broken: {e}\nreplay: {replay}");
+    }
 }

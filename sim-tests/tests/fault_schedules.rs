@@ -41,6 +41,7 @@ proptest! {
         let mut cfg = ClusterConfig::new(NODES);
         cfg.net = NetConfig::lossy(0.01);
         let mut sim = Simulation::new(cfg, seed);
+        sim.check_each_event = true;
         for f in &faults {
             match f {
                 Fault::Run(ms) => sim.run_for(Duration::from_millis(*ms)),

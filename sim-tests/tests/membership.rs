@@ -2,16 +2,19 @@
 
 use minuteman_core::Time;
 use minuteman_sim::{ClusterConfig, MembershipRun, NetConfig, Simulation};
-use minuteman_sim_tests::{all_reach_all, check, replay_test, seeds};
+use minuteman_sim_tests::{
+    all_reach_all, check, check_invariants, checked_sim, replay_test, seeds,
+};
 use std::time::Duration;
 
 fn ms(n: u64) -> Time {
     Time::from_millis(n)
 }
 
-/// Runs until `until`, checking view invariants every `step`; returns the first time the
-/// cluster was converged (if it was).
+/// Runs until `until`, checking every node's invariants after every event it handles;
+/// returns the first time (sampled every `step`) the cluster was converged (if it was).
 fn run_checked(sim: &mut Simulation, until: Time, step: Duration, replay: &str) -> Option<Time> {
+    sim.check_each_event = true;
     let mut converged = None;
     while sim.now() < until {
         sim.run_until((sim.now() + step).min(until));
@@ -29,7 +32,7 @@ fn run_checked(sim: &mut Simulation, until: Time, step: Duration, replay: &str) 
 fn forty_nodes_join_from_cold_through_three_contacts() {
     for seed in seeds(1..=5) {
         let replay = replay_test("forty_nodes_join_from_cold_through_three_contacts", seed);
-        let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
         let converged = run_checked(&mut sim, ms(10_000), Duration::from_millis(50), &replay);
         check(
             converged.is_some(),
@@ -49,6 +52,7 @@ fn forty_nodes_join_from_cold_through_three_contacts() {
             format!("seed {seed}: false positives {:?}", sim.false_positives),
             &replay,
         );
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -83,6 +87,7 @@ fn five_of_forty_crash_and_every_survivor_sees_them_all() {
             &replay,
         );
         check(all_reach_all(&sim), "survivors reach each other", &replay);
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -95,7 +100,7 @@ fn one_percent_loss_with_jitter_for_ten_minutes_has_no_false_positive() {
         );
         let mut cfg = ClusterConfig::new(40);
         cfg.net = NetConfig::lossy(0.01);
-        let mut sim = Simulation::new(cfg, seed);
+        let mut sim = checked_sim(cfg, seed);
         sim.run_until(ms(600_000));
         check(
             sim.false_positives.is_empty(),
@@ -120,6 +125,7 @@ fn one_percent_loss_with_jitter_for_ten_minutes_has_no_false_positive() {
         );
         check(suspicions > 0, "the loss did trigger suspicion", &replay);
         eprintln!("10 min at 1% loss: {suspicions} suspicions, {dead_links} links declared dead");
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -130,7 +136,7 @@ fn partition_into_halves_gives_two_components_and_heals_into_one() {
             "partition_into_halves_gives_two_components_and_heals_into_one",
             seed,
         );
-        let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
         sim.run_until(ms(3_000));
         check(
             sim.is_converged(),
@@ -186,6 +192,7 @@ fn partition_into_halves_gives_two_components_and_heals_into_one() {
             format!("seed {seed}: not one component within 30 s of healing"),
             &replay,
         );
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -196,7 +203,7 @@ fn one_way_partition_closes_the_link_and_keeps_everyone_reachable() {
             "one_way_partition_closes_the_link_and_keeps_everyone_reachable",
             seed,
         );
-        let mut sim = Simulation::new(ClusterConfig::new(20), seed);
+        let mut sim = checked_sim(ClusterConfig::new(20), seed);
         sim.run_until(ms(3_000));
         let a = 5;
         let b = sim
@@ -215,6 +222,7 @@ fn one_way_partition_closes_the_link_and_keeps_everyone_reachable() {
             &replay,
         );
         check(all_reach_all(&sim), "everyone still reachable", &replay);
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -225,7 +233,7 @@ fn restarted_node_with_a_new_epoch_is_reachable_from_all_within_five_seconds() {
             "restarted_node_with_a_new_epoch_is_reachable_from_all_within_five_seconds",
             seed,
         );
-        let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
         sim.run_until(ms(3_000));
         let victim = 17;
         let old = sim.id(victim);
@@ -255,6 +263,7 @@ fn restarted_node_with_a_new_epoch_is_reachable_from_all_within_five_seconds() {
                 &replay,
             );
         }
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -279,7 +288,7 @@ fn wire_round_trip_gives_the_same_run() {
     let go = |wire_roundtrip| {
         let mut cfg = ClusterConfig::new(20);
         cfg.wire_roundtrip = wire_roundtrip;
-        let mut sim = Simulation::new(cfg, 3);
+        let mut sim = checked_sim(cfg, 3);
         sim.run_until(ms(3_000));
         sim.crash_batch(&[4, 9]);
         sim.run_until(ms(5_000));

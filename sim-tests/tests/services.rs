@@ -6,16 +6,20 @@ use minuteman_core::Time;
 use minuteman_sim::mesos_agent::TaskState;
 use minuteman_sim::world::WorldConfig;
 use minuteman_sim::{ClusterConfig, ServicesRun, Simulation};
-use minuteman_sim_tests::{check, replay_test, seeds};
+use minuteman_sim_tests::{check, check_invariants, checked_sim, replay_test, seeds};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// Runs to `until`, running the world's checks every 100 ms.
+/// Runs to `until`, running the world's checks every 100 ms (the nodes' invariants are
+/// checked after every event: see `checked_sim`).
 fn run_checked(sim: &mut Simulation, until: Time) {
     while sim.now() < until {
         sim.run_until((sim.now() + Duration::from_millis(100)).min(until));
         let now = sim.now();
         sim.world.as_mut().expect("world").check(now);
+        if let Err(e) = sim.check_invariants() {
+            panic!("seed {}: {e}", sim.seed);
+        }
     }
 }
 
@@ -26,7 +30,7 @@ fn run_checked_for(sim: &mut Simulation, d: Duration) {
 
 /// A 40-node cluster with `tasks` tasks over 20 VIPs and no churn, run to 4 s.
 fn quiet_cluster(seed: u64, tasks: usize) -> Simulation {
-    let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+    let mut sim = checked_sim(ClusterConfig::new(40), seed);
     sim.attach_world(WorldConfig {
         vips: 20,
         tasks,
@@ -137,6 +141,7 @@ fn crashed_hosts_backends_leave_every_kernel() {
             "the crash changed what kernels must hold",
             &replay,
         );
+        check_invariants(&sim, &replay);
     }
 }
 
@@ -205,6 +210,7 @@ fn a_restarted_host_comes_back_empty_and_every_kernel_follows() {
         }
         let v = violations(&sim);
         check(v.is_empty(), format!("seed {seed}: {v:?}"), &replay);
+        check_invariants(&sim, &replay);
     }
 }
 
