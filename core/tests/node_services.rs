@@ -124,3 +124,42 @@ fn a_set_over_the_byte_bound_is_refused_with_its_size() {
     );
     assert!(n.local_services().is_empty());
 }
+
+#[test]
+fn kernel_operations_survive_a_full_output_queue() {
+    let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    cfg.max_queued_outputs = 2;
+    let mut n = Node::new(cfg, Time::ZERO);
+    let agent = vec![me.ip()];
+    n.set_local_services(Time::from_millis(1), agent, set(5))
+        .unwrap();
+    let mut kernel = KernelState::default();
+    kernel.apply_all(&kernel_ops(&mut n)).unwrap();
+    assert_eq!(&kernel, n.desired_kernel());
+
+    // Pings from strangers each ask for a DISCONNECT: without a drain the queue overflows.
+    for port in 1..=6 {
+        let stranger = NodeId::new(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), port),
+            1,
+        );
+        n.handle_message(
+            Time::from_millis(2),
+            minuteman_core::Envelope {
+                from: stranger,
+                msg: minuteman_core::Message::Ping { echo: 1 },
+            },
+        );
+    }
+    assert!(n.counters().outputs_dropped > 0, "the queue never filled");
+
+    // The data plane lost everything while the queue is full: the resync's operations must
+    // still reach the shell, and lead back to the desired state.
+    n.resync_kernel(Time::from_millis(3), KernelState::default());
+    let mut rebuilt = KernelState::default();
+    rebuilt.apply_all(&kernel_ops(&mut n)).unwrap();
+    assert_eq!(rebuilt, kernel);
+    assert_eq!(n.applied_kernel(), &kernel);
+    n.check_invariants().unwrap();
+}

@@ -2,15 +2,14 @@
 //! kernel state built from every record, and the kernel state its operations lead to.
 //!
 //! Invariants:
-//! - once the desired state is refreshed, `applied` equals it: every operation that changes
-//!   `applied` is emitted, in order (a refresh with a full output queue waits for the next
-//!   input instead of losing operations);
+//! - `applied` changes only with operations the shell receives: they are computed when the
+//!   shell polls ([`DataPlane::poll_kernel`]), never queued, so a full output queue cannot
+//!   drop them; once the desired state is refreshed, `applied` equals it;
 //! - the local set never exceeds the record bounds (a larger one is refused whole).
 
-use super::io::Io;
-use super::Output;
+use crate::counters::Counters;
 use crate::desired::DesiredState;
-use crate::kernel::{self, KernelState};
+use crate::kernel::{self, KernelState, Op, Service};
 use crate::vip::VipSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,8 +19,10 @@ pub(crate) struct DataPlane {
     pub(crate) local_agents: Vec<IpAddr>,
     pub(crate) local_services: Arc<VipSet>,
     pub(crate) desired: DesiredState,
-    /// The kernel state the emitted operations lead to.
+    /// The kernel state the operations handed to the shell lead to.
     pub(crate) applied: KernelState,
+    /// Services the kernel held at the last resync: compared on the next poll.
+    resync_stale: Vec<Service>,
 }
 
 impl DataPlane {
@@ -33,6 +34,7 @@ impl DataPlane {
             local_services: Arc::new(VipSet::new()),
             desired,
             applied: KernelState::default(),
+            resync_stale: Vec::new(),
         }
     }
 
@@ -43,43 +45,39 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Declares what the kernel actually holds; emits the operations from there to the
-    /// desired state.
-    pub(crate) fn resync(&mut self, io: &mut Io, actual: KernelState) {
+    /// Declares what the kernel actually holds; the next operations lead from there to the
+    /// desired state (services the kernel holds and the desired state lacks are removed).
+    pub(crate) fn resync(&mut self, actual: KernelState) {
         self.applied = actual;
         self.desired.mark_all_dirty();
-        let stale: Vec<_> = self.applied.services.keys().copied().collect();
+        self.resync_stale = self.applied.services.keys().copied().collect();
+    }
+
+    /// The operations from `applied` to the desired state, computed now; `applied`
+    /// becomes the desired state. `None` when there is nothing to do. Operations are
+    /// computed when the shell asks for them, so no queue can drop them.
+    pub(crate) fn poll_kernel(&mut self, counters: &mut Counters) -> Option<Vec<Op>> {
+        if !self.desired.is_dirty() {
+            return None;
+        }
         let touched = self.desired.refresh();
+        let stale = std::mem::take(&mut self.resync_stale);
         let ops = kernel::diff_services(
             &self.applied,
             self.desired.state(),
             touched.iter().chain(stale.iter()),
         );
-        if !ops.is_empty() && self.applied.apply_all(&ops).is_ok() {
-            io.counters.kernel_ops += ops.len() as u64;
-            io.emit(Output::Kernel(ops));
-        }
-    }
-
-    /// Turns changes of the desired state into kernel operations. When the output queue
-    /// is full the work waits for the next input, so no operation is ever lost.
-    pub(crate) fn update_kernel(&mut self, io: &mut Io) {
-        if !self.desired.is_dirty() || io.is_full() {
-            return;
-        }
-        let touched = self.desired.refresh();
-        let ops = kernel::diff_services(&self.applied, self.desired.state(), &touched);
         if ops.is_empty() {
-            return;
+            return None;
         }
         if let Err(error) = self.applied.apply_all(&ops) {
             // The diff is built against `applied`, so this is a bug; recover by trusting
             // the desired state, and count it.
             debug_assert!(false, "kernel diff does not apply: {error}");
-            io.counters.kernel_diff_errors += 1;
+            counters.kernel_diff_errors += 1;
             self.applied = self.desired.state().clone();
         }
-        io.counters.kernel_ops += ops.len() as u64;
-        io.emit(Output::Kernel(ops));
+        counters.kernel_ops += ops.len() as u64;
+        Some(ops)
     }
 }

@@ -53,10 +53,6 @@ impl Io {
         self.outputs.push_back(output);
     }
 
-    pub(crate) fn is_full(&self) -> bool {
-        self.outputs.len() >= self.max_queued
-    }
-
     pub(crate) fn random_duration(&mut self, max: Duration) -> Duration {
         let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
         if nanos == 0 {

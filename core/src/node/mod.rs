@@ -15,8 +15,9 @@
 //! - the own record in the store lists exactly the active view at the end of an input,
 //!   unless a new version is waiting for `publish_interval` (then a timer is due for it);
 //! - the output queue never exceeds `max_queued_outputs` (excess is dropped and counted);
-//! - once the desired state is refreshed, the emitted kernel operations lead exactly to it
-//!   (they are never dropped: with a full queue the refresh waits for the next input);
+//!   kernel operations never enter it: they are computed when polled;
+//! - the applied kernel state changes only with operations the shell received, and once
+//!   the outputs are drained it equals the desired state;
 //! - the same config, seed and inputs give the same outputs.
 
 mod dataplane;
@@ -50,8 +51,9 @@ use views::{ViewTimers, Views};
 pub enum Output {
     /// Send `envelope` to `dst`.
     Transmit(Transmit),
-    /// Apply these kernel operations, in order. The node already counts them as applied;
-    /// a shell that fails to apply them reads the kernel back and calls
+    /// Apply these kernel operations, in order. They are computed when polled (never
+    /// queued, so never dropped) and the node counts them as applied once returned; a
+    /// shell that fails to apply them reads the kernel back and calls
     /// [`Node::resync_kernel`].
     Kernel(Vec<Op>),
     /// Something happened that the shell may log or act on.
@@ -295,7 +297,7 @@ impl Node {
     /// Declares what the kernel actually holds (read back after a failed apply, or at
     /// start); the next operations lead from there to the desired state.
     pub fn resync_kernel(&mut self, now: Time, actual: KernelState) {
-        self.data.resync(&mut self.io, actual);
+        self.data.resync(actual);
         self.after_input(now);
     }
 
@@ -373,12 +375,17 @@ impl Node {
         self.after_input(now);
     }
 
-    /// The next thing for the shell to do; `Timeout` when nothing is queued.
+    /// The next thing for the shell to do; `Timeout` when nothing is queued. Kernel
+    /// operations come after the queued outputs of the same input and are computed here,
+    /// from the desired state, so they can never be dropped.
     pub fn poll_output(&mut self) -> Output {
-        match self.io.outputs.pop_front() {
-            Some(output) => output,
-            None => Output::Timeout(self.next_deadline()),
+        if let Some(output) = self.io.outputs.pop_front() {
+            return output;
         }
+        if let Some(ops) = self.data.poll_kernel(&mut self.io.counters) {
+            return Output::Kernel(ops);
+        }
+        Output::Timeout(self.next_deadline())
     }
 
     // ----- routing -----------------------------------------------------------------------
@@ -473,7 +480,6 @@ impl Node {
             self.io.emit(Output::Event(event));
         }
         self.reach.recycle(changes);
-        self.data.update_kernel(&mut self.io);
     }
 
     fn next_deadline(&self) -> Time {
