@@ -28,6 +28,13 @@ use serde::{Deserialize, Serialize};
 /// 2: frames end with a MAC tag.
 pub const WIRE_VERSION: u8 = 2;
 
+/// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:
+/// version byte, envelope sender, message and list headers, the record's origin and
+/// sequence number, and the MAC tag (105 bytes at worst; the rest is headroom). A
+/// body of `max_record_bytes` fits in a frame when
+/// `max_record_bytes + RECORD_FRAME_OVERHEAD <= max_frame_len`.
+pub const RECORD_FRAME_OVERHEAD: usize = 256;
+
 /// Structural bounds every decoded frame must respect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -506,5 +513,33 @@ mod tests {
             decode_sealed(&garbage, &limits, &auth),
             Err(FrameError::Decode(DecodeError::Malformed(_)))
         ));
+    }
+
+    /// The worst case of every header around one record body stays within
+    /// [`RECORD_FRAME_OVERHEAD`]: IPv6 sender and origin, largest port, epoch and sequence.
+    #[test]
+    fn record_frame_overhead_bounds_the_worst_case() {
+        let worst = NodeId::new(
+            std::net::SocketAddr::new(std::net::Ipv6Addr::from(u128::MAX).into(), u16::MAX),
+            u64::MAX,
+        );
+        let body = Arc::new(RecordBody::default());
+        let env = Envelope {
+            from: worst,
+            msg: Message::Records {
+                records: vec![Record {
+                    origin: worst,
+                    seq: u64::MAX,
+                    body: body.clone(),
+                }],
+            },
+        };
+        let body_len = postcard::experimental::serialized_size(&*body).unwrap();
+        let overhead = sealed_len(&env) - body_len;
+        assert!(overhead <= RECORD_FRAME_OVERHEAD, "{overhead}");
+        assert!(
+            overhead > 100,
+            "{overhead}: the bound is not loose by accident"
+        );
     }
 }
