@@ -21,7 +21,9 @@ pub mod vip;
 pub mod wire;
 
 pub use auth::{ClusterKey, FrameAuth};
-pub use config::{Config, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig};
+pub use config::{
+    Config, ConfigError, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig,
+};
 pub use counters::Counters;
 pub use id::NodeId;
 pub use node::{Event, LinkDown, Node, Output, RecordTooLarge, Transmit};
