@@ -638,4 +638,60 @@ mod tests {
              the sender, membership.shuffle_active and membership.shuffle_passive"
         );
     }
+
+    /// The edges of what validates run: every duration at the clock's limit (a longer
+    /// shuffle interval panics the jitter of `Node::new` for about 2 seeds in 5) and every
+    /// count at its minimum.
+    #[test]
+    fn extremes_that_validate_run() {
+        use crate::{Node, Output, Time};
+        for seed in 0..20 {
+            let mut c = config();
+            c.seed = seed;
+            let m = &mut c.membership;
+            for d in [
+                &mut m.shuffle_interval,
+                &mut m.join_timeout,
+                &mut m.neighbor_timeout,
+                &mut m.refill_interval,
+                &mut m.contact_retry_interval,
+                &mut m.failed_quarantine,
+                &mut c.ping.interval,
+                &mut c.ping.timeout_floor,
+                &mut c.ping.timeout_ceiling,
+                &mut c.records.anti_entropy_interval,
+                &mut c.records.publish_interval,
+                &mut c.records.flood_delay,
+                &mut c.reachability.grace,
+                &mut c.reachability.recompute_interval,
+            ] {
+                *d = MAX_DURATION;
+            }
+            (m.active_max, m.passive_max, m.arwl, m.prwl) = (1, 1, 0, 0);
+            (m.shuffle_active, m.shuffle_passive) = (0, 0);
+            c.ping.rtt_window = 1;
+            c.ping.rtt_multiplier = 1;
+            c.ping.suspicion_probes = 1;
+            c.records.max_records = 1;
+            c.limits.max_records_per_message = 1;
+            c.limits.max_digest_entries = 1;
+            c.limits.max_shuffle_nodes = 1;
+            c.limits.max_adjacency = 1;
+            c.limits.max_record_bytes = adjacency_record_bytes(1) as usize;
+            c.limits.max_frame_len = c.limits.max_record_bytes + RECORD_FRAME_OVERHEAD;
+            c.max_queued_outputs = 1;
+            assert_eq!(c.validate(), Ok(()));
+            let mut node = Node::new(c, Time::ZERO);
+            let mut now = Time::ZERO;
+            for _ in 0..8 {
+                let at = loop {
+                    if let Output::Timeout(at) = node.poll_output() {
+                        break at;
+                    }
+                };
+                now = now.max(at);
+                node.handle_timeout(now);
+            }
+        }
+    }
 }
