@@ -3,11 +3,124 @@
 //! Defaults target a datacenter LAN (one-way latency around 0.25 ms, tail to a few ms):
 //! a dead neighbour is noticed in about 100-200 ms, and independent packet loss of a few
 //! percent does not close a live link (see [`PingConfig`]).
+//!
+//! A config is checked once, by [`Config::validate`], and then used as it is.
+//!
+//! Invariants (of every config that passes [`Config::validate`]; the defaults do):
+//! - Every count used as a divisor, chunk size or capacity is at least 1, and every timer
+//!   interval is above zero, so no timer fires at every poll.
+//! - Every duration fits the core's clock (`u64` nanoseconds), so timer arithmetic and
+//!   jitter cannot overflow.
+//! - Ordered pairs are ordered: `ping.timeout_floor <= ping.timeout_ceiling`,
+//!   `membership.prwl <= membership.arwl`.
+//! - What this node sends fits what an identically configured peer accepts: a SHUFFLE
+//!   sample fits `limits.max_shuffle_nodes`, its adjacency fits `limits.max_adjacency`
+//!   and `limits.max_record_bytes`, and a record of `limits.max_record_bytes` fits a frame.
+//! - The node's own address is one peers can reach (no unspecified IP, no port 0), and so
+//!   is every contact.
 
 use crate::id::NodeId;
-use crate::wire::Limits;
-use std::net::SocketAddr;
+use crate::records::RecordBody;
+use crate::wire::{Limits, RECORD_FRAME_OVERHEAD};
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+/// The longest duration the core's clock can add (`Time` is `u64` nanoseconds).
+pub const MAX_DURATION: Duration = Duration::from_nanos(u64::MAX);
+
+/// Why a config was refused: the offending field, by its path in [`Config`], and the rule
+/// it breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config: {field} {problem}")]
+pub struct ConfigError {
+    /// Path of the field, as written in Rust: `ping.timeout_floor`, `limits.max_frame_len`.
+    pub field: &'static str,
+    pub problem: Problem,
+}
+
+/// The rule a config field breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A count used as a divisor, chunk size or capacity, or a timer interval, is zero.
+    #[error("must be above zero")]
+    Zero,
+    /// A duration beyond the core's clock.
+    #[error("must be at most {max:?}")]
+    TooLong { max: Duration },
+    /// Larger than another field it must not exceed.
+    #[error("must not exceed {bound}")]
+    Exceeds { bound: &'static str },
+    /// Too small to hold what the node sends.
+    #[error("must be at least {min} to hold {what}")]
+    TooSmall { min: u64, what: &'static str },
+    /// An address peers cannot reach: unspecified IP or port 0.
+    #[error("{addr} is not an address peers can reach (unspecified IP or port 0)")]
+    Unreachable { addr: SocketAddr },
+}
+
+fn error(field: &'static str, problem: Problem) -> ConfigError {
+    ConfigError { field, problem }
+}
+
+fn count(field: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(error(field, Problem::Zero));
+    }
+    Ok(())
+}
+
+fn duration(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value > MAX_DURATION {
+        return Err(error(field, Problem::TooLong { max: MAX_DURATION }));
+    }
+    Ok(())
+}
+
+fn interval(field: &'static str, value: Duration) -> Result<(), ConfigError> {
+    duration(field, value)?;
+    if value.is_zero() {
+        return Err(error(field, Problem::Zero));
+    }
+    Ok(())
+}
+
+fn at_least(
+    field: &'static str,
+    value: u64,
+    min: u64,
+    what: &'static str,
+) -> Result<(), ConfigError> {
+    if value < min {
+        return Err(error(field, Problem::TooSmall { min, what }));
+    }
+    Ok(())
+}
+
+fn reachable(field: &'static str, addr: SocketAddr) -> Result<(), ConfigError> {
+    if addr.ip().is_unspecified() || addr.port() == 0 {
+        return Err(error(field, Problem::Unreachable { addr }));
+    }
+    Ok(())
+}
+
+fn u(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The largest encoded body of a record listing `neighbours` nodes and nothing else: what
+/// this node publishes when it reports no services.
+fn adjacency_record_bytes(neighbours: usize) -> u64 {
+    let worst = NodeId::new(
+        SocketAddr::new(Ipv6Addr::from(u128::MAX).into(), u16::MAX),
+        u64::MAX,
+    );
+    let per_node = postcard::experimental::serialized_size(&worst).map_or(u64::MAX, u);
+    let empty = postcard::experimental::serialized_size(&RecordBody::default()).map_or(u64::MAX, u);
+    // The empty body has a one-byte list length; a long list's takes up to ten.
+    empty
+        .saturating_add(9)
+        .saturating_add(per_node.saturating_mul(u(neighbours)))
+}
 
 /// Configuration of one [`crate::Node`].
 #[derive(Clone, Debug)]
@@ -41,6 +154,57 @@ impl Config {
             reachability: ReachabilityConfig::default(),
             max_queued_outputs: 1 << 20,
         }
+    }
+
+    /// Checks every rule of the module doc; the first broken one is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        reachable("id.addr", self.id.addr)?;
+        for &contact in &self.contacts {
+            reachable("contacts", contact)?;
+        }
+        self.membership.validate()?;
+        self.ping.validate()?;
+        self.records.validate()?;
+        self.reachability.validate()?;
+        self.validate_limits()?;
+        count("max_queued_outputs", u(self.max_queued_outputs))
+    }
+
+    /// The frame bounds, against what this node itself sends (peers are assumed to share
+    /// the same limits).
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let (l, m) = (&self.limits, &self.membership);
+        count(
+            "limits.max_records_per_message",
+            u(l.max_records_per_message),
+        )?;
+        count("limits.max_digest_entries", u(l.max_digest_entries))?;
+        at_least(
+            "limits.max_shuffle_nodes",
+            u(l.max_shuffle_nodes),
+            u(m.shuffle_active)
+                .saturating_add(u(m.shuffle_passive))
+                .saturating_add(1),
+            "a SHUFFLE: the sender, membership.shuffle_active and membership.shuffle_passive",
+        )?;
+        at_least(
+            "limits.max_adjacency",
+            u(l.max_adjacency),
+            u(m.active_max),
+            "a record listing membership.active_max neighbours",
+        )?;
+        at_least(
+            "limits.max_record_bytes",
+            u(l.max_record_bytes),
+            adjacency_record_bytes(m.active_max),
+            "a record listing membership.active_max neighbours",
+        )?;
+        at_least(
+            "limits.max_frame_len",
+            u(l.max_frame_len),
+            u(l.max_record_bytes).saturating_add(u(RECORD_FRAME_OVERHEAD)),
+            "a record of limits.max_record_bytes and its frame headers",
+        )
     }
 }
 
@@ -76,6 +240,33 @@ pub struct MembershipConfig {
     pub contact_retry_interval: Duration,
     /// How long a passive peer whose link died is skipped when refilling the active view.
     pub failed_quarantine: Duration,
+}
+
+impl MembershipConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        count("membership.active_max", u(self.active_max))?;
+        count("membership.passive_max", u(self.passive_max))?;
+        if self.prwl > self.arwl {
+            // The walk starts at arwl and counts down: a larger prwl is never reached.
+            return Err(error(
+                "membership.prwl",
+                Problem::Exceeds {
+                    bound: "membership.arwl",
+                },
+            ));
+        }
+        interval("membership.shuffle_interval", self.shuffle_interval)?;
+        // Zero would restart the join at every poll while no contact answers.
+        interval("membership.join_timeout", self.join_timeout)?;
+        // Zero would time out (and drop from the passive view) every peer asked.
+        interval("membership.neighbor_timeout", self.neighbor_timeout)?;
+        interval("membership.refill_interval", self.refill_interval)?;
+        interval(
+            "membership.contact_retry_interval",
+            self.contact_retry_interval,
+        )?;
+        duration("membership.failed_quarantine", self.failed_quarantine)
+    }
 }
 
 impl Default for MembershipConfig {
@@ -118,6 +309,28 @@ pub struct PingConfig {
     pub suspicion_probes: u32,
 }
 
+impl PingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        interval("ping.interval", self.interval)?;
+        count("ping.rtt_window", u(self.rtt_window))?;
+        // Zero would pin every timeout to the floor, whatever the RTT.
+        count("ping.rtt_multiplier", u64::from(self.rtt_multiplier))?;
+        // Zero would let a link be declared dead in the poll that suspects it.
+        interval("ping.timeout_floor", self.timeout_floor)?;
+        duration("ping.timeout_ceiling", self.timeout_ceiling)?;
+        if self.timeout_floor > self.timeout_ceiling {
+            return Err(error(
+                "ping.timeout_floor",
+                Problem::Exceeds {
+                    bound: "ping.timeout_ceiling",
+                },
+            ));
+        }
+        // Divides the timeout into probe intervals.
+        count("ping.suspicion_probes", u64::from(self.suspicion_probes))
+    }
+}
+
 impl Default for PingConfig {
     fn default() -> Self {
         PingConfig {
@@ -147,6 +360,16 @@ pub struct RecordsConfig {
     pub flood_delay: Duration,
 }
 
+impl RecordsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        // The store's first slot is the node's own record.
+        count("records.max_records", u(self.max_records))?;
+        interval("records.anti_entropy_interval", self.anti_entropy_interval)?;
+        duration("records.publish_interval", self.publish_interval)?;
+        duration("records.flood_delay", self.flood_delay)
+    }
+}
+
 impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
@@ -168,11 +391,307 @@ pub struct ReachabilityConfig {
     pub recompute_interval: Duration,
 }
 
+impl ReachabilityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        duration("reachability.grace", self.grace)?;
+        // Zero would run a full search on every record update.
+        interval("reachability.recompute_interval", self.recompute_interval)
+    }
+}
+
 impl Default for ReachabilityConfig {
     fn default() -> Self {
         ReachabilityConfig {
             grace: Duration::from_millis(20),
             recompute_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn config() -> Config {
+        let me = NodeId::new(([10, 0, 0, 1], 61420).into(), 1);
+        Config::new(me, vec![([10, 0, 0, 2], 61420).into(), me.addr], 7)
+    }
+
+    fn field_of(change: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut cfg = config();
+        change(&mut cfg);
+        cfg.validate()
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(config().validate(), Ok(()));
+        let v6 = NodeId::new("[fd00::1]:61420".parse().unwrap(), u64::MAX);
+        assert_eq!(Config::new(v6, Vec::new(), 0).validate(), Ok(()));
+    }
+
+    /// Every rule, one broken at a time on an otherwise default config: the error names
+    /// the field and the rule.
+    #[test]
+    fn each_rule_names_its_field() {
+        type Change = fn(&mut Config);
+        let zero: &[(&str, Change)] = &[
+            ("membership.active_max", |c| c.membership.active_max = 0),
+            ("membership.passive_max", |c| c.membership.passive_max = 0),
+            ("membership.shuffle_interval", |c| {
+                c.membership.shuffle_interval = Duration::ZERO
+            }),
+            ("membership.join_timeout", |c| {
+                c.membership.join_timeout = Duration::ZERO
+            }),
+            ("membership.neighbor_timeout", |c| {
+                c.membership.neighbor_timeout = Duration::ZERO
+            }),
+            ("membership.refill_interval", |c| {
+                c.membership.refill_interval = Duration::ZERO
+            }),
+            ("membership.contact_retry_interval", |c| {
+                c.membership.contact_retry_interval = Duration::ZERO
+            }),
+            ("ping.interval", |c| c.ping.interval = Duration::ZERO),
+            ("ping.rtt_window", |c| c.ping.rtt_window = 0),
+            ("ping.rtt_multiplier", |c| c.ping.rtt_multiplier = 0),
+            ("ping.timeout_floor", |c| {
+                c.ping.timeout_floor = Duration::ZERO
+            }),
+            ("ping.suspicion_probes", |c| c.ping.suspicion_probes = 0),
+            ("records.max_records", |c| c.records.max_records = 0),
+            ("records.anti_entropy_interval", |c| {
+                c.records.anti_entropy_interval = Duration::ZERO
+            }),
+            ("reachability.recompute_interval", |c| {
+                c.reachability.recompute_interval = Duration::ZERO
+            }),
+            ("limits.max_records_per_message", |c| {
+                c.limits.max_records_per_message = 0
+            }),
+            ("limits.max_digest_entries", |c| {
+                c.limits.max_digest_entries = 0
+            }),
+            ("max_queued_outputs", |c| c.max_queued_outputs = 0),
+        ];
+        for (field, change) in zero {
+            assert_eq!(
+                field_of(change),
+                Err(error(field, Problem::Zero)),
+                "{field}"
+            );
+        }
+
+        let too_long: &[(&str, Change)] = &[
+            ("membership.shuffle_interval", |c| {
+                c.membership.shuffle_interval = Duration::MAX
+            }),
+            ("membership.failed_quarantine", |c| {
+                c.membership.failed_quarantine = Duration::MAX
+            }),
+            ("ping.timeout_ceiling", |c| {
+                c.ping.timeout_ceiling = Duration::MAX
+            }),
+            ("records.publish_interval", |c| {
+                c.records.publish_interval = MAX_DURATION + Duration::from_nanos(1)
+            }),
+            ("records.flood_delay", |c| {
+                c.records.flood_delay = Duration::MAX
+            }),
+            ("reachability.grace", |c| {
+                c.reachability.grace = Duration::MAX
+            }),
+        ];
+        for (field, change) in too_long {
+            assert_eq!(
+                field_of(change),
+                Err(error(field, Problem::TooLong { max: MAX_DURATION })),
+                "{field}"
+            );
+        }
+        // The clock's whole range is fine.
+        assert_eq!(
+            field_of(|c| c.membership.failed_quarantine = MAX_DURATION),
+            Ok(())
+        );
+
+        assert_eq!(
+            field_of(|c| c.ping.timeout_floor = c.ping.timeout_ceiling + Duration::from_nanos(1)),
+            Err(error(
+                "ping.timeout_floor",
+                Problem::Exceeds {
+                    bound: "ping.timeout_ceiling"
+                }
+            ))
+        );
+        assert_eq!(
+            field_of(|c| c.ping.timeout_floor = c.ping.timeout_ceiling),
+            Ok(())
+        );
+        assert_eq!(
+            field_of(|c| c.membership.prwl = c.membership.arwl + 1),
+            Err(error(
+                "membership.prwl",
+                Problem::Exceeds {
+                    bound: "membership.arwl"
+                }
+            ))
+        );
+        assert_eq!(field_of(|c| c.membership.prwl = c.membership.arwl), Ok(()));
+    }
+
+    #[test]
+    fn limits_must_hold_what_the_node_sends() {
+        let too_small = |r: Result<(), ConfigError>| match r {
+            Err(ConfigError {
+                field,
+                problem: Problem::TooSmall { min, .. },
+            }) => (field, min),
+            other => panic!("{other:?}"),
+        };
+        // SHUFFLE: the sender plus 3 active and 4 passive by default.
+        assert_eq!(
+            too_small(field_of(|c| c.limits.max_shuffle_nodes = 7)),
+            ("limits.max_shuffle_nodes", 8)
+        );
+        assert_eq!(field_of(|c| c.limits.max_shuffle_nodes = 8), Ok(()));
+        assert_eq!(
+            too_small(field_of(|c| c.limits.max_adjacency = 4)),
+            ("limits.max_adjacency", 5)
+        );
+        // A record listing active_max neighbours, at their largest.
+        let (field, min) = too_small(field_of(|c| c.limits.max_record_bytes = 10));
+        assert_eq!(field, "limits.max_record_bytes");
+        assert_eq!(min, adjacency_record_bytes(5));
+        assert_eq!(
+            field_of(|c| c.limits.max_record_bytes = min as usize),
+            Ok(())
+        );
+        // The bound is real: an own record with five worst-case neighbours fits it.
+        let worst = NodeId::new(
+            SocketAddr::new(Ipv6Addr::from(u128::MAX).into(), u16::MAX),
+            u64::MAX,
+        );
+        let body = RecordBody {
+            adjacency: vec![worst; 5],
+            ..Default::default()
+        };
+        let bytes = postcard::experimental::serialized_size(&body).unwrap();
+        assert!(u(bytes) <= min && min - u(bytes) <= 9, "{bytes} vs {min}");
+        // A record of max_record_bytes must fit a frame.
+        assert_eq!(
+            too_small(field_of(
+                |c| c.limits.max_frame_len = c.limits.max_record_bytes
+            )),
+            (
+                "limits.max_frame_len",
+                u(1024 * 1024 + RECORD_FRAME_OVERHEAD)
+            )
+        );
+        assert_eq!(
+            field_of(|c| {
+                c.limits.max_frame_len = c.limits.max_record_bytes + RECORD_FRAME_OVERHEAD
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn addresses_must_be_reachable() {
+        let unspecified = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 61420);
+        assert_eq!(
+            field_of(|c| c.id.addr = unspecified),
+            Err(error("id.addr", Problem::Unreachable { addr: unspecified }))
+        );
+        let v6 = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 61420);
+        assert_eq!(
+            field_of(|c| c.id.addr = v6),
+            Err(error("id.addr", Problem::Unreachable { addr: v6 }))
+        );
+        let port0 = SocketAddr::new(Ipv4Addr::new(10, 0, 0, 1).into(), 0);
+        assert_eq!(
+            field_of(|c| c.id.addr = port0),
+            Err(error("id.addr", Problem::Unreachable { addr: port0 }))
+        );
+        assert_eq!(
+            field_of(|c| c.contacts.push(unspecified)),
+            Err(error(
+                "contacts",
+                Problem::Unreachable { addr: unspecified }
+            ))
+        );
+    }
+
+    #[test]
+    fn the_message_names_field_and_rule() {
+        let e = field_of(|c| c.ping.timeout_floor = Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: ping.timeout_floor must not exceed ping.timeout_ceiling"
+        );
+        let e = field_of(|c| c.limits.max_shuffle_nodes = 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config: limits.max_shuffle_nodes must be at least 8 to hold a SHUFFLE: \
+             the sender, membership.shuffle_active and membership.shuffle_passive"
+        );
+    }
+
+    /// The edges of what validates run: every duration at the clock's limit (a longer
+    /// shuffle interval panics the jitter of `Node::new` for about 2 seeds in 5) and every
+    /// count at its minimum.
+    #[test]
+    fn extremes_that_validate_run() {
+        use crate::{Node, Output, Time};
+        for seed in 0..20 {
+            let mut c = config();
+            c.seed = seed;
+            let m = &mut c.membership;
+            for d in [
+                &mut m.shuffle_interval,
+                &mut m.join_timeout,
+                &mut m.neighbor_timeout,
+                &mut m.refill_interval,
+                &mut m.contact_retry_interval,
+                &mut m.failed_quarantine,
+                &mut c.ping.interval,
+                &mut c.ping.timeout_floor,
+                &mut c.ping.timeout_ceiling,
+                &mut c.records.anti_entropy_interval,
+                &mut c.records.publish_interval,
+                &mut c.records.flood_delay,
+                &mut c.reachability.grace,
+                &mut c.reachability.recompute_interval,
+            ] {
+                *d = MAX_DURATION;
+            }
+            (m.active_max, m.passive_max, m.arwl, m.prwl) = (1, 1, 0, 0);
+            (m.shuffle_active, m.shuffle_passive) = (0, 0);
+            c.ping.rtt_window = 1;
+            c.ping.rtt_multiplier = 1;
+            c.ping.suspicion_probes = 1;
+            c.records.max_records = 1;
+            c.limits.max_records_per_message = 1;
+            c.limits.max_digest_entries = 1;
+            c.limits.max_shuffle_nodes = 1;
+            c.limits.max_adjacency = 1;
+            c.limits.max_record_bytes = adjacency_record_bytes(1) as usize;
+            c.limits.max_frame_len = c.limits.max_record_bytes + RECORD_FRAME_OVERHEAD;
+            c.max_queued_outputs = 1;
+            assert_eq!(c.validate(), Ok(()));
+            let mut node = Node::new(c, Time::ZERO);
+            let mut now = Time::ZERO;
+            for _ in 0..8 {
+                let at = loop {
+                    if let Output::Timeout(at) = node.poll_output() {
+                        break at;
+                    }
+                };
+                now = now.max(at);
+                node.handle_timeout(now);
+            }
         }
     }
 }

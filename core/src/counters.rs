@@ -1,10 +1,14 @@
 //! Counters the node keeps; shells export them (Prometheus, simulator reports).
 //!
-//! Invariant: counters only ever increase; they are plain data with no effect on behaviour.
+//! Invariants:
+//! - Counters only ever increase; they are plain data with no effect on behaviour.
+//! - Every rejected frame increments exactly one field of [`DecodeErrorCounters`], so its
+//!   `total()` is the number of rejected frames, whatever the cause.
 
-use crate::wire::{DecodeError, Message};
+use crate::auth::{AuthError, Verified};
+use crate::wire::{DecodeError, FrameError, Message};
 
-/// Rejected frames, by reason.
+/// Rejected frames, by reason: failed authentication or failed decoding.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodeErrorCounters {
     pub empty: u64,
@@ -13,6 +17,12 @@ pub struct DecodeErrorCounters {
     pub malformed: u64,
     pub trailing_bytes: u64,
     pub over_limit: u64,
+    /// Too short to hold a version byte and a MAC tag.
+    pub truncated: u64,
+    /// An all-zero tag (an insecure peer) on a keyed node.
+    pub missing_mac: u64,
+    /// A tag that verifies under none of the node's keys: a wrong key, or a changed frame.
+    pub bad_mac: u64,
 }
 
 impl DecodeErrorCounters {
@@ -28,6 +38,29 @@ impl DecodeErrorCounters {
         *slot += 1;
     }
 
+    pub fn count_auth(&mut self, error: &AuthError) {
+        let slot = match error {
+            AuthError::Truncated { .. } => &mut self.truncated,
+            AuthError::Missing => &mut self.missing_mac,
+            AuthError::BadMac => &mut self.bad_mac,
+        };
+        *slot += 1;
+    }
+
+    /// Counts one frame rejected by [`crate::wire::decode_sealed`].
+    pub fn count_frame(&mut self, error: &FrameError) {
+        match error {
+            FrameError::Auth(e) => self.count_auth(e),
+            FrameError::Decode(e) => self.count(e),
+        }
+    }
+
+    /// Frames that failed authentication.
+    pub fn auth_total(&self) -> u64 {
+        self.truncated + self.missing_mac + self.bad_mac
+    }
+
+    /// Every rejected frame.
     pub fn total(&self) -> u64 {
         self.empty
             + self.too_large
@@ -35,6 +68,28 @@ impl DecodeErrorCounters {
             + self.malformed
             + self.trailing_bytes
             + self.over_limit
+            + self.auth_total()
+    }
+}
+
+/// Accepted frames, by the key they verified under. A `previous` count that stays at zero
+/// on every node means no peer seals with the old key any more, and it can be retired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifiedCounters {
+    pub current: u64,
+    pub previous: u64,
+    /// Accepted unchecked by an insecure node.
+    pub unchecked: u64,
+}
+
+impl VerifiedCounters {
+    pub fn count(&mut self, verified: Verified) {
+        let slot = match verified {
+            Verified::Current => &mut self.current,
+            Verified::Previous => &mut self.previous,
+            Verified::Unchecked => &mut self.unchecked,
+        };
+        *slot += 1;
     }
 }
 
@@ -42,6 +97,8 @@ impl DecodeErrorCounters {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     pub decode_errors: DecodeErrorCounters,
+    /// Accepted frames by verifying key (filled by callers of [`crate::wire::decode_sealed`]).
+    pub frames_verified: VerifiedCounters,
     /// Messages handled, by [`Message::kind_index`].
     pub messages_in: [u64; Message::KINDS],
     /// Messages emitted, by [`Message::kind_index`].
@@ -81,4 +138,54 @@ pub struct Counters {
     /// Kernel diffs that did not apply to the node's own applied state (a bug if ever
     /// non-zero).
     pub kernel_diff_errors: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{ClusterKey, FrameAuth, TAG_LEN};
+    use crate::wire::{self, Limits, WIRE_VERSION};
+
+    /// One frame of each rejection cause, through `decode_sealed`: each lands in its own
+    /// field, and `total` counts them all.
+    #[test]
+    fn every_frame_error_is_counted_once_by_cause() {
+        let auth = FrameAuth::key(ClusterKey::new([1; 32]).unwrap());
+        let limits = Limits {
+            max_frame_len: 64,
+            ..Limits::default()
+        };
+        let tagged = |payload: &[u8]| {
+            let mut frame = payload.to_vec();
+            crate::auth::seal(&auth, &mut frame);
+            frame
+        };
+        let frames: Vec<Vec<u8>> = vec![
+            vec![0; 65],                                        // too large
+            vec![9; 40],                                        // unknown version
+            vec![WIRE_VERSION; TAG_LEN],                        // truncated
+            [vec![WIRE_VERSION, 0], vec![0; TAG_LEN]].concat(), // missing
+            vec![WIRE_VERSION; 40],                             // bad mac
+            tagged(&[WIRE_VERSION, 0xff]),                      // malformed
+        ];
+        let mut c = DecodeErrorCounters::default();
+        for frame in &frames {
+            let error = wire::decode_sealed(frame, &limits, &auth).unwrap_err();
+            c.count_frame(&error);
+        }
+        assert_eq!(
+            c,
+            DecodeErrorCounters {
+                too_large: 1,
+                unknown_version: 1,
+                truncated: 1,
+                missing_mac: 1,
+                bad_mac: 1,
+                malformed: 1,
+                ..Default::default()
+            }
+        );
+        assert_eq!(c.total(), frames.len() as u64);
+        assert_eq!(c.auth_total(), 3);
+    }
 }

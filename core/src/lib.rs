@@ -4,6 +4,7 @@
 //! ChaCha generator seeded from the config, and outputs are drained with
 //! [`Node::poll_output`] until it yields [`Output::Timeout`]. See `DESIGN.md`.
 
+pub mod auth;
 pub mod config;
 pub mod counters;
 pub mod desired;
@@ -19,7 +20,10 @@ pub mod time;
 pub mod vip;
 pub mod wire;
 
-pub use config::{Config, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig};
+pub use auth::{ClusterKey, FrameAuth};
+pub use config::{
+    Config, ConfigError, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig,
+};
 pub use counters::Counters;
 pub use id::NodeId;
 pub use node::{Event, LinkDown, Node, Output, RecordTooLarge, Transmit};

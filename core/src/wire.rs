@@ -1,27 +1,45 @@
 //! The wire protocol: one [`Message`] enum inside an [`Envelope`], serialized with postcard
-//! behind a one-byte protocol version.
+//! behind a one-byte protocol version and authenticated by a MAC.
 //!
-//! Frame layout: `[WIRE_VERSION][postcard(Envelope)]`. Stream transports add their own length
-//! prefix; the limit here applies to the frame itself.
+//! Frame layout: `[WIRE_VERSION][postcard(Envelope)][tag]`, the tag being the
+//! [`TAG_LEN`]-byte HMAC-SHA256 of everything before it (all zeros from an insecure node;
+//! see [`crate::auth`]). [`encode_sealed`] and [`decode_sealed`] produce and check whole
+//! frames; [`encode`] and [`decode`] handle the payload before the tag, for callers that
+//! authenticate separately (or, like the simulator, skip the codec). Stream transports add
+//! their own length prefix; the limit here applies to the frame itself.
 //!
 //! Invariants:
-//! - [`decode`] never panics, whatever the bytes; every rejection is a [`DecodeError`].
+//! - [`decode`] and [`decode_sealed`] never panic, whatever the bytes; every rejection is a
+//!   [`DecodeError`] or a [`FrameError`].
+//! - [`decode_sealed`] checks the frame length against [`Limits::max_frame_len`] before any
+//!   MAC work or allocation, and authenticates before deserializing.
 //! - A decoded envelope respects every structural bound in [`Limits`] (list lengths), so the
 //!   state machines never see an oversized list.
-//! - `decode(encode(e)) == e` for every envelope within the limits.
+//! - `decode(encode(e)) == e` and `decode_sealed(encode_sealed(e)) == e` for every envelope
+//!   within the limits, and an encoded frame never exceeds [`Limits::max_frame_len`].
 
+use crate::auth::{self, AuthError, FrameAuth, Verified, TAG_LEN};
 use crate::id::NodeId;
 pub use crate::records::DigestEntry;
 use crate::records::Record;
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the current frame format. Bumped on any incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+///
+/// 2: frames end with a MAC tag.
+pub const WIRE_VERSION: u8 = 2;
+
+/// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:
+/// version byte, envelope sender, message and list headers, the record's origin and
+/// sequence number, and the MAC tag (105 bytes at worst; the rest is headroom). A
+/// body of `max_record_bytes` fits in a frame when
+/// `max_record_bytes + RECORD_FRAME_OVERHEAD <= max_frame_len`.
+pub const RECORD_FRAME_OVERHEAD: usize = 256;
 
 /// Structural bounds every decoded frame must respect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest accepted frame, version byte included.
+    /// Largest accepted frame, version byte and tag included.
     pub max_frame_len: usize,
     /// Most node ids in one SHUFFLE or SHUFFLE_REPLY.
     pub max_shuffle_nodes: usize,
@@ -165,16 +183,44 @@ pub enum EncodeError {
     Serialize(postcard::Error),
 }
 
-/// Encodes one frame: version byte, then the envelope.
+/// Why a sealed frame was rejected: it failed authentication, or it authenticated (or the
+/// node is insecure) and then failed to decode.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Encodes one unsealed frame (the payload before the tag): version byte, then the
+/// envelope. At most `limits.max_frame_len` bytes.
 pub fn encode(envelope: &Envelope, limits: &Limits) -> Result<Vec<u8>, EncodeError> {
+    encode_within(envelope, limits.max_frame_len, 0)
+}
+
+/// Encodes and seals one frame: version byte, envelope, tag. At most
+/// `limits.max_frame_len` bytes, tag included.
+pub fn encode_sealed(
+    envelope: &Envelope,
+    limits: &Limits,
+    auth: &FrameAuth,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut frame = encode_within(envelope, limits.max_frame_len, TAG_LEN)?;
+    auth::seal(auth, &mut frame);
+    Ok(frame)
+}
+
+/// The payload of `envelope`, with capacity for `extra` more bytes, if the whole fits in
+/// `max`.
+fn encode_within(envelope: &Envelope, max: usize, extra: usize) -> Result<Vec<u8>, EncodeError> {
     let mut frame = vec![WIRE_VERSION];
     frame = postcard::to_extend(envelope, frame).map_err(EncodeError::Serialize)?;
-    if frame.len() > limits.max_frame_len {
-        return Err(EncodeError::TooLarge {
-            len: frame.len(),
-            max: limits.max_frame_len,
-        });
+    let len = frame.len().saturating_add(extra);
+    if len > max {
+        return Err(EncodeError::TooLarge { len, max });
     }
+    frame.reserve_exact(extra);
     Ok(frame)
 }
 
@@ -183,15 +229,15 @@ pub fn encoded_len(envelope: &Envelope) -> usize {
     1 + postcard::experimental::serialized_size(envelope).unwrap_or(0)
 }
 
-/// Decodes one frame and checks it against `limits`.
+/// The size [`encode_sealed`] would produce, without allocating.
+pub fn sealed_len(envelope: &Envelope) -> usize {
+    encoded_len(envelope) + TAG_LEN
+}
+
+/// Decodes one unsealed frame (no tag) and checks it against `limits`.
 pub fn decode(frame: &[u8], limits: &Limits) -> Result<Envelope, DecodeError> {
     let (&version, body) = frame.split_first().ok_or(DecodeError::Empty)?;
-    if frame.len() > limits.max_frame_len {
-        return Err(DecodeError::TooLarge {
-            len: frame.len(),
-            max: limits.max_frame_len,
-        });
-    }
+    check_len(frame, limits)?;
     if version != WIRE_VERSION {
         return Err(DecodeError::UnknownVersion(version));
     }
@@ -202,6 +248,38 @@ pub fn decode(frame: &[u8], limits: &Limits) -> Result<Envelope, DecodeError> {
     }
     check_limits(&envelope.msg, limits)?;
     Ok(envelope)
+}
+
+/// Authenticates and decodes one sealed frame, and says which key it verified under.
+///
+/// In order: the length bound ([`DecodeError::TooLarge`]), the version byte (so that a
+/// peer speaking another version is reported as such, not as a bad MAC), the tag
+/// ([`AuthError`]), then the payload as [`decode`] does.
+pub fn decode_sealed(
+    frame: &[u8],
+    limits: &Limits,
+    auth: &FrameAuth,
+) -> Result<(Envelope, Verified), FrameError> {
+    check_len(frame, limits)?;
+    match frame.first() {
+        Some(&version) if version != WIRE_VERSION => {
+            return Err(DecodeError::UnknownVersion(version).into())
+        }
+        _ => {}
+    }
+    let opened = auth::open(auth, frame)?;
+    let envelope = decode(opened.payload, limits)?;
+    Ok((envelope, opened.verified))
+}
+
+fn check_len(frame: &[u8], limits: &Limits) -> Result<(), DecodeError> {
+    if frame.len() > limits.max_frame_len {
+        return Err(DecodeError::TooLarge {
+            len: frame.len(),
+            max: limits.max_frame_len,
+        });
+    }
+    Ok(())
 }
 
 fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
@@ -312,6 +390,149 @@ mod tests {
         assert_eq!(
             decode(&frame, &limits),
             Err(DecodeError::OverLimit("shuffle nodes"))
+        );
+    }
+
+    fn keyed(byte: u8) -> FrameAuth {
+        FrameAuth::key(crate::auth::ClusterKey::new([byte; 32]).unwrap())
+    }
+
+    #[test]
+    fn sealed_round_trip_is_the_payload_and_a_tag() {
+        let limits = Limits::default();
+        let env = Envelope {
+            from: id(1, 3),
+            msg: Message::Ping { echo: 77 },
+        };
+        for auth in [keyed(1), FrameAuth::Insecure] {
+            let frame = encode_sealed(&env, &limits, &auth).unwrap();
+            assert_eq!(frame.len(), sealed_len(&env));
+            assert_eq!(
+                frame[..frame.len() - TAG_LEN],
+                encode(&env, &limits).unwrap()
+            );
+            let (back, _) = decode_sealed(&frame, &limits, &auth).unwrap();
+            assert_eq!(back, env);
+        }
+        let frame = encode_sealed(&env, &limits, &keyed(1)).unwrap();
+        assert_eq!(
+            decode_sealed(&frame, &limits, &keyed(1)).unwrap().1,
+            Verified::Current
+        );
+        assert_eq!(
+            decode_sealed(&frame, &limits, &keyed(2)),
+            Err(FrameError::Auth(AuthError::BadMac))
+        );
+        assert_eq!(
+            decode_sealed(&frame, &limits, &FrameAuth::Insecure)
+                .unwrap()
+                .1,
+            Verified::Unchecked
+        );
+        // The unsealed decoder sees the tag as trailing bytes, never as part of a message.
+        assert_eq!(
+            decode(&frame, &limits),
+            Err(DecodeError::TrailingBytes(TAG_LEN))
+        );
+    }
+
+    #[test]
+    fn sealed_frames_respect_the_limit_tag_included() {
+        let env = Envelope {
+            from: id(1, 3),
+            msg: Message::Ping { echo: 77 },
+        };
+        let exact = Limits {
+            max_frame_len: sealed_len(&env),
+            ..Limits::default()
+        };
+        let frame = encode_sealed(&env, &exact, &keyed(1)).unwrap();
+        assert!(decode_sealed(&frame, &exact, &keyed(1)).is_ok());
+        let short = Limits {
+            max_frame_len: sealed_len(&env) - 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            encode_sealed(&env, &short, &keyed(1)),
+            Err(EncodeError::TooLarge {
+                len: sealed_len(&env),
+                max: sealed_len(&env) - 1
+            })
+        );
+        // The unsealed payload alone would fit: the tag counts.
+        assert!(encode(&env, &short).is_ok());
+        assert_eq!(
+            decode_sealed(&frame, &short, &keyed(1)),
+            Err(FrameError::Decode(DecodeError::TooLarge {
+                len: frame.len(),
+                max: frame.len() - 1
+            }))
+        );
+    }
+
+    #[test]
+    fn sealed_rejections_are_typed_and_ordered() {
+        let limits = Limits::default();
+        let auth = keyed(1);
+        // Oversized garbage is refused on its length, before any MAC work.
+        let huge = vec![0xee; limits.max_frame_len + 1];
+        assert!(matches!(
+            decode_sealed(&huge, &limits, &auth),
+            Err(FrameError::Decode(DecodeError::TooLarge { .. }))
+        ));
+        // A version-1 frame (no tag) is an unknown version, not a bad MAC.
+        assert_eq!(
+            decode_sealed(&[1, 0, 0, 0], &limits, &auth),
+            Err(FrameError::Decode(DecodeError::UnknownVersion(1)))
+        );
+        assert_eq!(
+            decode_sealed(&[], &limits, &auth),
+            Err(FrameError::Auth(AuthError::Truncated { len: 0 }))
+        );
+        assert_eq!(
+            decode_sealed(&[WIRE_VERSION; TAG_LEN], &limits, &auth),
+            Err(FrameError::Auth(AuthError::Truncated { len: TAG_LEN }))
+        );
+        let mut insecure = vec![WIRE_VERSION, 0xff];
+        crate::auth::seal(&FrameAuth::Insecure, &mut insecure);
+        assert_eq!(
+            decode_sealed(&insecure, &limits, &auth),
+            Err(FrameError::Auth(AuthError::Missing))
+        );
+        // Authenticated but malformed: a decode error, after the MAC passed.
+        let mut garbage = vec![WIRE_VERSION, 0xff];
+        crate::auth::seal(&auth, &mut garbage);
+        assert!(matches!(
+            decode_sealed(&garbage, &limits, &auth),
+            Err(FrameError::Decode(DecodeError::Malformed(_)))
+        ));
+    }
+
+    /// The worst case of every header around one record body stays within
+    /// [`RECORD_FRAME_OVERHEAD`]: IPv6 sender and origin, largest port, epoch and sequence.
+    #[test]
+    fn record_frame_overhead_bounds_the_worst_case() {
+        let worst = NodeId::new(
+            std::net::SocketAddr::new(std::net::Ipv6Addr::from(u128::MAX).into(), u16::MAX),
+            u64::MAX,
+        );
+        let body = Arc::new(RecordBody::default());
+        let env = Envelope {
+            from: worst,
+            msg: Message::Records {
+                records: vec![Record {
+                    origin: worst,
+                    seq: u64::MAX,
+                    body: body.clone(),
+                }],
+            },
+        };
+        let body_len = postcard::experimental::serialized_size(&*body).unwrap();
+        let overhead = sealed_len(&env) - body_len;
+        assert!(overhead <= RECORD_FRAME_OVERHEAD, "{overhead}");
+        assert!(
+            overhead > 100,
+            "{overhead}: the bound is not loose by accident"
         );
     }
 }

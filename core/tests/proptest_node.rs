@@ -1,6 +1,7 @@
 //! Property tests of the wire codec and of one [`Node`] under hostile, random input.
 //!
-//! - Codec: every envelope within the limits round-trips; no byte string panics `decode`.
+//! - Codec: every envelope within the limits round-trips, sealed or not; no byte string
+//!   panics `decode` or `decode_sealed`; a changed sealed frame never decodes under a key.
 //! - Node: after every input of a random sequence (messages from a small universe of peers,
 //!   answers to what the node sent, cascading records, timeouts, raw frames) the view
 //!   invariants hold, every output is a valid frame addressed to someone else, draining
@@ -10,7 +11,8 @@
 //! to soak (for instance `PROPTEST_CASES=20000 cargo test --release -p minuteman-core
 //! --test proptest_node`).
 
-use minuteman_core::wire::{self, DigestEntry, Priority};
+use minuteman_core::auth::{ClusterKey, FrameAuth, Verified, TAG_LEN};
+use minuteman_core::wire::{self, DigestEntry, FrameError, Priority};
 use minuteman_core::{
     Config, DecodeError, Envelope, Event, Limits, Message, Node, NodeId, Output, Record,
     RecordBody, Time,
@@ -218,6 +220,85 @@ proptest! {
             max_record_bytes: 16,
         };
         let _ = wire::decode(&bytes, &tight);
+    }
+}
+
+fn any_auth() -> impl Strategy<Value = FrameAuth> {
+    prop_oneof![
+        1 => Just(FrameAuth::Insecure),
+        3 => vec(any::<u8>(), 32..80).prop_map(|k| FrameAuth::key(ClusterKey::new(k).unwrap())),
+    ]
+}
+
+/// Hostile bytes followed by a tag: the one an insecure node sends (so that the payload
+/// reaches the decoder on an insecure node), a real one under the test key (the payload
+/// reaches the decoder on a keyed node too), or noise.
+fn hostile_sealed() -> impl Strategy<Value = Vec<u8>> {
+    (hostile_bytes(), 0..3u8, vec(any::<u8>(), TAG_LEN)).prop_map(|(mut v, tag, noise)| {
+        match tag {
+            0 => minuteman_core::auth::seal(&FrameAuth::Insecure, &mut v),
+            1 => minuteman_core::auth::seal(&test_key(), &mut v),
+            _ => v.extend(noise),
+        }
+        v
+    })
+}
+
+fn test_key() -> FrameAuth {
+    FrameAuth::key(ClusterKey::new([0x42; 32]).unwrap())
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn sealed_envelopes_round_trip(env in any_envelope(), auth in any_auth()) {
+        let limits = Limits::default();
+        let frame = wire::encode_sealed(&env, &limits, &auth).expect("within limits");
+        prop_assert_eq!(frame.len(), wire::sealed_len(&env));
+        let (back, verified) = wire::decode_sealed(&frame, &limits, &auth).expect("decodes");
+        prop_assert_eq!(back, env);
+        let expected = if auth.is_insecure() { Verified::Unchecked } else { Verified::Current };
+        prop_assert_eq!(verified, expected);
+    }
+
+    /// A sealed frame with a few edits never decodes under a key unless it is unchanged.
+    #[test]
+    fn mutated_sealed_frames_are_rejected(
+        env in any_envelope(),
+        edits in vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let limits = Limits::default();
+        let auth = test_key();
+        let frame = wire::encode_sealed(&env, &limits, &auth).expect("within limits");
+        let mut bad = frame.clone();
+        for (at, byte) in edits {
+            let i = at.index(bad.len());
+            bad[i] = byte;
+        }
+        match wire::decode_sealed(&bad, &limits, &auth) {
+            Ok((back, _)) => {
+                prop_assert_eq!(&bad, &frame);
+                prop_assert_eq!(back, env);
+            }
+            Err(FrameError::Auth(_)) => prop_assert_ne!(&bad, &frame),
+            // Only the version byte is read before the MAC.
+            Err(FrameError::Decode(e)) => {
+                prop_assert_ne!(bad[0], wire::WIRE_VERSION, "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn decode_sealed_never_panics(bytes in hostile_sealed()) {
+        for auth in [FrameAuth::Insecure, test_key()] {
+            let limits = Limits::default();
+            if let Ok((env, _)) = wire::decode_sealed(&bytes, &limits, &auth) {
+                let again = wire::encode_sealed(&env, &limits, &auth).expect("re-encodes");
+                let (back, _) = wire::decode_sealed(&again, &limits, &auth).expect("decodes");
+                prop_assert_eq!(back, env);
+            }
+        }
     }
 }
 
