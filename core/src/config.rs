@@ -19,6 +19,7 @@
 //! - The node's own address is one peers can reach (no unspecified IP, no port 0), and so
 //!   is every contact.
 
+use crate::auth::FrameAuth;
 use crate::id::NodeId;
 use crate::records::RecordBody;
 use crate::wire::{Limits, RECORD_FRAME_OVERHEAD};
@@ -139,10 +140,13 @@ pub struct Config {
     pub reachability: ReachabilityConfig,
     /// Most outputs queued between two drains; beyond it outputs are dropped and counted.
     pub max_queued_outputs: usize,
+    /// How frames are authenticated: the cluster key(s), or an explicit `Insecure`.
+    pub auth: FrameAuth,
 }
 
 impl Config {
-    pub fn new(id: NodeId, contacts: Vec<SocketAddr>, seed: u64) -> Config {
+    /// A config with every default; `auth` is required: there is no silent insecure mode.
+    pub fn new(id: NodeId, contacts: Vec<SocketAddr>, seed: u64, auth: FrameAuth) -> Config {
         Config {
             id,
             contacts,
@@ -153,6 +157,7 @@ impl Config {
             limits: Limits::default(),
             reachability: ReachabilityConfig::default(),
             max_queued_outputs: 1 << 20,
+            auth,
         }
     }
 
@@ -415,7 +420,12 @@ mod tests {
 
     fn config() -> Config {
         let me = NodeId::new(([10, 0, 0, 1], 61420).into(), 1);
-        Config::new(me, vec![([10, 0, 0, 2], 61420).into(), me.addr], 7)
+        Config::new(
+            me,
+            vec![([10, 0, 0, 2], 61420).into(), me.addr],
+            7,
+            FrameAuth::Insecure,
+        )
     }
 
     fn field_of(change: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
@@ -428,7 +438,10 @@ mod tests {
     fn defaults_validate() {
         assert_eq!(config().validate(), Ok(()));
         let v6 = NodeId::new("[fd00::1]:61420".parse().unwrap(), u64::MAX);
-        assert_eq!(Config::new(v6, Vec::new(), 0).validate(), Ok(()));
+        assert_eq!(
+            Config::new(v6, Vec::new(), 0, FrameAuth::Insecure).validate(),
+            Ok(())
+        );
     }
 
     /// Every rule, one broken at a time on an otherwise default config: the error names
@@ -681,7 +694,7 @@ mod tests {
             c.limits.max_frame_len = c.limits.max_record_bytes + RECORD_FRAME_OVERHEAD;
             c.max_queued_outputs = 1;
             assert_eq!(c.validate(), Ok(()));
-            let mut node = Node::new(c, Time::ZERO);
+            let mut node = Node::new(c, Time::ZERO).expect("validated");
             let mut now = Time::ZERO;
             for _ in 0..8 {
                 let at = loop {

@@ -105,6 +105,11 @@ pub struct Counters {
     pub messages_out: [u64; Message::KINDS],
     /// Messages from an older incarnation of a peer, ignored.
     pub stale_epoch_messages: u64,
+    /// Messages whose claimed sender is on another host than the connection they came
+    /// from, dropped.
+    pub forged_sender: u64,
+    /// Connections to peers the shell reported closed or failed.
+    pub connections_lost: u64,
     /// Messages claiming to come from this node's own address, ignored.
     pub self_messages: u64,
     pub links_up: u64,

@@ -26,7 +26,7 @@ pub use config::{
 };
 pub use counters::Counters;
 pub use id::NodeId;
-pub use node::{Event, LinkDown, Node, Output, RecordTooLarge, Transmit};
+pub use node::{Event, InputError, LinkDown, Node, Output, RecordTooLarge, Transmit};
 pub use records::{Record, RecordBody};
 pub use time::Time;
 pub use vip::{Backend, Protocol, Vip, VipAddr, VipSet};

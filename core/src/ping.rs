@@ -39,6 +39,11 @@ pub struct LinkMonitor {
     state: State,
     /// When the last probe went out; the link dies one timeout after it.
     last_probe: Time,
+    /// Send time of the newest ping, and of the newest one answered: a PONG gives an RTT
+    /// sample only for a ping in between, so a duplicated or replayed PONG cannot feed an
+    /// old (huge) sample into the window.
+    last_ping_sent: Option<Time>,
+    last_ping_answered: Option<Time>,
 }
 
 impl LinkMonitor {
@@ -51,6 +56,8 @@ impl LinkMonitor {
             next_ping: first_ping,
             state: State::Healthy { outstanding: None },
             last_probe: now,
+            last_ping_sent: None,
+            last_ping_answered: None,
         }
     }
 
@@ -63,7 +70,12 @@ impl LinkMonitor {
     /// A PONG echoing `echo` (our send time, in nanoseconds) arrived.
     pub fn on_pong(&mut self, now: Time, echo: u64, cfg: &PingConfig) {
         let sent = Time::from_nanos(echo);
-        if sent <= now {
+        let fresh = self.last_ping_sent.is_some_and(|last| sent <= last)
+            && self
+                .last_ping_answered
+                .is_none_or(|answered| sent > answered);
+        if fresh && sent <= now {
+            self.last_ping_answered = Some(sent);
             let sample = now - sent;
             let evicted = if self.rtts.len() >= cfg.rtt_window.max(1) {
                 self.rtts.pop_front()
@@ -155,6 +167,9 @@ impl LinkMonitor {
                 }
             }
         }
+        if action.send_ping {
+            self.last_ping_sent = Some(now);
+        }
         action
     }
 
@@ -187,6 +202,12 @@ mod tests {
         Time::from_millis(n)
     }
 
+    /// The PONG to a ping sent at `sent` arrives at `now`.
+    fn pong(m: &mut LinkMonitor, now: Time, sent: Time, cfg: &PingConfig) {
+        m.last_ping_sent = m.last_ping_sent.max(Some(sent));
+        m.on_pong(now, sent.as_nanos(), cfg);
+    }
+
     /// Drives a monitor whose peer never answers; returns when it was declared dead.
     fn time_to_death(monitor: &mut LinkMonitor, from: Time, cfg: &PingConfig) -> Time {
         let mut now = from;
@@ -204,12 +225,29 @@ mod tests {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(0));
         assert_eq!(m.timeout(&cfg), cfg.timeout_ceiling);
-        m.on_pong(ms(1), 0, &cfg);
+        pong(&mut m, ms(1), ms(0), &cfg);
         assert_eq!(m.timeout(&cfg), cfg.timeout_floor);
-        m.on_pong(ms(1000), ms(700).as_nanos(), &cfg);
+        pong(&mut m, ms(1000), ms(700), &cfg);
         assert_eq!(m.timeout(&cfg), cfg.timeout_ceiling);
         // A bogus echo from the future is not a sample.
         m.on_pong(ms(1000), u64::MAX, &cfg);
+        assert_eq!(m.rtts.len(), 2);
+    }
+
+    #[test]
+    fn a_replayed_or_duplicated_pong_gives_no_sample() {
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(0));
+        pong(&mut m, ms(1), ms(0), &cfg);
+        pong(&mut m, ms(101), ms(100), &cfg);
+        assert_eq!(m.rtts.len(), 2);
+        // The PONG of the ping at 0 ms again, 10 s later: no 10 s sample.
+        m.on_pong(ms(10_000), 0, &cfg);
+        m.on_pong(ms(10_000), ms(100).as_nanos(), &cfg);
+        assert_eq!(m.rtts.len(), 2);
+        assert_eq!(m.timeout(&cfg), cfg.timeout_floor);
+        // A PONG for a ping never sent is no sample either.
+        m.on_pong(ms(10_000), ms(5_000).as_nanos(), &cfg);
         assert_eq!(m.rtts.len(), 2);
     }
 
@@ -218,7 +256,7 @@ mod tests {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(0));
         for i in 0..1000 {
-            m.on_pong(ms(i), ms(i).as_nanos(), &cfg);
+            pong(&mut m, ms(i), ms(i), &cfg);
         }
         assert_eq!(m.rtts.len(), cfg.rtt_window);
     }
@@ -227,7 +265,7 @@ mod tests {
     fn silent_peer_dies_after_probes() {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(0));
-        m.on_pong(ms(1), 0, &cfg);
+        pong(&mut m, ms(1), ms(0), &cfg);
         let dead = time_to_death(&mut m, ms(1), &cfg);
         // ping at 1 ms, deadline 31, probes at 31, 38.5, 46, 53.5, dead at 83.5.
         assert!(dead > ms(60) && dead < ms(100), "dead at {dead}");
@@ -237,7 +275,7 @@ mod tests {
     fn any_answer_during_suspicion_saves_the_link() {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(0));
-        m.on_pong(ms(1), 0, &cfg);
+        pong(&mut m, ms(1), ms(0), &cfg);
         let mut now = ms(1);
         let mut probes = 0;
         while probes < 3 {
@@ -257,7 +295,7 @@ mod tests {
     fn cascade_suspicion_is_faster_than_waiting() {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(50));
-        m.on_pong(ms(1), 0, &cfg);
+        pong(&mut m, ms(1), ms(0), &cfg);
         m.suspect(ms(10));
         let dead = time_to_death(&mut m, ms(10), &cfg);
         assert!(dead <= ms(10) + cfg.timeout_floor * 2, "dead at {dead}");

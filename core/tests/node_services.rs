@@ -1,6 +1,7 @@
 //! One node's service path alone: local backends become kernel operations, an oversized set
 //! is refused whole with the reason, and a resync rebuilds the kernel from what it holds.
 
+use minuteman_core::auth::FrameAuth;
 use minuteman_core::kernel::{KernelState, Op};
 use minuteman_core::{
     Backend, Config, Node, NodeId, Output, Protocol, RecordTooLarge, Time, Vip, VipAddr, VipSet,
@@ -9,9 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 fn node() -> Node {
     let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
-    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7, FrameAuth::Insecure);
     cfg.limits.max_record_backends = 50;
-    Node::new(cfg, Time::ZERO)
+    Node::new(cfg, Time::ZERO).expect("valid config")
 }
 
 fn set(backends: u16) -> VipSet {
@@ -112,9 +113,9 @@ fn an_oversized_set_is_refused_whole_and_the_last_one_stays() {
 #[test]
 fn a_set_over_the_byte_bound_is_refused_with_its_size() {
     let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
-    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7, FrameAuth::Insecure);
     cfg.limits.max_record_bytes = 64;
-    let mut n = Node::new(cfg, Time::ZERO);
+    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
     let err = n
         .set_local_services(Time::from_millis(1), vec![me.ip()], set(10))
         .unwrap_err();
@@ -128,9 +129,9 @@ fn a_set_over_the_byte_bound_is_refused_with_its_size() {
 #[test]
 fn kernel_operations_survive_a_full_output_queue() {
     let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
-    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7);
+    let mut cfg = Config::new(NodeId::new(me, 1), vec![me], 7, FrameAuth::Insecure);
     cfg.max_queued_outputs = 2;
-    let mut n = Node::new(cfg, Time::ZERO);
+    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
     let agent = vec![me.ip()];
     n.set_local_services(Time::from_millis(1), agent, set(5))
         .unwrap();
@@ -146,11 +147,13 @@ fn kernel_operations_survive_a_full_output_queue() {
         );
         n.handle_message(
             Time::from_millis(2),
+            stranger.addr.ip(),
             minuteman_core::Envelope {
                 from: stranger,
                 msg: minuteman_core::Message::Ping { echo: 1 },
             },
-        );
+        )
+        .unwrap();
     }
     assert!(n.counters().outputs_dropped > 0, "the queue never filled");
 

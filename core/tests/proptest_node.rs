@@ -139,7 +139,8 @@ fn mutated_frame() -> impl Strategy<Value = Vec<u8>> {
         any::<prop::sample::Index>(),
     )
         .prop_map(|(env, edits, cut)| {
-            let mut frame = wire::encode(&env, &Limits::default()).expect("within limits");
+            let mut frame = wire::encode_sealed(&env, &Limits::default(), &FrameAuth::Insecure)
+                .expect("within limits");
             for (at, byte, kind) in edits {
                 let i = at.index(frame.len());
                 match kind {
@@ -482,16 +483,25 @@ fn build(setup: &Setup, now: Time) -> Node {
         NodeId::new(self_addr(), setup.epoch),
         setup.contacts.clone(),
         setup.seed,
+        FrameAuth::Insecure,
     );
     cfg.membership.active_max = setup.active_max;
     cfg.membership.passive_max = setup.passive_max;
     cfg.membership.arwl = setup.arwl;
-    cfg.membership.prwl = setup.prwl;
+    // The passive walk length must not exceed the active one (Config::validate).
+    cfg.membership.prwl = setup.prwl.min(setup.arwl);
     cfg.membership.shuffle_active = setup.shuffle_active;
     cfg.membership.shuffle_passive = setup.shuffle_passive;
     cfg.records.max_records = setup.max_records;
     cfg.max_queued_outputs = setup.max_queued_outputs;
-    Node::new(cfg, now)
+    Node::new(cfg, now).expect("the setup strategy builds valid configs")
+}
+
+/// The transport's remote for `bytes`: the claimed sender's host when the frame decodes
+/// (an honest transport), else an arbitrary host.
+fn remote_of(bytes: &[u8]) -> std::net::IpAddr {
+    wire::decode_sealed(bytes, &Limits::default(), &FrameAuth::Insecure)
+        .map_or(universe_addr(0).ip(), |(env, _)| env.from.addr.ip())
 }
 
 /// Most outputs one input may produce.
@@ -581,7 +591,9 @@ impl Harness {
     /// Delivers one message, drains and checks.
     fn deliver(&mut self, envelope: Envelope, out: &mut Vec<Output>) -> Result<(), TestCaseError> {
         let what = format!("{envelope:?}");
-        self.node.handle_message(self.now, envelope);
+        let _ = self
+            .node
+            .handle_message(self.now, envelope.from.addr.ip(), envelope);
         let (outputs, at) = drain(&mut self.node)?;
         self.deadline = at;
         out.extend(outputs);
@@ -594,15 +606,17 @@ impl Harness {
         match step {
             Step::Message { dt, envelope } => {
                 self.now = self.now + *dt;
-                self.node.handle_message(self.now, envelope.clone());
+                let _ =
+                    self.node
+                        .handle_message(self.now, envelope.from.addr.ip(), envelope.clone());
             }
             Step::Frame { dt, bytes } => {
                 self.now = self.now + *dt;
                 let before = self.node.counters().decode_errors.total();
-                let result = self.node.handle_frame(self.now, bytes);
+                let result = self.node.handle_frame(self.now, remote_of(bytes), bytes);
                 let after = self.node.counters().decode_errors.total();
                 match result {
-                    Ok(()) => prop_assert_eq!(after, before),
+                    Ok(_) => prop_assert_eq!(after, before),
                     Err(_) => prop_assert_eq!(after, before + 1),
                 }
             }
@@ -773,8 +787,8 @@ proptest! {
         for (i, bytes) in frames.iter().enumerate() {
             now = now + Duration::from_millis(3);
             let before = node.counters().clone();
-            match node.handle_frame(now, bytes) {
-                Ok(()) => {
+            match node.handle_frame(now, remote_of(bytes), bytes) {
+                Ok(_) => {
                     prop_assert_eq!(&node.counters().decode_errors, &before.decode_errors);
                     prop_assert_eq!(
                         node.counters().messages_in.iter().sum::<u64>(),
@@ -902,11 +916,12 @@ fn self_stays_reachable_under_a_bogus_epoch_of_self() {
     let me = NodeId::new(self_addr(), 1);
     let peer = NodeId::new(universe_addr(0), 1);
     let now = Time::from_millis(1);
-    let mut node = Node::new(Config::new(me, vec![], 0), now);
+    let mut node = Node::new(Config::new(me, vec![], 0, FrameAuth::Insecure), now).unwrap();
     while !matches!(node.poll_output(), Output::Timeout(_)) {}
     assert!(node.is_reachable(&me));
     node.handle_message(
         now,
+        peer.addr.ip(),
         Envelope {
             from: peer,
             msg: Message::Records {
@@ -920,7 +935,8 @@ fn self_stays_reachable_under_a_bogus_epoch_of_self() {
                 }],
             },
         },
-    );
+    )
+    .unwrap();
     while !matches!(node.poll_output(), Output::Timeout(_)) {}
     assert_eq!(node.check_invariants(), Ok(()));
     assert!(

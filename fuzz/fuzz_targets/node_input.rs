@@ -9,12 +9,14 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+use minuteman_core::auth::FrameAuth;
+use minuteman_core::node::InputError;
 use minuteman_core::wire::{self, DigestEntry, Priority};
 use minuteman_core::{
     Backend, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordBody, Time,
     Transmit, Vip, VipAddr, VipSet,
 };
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,12 +190,16 @@ impl Driver {
                 Output::Transmit(t) => {
                     assert_ne!(t.dst, me.addr, "transmit to self after {what:?}: {t:?}");
                     assert_eq!(t.envelope.from, me);
-                    let frame = wire::encode(&t.envelope, &limits)
+                    let frame = self
+                        .node
+                        .encode(&t)
                         .unwrap_or_else(|e| panic!("unencodable output {t:?}: {e}"));
-                    assert_eq!(wire::decode(&frame, &limits), Ok(t.envelope.clone()));
+                    let auth = &self.node.config().auth;
+                    let decoded = wire::decode_sealed(&frame, &limits, auth).map(|(e, _)| e);
+                    assert_eq!(decoded, Ok(t.envelope.clone()));
                     self.last.push(t);
                 }
-                Output::Event(_) => {}
+                Output::Event(_) | Output::CloseLink(_) => {}
                 Output::Kernel(ops) => {
                     // Hostile records may shape the desired state, never break the diff.
                     self.kernel
@@ -214,17 +220,46 @@ impl Driver {
     }
 
     fn frame(&mut self, bytes: &[u8]) {
+        // An honest transport: the remote is the claimed sender's host when there is one.
+        let cfg = self.node.config();
+        let remote = wire::decode_sealed(bytes, &cfg.limits, &cfg.auth)
+            .map_or(addr(0).ip(), |(env, _)| env.from.addr.ip());
         let before = self.node.counters().decode_errors.total();
-        let result = self.node.handle_frame(self.now, bytes);
+        let result = self.node.handle_frame(self.now, remote, bytes);
         let after = self.node.counters().decode_errors.total();
         assert_eq!(after, before + u64::from(result.is_err()));
         self.settle(&format_args!("frame {bytes:02x?}"));
     }
 
-    fn message(&mut self, envelope: Envelope) {
+    fn message(&mut self, envelope: Envelope, forged_from: Option<IpAddr>) {
         // Through the codec, as a shell would deliver it.
-        let frame = wire::encode(&envelope, &self.node.config().limits).expect("encodes");
-        assert_eq!(self.node.handle_frame(self.now, &frame), Ok(()));
+        let frame = self
+            .node
+            .encode(&Transmit {
+                dst: self.node.id().addr,
+                envelope: envelope.clone(),
+            })
+            .expect("encodes");
+        match forged_from.filter(|ip| *ip != envelope.from.addr.ip()) {
+            Some(remote) => {
+                // Claims another host than the connection's: refused, counted, no effect.
+                let before = self.node.counters().clone();
+                let result = self.node.handle_frame(self.now, remote, &frame);
+                assert!(
+                    matches!(result, Err(InputError::ForgedSender { .. })),
+                    "{result:?}"
+                );
+                let after = self.node.counters();
+                assert_eq!(after.forged_sender, before.forged_sender + 1);
+                assert_eq!(after.messages_in, before.messages_in);
+                assert_eq!(after.messages_out, before.messages_out);
+            }
+            None => {
+                let remote = envelope.from.addr.ip();
+                let result = self.node.handle_frame(self.now, remote, &frame);
+                assert_eq!(result, Ok(envelope.from));
+            }
+        }
         self.settle(&envelope);
     }
 
@@ -242,18 +277,18 @@ fn run(u: &mut Unstructured) -> Result<()> {
     let contacts = (0..u.int_in_range(0..=3)?)
         .map(|_| Ok(addr(u.arbitrary()?)))
         .collect::<Result<_>>()?;
-    let mut cfg = Config::new(me, contacts, u.arbitrary()?);
+    let mut cfg = Config::new(me, contacts, u.arbitrary()?, FrameAuth::Insecure);
     cfg.membership.active_max = u.int_in_range(1..=5)?;
     cfg.membership.passive_max = u.int_in_range(1..=8)?;
     cfg.membership.arwl = u.int_in_range(0..=6)?;
-    cfg.membership.prwl = u.int_in_range(0..=3)?;
+    cfg.membership.prwl = u.int_in_range(0..=3)?.min(cfg.membership.arwl);
     cfg.records.max_records = u.int_in_range(1..=16)?;
     if u.ratio(1, 4)? {
         cfg.max_queued_outputs = u.int_in_range(1..=16)?;
     }
     let now = Time::from_millis(u.int_in_range(0..=10_000)?);
     let mut d = Driver {
-        node: Node::new(cfg, now),
+        node: Node::new(cfg, now).expect("the fuzzer builds valid configs"),
         now,
         deadline: now,
         last: Vec::new(),
@@ -276,7 +311,13 @@ fn run(u: &mut Unstructured) -> Result<()> {
                 d.now = d.now + Duration::from_micros(u.int_in_range(0..=50_000)?);
                 let from = id(u)?;
                 let msg = message(u, d.now)?;
-                d.message(Envelope { from, msg });
+                // Now and then the connection is another host's than the claimed sender's.
+                let forged = if u.ratio(1, 8)? {
+                    Some(addr(u.arbitrary()?).ip())
+                } else {
+                    None
+                };
+                d.message(Envelope { from, msg }, forged);
             }
             5 => {
                 // Cooperative peers answer what the node just sent.
@@ -291,7 +332,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
                         _ => continue,
                     };
                     let from = d.known(t.dst);
-                    d.message(Envelope { from, msg });
+                    d.message(Envelope { from, msg }, None);
                 }
             }
             6 => {

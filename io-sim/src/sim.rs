@@ -18,6 +18,7 @@
 use crate::network::{NetConfig, Network};
 use crate::queue::EventQueue;
 use crate::world::{ServiceWorld, WorldConfig};
+use minuteman_core::auth::{ClusterKey, FrameAuth};
 use minuteman_core::wire::{self, Envelope};
 use minuteman_core::{Config, Event, Node, NodeId, Output, Time};
 use rand::{Rng, SeedableRng};
@@ -45,6 +46,20 @@ pub fn node_index(ip: IpAddr, nodes: usize) -> Option<usize> {
     (index < nodes).then_some(index)
 }
 
+/// The simulated cluster's key: fixed, so choosing it draws nothing from the run's
+/// generator.
+pub fn sim_cluster_key() -> ClusterKey {
+    ClusterKey::new(b"minuteman simulated cluster key, 32+ bytes").expect("long enough")
+}
+
+/// One cluster key, no rotation in progress.
+pub fn sim_cluster_auth() -> FrameAuth {
+    FrameAuth::Keys {
+        current: sim_cluster_key(),
+        previous: None,
+    }
+}
+
 /// How a simulated cluster is built.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -58,6 +73,8 @@ pub struct ClusterConfig {
     pub wire_roundtrip: bool,
     /// Applied to every node's core config (the simulator sets id, contacts and seed).
     pub tune: fn(&mut Config),
+    /// Every host's frame authentication at start (one cluster key by default).
+    pub auth: FrameAuth,
 }
 
 impl ClusterConfig {
@@ -69,6 +86,7 @@ impl ClusterConfig {
             net: NetConfig::default(),
             wire_roundtrip: false,
             tune: |_| {},
+            auth: sim_cluster_auth(),
         }
     }
 
@@ -102,7 +120,8 @@ pub struct Traffic {
     pub to_dead: u64,
     /// Addressed to no simulated node.
     pub unroutable: u64,
-    pub decode_errors: u64,
+    /// Refused by the receiving core (bad frame, bad MAC, forged sender).
+    pub rejected: u64,
     /// Messages and bytes sent, by [`minuteman_core::Message::kind_index`].
     pub by_kind: [(u64, u64); minuteman_core::Message::KINDS],
 }
@@ -120,6 +139,8 @@ struct Detection {
 
 struct SimNode {
     id: NodeId,
+    /// The frame authentication this host boots with (see [`Simulation::set_auth`]).
+    auth: FrameAuth,
     node: Option<Node>,
     /// The earliest timer event in the heap for this incarnation.
     timer: Option<Time>,
@@ -129,9 +150,17 @@ enum EventKind {
     Start {
         node: usize,
     },
+    /// A message from node `from` (whatever it claims inside) to node `to`.
     Deliver {
+        from: usize,
         to: usize,
         envelope: Envelope,
+    },
+    /// Raw bytes from host `from` to node `to`, through the frame decoder.
+    DeliverFrame {
+        from: usize,
+        to: usize,
+        frame: Vec<u8>,
     },
     Timer {
         node: usize,
@@ -177,6 +206,9 @@ pub struct Simulation {
     pub check_each_event: bool,
     /// The first broken invariant seen with `check_each_event`: when, and what.
     pub invariant_violation: Option<(Time, String)>,
+    /// When set, every delivered message is recorded here as (sender host, receiver,
+    /// envelope): captured traffic, for replay tests.
+    pub capture: Option<Vec<(usize, usize, Envelope)>>,
 }
 
 impl Simulation {
@@ -207,6 +239,7 @@ impl Simulation {
             churn_until: Time::ZERO,
             check_each_event: false,
             invariant_violation: None,
+            capture: None,
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -214,6 +247,7 @@ impl Simulation {
             sim.index.insert(addr, i);
             sim.nodes.push(SimNode {
                 id: NodeId::new(addr, 1),
+                auth: sim.cfg.auth.clone(),
                 node: None,
                 timer: None,
             });
@@ -378,17 +412,12 @@ impl Simulation {
                     self.schedule(self.now + gap, EventKind::Churn);
                 }
             }
-            EventKind::Deliver { to, envelope } => {
+            EventKind::Deliver { from, to, envelope } => {
                 let slot = &mut self.nodes[to];
                 let Some(core) = slot.node.as_mut() else {
                     self.traffic.to_dead += 1;
                     return;
                 };
-                let from = self
-                    .index
-                    .get(&envelope.from.addr)
-                    .copied()
-                    .unwrap_or(usize::MAX);
                 if self.watch.contains(&to) || self.watch.contains(&from) {
                     eprintln!(
                         "{} {} -> {} {:?}",
@@ -396,27 +425,75 @@ impl Simulation {
                     );
                 }
                 let kind = envelope.msg.kind_index() as u64;
-                if self.cfg.wire_roundtrip {
-                    let frame = wire::encode(&envelope, &core.config().limits)
+                if let Some(capture) = self.capture.as_mut() {
+                    capture.push((from, to, envelope.clone()));
+                }
+                let remote = node_addr(from).ip();
+                let accepted = if self.cfg.wire_roundtrip {
+                    let limits = core.config().limits.clone();
+                    let sender_auth = &self.nodes[from].auth;
+                    let frame = wire::encode_sealed(&envelope, &limits, sender_auth)
                         .expect("core emits frames within the limits");
-                    if core.handle_frame(self.now, &frame).is_err() {
-                        self.traffic.decode_errors += 1;
-                    }
+                    let core = self.nodes[to].node.as_mut().expect("alive");
+                    core.handle_frame(self.now, remote, &frame).is_ok()
                 } else {
-                    core.handle_message(self.now, envelope);
+                    core.handle_message(self.now, remote, envelope).is_ok()
+                };
+                if !accepted {
+                    self.traffic.rejected += 1;
                 }
                 self.traffic.delivered += 1;
                 self.trace_event(1, from as u64, to as u64, kind);
                 self.drain(to);
             }
+            EventKind::DeliverFrame { from, to, frame } => {
+                let Some(core) = self.nodes[to].node.as_mut() else {
+                    self.traffic.to_dead += 1;
+                    return;
+                };
+                if core
+                    .handle_frame(self.now, node_addr(from).ip(), &frame)
+                    .is_err()
+                {
+                    self.traffic.rejected += 1;
+                }
+                self.traffic.delivered += 1;
+                self.trace_event(6, from as u64, to as u64, frame.len() as u64);
+                self.drain(to);
+            }
         }
+    }
+
+    /// Sends `envelope` from host `from` to node `to` outside any core (an attacker, or a
+    /// replay): it arrives after one network latency and goes through `handle_message`,
+    /// with `from`'s address as the transport's remote.
+    pub fn inject(&mut self, from: usize, to: usize, envelope: Envelope) {
+        let delay = self.network.latency(&mut self.rng, from, to);
+        self.schedule(self.now + delay, EventKind::Deliver { from, to, envelope });
+    }
+
+    /// Sends raw `frame` bytes from host `from` to node `to`, through `handle_frame`.
+    pub fn inject_frame(&mut self, from: usize, to: usize, frame: Vec<u8>) {
+        let delay = self.network.latency(&mut self.rng, from, to);
+        self.schedule(
+            self.now + delay,
+            EventKind::DeliverFrame { from, to, frame },
+        );
+    }
+
+    /// The frame authentication node `i` uses from its next boot (restart) on.
+    pub fn set_auth(&mut self, i: usize, auth: FrameAuth) {
+        self.nodes[i].auth = auth;
     }
 
     fn boot(&mut self, i: usize) {
         let id = self.nodes[i].id;
-        let mut config = Config::new(id, self.contacts.clone(), self.rng.random());
+        let auth = self.nodes[i].auth.clone();
+        let mut config = Config::new(id, self.contacts.clone(), self.rng.random(), auth);
         (self.cfg.tune)(&mut config);
-        self.nodes[i].node = Some(Node::new(config, self.now));
+        let node = Node::new(config, self.now)
+            .unwrap_or_else(|e| panic!("the simulated cluster's config is invalid: {e}"));
+        self.nodes[i].node = Some(node);
         self.nodes[i].timer = None;
         self.trace_event(2, i as u64, id.epoch, 0);
         if let Some(world) = self.world.as_mut() {
@@ -472,6 +549,8 @@ impl Simulation {
             };
             match core.poll_output() {
                 Output::Transmit(t) => self.transmit(i, t.dst, t.envelope),
+                // Simulated links have no connection to close.
+                Output::CloseLink(_) => {}
                 Output::Event(e) => self.observe(i, e),
                 Output::Kernel(ops) => {
                     if let Some(world) = self.world.as_mut() {
@@ -514,9 +593,16 @@ impl Simulation {
                 if let Some((&last, rest)) = delays.split_last() {
                     for &d in rest {
                         let copy = envelope.clone();
-                        self.schedule(self.now + d, EventKind::Deliver { to, envelope: copy });
+                        self.schedule(
+                            self.now + d,
+                            EventKind::Deliver {
+                                from,
+                                to,
+                                envelope: copy,
+                            },
+                        );
                     }
-                    self.schedule(self.now + last, EventKind::Deliver { to, envelope });
+                    self.schedule(self.now + last, EventKind::Deliver { from, to, envelope });
                 }
             }
             Err(crate::network::Drop::Lost) => self.traffic.lost += 1,

@@ -292,7 +292,7 @@ fn wire_round_trip_gives_the_same_run() {
         sim.run_until(ms(3_000));
         sim.crash_batch(&[4, 9]);
         sim.run_until(ms(5_000));
-        (sim.trace_hash(), sim.traffic.decode_errors)
+        (sim.trace_hash(), sim.traffic.rejected)
     };
     let (hash, errors) = go(true);
     assert_eq!(errors, 0);

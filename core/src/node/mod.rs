@@ -1,13 +1,58 @@
 //! [`Node`]: the one state machine a shell drives.
 //!
-//! Inputs: [`Node::handle_frame`] / [`Node::handle_message`] for what peers send and
-//! [`Node::handle_timeout`] when the last `Timeout(at)` is due, each with `now`. After any
-//! input the shell drains [`Node::poll_output`] until it yields [`Output::Timeout`].
+//! # The contract with a shell
+//!
+//! Everything the node needs from the world comes in through `handle_*` calls, each with
+//! `now` (a monotonic [`Time`] that never goes backwards); everything it wants done comes
+//! out of [`Node::poll_output`], which the shell drains after **every** input until it
+//! yields [`Output::Timeout`]`(at)`; then it waits for the next input or for `at` and calls
+//! [`Node::handle_timeout`]. The node never blocks, reads a clock or draws OS randomness.
+//!
+//! Inputs:
+//! - [`Node::handle_frame`]`(now, remote, bytes)`: one frame as it came off a peer
+//!   connection, with `remote` the IP address of the other end of that connection as the
+//!   transport knows it (never what the frame says). The frame's MAC is checked against the
+//!   cluster key(s) in [`Config::auth`], then the message's claimed sender must have the
+//!   address `remote`: a frame that fails either is dropped, counted by cause
+//!   (`decode_errors`, `forged_sender`) and returned as an [`InputError`]; it changes
+//!   nothing else. On success the sender's [`NodeId`] is returned, so a shell can name an
+//!   inbound connection by its peer's advertised address (the port of an inbound
+//!   connection is ephemeral).
+//! - [`Node::handle_message`]`(now, remote, envelope)`: the same for an already decoded
+//!   message (the simulator's path).
+//! - [`Node::handle_connection_lost`]`(now, peer)`: the connection to `peer` (its
+//!   advertised address) closed or failed (a reset, `TCP_USER_TIMEOUT`, a write error). If
+//!   `peer` is an active neighbour its link is checked at once (suspicion starts now);
+//!   otherwise nothing happens.
+//! - [`Node::handle_timeout`]`(now)`: the last `Timeout(at)` is due.
+//! - [`Node::set_local_services`], [`Node::resync_kernel`]: the local Mesos agent's VIP
+//!   backends, and what the kernel really holds (at start, or after a failed apply).
+//!
+//! Outputs ([`Output`]):
+//! - `Transmit { dst, envelope }`: send to `dst` (an advertised peer address), on the
+//!   connection to it (opened on demand); [`Node::encode`] seals it into a frame;
+//! - `CloseLink(peer)`: the node dropped its active link to `peer`: send what is queued for
+//!   it, then close the connection (a later `Transmit` to it opens a new one);
+//! - `Kernel(ops)`: apply these data-plane operations in order (computed when polled, so
+//!   they are never dropped);
+//! - `Event(..)`: something to log or export;
+//! - `Timeout(at)`: nothing more until the next input or `at`.
 //!
 //! The node runs HyParView (active and passive views, JOIN, FORWARD_JOIN, NEIGHBOR, SHUFFLE,
 //! DISCONNECT), an adaptive ping per active link ([`crate::ping`]), its own replicated
 //! record (adjacency, flooded once per version, repaired by digest anti-entropy) and the
 //! reachability search over all records ([`crate::reachability`]).
+//!
+//! Why replaying a captured frame rolls nothing back: every piece of state a message can
+//! change is versioned or idempotent. Records only replace older versions of the same
+//! address (`(epoch, seq)` never decreases, see [`crate::records`]); a message from an older
+//! incarnation than the newest known is dropped (`stale_epoch_messages`); a replayed PONG
+//! gives no RTT sample unless it echoes the newest ping sent on the link; membership
+//! messages (JOIN, NEIGHBOR, SHUFFLE, DISCONNECT) only ask for links the live sender could
+//! ask for again. A replay can at worst repeat such a request; it cannot bring back an old
+//! record, epoch or RTT. The MAC proves that a frame comes from a holder of the cluster
+//! key, and the transport's `remote` that it comes from the claimed host; a key holder can
+//! still speak for any node of its own address only.
 //!
 //! Invariants (checked by [`Node::check_invariants`] in tests):
 //! - neither view holds this node's address; active and passive are disjoint by address;
@@ -18,6 +63,7 @@
 //!   kernel operations never enter it: they are computed when polled;
 //! - the applied kernel state changes only with operations the shell received, and once
 //!   the outputs are drained it equals the desired state;
+//! - no message whose claimed sender differs from the transport's `remote` is handled;
 //! - the same config, seed and inputs give the same outputs.
 
 mod dataplane;
@@ -26,7 +72,7 @@ mod reach;
 mod replication;
 mod views;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::counters::Counters;
 use crate::desired::DesiredState;
 use crate::id::NodeId;
@@ -35,7 +81,7 @@ use crate::reachability::Change;
 use crate::records::{Record, RecordBody};
 use crate::time::Time;
 use crate::vip::VipSet;
-use crate::wire::{self, DecodeError, Envelope, Message};
+use crate::wire::{self, EncodeError, Envelope, FrameError, Message};
 use dataplane::DataPlane;
 use io::Io;
 use rand::Rng;
@@ -51,6 +97,9 @@ use views::{ViewTimers, Views};
 pub enum Output {
     /// Send `envelope` to `dst`.
     Transmit(Transmit),
+    /// The active link to this peer was dropped: flush what is queued for it, then close
+    /// the connection.
+    CloseLink(SocketAddr),
     /// Apply these kernel operations, in order. They are computed when polled (never
     /// queued, so never dropped) and the node counts them as applied once returned; a
     /// shell that fails to apply them reads the kernel back and calls
@@ -76,6 +125,17 @@ pub enum RecordTooLarge {
     Backends { backends: usize, limit: usize },
     #[error("the record would take {bytes} bytes, over the bound of {limit}")]
     Bytes { bytes: usize, limit: usize },
+}
+
+/// Why an input was refused. The node changed nothing else, and counted the cause.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The frame did not decode or authenticate.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The message claims a sender on another host than the one it came from.
+    #[error("message claims to come from {claimed} but arrived from {remote}")]
+    ForgedSender { claimed: SocketAddr, remote: IpAddr },
 }
 
 /// Why an active link went away.
@@ -120,8 +180,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node starting at `now`; it immediately tries to join through its contacts.
-    pub fn new(cfg: Config, now: Time) -> Node {
+    /// A node starting at `now`; it immediately tries to join through its contacts. The
+    /// config is checked first ([`Config::validate`]); an invalid one names its field.
+    pub fn new(cfg: Config, now: Time) -> Result<Node, ConfigError> {
+        cfg.validate()?;
         let me = cfg.id;
         let mut io = Io::new(me, cfg.seed, cfg.max_queued_outputs);
         // The order of these draws is part of the node's determinism.
@@ -152,7 +214,7 @@ impl Node {
         };
         node.views.start_join(now, &mut node.io);
         node.after_input(now);
-        node
+        Ok(node)
     }
 
     // ----- getters -----------------------------------------------------------------------
@@ -301,23 +363,58 @@ impl Node {
         self.after_input(now);
     }
 
-    /// Decodes and handles one frame. A bad frame is counted and returned, and changes
-    /// nothing else.
-    pub fn handle_frame(&mut self, now: Time, frame: &[u8]) -> Result<(), DecodeError> {
-        match wire::decode(frame, &self.cfg.limits) {
-            Ok(envelope) => {
-                self.handle_message(now, envelope);
-                Ok(())
+    /// Authenticates, decodes and handles one frame that arrived on a connection from
+    /// `remote` (see the module doc). Returns the sender; a bad frame is counted and
+    /// returned, and changes nothing else.
+    pub fn handle_frame(
+        &mut self,
+        now: Time,
+        remote: IpAddr,
+        frame: &[u8],
+    ) -> Result<NodeId, InputError> {
+        match wire::decode_sealed(frame, &self.cfg.limits, &self.cfg.auth) {
+            Ok((envelope, verified)) => {
+                self.io.counters.frames_verified.count(verified);
+                let from = envelope.from;
+                self.handle_message(now, remote, envelope)?;
+                Ok(from)
             }
             Err(error) => {
-                self.io.counters.decode_errors.count(&error);
-                Err(error)
+                self.io.counters.decode_errors.count_frame(&error);
+                Err(error.into())
             }
         }
     }
 
-    /// Handles one decoded message.
-    pub fn handle_message(&mut self, now: Time, envelope: Envelope) {
+    /// Seals a message this node emitted into a frame for the wire.
+    pub fn encode(&self, transmit: &Transmit) -> Result<Vec<u8>, EncodeError> {
+        wire::encode_sealed(&transmit.envelope, &self.cfg.limits, &self.cfg.auth)
+    }
+
+    /// Handles one decoded message that arrived from `remote`.
+    pub fn handle_message(
+        &mut self,
+        now: Time,
+        remote: IpAddr,
+        envelope: Envelope,
+    ) -> Result<(), InputError> {
+        let claimed = envelope.from.addr;
+        if claimed.ip().to_canonical() != remote.to_canonical() {
+            self.io.counters.forged_sender += 1;
+            return Err(InputError::ForgedSender { claimed, remote });
+        }
+        self.dispatch(now, envelope);
+        Ok(())
+    }
+
+    /// The connection to `peer` closed or failed: an active link to it is checked now.
+    pub fn handle_connection_lost(&mut self, now: Time, peer: SocketAddr) {
+        self.io.counters.connections_lost += 1;
+        self.views.suspect(now, &mut self.io, &peer);
+        self.after_input(now);
+    }
+
+    fn dispatch(&mut self, now: Time, envelope: Envelope) {
         let Envelope { from, msg } = envelope;
         self.io.counters.messages_in[msg.kind_index()] += 1;
         if from.addr == self.cfg.id.addr {

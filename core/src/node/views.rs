@@ -196,6 +196,16 @@ impl Views {
         }
     }
 
+    /// Checks the link to `peer` now, if it is active (a lost connection).
+    pub(crate) fn suspect(&mut self, now: Time, io: &mut Io, peer: &SocketAddr) {
+        if let Some(p) = self.active.get_mut(peer) {
+            if !p.monitor.is_suspect() {
+                p.monitor.suspect(now);
+                io.counters.suspicions += 1;
+            }
+        }
+    }
+
     pub(crate) fn on_pong(&mut self, now: Time, from: &SocketAddr, echo: u64) {
         if let Some(peer) = self.active.get_mut(from) {
             peer.monitor.on_pong(now, echo, &self.ping);
@@ -620,6 +630,7 @@ impl Views {
         }
         self.adjacency_changed = true;
         self.next_refill = self.next_refill.min(now);
+        io.emit(Output::CloseLink(addr));
         io.emit(Output::Event(Event::NeighborDown(peer.id, reason)));
         if self.active.is_empty() && self.joining.is_none() {
             self.start_join(now, io);
