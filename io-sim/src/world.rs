@@ -322,22 +322,30 @@ impl ServiceWorld {
                 .collect(),
             _ => Vec::new(),
         };
+        // Live hosts still running a task of positive weight on that port (the VIP is
+        // checked below, with the names, only for those: most removals are of dead tasks).
         let live: Vec<(Service, SocketAddr, usize)> = leaving
             .into_iter()
             .filter_map(|(s, d)| {
                 let host = *self.host_by_ip.get(&d.ip())?;
-                self.alive[host].then_some((s, d, host))
+                let running = self.alive[host]
+                    && self.agents[host]
+                        .tasks
+                        .values()
+                        .any(|t| t.host_port == d.port() && t.weight() > 0);
+                running.then_some((s, d, host))
             })
             .collect();
         if live.is_empty() {
             return;
         }
-        let names = self.names().clone();
+        self.names();
+        let names = self.names.as_ref().expect("just computed");
         for (service, dest, host) in live {
             let running = self.agents[host].tasks.values().any(|t| {
                 t.host_port == dest.port()
                     && t.weight() > 0
-                    && service_of(&self.catalogue[t.vip].vip, &names) == Some(service)
+                    && service_of(&self.catalogue[t.vip].vip, names) == Some(service)
             });
             if running {
                 self.withdrawals.push(Withdrawal {
