@@ -858,14 +858,19 @@ impl PaperReport {
         let row = |name: &str, ours: String, theirs: String| {
             format!("{name:<24}{ours:>22}{theirs:>30}\n")
         };
-        out += &row(
-            "no request to dead by",
-            self.kernel_repair_ms.map_or("never".to_string(), |k| {
-                format!("p99 {}", duration_cell(k.p99))
-            }),
-            b.kernel_repair_ms
-                .map_or("not within the run".to_string(), duration_cell),
-        );
+        let (ours, theirs) = if self.crashed == 0 {
+            ("no crash".to_string(), "no crash".to_string())
+        } else {
+            (
+                self.kernel_repair_ms
+                    .map_or("not within the run".to_string(), |k| {
+                        format!("p99 {}", duration_cell(k.p99))
+                    }),
+                b.kernel_repair_ms
+                    .map_or("not within the run".to_string(), duration_cell),
+            )
+        };
+        out += &row("no request to dead by", ours, theirs);
         // The rows that read the same fields on both sides.
         type Cell = fn(&GroupView) -> String;
         let rows: [(&str, Cell); 10] = [

@@ -30,15 +30,21 @@ pub fn write(dir: &Path, outcome: &PaperOutcome) -> Result<Vec<PathBuf>, WriteEr
     let report =
         serde_json::to_string_pretty(&outcome.report).expect("the report serializes") + "\n";
     let r = &outcome.report;
-    let ours = r
-        .kernel_repair_ms
-        .map_or("none".to_string(), |k| format!("p99 {:.0} ms", k.p99));
-    let theirs = r
-        .baseline
-        .kernel_repair_ms
-        .map_or("not within the run".to_string(), |ms| {
-            format!("{:.1} s", ms / 1e3)
-        });
+    let (ours, theirs) = if r.crashed == 0 {
+        ("no crash".to_string(), "no crash".to_string())
+    } else {
+        (
+            r.kernel_repair_ms
+                .map_or("not within the run".to_string(), |k| {
+                    format!("p99 {:.0} ms", k.p99)
+                }),
+            r.baseline
+                .kernel_repair_ms
+                .map_or("not within the run".to_string(), |ms| {
+                    format!("{:.1} s", ms / 1e3)
+                }),
+        )
+    };
     let title = format!(
         "seed {}: {} nodes, {} tasks, {} crash at {:.0} s; dead backends out: {ours}, baseline {theirs}",
         r.seed,
