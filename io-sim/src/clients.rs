@@ -4,9 +4,11 @@
 //!
 //! A thread sends a request, waits for the answer or gives up, then waits until
 //! `interval` has passed since it sent, and sends the next. One request:
-//! - the host's balancer ([`Balancer`]) picks a destination among the service's
-//!   destinations with positive weight; none: the connection is refused at once (the VIP
-//!   is a local address with nothing behind it) and fails with [`Outcome::NoBackend`];
+//! - the host's balancer picks a destination: IPVS's `wlc` ([`Balancer`]) among the
+//!   service's destinations with positive weight, or, for the baseline, the pre-Lashup
+//!   chooser ([`PreLashup`]) over its own list; none: the connection is refused at once
+//!   (the VIP is a local address with nothing behind it) and fails with
+//!   [`Outcome::NoBackend`];
 //! - the SYN takes one network latency to the destination's host. A live host answers
 //!   (SYN-ACK one latency back); a dead one answers nothing, and the client's kernel
 //!   retransmits the SYN after the initial RTO (1 s), then after 2 s, 4 s, ... (Linux,
@@ -16,7 +18,10 @@
 //! - once connected, the request takes one latency, the service time (lognormal), and the
 //!   answer one latency back. If the host dies before answering, the client gives up at
 //!   its timeout;
-//! - a request's latency is the time until the answer, or until the client gave up.
+//! - a request's latency is the time until the answer, or until the client gave up;
+//! - the baseline's host observes each handshake as the old minuteman did through
+//!   conntrack: the SYN-ACK's arrival if it came within the connect threshold (400 ms),
+//!   else a failure when the threshold passes.
 //!
 //! Outcomes are decided when the request is sent, from the hosts' scripted crash times
 //! (the run scripts its crashes before it starts; crashed hosts stay down). Only the
@@ -28,7 +33,7 @@
 //! nothing more (its requests in flight are counted as abandoned).
 
 use crate::balancer::{Balancer, ConnId};
-use crate::health::{ActiveHealth, HealthConfig};
+use crate::baseline::{BaselineSetup, PreLashup};
 use crate::network::Network;
 use crate::queue::EventQueue;
 use crate::sim::node_index;
@@ -141,11 +146,12 @@ pub struct Table<'a> {
 /// The clients of one host, balancing over one kernel table.
 pub struct ClientGroup {
     pub host: usize,
+    /// The host's connection table; for minuteman's groups also the `wlc` scheduler.
     balancer: Balancer,
     /// The table version the balancer's list was last synced to.
     synced: Option<u64>,
-    /// The baseline's active failure detection (`None`: the table is trusted as is).
-    pub health: Option<ActiveHealth>,
+    /// The baseline's chooser (`None`: IPVS `wlc` over the kernel table as is).
+    pub baseline: Option<PreLashup>,
     rng: ChaCha8Rng,
     pub requests: Vec<Request>,
     /// Requests in flight when the group's own host crashed.
@@ -153,6 +159,7 @@ pub struct ClientGroup {
 }
 
 impl ClientGroup {
+    /// The host's connection table (and, without a baseline, its `wlc` scheduler).
     pub fn balancer(&self) -> &Balancer {
         &self.balancer
     }
@@ -166,13 +173,18 @@ enum Step {
     Established {
         group: usize,
         conn: ConnId,
-        dest: SocketAddr,
     },
     Done {
         group: usize,
         conn: ConnId,
         connected: bool,
         request: Request,
+    },
+    /// The baseline's host observes a handshake (answered after `latency`, or not).
+    Observed {
+        group: usize,
+        dest: SocketAddr,
+        latency: Option<Duration>,
     },
 }
 
@@ -186,15 +198,16 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Clients on the hosts `groups` (with the baseline's health config, if any), sending
-    /// from `start` (each thread at a random phase within one interval) until `stop`.
-    /// Group `g` draws from stream `g` of a generator seeded with `seed`.
-    pub fn new(
+    /// Clients on the hosts `groups` (with the baseline's setup, if any), sending from
+    /// `start` (each thread at a random phase within one interval) until `stop`. Group `g`
+    /// draws from stream `g + 1` of a generator seeded with `seed`: its threads' phases,
+    /// then (baseline) its poll phase, then every latency, service time and choice.
+    pub fn new<'s>(
         cfg: ClientConfig,
         seed: u64,
         start: Time,
         stop: Time,
-        groups: impl IntoIterator<Item = (usize, Option<HealthConfig>)>,
+        groups: impl IntoIterator<Item = (usize, Option<&'s BaselineSetup>)>,
     ) -> Clients {
         let median_ns = cfg.service_median.as_nanos() as f64;
         let service = LogNormal::new(median_ns.max(1.0).ln(), cfg.service_sigma.max(0.0))
@@ -206,7 +219,7 @@ impl Clients {
             service,
             cfg,
         };
-        for (g, (host, health)) in groups.into_iter().enumerate() {
+        for (g, (host, baseline)) in groups.into_iter().enumerate() {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(g as u64 + 1);
             let interval = clients.cfg.interval.as_nanos() as u64;
@@ -216,11 +229,12 @@ impl Clients {
                     .queue
                     .push(start + phase, Step::Send { group: g, thread });
             }
+            let baseline = baseline.map(|setup| PreLashup::new(setup, &mut rng));
             clients.groups.push(ClientGroup {
                 host,
                 balancer: Balancer::new(),
                 synced: None,
-                health: health.map(ActiveHealth::new),
+                baseline,
                 rng,
                 requests: Vec::new(),
                 abandoned: 0,
@@ -246,11 +260,17 @@ impl Clients {
                     self.send(now, env, group, thread, table(group));
                 }
             }
-            Step::Established { group, conn, dest } => {
+            Step::Established { group, conn } => {
+                self.groups[group].balancer.established(now, conn);
+            }
+            Step::Observed {
+                group,
+                dest,
+                latency,
+            } => {
                 let g = &mut self.groups[group];
-                g.balancer.established(now, conn);
-                if let Some(health) = g.health.as_mut() {
-                    health.on_success(dest);
+                if let (Some(b), true) = (g.baseline.as_mut(), env.alive_at(g.host, now)) {
+                    b.observed(now, dest, latency);
                 }
             }
             Step::Done {
@@ -265,13 +285,20 @@ impl Clients {
 
     fn send(&mut self, now: Time, env: &Env, group: usize, thread: u32, table: Table) {
         let g = &mut self.groups[group];
-        if g.synced != Some(table.version) {
-            g.balancer.sync(table.destinations);
-            g.synced = Some(table.version);
-        }
-        let health = &g.health;
-        let usable = |dest: &SocketAddr| !health.as_ref().is_some_and(|h| h.is_down(now, dest));
-        let Some(dest) = g.balancer.pick(now, usable) else {
+        let picked = match g.baseline.as_mut() {
+            Some(b) => {
+                b.sync(now, table.version, table.destinations);
+                b.pick(now, &mut g.rng)
+            }
+            None => {
+                if g.synced != Some(table.version) {
+                    g.balancer.sync(table.destinations);
+                    g.synced = Some(table.version);
+                }
+                g.balancer.pick(now, |_| true)
+            }
+        };
+        let Some(dest) = picked else {
             let request = Request {
                 thread,
                 sent: now,
@@ -337,7 +364,24 @@ impl Clients {
             None => (deadline, failure),
         };
         if let Some(at) = connected {
-            self.queue.push(at, Step::Established { group, conn, dest });
+            self.queue.push(at, Step::Established { group, conn });
+        }
+        if let Some(b) = g.baseline.as_mut() {
+            // What conntrack shows the old minuteman: the reply, or the threshold passing.
+            b.opened(dest);
+            let threshold = b.cfg.connect_threshold;
+            let (at, latency) = match connected {
+                Some(at) if at - now < threshold => (at, Some(at - now)),
+                _ => (now + threshold, None),
+            };
+            self.queue.push(
+                at,
+                Step::Observed {
+                    group,
+                    dest,
+                    latency,
+                },
+            );
         }
         let request = Request {
             thread,
@@ -375,9 +419,6 @@ impl Clients {
         if connected {
             // The client closes (after the answer, or giving up on it): TIME_WAIT.
             g.balancer.closed(now, conn);
-        }
-        if let (Some(health), Some(dest), false) = (g.health.as_mut(), request.dest, connected) {
-            health.on_failure(now, dest);
         }
         let next = (request.sent + self.cfg.interval).max(now);
         let thread = request.thread;
@@ -475,6 +516,85 @@ mod tests {
             requests.iter().all(|r| r.outcome == Outcome::TimedOut),
             "{requests:?}"
         );
+    }
+
+    /// One baseline thread on host 0 over backends on hosts 1 (dead from `dead_from`) and
+    /// 2 (alive), for `send_for`; returns the requests and the baseline's state.
+    fn run_baseline(dead_from: Option<Time>, send_for: Duration) -> (Vec<Request>, PreLashup) {
+        use crate::baseline::BaselineSetup;
+        let network = Network::new(NetConfig::default(), 3, 7);
+        let crash_at = [None, dead_from, None];
+        let env = Env {
+            network: &network,
+            crash_at: &crash_at,
+        };
+        let cfg = ClientConfig {
+            threads: 1,
+            ..ClientConfig::default()
+        };
+        let setup = BaselineSetup {
+            cfg: crate::baseline::BaselineConfig::default(),
+            master_drops_at: vec![None; 3],
+        };
+        let stop = Time::ZERO + send_for;
+        let mut clients = Clients::new(cfg, 3, Time::ZERO, stop, [(0, Some(&setup))]);
+        let dests: Destinations = [
+            (SocketAddr::new(node_addr(1).ip(), 20_000), 1),
+            (SocketAddr::new(node_addr(2).ip(), 20_000), 1),
+        ]
+        .into();
+        let table = |_| Table {
+            version: 1,
+            destinations: Some(&dests),
+        };
+        while clients.step(Time::MAX, &env, table) {}
+        let group = clients.groups.pop().unwrap();
+        (group.requests, group.baseline.unwrap())
+    }
+
+    #[test]
+    fn the_baseline_observes_answered_handshakes_and_sticks_to_the_observed_backend() {
+        let (requests, b) = run_baseline(None, Duration::from_secs(2));
+        assert_eq!(requests.len(), 20);
+        assert!(requests.iter().all(|r| r.outcome == Outcome::Ok));
+        // The first choice is between two cold backends; once one is observed, the other
+        // (cost: the cold penalty) loses every later choice.
+        let first = requests[0].dest.unwrap();
+        assert!(requests.iter().all(|r| r.dest == Some(first)));
+        let e = b.ewma(&first).unwrap();
+        // A handshake is two LAN latencies: well under a millisecond or two.
+        assert!(e.cost_ms > 0.0 && e.cost_ms < 20.0, "{e:?}");
+        let other = [1, 2]
+            .map(|h| SocketAddr::new(node_addr(h).ip(), 20_000))
+            .into_iter()
+            .find(|&d| d != first)
+            .unwrap();
+        assert_eq!(
+            b.ewma(&other).map(|e| e.cost_ms),
+            Some(0.0),
+            "read, never observed"
+        );
+        assert_eq!(b.closed_count, 0);
+    }
+
+    #[test]
+    fn the_baseline_sees_a_dead_backend_fail_at_the_connect_threshold_and_closes_it() {
+        let (requests, b) = run_baseline(Some(Time::ZERO), Duration::from_secs(20));
+        let dead = SocketAddr::new(node_addr(1).ip(), 20_000);
+        // With this seed the first draw between the two cold backends takes the dead one.
+        // Its failure is observed as 400 ms, which still beats the other, cold, backend's
+        // penalty: the old chooser keeps sending to it until five failures in a row close
+        // it, and only then tries (and sticks to) the live one.
+        assert_eq!(requests[0].dest, Some(dead));
+        let to_dead: Vec<&Request> = requests.iter().filter(|r| r.dest == Some(dead)).collect();
+        assert_eq!(to_dead.len(), 5, "{requests:?}");
+        assert!(to_dead.iter().all(|r| r.outcome == Outcome::DeadBackend));
+        assert!(requests[..5].iter().all(|r| r.dest == Some(dead)));
+        assert!(requests[5..].iter().all(|r| r.outcome == Outcome::Ok));
+        assert_eq!((b.closed_count, b.ever_closed.len()), (1, 1));
+        assert!(!b.is_open(requests[5].sent, &dead));
+        // The failure is observed at the threshold, as the peak: 400 ms.
+        assert_eq!(b.ewma(&dead).map(|e| e.cost_ms), Some(400.0));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! heap breaks ties by insertion order. The trace hash makes that checkable.
 
 pub mod balancer;
+pub mod baseline;
 pub mod clients;
-pub mod health;
 pub mod membership;
 pub mod mesos_agent;
 pub mod network;

@@ -10,30 +10,45 @@
 //!
 //! Two client groups run side by side on each client host, each with its own balancer,
 //! connection table and random stream ([`crate::clients`]):
-//! - *minuteman* balances over the host's kernel table as the core keeps it: the backends
-//!   of a host leave it when membership sees that host unreachable;
-//! - *baseline* balances over the table of a host without membership (every published
-//!   backend, dead hosts' included: nothing removes them) and avoids dead ones through
-//!   active failure detection alone ([`crate::health`]).
+//! - *minuteman* balances with IPVS `wlc` over the host's kernel table as the core keeps
+//!   it: the backends of a host leave it when membership sees that host unreachable;
+//! - *baseline* is DC/OS's minuteman before Lashup ([`crate::baseline`]): two random
+//!   choices by connect-latency EWMA over the backends the Mesos master lists, a backend
+//!   closed after failed handshakes, and the dead hosts' backends gone from the list only
+//!   once the master has dropped their agents and the host has polled that.
 //!
-//! Measured per group: requests, failures and latency (to the answer, or to giving up)
-//! before and after the crash; the time to repair, crash → the send time of the last
-//! request that failed because it went to a dead backend; and per 100 ms of test time,
-//! requests, failures and latency p50/p99 ([`Timeline`]). Detection (crash → a survivor
-//! sees every crashed host unreachable) is measured as in the membership evaluation.
+//! Measured:
+//! - the headline, `kernel_repair_ms`: per surviving host, crash → the moment its kernel
+//!   holds no destination on a crashed host (p50, p99, max over the survivors). From then
+//!   on no new connection from that host can reach a dead backend. The baseline's
+//!   equivalent is crash → the send time of its last request to a dead backend, reported
+//!   as `null` with a reason when it was still sending to them, or could still, at the end
+//!   of the run (its list held dead backends, or its last such request was sent within the
+//!   last [`STILL_SENDING`] of the run): the run length is never reported as a repair;
+//! - `repair_ms`: crash → the send time of the last request that *failed* because it went
+//!   to a dead backend, `null` when none did;
+//! - false positives: live hosts whose backends left a live host's kernel at any time of
+//!   the run ([`crate::world::Withdrawal`]); for the baseline, live hosts with a backend
+//!   it closed;
+//! - per group, requests, failures and latency (to the answer, or to giving up) before and
+//!   after the crash, and per 100 ms of test time ([`Timeline`]); detection (crash → a
+//!   survivor sees every crashed host unreachable), as in the membership evaluation.
 //!
 //! Invariants: the same seed gives the same report, timeline and trace hash; the clients
 //! never feed anything back into the cores.
 
+use crate::baseline::{master_drops_at, BaselineConfig, BaselineSetup};
 use crate::clients::{ClientConfig, Clients, Env, Outcome, Request, Table};
-use crate::health::HealthConfig;
 use crate::sim::{node_addr, node_index, ClusterConfig, Simulation};
 use crate::stats::{percentile, Summary};
-use crate::world::{service_of, WorldConfig};
+use crate::world::{service_of, Withdrawal, WorldConfig};
 use minuteman_core::kernel::KernelState;
 use minuteman_core::named::NameTable;
 use minuteman_core::Time;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use xxhash_rust::xxh3::Xxh3;
 
@@ -41,6 +56,11 @@ use xxhash_rust::xxh3::Xxh3;
 pub const BUCKET: Duration = Duration::from_millis(100);
 /// The host whose clients send the requests.
 pub const TESTING_NODE: usize = 0;
+/// A baseline whose last request to a dead backend left this close to the end of the run
+/// may not have stopped: its repair is reported as `null`.
+pub const STILL_SENDING: Duration = Duration::from_secs(5);
+/// The random stream of the Mesos master (the client groups use streams 1, 2, ...).
+const MASTER_STREAM: u64 = 1 << 32;
 
 /// Parameters of one paper run.
 #[derive(Clone, Debug)]
@@ -59,7 +79,7 @@ pub struct PaperRun {
     pub clients_everywhere: bool,
     pub loss: f64,
     pub clients: ClientConfig,
-    pub health: HealthConfig,
+    pub baseline: BaselineConfig,
     /// How often the world's convergence checks run.
     pub check_every: Duration,
 }
@@ -77,7 +97,7 @@ impl Default for PaperRun {
             clients_everywhere: false,
             loss: 0.0,
             clients: ClientConfig::default(),
-            health: HealthConfig::default(),
+            baseline: BaselineConfig::default(),
             check_every: Duration::from_secs(1),
         }
     }
@@ -88,8 +108,11 @@ impl Default for PaperRun {
 pub struct RequestCounts {
     pub total: usize,
     pub failed: usize,
-    /// Failed, and sent after the repair (crash + `repair_ms`).
+    /// Failed, and sent after the last request that failed on a dead backend (after the
+    /// crash when none did).
     pub failed_after_repair: usize,
+    /// Sent after the crash to a backend on a crashed host.
+    pub sent_to_dead: usize,
     /// Failed because the destination's host was dead.
     pub dead_backend: usize,
     /// Failed because the service had no usable destination.
@@ -122,17 +145,62 @@ pub struct Phases {
     pub after_crash: Phase,
 }
 
+/// A live host whose backends were withdrawn from live kernels (a false positive).
+#[derive(Clone, Debug, Serialize)]
+pub struct FalsePositiveHost {
+    pub host: String,
+    /// Test time of the first withdrawal (negative: during the warm-up).
+    pub first_ms: f64,
+    /// Kernels that lost at least one of its backends.
+    pub kernels: usize,
+    /// Destinations withdrawn, counted per kernel.
+    pub withdrawals: usize,
+}
+
+/// Withdrawals of live hosts' backends while the cluster boots from cold (before the test).
+/// A node that has just joined knows some records but no reachable origin with backends
+/// yet; the core then keeps every backend it knows (a cut-off node serves what it last
+/// knew) and drops the unreachable origins' ones when the first reachable origin appears,
+/// until their origins become reachable in turn. Not counted as false positives.
+#[derive(Clone, Debug, Serialize)]
+pub struct BootWithdrawals {
+    pub hosts: usize,
+    pub withdrawals: usize,
+    /// Test time of the last one (negative: before the test started).
+    pub last_ms: Option<f64>,
+}
+
+/// From the crash until the baseline hosts' lists lost the dead backends (over every
+/// surviving baseline host and crashed host).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Span {
+    pub min: f64,
+    pub max: f64,
+}
+
 /// The baseline's side of the report.
 #[derive(Clone, Debug, Serialize)]
 pub struct BaselineReport {
-    pub repair_ms: f64,
+    /// Crash → send time of its last request to a backend on a crashed host (`null`: it
+    /// was still sending to them, or could still, when the run ended; see the reason).
+    pub kernel_repair_ms: Option<f64>,
+    pub kernel_repair_reason: Option<String>,
+    /// Test time of its last request to a backend on a crashed host.
+    pub last_sent_to_dead_ms: Option<f64>,
+    /// Crash → the dead backends left its hosts' lists (Mesos), milliseconds.
+    pub list_repair_ms: Option<Span>,
+    /// Crash → send time of the last request that failed on a dead backend (`null`:
+    /// none did).
+    pub repair_ms: Option<f64>,
     pub failed: usize,
     pub requests: RequestCounts,
     pub latency_ms: Option<Latency>,
     pub phases: Phases,
-    /// Times a destination was marked down by the active checks.
-    pub marked_down: u64,
-    pub health: HealthConfig,
+    /// Times a backend went from open to closed after failed handshakes.
+    pub closed: u64,
+    /// Live hosts with a backend it closed.
+    pub false_positives: usize,
+    pub config: BaselineConfig,
 }
 
 /// What a paper run reports. Field names are the JSON keys.
@@ -150,15 +218,27 @@ pub struct PaperReport {
     pub clients_everywhere: bool,
     /// `None` when some survivor never saw every crashed host unreachable.
     pub detection_ms: Option<Summary>,
-    /// Crash → send time of the last request that failed on a dead backend (0: none did).
-    pub repair_ms: f64,
-    /// Crash → the moment the testing node's kernel last changed before it held no
-    /// destination of positive weight on a crashed host: from then on no new connection
-    /// can reach a dead backend (`None`: never within the run).
-    pub kernel_repair_ms: Option<f64>,
+    /// Over the surviving hosts: crash → the moment the host's kernel held no destination
+    /// of positive weight on a crashed host (`null`: no crash, or some survivor never got
+    /// there within the run; see the reason).
+    pub kernel_repair_ms: Option<Summary>,
+    pub kernel_repair_reason: Option<String>,
+    /// Survivors over which `kernel_repair_ms` is taken.
+    pub survivors: usize,
+    /// The testing node's own kernel repair.
+    pub testing_node_kernel_repair_ms: Option<f64>,
+    /// Crash → send time of the last request that failed on a dead backend (`null`: none
+    /// did).
+    pub repair_ms: Option<f64>,
     pub requests: RequestCounts,
     pub latency_ms: Option<Latency>,
     pub phases: Phases,
+    /// Live hosts whose backends were withdrawn from some live host's kernel during the
+    /// test.
+    pub false_positives: usize,
+    pub false_positive_hosts: Vec<FalsePositiveHost>,
+    /// The same during the warm-up, while the cluster boots (see [`BootWithdrawals`]).
+    pub boot_withdrawals: BootWithdrawals,
     pub baseline: BaselineReport,
     pub clients: ClientConfig,
     /// Kernels that differed from Mesos once quiet, and late changes (see `world`).
@@ -263,10 +343,16 @@ impl PaperRun {
         } else {
             vec![TESTING_NODE]
         };
+        let mut master_rng = ChaCha8Rng::seed_from_u64(self.seed);
+        master_rng.set_stream(MASTER_STREAM);
+        let setup = BaselineSetup {
+            cfg: self.baseline.clone(),
+            master_drops_at: master_drops_at(&crash_at, &self.baseline, &mut master_rng),
+        };
         let groups = hosts
             .iter()
             .map(|&h| (h, None))
-            .chain(hosts.iter().map(|&h| (h, Some(self.health.clone()))));
+            .chain(hosts.iter().map(|&h| (h, Some(&setup))));
         let mut clients = Clients::new(self.clients.clone(), self.seed, start, stop, groups);
 
         // Run until every request sent before `stop` is answered or given up.
@@ -275,7 +361,6 @@ impl PaperRun {
         let mut next_check = Time::ZERO + self.check_every;
         let mut unfiltered = (u64::MAX, KernelState::default());
         let mut backends_at_start = None;
-        let mut kernel_repaired = None;
         loop {
             let mut t = clients.next_at().unwrap_or(end).min(next_check).min(end);
             if !crashed {
@@ -298,20 +383,6 @@ impl PaperRun {
                         .get(&service)
                         .map_or(0, |d| d.len()),
                 );
-            }
-            if crashed && kernel_repaired.is_none() {
-                let dead = world.kernels[TESTING_NODE]
-                    .services
-                    .get(&service)
-                    .into_iter()
-                    .flatten()
-                    .any(|(d, &w)| {
-                        w > 0
-                            && node_index(d.ip(), self.nodes).is_some_and(|h| crash_at[h].is_some())
-                    });
-                if !dead {
-                    kernel_repaired = Some(world.kernel_changed_at[TESTING_NODE].max(crash_time));
-                }
             }
             if unfiltered.0 != world.published_version {
                 unfiltered = (world.published_version, world.unfiltered_kernel());
@@ -347,11 +418,6 @@ impl PaperRun {
         }
 
         let split = hosts.len();
-        let marked_down = clients.groups[split..]
-            .iter()
-            .filter_map(|g| g.health.as_ref())
-            .map(|h| h.marked_down)
-            .sum();
         let collect = |range: std::ops::Range<usize>| -> Vec<Request> {
             let mut all: Vec<Request> = clients.groups[range]
                 .iter()
@@ -368,8 +434,14 @@ impl PaperRun {
         let minuteman = collect(0..split);
         let baseline = collect(split..clients.groups.len());
         let crash = Time::from_duration(self.crash_at);
-        let mut ours = GroupFigures::of(&minuteman, crash);
-        let mut theirs = GroupFigures::of(&baseline, crash);
+        let to_dead = |r: &Request| {
+            r.sent >= crash
+                && r.dest
+                    .and_then(|d| node_index(d.ip(), self.nodes))
+                    .is_some_and(|h| crash_at[h].is_some())
+        };
+        let mut ours = GroupFigures::of(&minuteman, crash, to_dead);
+        let mut theirs = GroupFigures::of(&baseline, crash, to_dead);
         let abandoned =
             |groups: &[crate::clients::ClientGroup]| groups.iter().map(|g| g.abandoned).sum();
         ours.requests.abandoned = abandoned(&clients.groups[..split]);
@@ -388,6 +460,124 @@ impl PaperRun {
             None
         };
         let world = sim.world.as_ref().expect("attached");
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+
+        // Minuteman: every survivor's kernel.
+        let survivors: Vec<usize> = (0..self.nodes).filter(|&h| crash_at[h].is_none()).collect();
+        let repaired: Vec<Duration> = survivors
+            .iter()
+            .filter_map(|&h| world.dead_free_since[h].map(|t| t.max(crash_time) - crash_time))
+            .collect();
+        let (kernel_repair_ms, kernel_repair_reason) = if victims.is_empty() {
+            (None, Some("no host crashed".to_string()))
+        } else if repaired.len() < survivors.len() {
+            let reason = format!(
+                "{} of {} survivors still held a destination on a crashed host when the run ended at {:.0} s",
+                survivors.len() - repaired.len(),
+                survivors.len(),
+                self.duration.as_secs_f64()
+            );
+            (None, Some(reason))
+        } else {
+            (Summary::of(&repaired), None)
+        };
+        let testing_node_kernel_repair_ms = world.dead_free_since[TESTING_NODE]
+            .filter(|_| !victims.is_empty())
+            .map(|t| ms(t.max(crash_time) - crash_time));
+
+        // False positives: live hosts whose backends left a live kernel during the test.
+        let (during_boot, during_test): (Vec<&Withdrawal>, Vec<&Withdrawal>) =
+            world.withdrawals.iter().partition(|w| w.at < start);
+        let boot_withdrawals = BootWithdrawals {
+            hosts: during_boot
+                .iter()
+                .map(|w| w.host)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            withdrawals: during_boot.len(),
+            last_ms: during_boot
+                .iter()
+                .map(|w| w.at.as_millis_f64() - start.as_millis_f64())
+                .reduce(f64::max),
+        };
+        let mut by_host: BTreeMap<usize, (Time, BTreeSet<usize>, usize)> = BTreeMap::new();
+        for w in during_test {
+            let e = by_host.entry(w.host).or_insert((w.at, BTreeSet::new(), 0));
+            e.1.insert(w.kernel);
+            e.2 += 1;
+        }
+        let false_positive_hosts: Vec<FalsePositiveHost> = by_host
+            .iter()
+            .map(|(&h, (first, kernels, count))| FalsePositiveHost {
+                host: node_addr(h).ip().to_string(),
+                first_ms: first.as_millis_f64() - start.as_millis_f64(),
+                kernels: kernels.len(),
+                withdrawals: *count,
+            })
+            .collect();
+
+        // The baseline: its last request to a dead backend, and whether it had stopped.
+        let baseline_hosts = &clients.groups[split..];
+        let list_repair: Vec<Duration> = baseline_hosts
+            .iter()
+            .filter(|g| crash_at[g.host].is_none())
+            .filter_map(|g| g.baseline.as_ref())
+            .flat_map(|b| victims.iter().filter_map(move |&v| b.list_drops_at(v)))
+            .map(|t| t - crash_time)
+            .collect();
+        let list_repair_ms =
+            list_repair
+                .iter()
+                .min()
+                .zip(list_repair.iter().max())
+                .map(|(&min, &max)| Span {
+                    min: ms(min),
+                    max: ms(max),
+                });
+        let last_dead = baseline.iter().filter(|r| to_dead(r)).map(|r| r.sent).max();
+        let still_listed = list_repair.iter().any(|&d| crash_time + d > stop);
+        let test_end = Time::from_duration(self.duration);
+        let (baseline_kernel_repair_ms, baseline_kernel_repair_reason) = if victims.is_empty() {
+            (None, Some("no host crashed".to_string()))
+        } else if still_listed {
+            let last = last_dead.map_or("none was sent after the crash".to_string(), |t| {
+                format!("the last was sent at {:.1} s", t.as_millis_f64() / 1e3)
+            });
+            let span = list_repair_ms.expect("some host lists them");
+            let reason = format!(
+                "still sending to dead backends when the run ended at {:.0} s ({last}): they \
+                 stay in its list until Mesos drops their agents, {:.1}-{:.1} s after the crash",
+                self.duration.as_secs_f64(),
+                span.min / 1e3,
+                span.max / 1e3
+            );
+            (None, Some(reason))
+        } else if last_dead.is_some_and(|t| t + STILL_SENDING > test_end) {
+            let reason = format!(
+                "its last request to a dead backend was sent at {:.1} s, within {} s of the end of the run",
+                last_dead.expect("checked").as_millis_f64() / 1e3,
+                STILL_SENDING.as_secs()
+            );
+            (None, Some(reason))
+        } else {
+            (
+                Some(last_dead.map_or(0.0, |t| ms(t.max(crash) - crash))),
+                None,
+            )
+        };
+        let baseline_false_positives = baseline_hosts
+            .iter()
+            .filter_map(|g| g.baseline.as_ref())
+            .flat_map(|b| b.ever_closed_hosts())
+            .filter(|&h| crash_at.get(h).is_some_and(|c| c.is_none()))
+            .collect::<BTreeSet<usize>>()
+            .len();
+        let closed = baseline_hosts
+            .iter()
+            .filter_map(|g| g.baseline.as_ref())
+            .map(|b| b.closed_count)
+            .sum();
+
         let timeline = Timeline::of(&minuteman, &baseline, self.duration, crash.as_millis_f64());
         let report = PaperReport {
             seed: self.seed,
@@ -399,21 +589,30 @@ impl PaperRun {
             testing_node: node_addr(TESTING_NODE).ip().to_string(),
             clients_everywhere: self.clients_everywhere,
             detection_ms,
+            kernel_repair_ms,
+            kernel_repair_reason,
+            survivors: survivors.len(),
+            testing_node_kernel_repair_ms,
             repair_ms: ours.repair_ms,
-            kernel_repair_ms: kernel_repaired
-                .filter(|_| !victims.is_empty())
-                .map(|t| (t - crash_time).as_secs_f64() * 1e3),
             requests: ours.requests,
             latency_ms: ours.latency,
             phases: ours.phases,
+            false_positives: false_positive_hosts.len(),
+            false_positive_hosts,
+            boot_withdrawals,
             baseline: BaselineReport {
+                kernel_repair_ms: baseline_kernel_repair_ms,
+                kernel_repair_reason: baseline_kernel_repair_reason,
+                last_sent_to_dead_ms: last_dead.map(|t| t.as_millis_f64()),
+                list_repair_ms,
                 repair_ms: theirs.repair_ms,
                 failed: theirs.requests.failed,
                 requests: theirs.requests,
                 latency_ms: theirs.latency,
                 phases: theirs.phases,
-                marked_down,
-                health: self.health.clone(),
+                closed,
+                false_positives: baseline_false_positives,
+                config: self.baseline.clone(),
             },
             clients: self.clients.clone(),
             violations: world.violations.len(),
@@ -441,21 +640,22 @@ fn hash_request(trace: &mut Xxh3, r: &Request) {
 
 /// The figures of one group's requests (in test time; `crash` is the crash's test time).
 struct GroupFigures {
-    repair_ms: f64,
+    /// Crash → send time of the last request that failed on a dead backend.
+    repair_ms: Option<f64>,
     requests: RequestCounts,
     latency: Option<Latency>,
     phases: Phases,
 }
 
 impl GroupFigures {
-    fn of(requests: &[Request], crash: Time) -> GroupFigures {
+    fn of(requests: &[Request], crash: Time, to_dead: impl Fn(&Request) -> bool) -> GroupFigures {
         let last_dead = requests
             .iter()
             .filter(|r| r.outcome == Outcome::DeadBackend)
             .map(|r| r.sent)
             .max();
         let repaired_at = last_dead.map_or(crash, |t| t.max(crash));
-        let repair_ms = (repaired_at - crash).as_secs_f64() * 1e3;
+        let repair_ms = last_dead.map(|_| (repaired_at - crash).as_secs_f64() * 1e3);
         let count = |o: Outcome| requests.iter().filter(|r| r.outcome == o).count();
         let counts = RequestCounts {
             total: requests.len(),
@@ -464,6 +664,7 @@ impl GroupFigures {
                 .iter()
                 .filter(|r| r.failed() && r.sent > repaired_at)
                 .count(),
+            sent_to_dead: requests.iter().filter(|r| to_dead(r)).count(),
             dead_backend: count(Outcome::DeadBackend),
             no_backend: count(Outcome::NoBackend),
             timed_out: count(Outcome::TimedOut),
@@ -572,15 +773,25 @@ impl Timeline {
 
 /// The fields both sides of the table read, borrowed from either side of the report.
 struct GroupView<'a> {
-    repair_ms: f64,
+    repair_ms: Option<f64>,
     requests: &'a RequestCounts,
     phases: &'a Phases,
+    false_positives: usize,
 }
 
 fn latency_cell(l: &Option<Latency>) -> String {
     l.map_or("-".to_string(), |l| {
         format!("{:.1} / {:.1} ms", l.p50, l.p99)
     })
+}
+
+/// Milliseconds below 10 s, seconds above.
+fn duration_cell(ms: f64) -> String {
+    if ms < 10_000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1e3)
+    }
 }
 
 impl PaperReport {
@@ -614,24 +825,61 @@ impl PaperReport {
             None if self.crashed == 0 => "detection        no crash\n".to_string(),
             None => "detection        INCOMPLETE: some survivor never saw every crashed node unreachable\n".to_string(),
         };
+        out += &match (&self.kernel_repair_ms, &self.kernel_repair_reason) {
+            (Some(k), _) => format!(
+                "kernel repair    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} survivors (crash -> its kernel holds no destination on a crashed host); testing node {}\n",
+                k.p50,
+                k.p99,
+                k.max,
+                self.survivors,
+                self.testing_node_kernel_repair_ms
+                    .map_or("-".to_string(), |ms| format!("{ms:.1} ms"))
+            ),
+            (None, reason) => format!(
+                "kernel repair    none: {}\n",
+                reason.as_deref().unwrap_or("unknown")
+            ),
+        };
         let b = &self.baseline;
+        out += &match (&b.kernel_repair_ms, &b.kernel_repair_reason) {
+            (Some(ms), _) => format!(
+                "baseline repair  {} (crash -> its last request to a dead backend)\n",
+                duration_cell(*ms)
+            ),
+            (None, reason) => format!(
+                "baseline repair  none: {}\n",
+                reason.as_deref().unwrap_or("unknown")
+            ),
+        };
         out += &format!(
             "{:<24}{:>22}{:>30}\n",
-            "", "minuteman", "baseline (active checks)"
+            "", "minuteman", "baseline (pre-Lashup)"
         );
         let row = |name: &str, ours: String, theirs: String| {
             format!("{name:<24}{ours:>22}{theirs:>30}\n")
         };
-        let kernel_row = row(
-            "dead backends left kernel",
-            self.kernel_repair_ms
-                .map_or("never".to_string(), |ms| format!("{ms:.0} ms")),
-            "never (nothing removes them)".to_string(),
-        );
+        let (ours, theirs) = if self.crashed == 0 {
+            ("no crash".to_string(), "no crash".to_string())
+        } else {
+            (
+                self.kernel_repair_ms
+                    .map_or("not within the run".to_string(), |k| {
+                        format!("p99 {}", duration_cell(k.p99))
+                    }),
+                b.kernel_repair_ms
+                    .map_or("not within the run".to_string(), duration_cell),
+            )
+        };
+        out += &row("no request to dead by", ours, theirs);
         // The rows that read the same fields on both sides.
         type Cell = fn(&GroupView) -> String;
-        let rows: [(&str, Cell); 8] = [
-            ("time to repair", |g| format!("{:.0} ms", g.repair_ms)),
+        let rows: [(&str, Cell); 10] = [
+            ("last failed request", |g| {
+                g.repair_ms.map_or("none failed".to_string(), duration_cell)
+            }),
+            ("sent to dead backends", |g| {
+                g.requests.sent_to_dead.to_string()
+            }),
             ("requests before crash", |g| {
                 g.phases.before_crash.requests.to_string()
             }),
@@ -644,7 +892,7 @@ impl PaperReport {
             ("failures after crash", |g| {
                 g.phases.after_crash.failed.to_string()
             }),
-            ("failed after repair", |g| {
+            ("failed after last fail", |g| {
                 g.requests.failed_after_repair.to_string()
             }),
             ("latency p50/p99 before", |g| {
@@ -653,34 +901,48 @@ impl PaperReport {
             ("latency p50/p99 after", |g| {
                 latency_cell(&g.phases.after_crash.latency_ms)
             }),
+            ("false positives", |g| g.false_positives.to_string()),
         ];
         let ours = GroupView {
             repair_ms: self.repair_ms,
             requests: &self.requests,
             phases: &self.phases,
+            false_positives: self.false_positives,
         };
         let theirs = GroupView {
             repair_ms: b.repair_ms,
             requests: &b.requests,
             phases: &b.phases,
+            false_positives: b.false_positives,
         };
-        for (i, (name, cell)) in rows.into_iter().enumerate() {
+        for (name, cell) in rows {
             out += &row(name, cell(&ours), cell(&theirs));
-            if i == 0 {
-                out += &kernel_row;
-            }
+        }
+        for fp in &self.false_positive_hosts {
+            out += &format!(
+                "false positive   {}: {} backends withdrawn from {} kernels, first at {:.0} ms\n",
+                fp.host, fp.withdrawals, fp.kernels, fp.first_ms
+            );
         }
         out += &format!(
             "clients          give up after {} ms; SYN retransmitted after {} ms, doubling\n",
             self.clients.timeout.as_millis(),
             self.clients.syn_rto.as_millis()
         );
+        let c = &b.config;
         out += &format!(
-            "baseline         a backend is down after {} failed connections in a row, for {} ms doubling to {} ms ({} times marked down)\n",
-            b.health.threshold,
-            b.health.initial_backoff.as_millis(),
-            b.health.max_backoff.as_millis(),
-            b.marked_down
+            "baseline         DC/OS minuteman before Lashup: two random choices by connect-latency EWMA ({} s decay); \
+             a backend closed after {} handshakes in a row unanswered within {} ms, until {} s after the last ({} times); \
+             Mesos drops a dead agent after {} x {} s of pings, hosts poll it every {} s (+{} s cache)\n",
+            c.ewma_decay.as_secs_f64(),
+            c.failure_threshold,
+            c.connect_threshold.as_millis(),
+            c.failure_backoff.as_secs_f64(),
+            b.closed,
+            c.max_agent_ping_timeouts,
+            c.agent_ping_timeout.as_secs_f64(),
+            c.state_poll_interval.as_secs_f64(),
+            c.state_cache.as_secs_f64()
         );
         out += &format!("violations       {}\n", self.violations);
         out += &format!("trace hash       {}\n", self.trace_hash);

@@ -30,15 +30,28 @@ pub fn write(dir: &Path, outcome: &PaperOutcome) -> Result<Vec<PathBuf>, WriteEr
     let report =
         serde_json::to_string_pretty(&outcome.report).expect("the report serializes") + "\n";
     let r = &outcome.report;
+    let (ours, theirs) = if r.crashed == 0 {
+        ("no crash".to_string(), "no crash".to_string())
+    } else {
+        (
+            r.kernel_repair_ms
+                .map_or("not within the run".to_string(), |k| {
+                    format!("p99 {:.0} ms", k.p99)
+                }),
+            r.baseline
+                .kernel_repair_ms
+                .map_or("not within the run".to_string(), |ms| {
+                    format!("{:.1} s", ms / 1e3)
+                }),
+        )
+    };
     let title = format!(
-        "seed {}: {} nodes, {} tasks, {} crash at {:.0} s; repair {:.0} ms vs {:.0} ms",
+        "seed {}: {} nodes, {} tasks, {} crash at {:.0} s; dead backends out: {ours}, baseline {theirs}",
         r.seed,
         r.nodes,
         r.tasks,
         r.crashed,
         outcome.timeline.crash_ms / 1e3,
-        r.repair_ms,
-        r.baseline.repair_ms
     );
     let svg = render_svg(&outcome.timeline, &title)?;
     let files = [

@@ -12,13 +12,25 @@
 //!   crashed for `settle`, every live node's kernel must equal [`expected_kernel`] over the
 //!   Mesos truth; each node that differs is a violation (once per quiet period).
 //!
+//! What is tracked for the paper evaluation:
+//! - per node, since when its kernel has held no destination of positive weight on a
+//!   crashed host ([`ServiceWorld::dead_free_since`]);
+//! - *withdrawals*: a destination of positive weight taken out of a live node's kernel
+//!   (removed, its service removed, or its weight set to 0) while its host is alive and
+//!   Mesos still runs the task with positive weight behind that service: a false positive
+//!   ([`ServiceWorld::withdrawals`]). A crashed host's backends leaving is not one. With
+//!   task churn, a kernel applying an update older than a later change can count too.
+//!
 //! [`expected_kernel`] is written here from the rules in `docs/mesos-vips.md`, apart from
 //! the core's desired-state code, so the check does not trust what it checks. Named VIP
 //! addresses are the one shared piece ([`NameTable`]): the rule is the core's to define.
 //!
 //! Invariants: a change is tracked until it completes, is superseded by a newer change of
 //! the same destination, or its host dies; every kernel only ever changes through
-//! operations that apply cleanly (a failing operation is counted, never skipped).
+//! operations that apply cleanly (a failing operation is counted, never skipped);
+//! `dead_free_since[n]` is `None` exactly while node `n`'s kernel holds a destination of
+//! positive weight on a crashed host (checked after every change of that kernel and every
+//! crash; after a boot, which carries no time, at the world's next poll or kernel change).
 
 use crate::mesos_agent::{vip_catalogue, SimAgent, TaskState, VipSpec};
 use minuteman_core::kernel::{KernelState, Op, Service};
@@ -59,6 +71,17 @@ impl Default for WorldConfig {
             settle: Duration::from_secs(1),
         }
     }
+}
+
+/// A live host's backend taken out of a live node's kernel (a false positive).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Withdrawal {
+    pub at: Time,
+    /// The node whose kernel lost the destination.
+    pub kernel: usize,
+    /// The live host the destination is on.
+    pub host: usize,
+    pub dest: SocketAddr,
 }
 
 /// A convergence violation.
@@ -127,8 +150,17 @@ pub struct ServiceWorld {
     pub published_version: u64,
     /// Per node: bumped whenever its kernel table changes.
     pub kernel_versions: Vec<u64>,
-    /// Per node: when its kernel table last changed.
-    pub kernel_changed_at: Vec<Time>,
+    /// Per node: since when its kernel has held no destination of positive weight on a
+    /// crashed host (`None`: it holds one now).
+    pub dead_free_since: Vec<Option<Time>>,
+    /// Every false positive, in time order.
+    pub withdrawals: Vec<Withdrawal>,
+    /// Lookup only: the host of each agent IP.
+    host_by_ip: BTreeMap<IpAddr, usize>,
+    /// The IPs of the crashed hosts (booted once, not alive now).
+    dead_ips: BTreeSet<IpAddr>,
+    /// A boot may have changed `dead_free_since` (refreshed at the next timed event).
+    dead_free_stale: bool,
 }
 
 impl ServiceWorld {
@@ -162,11 +194,20 @@ impl ServiceWorld {
             names: None,
             published_version: 0,
             kernel_versions: vec![0; n],
-            kernel_changed_at: vec![Time::ZERO; n],
+            dead_free_since: vec![Some(Time::ZERO); n],
+            withdrawals: Vec::new(),
+            host_by_ip: ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| (IpAddr::V4(*ip), i))
+                .collect(),
+            dead_ips: BTreeSet::new(),
+            dead_free_stale: false,
         }
     }
 
-    /// Host `i` booted: its kernel starts empty.
+    /// Host `i` booted: its kernel starts empty. A restarted host is no longer dead; the
+    /// boot carries no time, so `dead_free_since` catches up at the world's next event.
     pub fn on_boot(&mut self, i: usize) {
         self.alive[i] = true;
         self.names = None;
@@ -174,6 +215,10 @@ impl ServiceWorld {
         self.kernel_versions[i] += 1;
         self.last_polled[i] = VipSet::new();
         self.published_version += 1;
+        let restarted = self.dead_ips.remove(&IpAddr::V4(self.agents[i].ip));
+        if restarted || self.dead_free_since[i].is_none() {
+            self.dead_free_stale = true;
+        }
     }
 
     /// Host `i` kernel-panicked: its tasks die with it (its agent is frozen; a restart
@@ -182,6 +227,9 @@ impl ServiceWorld {
         self.alive[i] = false;
         self.last_crash = now;
         self.names = None;
+        self.dead_ips.insert(IpAddr::V4(self.agents[i].ip));
+        self.dead_free_stale = false;
+        self.refresh_dead_free_all(now);
         let before = self.pending.len();
         self.pending.retain(|c| c.agent != i);
         self.counters.lost_to_crash += (before - self.pending.len()) as u64;
@@ -202,6 +250,9 @@ impl ServiceWorld {
     /// Node `i` polled and published `set` at `now`.
     pub fn on_polled(&mut self, now: Time, i: usize, set: VipSet) {
         self.counters.polls += 1;
+        if std::mem::take(&mut self.dead_free_stale) {
+            self.refresh_dead_free_all(now);
+        }
         if self.last_polled[i] != set {
             self.published_version += 1;
         }
@@ -218,12 +269,18 @@ impl ServiceWorld {
     pub fn on_kernel_ops(&mut self, now: Time, i: usize, ops: &[Op]) {
         self.counters.kernel_ops += ops.len() as u64;
         self.kernel_versions[i] += 1;
-        self.kernel_changed_at[i] = now;
+        if std::mem::take(&mut self.dead_free_stale) {
+            self.refresh_dead_free_all(now);
+        }
         for op in ops {
+            if self.alive[i] {
+                self.note_withdrawals(now, i, op);
+            }
             if self.kernels[i].apply(op).is_err() {
                 self.counters.kernel_errors += 1;
             }
         }
+        self.refresh_dead_free(now, i);
         let names = self.names().clone();
         for change in &mut self.pending {
             if !change.satisfied[i] {
@@ -236,6 +293,95 @@ impl ServiceWorld {
             }
         }
         self.complete_ready(now);
+    }
+
+    /// Records the false positives `op` is about to make in node `i`'s kernel.
+    fn note_withdrawals(&mut self, now: Time, i: usize, op: &Op) {
+        let kernel = &self.kernels[i];
+        let held = |service: &Service, dest: &SocketAddr| {
+            kernel
+                .services
+                .get(service)
+                .and_then(|d| d.get(dest))
+                .is_some_and(|&w| w > 0)
+        };
+        let leaving: Vec<(Service, SocketAddr)> = match op {
+            Op::RemoveDestination { service, dest }
+            | Op::SetWeight {
+                service,
+                dest,
+                weight: 0,
+            } if held(service, dest) => vec![(*service, *dest)],
+            Op::RemoveService(service) => kernel
+                .services
+                .get(service)
+                .into_iter()
+                .flatten()
+                .filter(|&(_, &w)| w > 0)
+                .map(|(d, _)| (*service, *d))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // Live hosts still running a task of positive weight on that port (the VIP is
+        // checked below, with the names, only for those: most removals are of dead tasks).
+        let live: Vec<(Service, SocketAddr, usize)> = leaving
+            .into_iter()
+            .filter_map(|(s, d)| {
+                let host = *self.host_by_ip.get(&d.ip())?;
+                let running = self.alive[host]
+                    && self.agents[host]
+                        .tasks
+                        .values()
+                        .any(|t| t.host_port == d.port() && t.weight() > 0);
+                running.then_some((s, d, host))
+            })
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        self.names();
+        let names = self.names.as_ref().expect("just computed");
+        for (service, dest, host) in live {
+            let running = self.agents[host].tasks.values().any(|t| {
+                t.host_port == dest.port()
+                    && t.weight() > 0
+                    && service_of(&self.catalogue[t.vip].vip, names) == Some(service)
+            });
+            if running {
+                self.withdrawals.push(Withdrawal {
+                    at: now,
+                    kernel: i,
+                    host,
+                    dest,
+                });
+            }
+        }
+    }
+
+    /// Whether node `i`'s kernel holds a destination of positive weight on a crashed host.
+    fn holds_dead(&self, i: usize) -> bool {
+        !self.dead_ips.is_empty()
+            && self.kernels[i]
+                .services
+                .values()
+                .flatten()
+                .any(|(d, &w)| w > 0 && self.dead_ips.contains(&d.ip()))
+    }
+
+    fn refresh_dead_free(&mut self, now: Time, i: usize) {
+        let holds = self.holds_dead(i);
+        let slot = &mut self.dead_free_since[i];
+        match (holds, *slot) {
+            (true, _) => *slot = None,
+            (false, None) => *slot = Some(now),
+            (false, Some(_)) => {}
+        }
+    }
+
+    fn refresh_dead_free_all(&mut self, now: Time) {
+        for n in 0..self.kernels.len() {
+            self.refresh_dead_free(now, n);
+        }
     }
 
     /// Moves the changes every live node reflects into the statistics.
@@ -551,4 +697,166 @@ fn describe_difference(actual: &KernelState, expected: &KernelState) -> String {
         })
         .collect();
     format!("kernel differs from Mesos: {}", differing.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Three hosts with tasks behind one IP VIP; every host booted.
+    fn world() -> (ServiceWorld, Service) {
+        let cfg = WorldConfig {
+            vips: 1,
+            tasks: 30,
+            churn_per_s: 0.0,
+            ..WorldConfig::default()
+        };
+        let ips: Vec<Ipv4Addr> = (1..=3).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        let mut w = ServiceWorld::new(cfg, &ips, &mut ChaCha8Rng::seed_from_u64(1));
+        for i in 0..3 {
+            w.on_boot(i);
+            assert!(!w.agents[i].tasks.is_empty(), "host {i} has tasks");
+        }
+        let service = service_of(&w.catalogue[0].vip, &NameTable::default()).unwrap();
+        (w, service)
+    }
+
+    fn dests(w: &ServiceWorld, host: usize) -> Vec<SocketAddr> {
+        let ip = IpAddr::V4(w.agents[host].ip);
+        w.agents[host]
+            .tasks
+            .values()
+            .map(|t| SocketAddr::new(ip, t.host_port))
+            .collect()
+    }
+
+    fn add_all(w: &mut ServiceWorld, node: usize, service: Service) {
+        let mut ops = vec![Op::AddService(service)];
+        for h in 0..3 {
+            for dest in dests(w, h) {
+                ops.push(Op::AddDestination {
+                    service,
+                    dest,
+                    weight: 1,
+                });
+            }
+        }
+        w.on_kernel_ops(Time::from_millis(1), node, &ops);
+    }
+
+    #[test]
+    fn a_kernel_is_dead_free_from_the_change_that_drops_the_last_dead_destination() {
+        let (mut w, service) = world();
+        add_all(&mut w, 0, service);
+        assert_eq!(
+            w.dead_free_since[0],
+            Some(Time::ZERO),
+            "nothing is dead yet"
+        );
+        w.on_crash(Time::from_millis(100), 2);
+        assert_eq!(w.dead_free_since[0], None);
+        assert_eq!(
+            w.dead_free_since[1],
+            Some(Time::ZERO),
+            "an empty kernel holds none"
+        );
+        let dead = dests(&w, 2);
+        let (last, first) = dead.split_last().unwrap();
+        let remove = |d: &SocketAddr| Op::RemoveDestination { service, dest: *d };
+        let ops: Vec<Op> = first.iter().map(remove).collect();
+        w.on_kernel_ops(Time::from_millis(200), 0, &ops);
+        assert_eq!(w.dead_free_since[0], None, "one is left");
+        w.on_kernel_ops(Time::from_millis(300), 0, &[remove(last)]);
+        assert_eq!(w.dead_free_since[0], Some(Time::from_millis(300)));
+        assert!(
+            w.withdrawals.is_empty(),
+            "a dead host's backends leaving is right"
+        );
+    }
+
+    #[test]
+    fn a_weight_zero_destination_does_not_count_as_held() {
+        let (mut w, service) = world();
+        add_all(&mut w, 0, service);
+        w.on_crash(Time::from_millis(100), 2);
+        let ops: Vec<Op> = dests(&w, 2)
+            .into_iter()
+            .map(|dest| Op::SetWeight {
+                service,
+                dest,
+                weight: 0,
+            })
+            .collect();
+        w.on_kernel_ops(Time::from_millis(150), 0, &ops);
+        assert_eq!(w.dead_free_since[0], Some(Time::from_millis(150)));
+    }
+
+    #[test]
+    fn a_live_hosts_backend_leaving_a_live_kernel_is_a_false_positive() {
+        let (mut w, service) = world();
+        add_all(&mut w, 0, service);
+        add_all(&mut w, 1, service);
+        let live = dests(&w, 1);
+        w.on_kernel_ops(
+            Time::from_millis(10),
+            0,
+            &[Op::RemoveDestination {
+                service,
+                dest: live[0],
+            }],
+        );
+        assert_eq!(
+            w.withdrawals,
+            [Withdrawal {
+                at: Time::from_millis(10),
+                kernel: 0,
+                host: 1,
+                dest: live[0],
+            }]
+        );
+        // Weight 0 withdraws too; removing the whole service withdraws every live backend
+        // it still held with positive weight.
+        w.on_kernel_ops(
+            Time::from_millis(20),
+            1,
+            &[Op::SetWeight {
+                service,
+                dest: live[0],
+                weight: 0,
+            }],
+        );
+        assert_eq!(w.withdrawals.len(), 2);
+        w.on_crash(Time::from_millis(30), 2);
+        w.on_kernel_ops(Time::from_millis(40), 1, &[Op::RemoveService(service)]);
+        let live_held = dests(&w, 0).len() + live.len() - 1;
+        assert_eq!(
+            w.withdrawals.len(),
+            2 + live_held,
+            "host 2's are not counted"
+        );
+        assert!(w.withdrawals[2..]
+            .iter()
+            .all(|x| x.kernel == 1 && x.host != 2 && x.at == Time::from_millis(40)));
+    }
+
+    #[test]
+    fn a_killed_task_leaving_is_not_a_false_positive() {
+        let (mut w, service) = world();
+        add_all(&mut w, 0, service);
+        let dest = dests(&w, 1)[0];
+        let id = *w.agents[1]
+            .tasks
+            .iter()
+            .find(|(_, t)| t.host_port == dest.port())
+            .unwrap()
+            .0;
+        w.agents[1].tasks.remove(&id);
+        w.on_kernel_ops(
+            Time::from_millis(10),
+            0,
+            &[Op::RemoveDestination { service, dest }],
+        );
+        assert!(w.withdrawals.is_empty());
+    }
 }

@@ -42,10 +42,13 @@ fn json_has_the_issue_keys_and_out_writes_three_files() {
         "tasks",
         "crashed",
         "detection_ms",
+        "kernel_repair_ms",
         "repair_ms",
         "requests",
         "latency_ms",
+        "false_positives",
         "baseline",
+        "violations",
         "trace_hash",
         "wall_ms",
     ] {
@@ -53,15 +56,33 @@ fn json_has_the_issue_keys_and_out_writes_three_files() {
     }
     for key in ["p50", "p99", "max"] {
         assert!(report["detection_ms"][key].is_f64(), "detection_ms.{key}");
+        assert!(
+            report["kernel_repair_ms"][key].is_f64(),
+            "kernel_repair_ms.{key}"
+        );
     }
-    for key in ["total", "failed", "failed_after_repair"] {
+    assert!(report["kernel_repair_reason"].is_null());
+    assert_eq!(report["survivors"], 35);
+    for key in ["total", "failed", "failed_after_repair", "sent_to_dead"] {
         assert!(report["requests"][key].is_u64(), "requests.{key}");
     }
     for key in ["p50", "p99"] {
         assert!(report["latency_ms"][key].is_f64(), "latency_ms.{key}");
     }
-    assert!(report["baseline"]["repair_ms"].is_f64());
-    assert!(report["baseline"]["failed"].is_u64());
+    // On seed 4 ten requests fail on dead backends before the repair.
+    assert!(report["repair_ms"].is_f64());
+    assert_eq!(report["false_positives"], 0);
+    let baseline = &report["baseline"];
+    assert!(baseline["failed"].is_u64());
+    assert!(baseline["repair_ms"].is_f64());
+    // 10 s is far too short for Mesos to drop the dead agents: null, and why.
+    assert!(baseline["kernel_repair_ms"].is_null(), "{baseline}");
+    let reason = baseline["kernel_repair_reason"].as_str().unwrap();
+    assert!(reason.contains("run ended at 10 s"), "{reason}");
+    assert!(baseline["list_repair_ms"]["min"].as_f64().unwrap() >= 75_000.0);
+    assert_eq!(baseline["config"]["failure_threshold"], 5);
+    assert_eq!(baseline["config"]["agent_ping_timeout"], 15_000.0);
+    assert_eq!(baseline["config"]["max_agent_ping_timeouts"], 5);
     assert_eq!(report["seed"], 4);
     assert_eq!(report["crashed"], 5);
 
@@ -127,8 +148,20 @@ fn the_table_prints_the_seed_first_and_the_replay_last() {
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("seed             2\n"), "{text}");
-    assert!(text.contains("time to repair"), "{text}");
-    assert!(text.contains("baseline (active checks)"), "{text}");
+    assert!(text.contains("kernel repair    p50 "), "{text}");
+    assert!(text.contains("baseline (pre-Lashup)"), "{text}");
+    // On seed 2 no request of minuteman's fails: that is not a 0 ms repair.
+    let last_failed = text
+        .lines()
+        .find(|l| l.starts_with("last failed request"))
+        .expect("a last-failed-request row");
+    assert!(last_failed.contains("none failed"), "{last_failed}");
+    assert!(
+        text.contains(
+            "baseline repair  none: still sending to dead backends when the run ended at 6 s"
+        ),
+        "{text}"
+    );
     let last = text.lines().last().unwrap();
     assert!(
         last.starts_with("replay           cargo run --release -p minuteman-sim -- paper --seed 2"),

@@ -23,13 +23,15 @@ struct Cli {
 enum Command {
     /// The seed's failure evaluation, replayed: one VIP with 1000 tasks, a testing node
     /// opening a new connection per request, 12.5% of the hosts kernel-panic; minuteman
-    /// against a baseline that only has active failure detection.
+    /// against DC/OS's minuteman before Lashup (two random choices by connect-latency EWMA,
+    /// backends closed after failed handshakes, dead agents dropped by Mesos after 75-90 s).
     ///
-    /// Prints the seed, then detection, time to repair (crash -> send time of the last
-    /// request that failed on a dead backend), requests, failures and latency before and
-    /// after the crash for both sides, and the command that replays the run. Every host
-    /// balances through a model of IPVS (wlc, connection table, SYN retransmissions); the
-    /// model and its limits are described in docs/paper.md.
+    /// Prints the seed, then detection, the kernel repair (per survivor: crash -> its
+    /// kernel holds no destination on a crashed host; the baseline's: crash -> its last
+    /// request to a dead backend, or why there is none), the last failed request, requests,
+    /// failures, latency and false positives for both sides, and the command that replays
+    /// the run. Every host balances through a model of IPVS (wlc, connection table, SYN
+    /// retransmissions); the models and their limits are described in docs/paper.md.
     Paper(PaperArgs),
     /// Membership evaluation: nodes join from cold, a fraction kernel-panics, survivors detect it.
     Membership(MembershipArgs),
