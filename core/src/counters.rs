@@ -110,6 +110,11 @@ pub struct Counters {
     pub forged_sender: u64,
     /// Connections to peers the shell reported closed or failed.
     pub connections_lost: u64,
+    /// Times this node found its address held at a newer version and became a newer
+    /// incarnation.
+    pub incarnations_advanced: u64,
+    /// Digest lines sent to peers that spoke under a superseded epoch.
+    pub stale_replies: u64,
     /// Messages claiming to come from this node's own address, ignored.
     pub self_messages: u64,
     pub links_up: u64,

@@ -509,7 +509,6 @@ const MAX_OUTPUTS_PER_STEP: usize = 10_000;
 
 /// Drains the node, checking every output; returns the outputs and the requested deadline.
 fn drain(node: &mut Node) -> Result<(Vec<Output>, Time), TestCaseError> {
-    let me = node.id();
     let limits = node.config().limits.clone();
     let mut outputs = Vec::new();
     loop {
@@ -517,9 +516,17 @@ fn drain(node: &mut Node) -> Result<(Vec<Output>, Time), TestCaseError> {
         if let Output::Timeout(at) = output {
             return Ok((outputs, at));
         }
+        // The node's id changes only when it supersedes a lost incarnation of itself; what
+        // it queued earlier in the same input went out under the old one.
+        let me = node.id();
         if let Output::Transmit(t) = &output {
             prop_assert_ne!(t.dst, me.addr, "transmit to self: {:?}", t);
-            prop_assert_eq!(t.envelope.from, me);
+            prop_assert_eq!(t.envelope.from.addr, me.addr);
+            prop_assert!(
+                t.envelope.from.epoch <= me.epoch,
+                "sent as {}",
+                t.envelope.from
+            );
             // Whatever the node sends, its peers accept.
             let frame = wire::encode(&t.envelope, &limits)
                 .map_err(|e| TestCaseError::fail(format!("unencodable output {t:?}: {e}")))?;
@@ -707,6 +714,9 @@ impl EventModel {
                 }
                 Event::Unreachable(id) => {
                     prop_assert!(self.reachable.remove(&id), "{:?} unreachable, was not", id)
+                }
+                Event::IncarnationChanged { old, new } => {
+                    prop_assert!(new.epoch > old.epoch, "{:?} -> {:?}", old, new)
                 }
             }
         }

@@ -640,6 +640,19 @@ impl Simulation {
                     }
                 }
             }
+            Event::IncarnationChanged { new, .. } => {
+                // The node became a newer incarnation (it had lost its state): its timers
+                // and Mesos polls follow the new epoch.
+                let slot = &mut self.nodes[observer];
+                slot.id = new;
+                slot.timer = None;
+                self.trace_event(7, observer as u64, new.epoch, 0);
+                if let Some(world) = self.world.as_ref() {
+                    let at = self.now + world.cfg.poll_interval;
+                    let (node, epoch) = (observer, new.epoch);
+                    self.schedule(at, EventKind::Poll { node, epoch });
+                }
+            }
             Event::NeighborUp(_) | Event::NeighborDown(..) => {}
         }
     }
@@ -698,6 +711,17 @@ impl Simulation {
     pub fn restart(&mut self, i: usize) {
         self.crash(i);
         self.nodes[i].id.epoch += 1;
+        if let Some(world) = self.world.as_mut() {
+            world.on_restart(i);
+        }
+        self.boot(i);
+    }
+
+    /// Restarts node `i` with its state directory lost: it boots as epoch 1 again, though
+    /// the cluster knows it under a newer epoch, and must find that out and supersede it.
+    pub fn restart_lost_state(&mut self, i: usize) {
+        self.crash(i);
+        self.nodes[i].id.epoch = 1;
         if let Some(world) = self.world.as_mut() {
             world.on_restart(i);
         }

@@ -341,3 +341,56 @@ fn seed_sweep_fifty_seeds() {
         h.join().expect("worker panicked");
     });
 }
+
+#[test]
+fn a_restart_with_lost_state_supersedes_its_old_self_within_five_seconds() {
+    for seed in seeds(1..=3) {
+        let replay = replay_test(
+            "a_restart_with_lost_state_supersedes_its_old_self_within_five_seconds",
+            seed,
+        );
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
+        sim.run_until(ms(3_000));
+        // Two ordinary restarts: the cluster knows node 7 as epoch 3.
+        sim.restart(7);
+        sim.run_until(ms(4_000));
+        sim.restart(7);
+        sim.run_until(ms(5_000));
+        check(
+            sim.is_converged(),
+            "converged before the lost-state restart",
+            &replay,
+        );
+        sim.restart_lost_state(7);
+        check(sim.id(7).epoch == 1, "booted as epoch 1", &replay);
+        let mut back = None;
+        while sim.now() < ms(10_000) {
+            sim.run_for(Duration::from_millis(10));
+            if sim.id(7).epoch > 3 && all_reach_all(&sim) && sim.is_converged() {
+                back = Some(sim.now());
+                break;
+            }
+        }
+        check(
+            back.is_some(),
+            format!(
+                "seed {seed}: node 7 is {} and not reachable by all 5 s later",
+                sim.id(7)
+            ),
+            &replay,
+        );
+        let advanced = sim.node(7).unwrap().counters().incarnations_advanced;
+        check(advanced == 1, format!("advanced {advanced} times"), &replay);
+        check(
+            sim.false_positives.is_empty(),
+            format!("seed {seed}: {:?}", sim.false_positives),
+            &replay,
+        );
+        eprintln!(
+            "seed {seed}: lost state -> {} reachable by all at {:?}",
+            sim.id(7),
+            back
+        );
+        check_invariants(&sim, &replay);
+    }
+}

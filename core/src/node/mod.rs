@@ -158,6 +158,13 @@ pub enum Event {
     NeighborDown(NodeId, LinkDown),
     Reachable(NodeId),
     Unreachable(NodeId),
+    /// This node saw its own address with a newer version than its own (its state was
+    /// lost or rolled back) and became a newer incarnation: the shell must persist the new
+    /// epoch before the next restart.
+    IncarnationChanged {
+        old: NodeId,
+        new: NodeId,
+    },
 }
 
 /// One minuteman node's core: the routing between its parts.
@@ -423,6 +430,7 @@ impl Node {
         }
         if !self.accept_sender(now, from) {
             self.io.counters.stale_epoch_messages += 1;
+            self.replication.tell_stale(now, &mut self.io, from);
             return;
         }
         self.views.on_heard(now, &from.addr);
@@ -453,7 +461,16 @@ impl Node {
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
             Message::Digest { entries, reply } => {
-                self.replication.on_digest(io, from, &entries, reply)
+                let me = self.cfg.id.addr;
+                let own = entries
+                    .iter()
+                    .find(|e| e.addr == me)
+                    .map(|e| (e.epoch, e.seq));
+                if own.is_some_and(|v| v > self.replication.own_version()) {
+                    self.advance_incarnation(now, own.map_or(0, |v| v.0));
+                } else {
+                    self.replication.on_digest(io, from, &entries, reply)
+                }
             }
         }
         self.after_input(now);
@@ -504,8 +521,40 @@ impl Node {
         true
     }
 
+    /// This node's address is held elsewhere at `seen_epoch` or later (a lost or rolled
+    /// back state directory): become the incarnation after it at once, drop every link
+    /// (peers know this node under the old epoch) and join again.
+    fn advance_incarnation(&mut self, now: Time, seen_epoch: u64) {
+        let old = self.cfg.id;
+        let Some(epoch) = seen_epoch.max(old.epoch).checked_add(1) else {
+            // No epoch left to supersede it with (a forged u64::MAX): stay as we are.
+            return;
+        };
+        let new = NodeId::new(old.addr, epoch);
+        self.io.counters.incarnations_advanced += 1;
+        self.cfg.id = new;
+        self.io.me = new;
+        self.replication.adopt(new);
+        self.views
+            .adopt(now, &mut self.io, &self.replication.store, new);
+        self.reach.dirty = true;
+        self.io
+            .emit(Output::Event(Event::IncarnationChanged { old, new }));
+    }
+
     fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
         let mut fresh = Vec::new();
+        let me = self.cfg.id.addr;
+        if let Some(own) = records
+            .iter()
+            .filter(|r| r.origin.addr == me)
+            .map(Record::version)
+            .max()
+        {
+            if own > self.replication.own_version() {
+                self.advance_incarnation(now, own.0);
+            }
+        }
         for record in records {
             match self.replication.offer(&mut self.io, &record) {
                 Offered::New { previous } => {

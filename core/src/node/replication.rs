@@ -50,7 +50,13 @@ pub(crate) struct Replication {
     flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
     flush_at: Option<Time>,
     next_anti_entropy: Time,
+    /// When each address last got a digest line telling it that it is stale (bounded by
+    /// `MAX_STALE_REPLIES`, the oldest forgotten first).
+    stale_replies: BTreeMap<SocketAddr, Time>,
 }
+
+/// Most addresses remembered for rate-limiting stale-incarnation replies.
+const MAX_STALE_REPLIES: usize = 256;
 
 impl Replication {
     pub(crate) fn new(
@@ -75,7 +81,73 @@ impl Replication {
             flood_queue: BTreeMap::new(),
             flush_at: None,
             next_anti_entropy,
+            stale_replies: BTreeMap::new(),
         }
+    }
+
+    /// `(epoch, seq)` of the own record as last published.
+    pub(crate) fn own_version(&self) -> (u64, u64) {
+        (self.me.epoch, self.own_seq)
+    }
+
+    /// This node became `new` (a newer epoch of the same address): its next own record
+    /// starts a new sequence under it.
+    pub(crate) fn adopt(&mut self, new: NodeId) {
+        self.me = new;
+        self.own_seq = 0;
+        self.store.intern(new);
+        self.record_changed = true;
+        self.last_publish = None;
+        self.flood_queue.clear();
+        self.flush_at = None;
+    }
+
+    /// `from` spoke under an epoch older than the newest known for its address (it lost
+    /// its state, or it is a replay): tell it, with the digest line of its address, at
+    /// most once per anti-entropy interval per address, so that a live node that lost its
+    /// state learns its old epoch and supersedes it.
+    pub(crate) fn tell_stale(&mut self, now: Time, io: &mut Io, from: NodeId) {
+        let interval = self.cfg.anti_entropy_interval;
+        if self
+            .stale_replies
+            .get(&from.addr)
+            .is_some_and(|&t| now < t + interval)
+        {
+            return;
+        }
+        if self.stale_replies.len() >= MAX_STALE_REPLIES
+            && !self.stale_replies.contains_key(&from.addr)
+        {
+            let oldest = self
+                .stale_replies
+                .iter()
+                .min_by_key(|(addr, t)| (**t, **addr))
+                .map(|(addr, _)| *addr);
+            if let Some(oldest) = oldest {
+                self.stale_replies.remove(&oldest);
+            }
+        }
+        self.stale_replies.insert(from.addr, now);
+        let entry = match self.store.get(&from.addr) {
+            Some(r) => DigestEntry {
+                addr: from.addr,
+                epoch: r.origin.epoch,
+                seq: r.seq,
+            },
+            None => DigestEntry {
+                addr: from.addr,
+                epoch: self.store.known_epoch(&from.addr).unwrap_or(0),
+                seq: 0,
+            },
+        };
+        io.counters.stale_replies += 1;
+        io.send(
+            from.addr,
+            Message::Digest {
+                entries: vec![entry],
+                reply: true,
+            },
+        );
     }
 
     /// When the changed own record may be published (`None`: unchanged).

@@ -784,6 +784,21 @@ impl Views {
         }
     }
 
+    /// This node became `new`: every link was made under the old epoch, so drop them all
+    /// (the peers see the new epoch supersede the old one) and join again.
+    pub(crate) fn adopt(&mut self, now: Time, io: &mut Io, store: &RecordStore, new: NodeId) {
+        self.me = new;
+        let links: Vec<SocketAddr> = self.active.keys().copied().collect();
+        for addr in links {
+            io.send(addr, Message::Disconnect);
+            self.remove_active(now, io, store, addr, LinkDown::Superseded);
+        }
+        self.pending_neighbor = None;
+        if self.joining.is_none() {
+            self.start_join(now, io);
+        }
+    }
+
     /// A random active neighbour (for anti-entropy), drawn from the node's generator.
     pub(crate) fn random_active(&self, io: &mut Io) -> Option<NodeId> {
         self.active.values().choose(&mut io.rng).map(|p| p.id)
