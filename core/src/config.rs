@@ -394,11 +394,20 @@ pub struct ReachabilityConfig {
     pub grace: Duration,
     /// Least time between two searches: a burst of record updates costs one search.
     pub recompute_interval: Duration,
+    /// A node reports nodes unreachable (and withdraws kernel state) only once its view is
+    /// complete: it caught up with a complete peer in an anti-entropy exchange, or this
+    /// long passed since its first link (a whole cluster starting cold has no complete
+    /// peer yet).
+    pub view_complete_timeout: Duration,
 }
 
 impl ReachabilityConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         duration("reachability.grace", self.grace)?;
+        duration(
+            "reachability.view_complete_timeout",
+            self.view_complete_timeout,
+        )?;
         // Zero would run a full search on every record update.
         interval("reachability.recompute_interval", self.recompute_interval)
     }
@@ -409,6 +418,7 @@ impl Default for ReachabilityConfig {
         ReachabilityConfig {
             grace: Duration::from_millis(20),
             recompute_interval: Duration::from_millis(10),
+            view_complete_timeout: Duration::from_secs(2),
         }
     }
 }

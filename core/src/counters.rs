@@ -143,8 +143,14 @@ pub struct Counters {
     pub records_too_large: u64,
     /// Records received over the byte bound, ignored.
     pub records_rejected_size: u64,
+    /// The view became complete by catching up with a complete peer / by waiting out
+    /// `view_complete_timeout` (at most one of the two, once).
+    pub views_completed_by_peer: u64,
+    pub views_completed_by_timeout: u64,
     /// Kernel operations emitted.
     pub kernel_ops: u64,
+    /// Removals held back while the view was incomplete (emitted once it is).
+    pub kernel_removals_withheld: u64,
     /// Kernel diffs that did not apply to the node's own applied state (a bug if ever
     /// non-zero).
     pub kernel_diff_errors: u64,

@@ -61,6 +61,19 @@ impl LinkMonitor {
         }
     }
 
+    /// A monitor whose window starts with `estimate` as its one sample (the largest RTT
+    /// of the node's other links): without it a fresh link would wait for the timeout
+    /// ceiling until its first answer, and a peer that dies right after linking would be
+    /// noticed a second late.
+    pub fn with_estimate(now: Time, first_ping: Time, estimate: Option<Duration>) -> LinkMonitor {
+        let mut monitor = LinkMonitor::new(now, first_ping);
+        if let Some(rtt) = estimate {
+            monitor.rtts.push_back(rtt);
+            monitor.max_rtt = Some(rtt);
+        }
+        monitor
+    }
+
     /// Anything arrived from the peer: it is alive.
     pub fn on_heard(&mut self, now: Time) {
         self.last_heard = self.last_heard.max(now);

@@ -12,9 +12,13 @@
 //! keeps such sub-millisecond holes from being reported as failures. A node superseded by a
 //! newer incarnation is reported unreachable at once.
 //!
+//! While the owner's view is incomplete ([`Reachability::set_holding`]) nothing fades out:
+//! a node not reached may be one whose records have not arrived yet.
+//!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
-//! superseded); every change is reported once, as a [`Change`], in slot order.
+//! superseded), not while holding; every change is reported once, as a [`Change`], in slot
+//! order.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -39,6 +43,9 @@ pub struct Reachability {
     /// Slots with `unreached_since` set.
     fading: Vec<u32>,
     count: usize,
+    /// While set, nothing fades out: a node's view is not complete yet, and a node it does
+    /// not reach may simply be one whose records have not arrived.
+    holding: bool,
     /// Scratch space for the search, kept to avoid allocating on every run.
     seen: Vec<bool>,
     queue: Vec<u32>,
@@ -52,8 +59,17 @@ impl Reachability {
         }
     }
 
+    /// Holds (or releases) every unreachable report but supersession. Released, the nodes
+    /// that stayed unreached for `grace` are reported at the next [`Reachability::expire`].
+    pub fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
+    }
+
     /// When the next fading node is due to be reported unreachable.
     pub fn next_deadline(&self) -> Option<Time> {
+        if self.holding {
+            return None;
+        }
         self.fading
             .iter()
             .filter_map(|&s| self.unreached_since[s as usize])
@@ -63,6 +79,9 @@ impl Reachability {
 
     /// Reports as unreachable the fading nodes whose grace has run out by `now`.
     pub fn expire(&mut self, now: Time, changes: &mut Vec<Change>) {
+        if self.holding {
+            return;
+        }
         let grace = self.grace;
         let (reported, since) = (&mut self.reported, &mut self.unreached_since);
         let mut expired = 0;
@@ -153,7 +172,7 @@ impl Reachability {
                     self.reported[i] = Some(current);
                 }
             } else if let Some(old) = before {
-                if old.epoch < vertex.epoch || self.grace.is_zero() {
+                if old.epoch < vertex.epoch || (self.grace.is_zero() && !self.holding) {
                     changes.push(Change::Unreachable(old));
                     self.reported[i] = None;
                     self.unreached_since[i] = None;

@@ -106,9 +106,12 @@ pub enum Message {
     /// Node records, flooded or sent in answer to a digest.
     Records { records: Vec<Record> },
     /// Anti-entropy digest; `reply` marks an answer, which is never answered with a digest.
+    /// `complete`: the sender's view is complete (it caught up with a complete peer once),
+    /// so a receiver that holds everything listed may call its own view complete.
     Digest {
         entries: Vec<DigestEntry>,
         reply: bool,
+        complete: bool,
     },
 }
 

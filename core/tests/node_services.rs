@@ -167,3 +167,83 @@ fn kernel_operations_survive_a_full_output_queue() {
     assert_eq!(n.applied_kernel(), &kernel);
     n.check_invariants().unwrap();
 }
+
+/// A restarting agent: its kernel holds what the last run left; until the node's view is
+/// complete nothing is removed from it (the records that justify those backends may simply
+/// not have arrived yet), and once it is complete the stale state goes.
+#[test]
+fn a_restarting_node_removes_nothing_until_its_view_is_complete() {
+    for by_peer in [false, true] {
+        let me = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 61420);
+        let contact = NodeId::new(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 61420),
+            1,
+        );
+        let cfg = Config::new(
+            NodeId::new(me, 1),
+            vec![contact.addr],
+            7,
+            FrameAuth::Insecure,
+        );
+        let timeout = cfg.reachability.view_complete_timeout;
+        let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
+        kernel_ops(&mut n);
+        // What the kernel still holds from before the restart: another host's VIP.
+        let stale =
+            minuteman_core::kernel::Service::new(Protocol::Tcp, "11.0.0.7:80".parse().unwrap());
+        let mut kernel = KernelState::default();
+        kernel.apply(&Op::AddService(stale)).unwrap();
+        kernel
+            .apply(&Op::AddDestination {
+                service: stale,
+                dest: "10.0.0.9:31000".parse().unwrap(),
+                weight: 1,
+            })
+            .unwrap();
+        n.resync_kernel(Time::from_millis(1), kernel.clone());
+        n.set_local_services(Time::from_millis(2), vec![me.ip()], set(2))
+            .unwrap();
+        let ops = kernel_ops(&mut n);
+        assert!(!ops.is_empty(), "the local backends were not added");
+        kernel.apply_all(&ops).unwrap();
+        assert!(
+            kernel.services.contains_key(&stale),
+            "removed before the view is complete"
+        );
+        assert!(!n.view_complete());
+        n.check_invariants().unwrap();
+
+        // The contact answers the JOIN: the first link.
+        let reply = |msg| minuteman_core::Envelope { from: contact, msg };
+        let t = Time::from_millis(5);
+        n.handle_message(
+            t,
+            contact.addr.ip(),
+            reply(minuteman_core::Message::NeighborReply { accepted: true }),
+        )
+        .unwrap();
+        kernel.apply_all(&kernel_ops(&mut n)).unwrap();
+        assert!(kernel.services.contains_key(&stale));
+        if by_peer {
+            // A complete peer that holds nothing this node lacks: caught up.
+            let digest = minuteman_core::Message::Digest {
+                entries: Vec::new(),
+                reply: true,
+                complete: true,
+            };
+            n.handle_message(Time::from_millis(6), contact.addr.ip(), reply(digest))
+                .unwrap();
+        } else {
+            n.handle_timeout(t + timeout);
+        }
+        assert!(n.view_complete(), "by_peer {by_peer}");
+        kernel.apply_all(&kernel_ops(&mut n)).unwrap();
+        assert!(
+            !kernel.services.contains_key(&stale),
+            "the stale service stayed"
+        );
+        assert_eq!(&kernel, n.desired_kernel());
+        assert!(n.counters().kernel_removals_withheld > 0);
+        n.check_invariants().unwrap();
+    }
+}

@@ -114,7 +114,11 @@ fn message_with(
             vec(digest_entry_with(addrs, seqs), 0..=digest),
             any::<bool>()
         )
-            .prop_map(|(entries, reply)| Message::Digest { entries, reply }),
+            .prop_map(|(entries, reply)| Message::Digest {
+                entries,
+                reply,
+                complete: reply
+            }),
     ]
     .boxed()
 }

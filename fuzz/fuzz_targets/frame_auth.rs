@@ -65,6 +65,7 @@ fn envelope(u: &mut Unstructured) -> Result<Envelope> {
                 })
                 .collect::<Result<_>>()?,
             reply: u.arbitrary()?,
+            complete: u.arbitrary()?,
         },
         _ => Message::NeighborReply {
             accepted: u.arbitrary()?,

@@ -160,6 +160,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
             Message::Digest {
                 entries,
                 reply: u.arbitrary()?,
+                complete: u.arbitrary()?,
             }
         }
     })

@@ -5,6 +5,9 @@
 //! - `applied` changes only with operations the shell receives: they are computed when the
 //!   shell polls ([`DataPlane::poll_kernel`]), never queued, so a full output queue cannot
 //!   drop them; once the desired state is refreshed, `applied` equals it;
+//! - until the node's view is complete, no operation removes anything: the kernel holds at
+//!   least the desired state, and what it holds beyond is removed once the view is
+//!   complete;
 //! - the local set never exceeds the record bounds (a larger one is refused whole).
 
 use crate::counters::Counters;
@@ -23,6 +26,11 @@ pub(crate) struct DataPlane {
     pub(crate) applied: KernelState,
     /// Services the kernel held at the last resync: compared on the next poll.
     resync_stale: Vec<Service>,
+    /// The node's view is complete. Until then nothing is removed from the kernel: a
+    /// restarting agent keeps serving what its kernel had while its records arrive.
+    complete: bool,
+    /// Removals were held back while incomplete.
+    withheld: bool,
 }
 
 impl DataPlane {
@@ -35,12 +43,38 @@ impl DataPlane {
             desired,
             applied: KernelState::default(),
             resync_stale: Vec::new(),
+            complete: false,
+            withheld: false,
+        }
+    }
+
+    /// The view became complete: removals held back are computed on the next poll.
+    pub(crate) fn set_complete(&mut self) {
+        self.complete = true;
+        if std::mem::take(&mut self.withheld) {
+            self.desired.mark_all_dirty();
+            self.resync_stale = self.applied.services.keys().copied().collect();
         }
     }
 
     pub(crate) fn check(&self) -> Result<(), String> {
-        if !self.desired.is_dirty() && self.applied != *self.desired.state() {
+        if self.desired.is_dirty() {
+            return Ok(());
+        }
+        if self.complete && self.applied != *self.desired.state() {
             return Err("emitted kernel ops do not lead to the desired state".into());
+        }
+        // Incomplete: the kernel holds at least the desired state.
+        for (service, dests) in &self.desired.state().services {
+            let held = self.applied.services.get(service);
+            if dests
+                .iter()
+                .any(|(d, w)| held.and_then(|h| h.get(d)) != Some(w))
+            {
+                return Err(format!(
+                    "the kernel lacks desired destinations of {service:?}"
+                ));
+            }
         }
         Ok(())
     }
@@ -62,11 +96,19 @@ impl DataPlane {
         }
         let touched = self.desired.refresh();
         let stale = std::mem::take(&mut self.resync_stale);
-        let ops = kernel::diff_services(
+        let mut ops = kernel::diff_services(
             &self.applied,
             self.desired.state(),
             touched.iter().chain(stale.iter()),
         );
+        if !self.complete {
+            let before = ops.len();
+            ops.retain(|op| !matches!(op, Op::RemoveDestination { .. } | Op::RemoveService(_)));
+            if ops.len() < before {
+                self.withheld = true;
+                counters.kernel_removals_withheld += (before - ops.len()) as u64;
+            }
+        }
         if ops.is_empty() {
             return None;
         }

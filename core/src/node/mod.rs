@@ -219,6 +219,11 @@ impl Node {
             data: DataPlane::new(me.addr),
             cfg,
         };
+        node.reach.graph.set_holding(true);
+        if node.cfg.contacts.iter().all(|c| *c == me.addr) {
+            // Alone: there is nothing to catch up with.
+            node.set_complete();
+        }
         node.views.start_join(now, &mut node.io);
         node.after_input(now);
         Ok(node)
@@ -460,7 +465,11 @@ impl Node {
             Message::Ping { echo } => self.views.on_ping(io, from, echo),
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
-            Message::Digest { entries, reply } => {
+            Message::Digest {
+                entries,
+                reply,
+                complete,
+            } => {
                 let me = self.cfg.id.addr;
                 let own = entries
                     .iter()
@@ -469,7 +478,12 @@ impl Node {
                 if own.is_some_and(|v| v > self.replication.own_version()) {
                     self.advance_incarnation(now, own.map_or(0, |v| v.0));
                 } else {
-                    self.replication.on_digest(io, from, &entries, reply)
+                    let newer = self.replication.on_digest(io, from, &entries, reply);
+                    if complete && !newer && !self.replication.complete {
+                        // A complete peer holds nothing this node lacks: caught up.
+                        self.io.counters.views_completed_by_peer += 1;
+                        self.set_complete();
+                    }
                 }
             }
         }
@@ -582,8 +596,33 @@ impl Node {
         }
     }
 
+    /// The view is complete: unreachability is reported from now on, and the data plane
+    /// may remove what it held back.
+    fn set_complete(&mut self) {
+        self.replication.complete = true;
+        self.views.view_complete = true;
+        self.reach.graph.set_holding(false);
+        self.data.set_complete();
+    }
+
+    /// Whether this node's view is complete (see [`crate::ReachabilityConfig`]): until
+    /// then it reports no node unreachable and removes nothing from the kernel.
+    pub fn view_complete(&self) -> bool {
+        self.replication.complete
+    }
+
     /// Finishes every input: probes due now, own record, reachability, kernel operations.
     fn after_input(&mut self, now: Time) {
+        if !self.replication.complete {
+            if self.replication.complete_at.is_none() && self.views.active_len() > 0 {
+                self.replication.complete_at =
+                    Some(now + self.cfg.reachability.view_complete_timeout);
+            }
+            if self.replication.complete_at.is_some_and(|at| now >= at) {
+                self.io.counters.views_completed_by_timeout += 1;
+                self.set_complete();
+            }
+        }
         self.views
             .poll_links(now, &mut self.io, &self.replication.store);
         if self.views.take_adjacency_changed() {

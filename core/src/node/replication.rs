@@ -50,6 +50,11 @@ pub(crate) struct Replication {
     flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
     flush_at: Option<Time>,
     next_anti_entropy: Time,
+    /// This node's view is complete: it caught up with a complete peer once (or waited out
+    /// `view_complete_timeout` after its first link).
+    pub(crate) complete: bool,
+    /// When the view counts as complete anyway (set at the first link).
+    pub(crate) complete_at: Option<Time>,
     /// When each address last got a digest line telling it that it is stale (bounded by
     /// `MAX_STALE_REPLIES`, the oldest forgotten first).
     stale_replies: BTreeMap<SocketAddr, Time>,
@@ -82,6 +87,8 @@ impl Replication {
             flush_at: None,
             next_anti_entropy,
             stale_replies: BTreeMap::new(),
+            complete: false,
+            complete_at: None,
         }
     }
 
@@ -146,6 +153,7 @@ impl Replication {
             Message::Digest {
                 entries: vec![entry],
                 reply: true,
+                complete: false,
             },
         );
     }
@@ -161,7 +169,11 @@ impl Replication {
     /// The earliest of this part's deadlines.
     pub(crate) fn poll_timeout(&self) -> Time {
         let mut at = self.next_anti_entropy;
-        for due in [self.publish_due(), self.flush_at].into_iter().flatten() {
+        let complete_at = self.complete_at.filter(|_| !self.complete);
+        for due in [self.publish_due(), self.flush_at, complete_at]
+            .into_iter()
+            .flatten()
+        {
             at = at.min(due);
         }
         at
@@ -177,13 +189,8 @@ impl Replication {
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + io.jittered(self.cfg.anti_entropy_interval);
             if let Some(peer) = pick_peer(io) {
-                send_digest(
-                    io,
-                    &self.store,
-                    self.limits.max_digest_entries,
-                    peer.addr,
-                    false,
-                );
+                let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
+                send_digest(io, &self.store, chunk, peer.addr, false, complete);
             }
         }
     }
@@ -215,24 +222,23 @@ impl Replication {
         }
     }
 
+    /// Answers a digest: the records `from` lacks, and this node's digest if `from` holds
+    /// something newer (unless the digest was itself an answer). Returns whether `from`
+    /// holds anything this node lacks.
     pub(crate) fn on_digest(
         &mut self,
         io: &mut Io,
         from: NodeId,
         entries: &[DigestEntry],
         reply: bool,
-    ) {
+    ) -> bool {
         let (missing, they_have_newer) = self.store.reconcile(entries);
         self.send_records(io, from.addr, missing);
         if they_have_newer && !reply {
-            send_digest(
-                io,
-                &self.store,
-                self.limits.max_digest_entries,
-                from.addr,
-                true,
-            );
+            let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
+            send_digest(io, &self.store, chunk, from.addr, true, complete);
         }
+        they_have_newer
     }
 
     /// Publishes the own record now if it changed and the publish interval allows;
@@ -344,14 +350,16 @@ pub(crate) fn send_digest(
     chunk: usize,
     addr: SocketAddr,
     reply: bool,
+    complete: bool,
 ) {
     let entries = store.digest();
-    for entries in entries.chunks(chunk.max(1)) {
+    for entries in entries.chunks(chunk) {
         io.send(
             addr,
             Message::Digest {
                 entries: entries.to_vec(),
                 reply,
+                complete,
             },
         );
     }

@@ -80,6 +80,9 @@ pub(crate) struct Views {
     last_shuffle_sample: Vec<NodeId>,
     /// The active view changed since [`Views::take_adjacency_changed`].
     adjacency_changed: bool,
+    /// Mirrors the replication's `complete`: an incomplete node starts anti-entropy on
+    /// every new link itself, whatever the address order, to catch up at once.
+    pub(crate) view_complete: bool,
 }
 
 impl Views {
@@ -102,6 +105,7 @@ impl Views {
             next_contact_check: timers.next_contact_check,
             last_shuffle_sample: Vec::new(),
             adjacency_changed: true,
+            view_complete: false,
         }
     }
 
@@ -194,6 +198,10 @@ impl Views {
         if let Some(peer) = self.active.get_mut(from) {
             peer.monitor.on_heard(now);
         }
+    }
+
+    pub(crate) fn active_len(&self) -> usize {
+        self.active.len()
     }
 
     /// Checks the link to `peer` now, if it is active (a lost connection).
@@ -558,11 +566,16 @@ impl Views {
         self.passive.remove(&id.addr);
         let interval = self.ping.interval;
         let first_ping = now + interval / 2 + io.random_duration(interval / 2);
+        let estimate = self
+            .active
+            .values()
+            .filter_map(|p| p.monitor.max_rtt())
+            .max();
         self.active.insert(
             id.addr,
             ActivePeer {
                 id,
-                monitor: LinkMonitor::new(now, first_ping),
+                monitor: LinkMonitor::with_estimate(now, first_ping, estimate),
             },
         );
         if self.pending_neighbor.is_some_and(|p| p.addr == id.addr) {
@@ -575,9 +588,11 @@ impl Views {
         self.in_overlay = true;
         self.adjacency_changed = true;
         io.emit(Output::Event(Event::NeighborUp(id)));
-        // Anti-entropy on every new link; one side starts it.
-        if self.me.addr < id.addr {
-            super::replication::send_digest(io, store, self.digest_chunk, id.addr, false);
+        // Anti-entropy on every new link; one side starts it, and a node still catching up
+        // always does.
+        if self.me.addr < id.addr || !self.view_complete {
+            let complete = self.view_complete;
+            super::replication::send_digest(io, store, self.digest_chunk, id.addr, false, complete);
         }
     }
 
