@@ -71,6 +71,10 @@ pub struct MembershipReport {
     /// Reports from the cores that a peer's agent is stalled (0 until the core has them).
     pub agent_stalled_reports: u64,
     pub net: NetMode,
+    /// Active links the survivors' adaptive ping declared dead (crashed peers' included).
+    pub links_dead: u64,
+    /// Suspicions the survivors' adaptive ping started.
+    pub suspicions: u64,
     /// The transport's counters (`None` on the ideal network's datagrams).
     pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
@@ -158,6 +162,14 @@ impl MembershipRun {
             freezes: sim.freeze_report(),
             agent_stalled_reports: sim.agent_stalled_reports,
             net: self.conditions.net,
+            links_dead: sim
+                .alive()
+                .map(|i| sim.node(i).expect("alive").counters().links_dead)
+                .sum(),
+            suspicions: sim
+                .alive()
+                .map(|i| sim.node(i).expect("alive").counters().suspicions)
+                .sum(),
             tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
@@ -214,6 +226,10 @@ impl MembershipReport {
             } else {
                 String::new()
             }
+        );
+        out += &format!(
+            "links            {} declared dead, {} suspicions (survivors' adaptive ping)\n",
+            self.links_dead, self.suspicions
         );
         out += &format!("network          {}", self.net.name());
         match &self.tcp {

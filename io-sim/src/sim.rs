@@ -1347,6 +1347,11 @@ impl Simulation {
         self.agent_stalled_reports += 1;
     }
 
+    /// A summary of the TCP connection `from → to` (debugging).
+    pub fn tcp_link_info(&self, from: usize, to: usize) -> Option<String> {
+        self.tcp.as_ref().and_then(|t| t.link_info(from, to))
+    }
+
     /// The transport's counters (`None` over datagrams).
     pub fn tcp_stats(&self) -> Option<&TcpStats> {
         self.tcp.as_ref().map(|t| &t.stats)

@@ -234,6 +234,24 @@ impl<P> Tcp<P> {
         }
     }
 
+    /// A summary of connection `from → to` (for debugging and tests).
+    pub fn link_info(&self, from: usize, to: usize) -> Option<String> {
+        let l = self.links[from].get(&to)?;
+        Some(format!(
+            "gen {} {:?} next_seq {} waiting {} unaccepted {} srtt {:?} rto {:?} | rcv_next {} held {:?} unread {}",
+            l.generation,
+            l.state,
+            l.next_seq,
+            l.waiting.len(),
+            l.unaccepted,
+            l.srtt,
+            self.rto(from, to),
+            l.rcv_next,
+            l.out_of_order.keys().collect::<Vec<_>>(),
+            l.unread
+        ))
+    }
+
     /// The smoothed RTT of `from → to`, once sampled.
     pub fn srtt(&self, from: usize, to: usize) -> Option<Duration> {
         self.links[from].get(&to).and_then(|l| l.srtt)
