@@ -146,6 +146,20 @@ pub struct FpByCause {
     pub loss_or_delay: usize,
 }
 
+impl FpByCause {
+    pub fn of(causes: impl Iterator<Item = FpCause>) -> FpByCause {
+        let mut by = FpByCause::default();
+        for cause in causes {
+            match cause {
+                FpCause::AgentStall => by.agent_stall += 1,
+                FpCause::HostFreeze => by.host_freeze += 1,
+                FpCause::LossOrDelay => by.loss_or_delay += 1,
+            }
+        }
+        by
+    }
+}
+
 /// Agent stalls of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct StallReport {

@@ -65,7 +65,10 @@ pub struct MembershipReport {
     /// Survivors that never saw every crashed node unreachable.
     pub undetected: usize,
     pub false_positives: usize,
+    /// By the target's fault: it was stalled or frozen at the report or within 1 s before.
     pub false_positives_by_cause: FpByCause,
+    /// By the observer's own fault, by the same rule (a resumed host's late timers).
+    pub false_positives_by_observer_fault: FpByCause,
     pub stalls: StallReport,
     pub freezes: FreezeReport,
     /// Reports from the cores that a peer's agent is stalled (0 until the core has them).
@@ -158,6 +161,7 @@ impl MembershipRun {
             undetected,
             false_positives: sim.false_positives.len(),
             false_positives_by_cause: sim.false_positives_by_cause(),
+            false_positives_by_observer_fault: sim.false_positives_by_observer_fault(),
             stalls: sim.stall_report(),
             freezes: sim.freeze_report(),
             agent_stalled_reports: sim.agent_stalled_reports,
@@ -204,9 +208,15 @@ impl MembershipReport {
             }
         }
         let by = &self.false_positives_by_cause;
+        let ob = &self.false_positives_by_observer_fault;
         out += &format!(
-            "false positives  {} ({} agent stall, {} host freeze, {} loss or delay)\n",
-            self.false_positives, by.agent_stall, by.host_freeze, by.loss_or_delay
+            "false positives  {} (target: {} agent stall, {} host freeze, {} loss or delay; observer: {} stalled, {} frozen)\n",
+            self.false_positives,
+            by.agent_stall,
+            by.host_freeze,
+            by.loss_or_delay,
+            ob.agent_stall,
+            ob.host_freeze
         );
         out += &format!(
             "stalls           {} ({} declared down); agent-stalled reports {}\n",

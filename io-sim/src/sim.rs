@@ -211,8 +211,12 @@ pub struct FalsePositive {
     pub at: Time,
     pub observer: NodeId,
     pub target: NodeId,
-    /// What the ground truth blames (see [`crate::faults::attribute`]).
+    /// What the ground truth blames (see [`crate::faults::attribute`]): the target's
+    /// stall or freeze at the report or within the attribution window before it.
     pub cause: FpCause,
+    /// The same rule applied to the observer: a host that was itself stalled or frozen
+    /// resumes with its timers late and may report healthy peers.
+    pub observer_fault: FpCause,
 }
 
 /// Traffic totals.
@@ -1010,8 +1014,7 @@ impl Simulation {
                 &mut self.rng,
                 at,
                 (from, to),
-                envelope,
-                len as usize,
+                (envelope, len as usize),
                 &mut out,
             );
             for (t, ev) in out.drain(..) {
@@ -1052,11 +1055,14 @@ impl Simulation {
                             host.faults[f].declared_down = true;
                         }
                         host.down_seen_by.insert(observer);
+                        let observer_fault =
+                            attribute(&self.nodes[observer].host.faults, self.now, window).0;
                         self.false_positives.push(FalsePositive {
                             at: self.now,
                             observer: self.nodes[observer].id,
                             target,
                             cause,
+                            observer_fault,
                         });
                     }
                 }
@@ -1327,17 +1333,15 @@ impl Simulation {
         FreezeReport::of(&logs, self.cfg.faults.short_freeze, self.now)
     }
 
-    /// The false positives so far, by cause.
+    /// The false positives so far, by cause (the target's fault).
     pub fn false_positives_by_cause(&self) -> FpByCause {
-        let mut by = FpByCause::default();
-        for fp in &self.false_positives {
-            match fp.cause {
-                FpCause::AgentStall => by.agent_stall += 1,
-                FpCause::HostFreeze => by.host_freeze += 1,
-                FpCause::LossOrDelay => by.loss_or_delay += 1,
-            }
-        }
-        by
+        FpByCause::of(self.false_positives.iter().map(|fp| fp.cause))
+    }
+
+    /// The false positives so far, by the observer's own fault (`loss_or_delay`: the
+    /// observer was neither stalled nor frozen within the window).
+    pub fn false_positives_by_observer_fault(&self) -> FpByCause {
+        FpByCause::of(self.false_positives.iter().map(|fp| fp.observer_fault))
     }
 
     /// A core on `observer` reported that `target`'s agent is stalled (its host answers

@@ -265,8 +265,7 @@ impl<P> Tcp<P> {
         rng: &mut ChaCha8Rng,
         at: Time,
         (from, to): (usize, usize),
-        payload: P,
-        len: usize,
+        (payload, len): (P, usize),
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) -> Result<(), SendError> {
         let sndbuf = self.cfg.sndbuf;
@@ -590,8 +589,7 @@ mod tests {
                     &mut self.rng,
                     at,
                     (0, 1),
-                    payload,
-                    100,
+                    (payload, 100),
                     &mut self.out,
                 )
                 .unwrap();
