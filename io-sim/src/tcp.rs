@@ -34,7 +34,9 @@
 //! - a frozen sender's retransmission timers fire when it thaws.
 //!
 //! Not modelled: fast retransmit, tail loss probes and RACK (a loss is always repaired by
-//! the RTO: pessimistic for bursts, exact for the sparse traffic of the cores), congestion
+//! the RTO; Linux would repair it once a later segment is acknowledged, or by a loss probe
+//! after `2·srtt + 200 ms` for a lone segment: pessimistic by up to about 2× for the
+//! cores' traffic, which has a segment on every link at least every 100 ms), congestion
 //! and flow control beyond the buffer bounds below, the loss of ACKs, Nagle, delayed ACKs.
 //!
 //! Bounds: per connection at most `sndbuf` bytes are unaccepted (a message that does not
