@@ -197,6 +197,12 @@ impl ClusterConfig {
         cfg
     }
 
+    /// `nodes` on the realistic default with `loss` (kept for callers written before
+    /// [`ClusterConfig::evaluation`]).
+    pub fn with_loss(nodes: usize, loss: f64) -> ClusterConfig {
+        ClusterConfig::evaluation(nodes, loss, &Conditions::default())
+    }
+
     /// Whether inputs cost nothing and nothing ever defers them (the ideal host).
     fn instant_hosts(&self) -> bool {
         self.cpu == CpuCosts::zero()
