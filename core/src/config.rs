@@ -51,6 +51,9 @@ pub enum Problem {
     /// Larger than another field it must not exceed.
     #[error("must not exceed {bound}")]
     Exceeds { bound: &'static str },
+    /// Must be above another field.
+    #[error("must be above {other}")]
+    NotAbove { other: &'static str },
     /// Too small to hold what the node sends.
     #[error("must be at least {min} to hold {what}")]
     TooSmall { min: u64, what: &'static str },
@@ -312,6 +315,22 @@ pub struct PingConfig {
     pub timeout_floor: Duration,
     pub timeout_ceiling: Duration,
     pub suspicion_probes: u32,
+    /// Silence (from the first unanswered ping) after which a peer whose host gave no
+    /// kernel-level answer either is declared down. A host frozen for less is never
+    /// declared down; a crash is noticed between this and this + `interval` after it.
+    pub host_down_after: Duration,
+    /// How often a suspect peer's host is probed (a TCP connect to its peer port).
+    pub host_probe_interval: Duration,
+    /// The longest interval between host probes of a stalled peer: the interval starts at
+    /// `host_probe_interval` and doubles up to this, since each probe sits in the stopped
+    /// agent's listen backlog (a 3 s stall costs each neighbour about 9 probes). A stalled
+    /// peer whose host gives no answer for `host_down_after` plus one interval is down.
+    pub stalled_probe_interval: Duration,
+    /// How long a stalled peer's host is still probed every `host_probe_interval`.
+    pub stalled_fast_probing: Duration,
+    /// A stalled peer is declared down (its backends withdrawn) after this long without
+    /// its agent, even though its host answers.
+    pub agent_stall_bound: Duration,
 }
 
 impl PingConfig {
@@ -332,19 +351,29 @@ impl PingConfig {
             ));
         }
         // Divides the timeout into probe intervals.
-        count("ping.suspicion_probes", u64::from(self.suspicion_probes))
+        count("ping.suspicion_probes", u64::from(self.suspicion_probes))?;
+        duration("ping.host_down_after", self.host_down_after)?;
+        interval("ping.host_probe_interval", self.host_probe_interval)?;
+        interval("ping.stalled_probe_interval", self.stalled_probe_interval)?;
+        duration("ping.stalled_fast_probing", self.stalled_fast_probing)?;
+        duration("ping.agent_stall_bound", self.agent_stall_bound)
     }
 }
 
 impl Default for PingConfig {
     fn default() -> Self {
         PingConfig {
-            interval: Duration::from_millis(100),
+            interval: Duration::from_millis(50),
             rtt_window: 32,
             rtt_multiplier: 4,
             timeout_floor: Duration::from_millis(30),
             timeout_ceiling: Duration::from_secs(1),
             suspicion_probes: 4,
+            host_down_after: Duration::from_millis(180),
+            host_probe_interval: Duration::from_millis(50),
+            stalled_probe_interval: Duration::from_millis(500),
+            stalled_fast_probing: Duration::from_secs(1),
+            agent_stall_bound: Duration::from_secs(180),
         }
     }
 }

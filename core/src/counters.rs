@@ -108,6 +108,11 @@ pub struct Counters {
     /// Messages whose claimed sender is on another host than the connection they came
     /// from, dropped.
     pub forged_sender: u64,
+    /// Kernel-level host probes asked for, and answered.
+    pub host_probes: u64,
+    pub host_probes_answered: u64,
+    /// Links that went stalled: the agent silent, its host answering.
+    pub agents_stalled: u64,
     /// Connections to peers the shell reported closed or failed.
     pub connections_lost: u64,
     /// Times this node found its address held at a newer version and became a newer

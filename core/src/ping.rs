@@ -4,9 +4,25 @@
 //! of its own: `on_heard` / `on_pong` in, `poll(now)` tells whether to send a ping now and
 //! whether the link is dead, `next_deadline` says when to call `poll` again.
 //!
+//! Host liveness is apart from agent liveness. While a link is suspect the monitor asks for
+//! kernel-level probes of the peer's host (`probe_host`, every `host_probe_interval`; the
+//! shell opens a TCP connection to the peer port, which the peer's kernel answers even while
+//! its agent is stopped). When every ping probe went unanswered:
+//! - if the host answered since the silence began, the link is `Stalled` (the agent is late
+//!   or stopped, the host and its backends are up): it stays in the active view, pings go
+//!   on, and the host is probed every `host_probe_interval` for `stalled_fast_probing`,
+//!   then at doubling intervals up to `stalled_probe_interval` (so that the probes of a
+//!   long stall cannot fill the peer's listen backlog). It dies if the host gives no answer
+//!   for `host_down_after` plus one probe interval, or after `agent_stall_bound`;
+//! - otherwise the link dies once nothing was heard for `host_down_after` since the first
+//!   unanswered ping, so a host that froze for less than that is never declared down.
+//!
 //! Invariants: the RTT window holds at most `rtt_window` samples; the timeout always lies in
 //! `[timeout_floor, timeout_ceiling]`; a link is declared dead only after the initial deadline
-//! and every suspicion probe went unanswered (nothing at all heard from the peer).
+//! and every suspicion probe went unanswered (nothing at all heard from the peer), and then
+//! only if its host gave no kernel-level answer for `host_down_after` since the silence
+//! began (or, stalled, for `host_down_after` plus one probe interval), or the stall outlasted
+//! `agent_stall_bound`.
 
 use crate::config::PingConfig;
 use crate::time::Time;
@@ -19,6 +35,10 @@ enum State {
     Healthy { outstanding: Option<Time> },
     /// A deadline was missed: probing.
     Suspect { probes_sent: u32, next_probe: Time },
+    /// Every probe went unanswered but the peer's host answers kernel-level probes: its
+    /// agent is stalled. `since`: when the silence began; `gap`: the current interval
+    /// between host probes (doubling up to `stalled_probe_interval`).
+    Stalled { since: Time, gap: Duration },
 }
 
 /// What the link owner must do after [`LinkMonitor::poll`].
@@ -26,6 +46,10 @@ enum State {
 pub struct LinkAction {
     pub send_ping: bool,
     pub dead: bool,
+    /// Ask the shell for a kernel-level probe of the peer's host.
+    pub probe_host: bool,
+    /// The link just became `Stalled`: the peer's agent is silent, its host is up.
+    pub stalled: bool,
 }
 
 /// Failure detector of one active link.
@@ -34,6 +58,8 @@ pub struct LinkMonitor {
     rtts: VecDeque<Duration>,
     /// Largest sample in `rtts` (kept so the timeout is O(1)).
     max_rtt: Option<Duration>,
+    /// The largest sample once the top eighth of the window is set aside.
+    robust_rtt: Option<Duration>,
     last_heard: Time,
     next_ping: Time,
     state: State,
@@ -44,6 +70,16 @@ pub struct LinkMonitor {
     /// old (huge) sample into the window.
     last_ping_sent: Option<Time>,
     last_ping_answered: Option<Time>,
+    /// Send time of the oldest ping not answered yet (anything heard clears it).
+    silent_since: Option<Time>,
+    /// When the peer's host last answered a kernel-level probe.
+    host_answered: Option<Time>,
+    /// When the first host probe since the last answer was asked for: the host is judged
+    /// silent only after probes had `2 × host_probe_interval` to be answered, so a node
+    /// that was itself stopped (its process stalled, its host frozen) does not condemn its
+    /// peers for the silence it slept through.
+    probing_since: Option<Time>,
+    next_host_probe: Time,
 }
 
 impl LinkMonitor {
@@ -52,12 +88,17 @@ impl LinkMonitor {
         LinkMonitor {
             rtts: VecDeque::new(),
             max_rtt: None,
+            robust_rtt: None,
             last_heard: now,
             next_ping: first_ping,
             state: State::Healthy { outstanding: None },
             last_probe: now,
             last_ping_sent: None,
             last_ping_answered: None,
+            silent_since: None,
+            host_answered: None,
+            probing_since: None,
+            next_host_probe: now,
         }
     }
 
@@ -70,6 +111,7 @@ impl LinkMonitor {
         if let Some(rtt) = estimate {
             monitor.rtts.push_back(rtt);
             monitor.max_rtt = Some(rtt);
+            monitor.robust_rtt = Some(rtt);
         }
         monitor
     }
@@ -78,6 +120,24 @@ impl LinkMonitor {
     pub fn on_heard(&mut self, now: Time) {
         self.last_heard = self.last_heard.max(now);
         self.state = State::Healthy { outstanding: None };
+        self.silent_since = None;
+    }
+
+    /// The peer's host answered a kernel-level probe (a SYN-ACK or a reset).
+    pub fn on_host_answer(&mut self, now: Time) {
+        self.host_answered = Some(self.host_answered.map_or(now, |t| t.max(now)));
+        self.probing_since = None;
+    }
+
+    /// When the probes asked for since the last answer had long enough to be answered.
+    fn probes_due(&self, cfg: &PingConfig) -> Time {
+        self.probing_since
+            .map_or(self.next_host_probe, |t| t + cfg.host_probe_interval * 2)
+    }
+
+    /// Whether the peer's agent is silent while its host answers.
+    pub fn is_stalled(&self) -> bool {
+        matches!(self.state, State::Stalled { .. })
     }
 
     /// A PONG echoing `echo` (our send time, in nanoseconds) arrived.
@@ -90,7 +150,7 @@ impl LinkMonitor {
         if fresh && sent <= now {
             self.last_ping_answered = Some(sent);
             let sample = now - sent;
-            let evicted = if self.rtts.len() >= cfg.rtt_window.max(1) {
+            let evicted = if self.rtts.len() >= cfg.rtt_window {
                 self.rtts.pop_front()
             } else {
                 None
@@ -101,13 +161,19 @@ impl LinkMonitor {
             } else {
                 Some(self.max_rtt.map_or(sample, |m| m.max(sample)))
             };
+            let mut sorted: Vec<Duration> = self.rtts.iter().copied().collect();
+            sorted.sort_unstable();
+            let keep = sorted.len() - sorted.len() / 8;
+            self.robust_rtt = sorted.get(keep.saturating_sub(1)).copied();
         }
         self.on_heard(now);
     }
 
-    /// The current deadline for an answer.
+    /// The current deadline for an answer: `rtt_multiplier` × the window's RTT after
+    /// dropping its top eighth (over TCP a lost segment delays the answers behind it by a
+    /// retransmission timeout, 200 ms or more; those samples say nothing about the path).
     pub fn timeout(&self, cfg: &PingConfig) -> Duration {
-        match self.max_rtt {
+        match self.robust_rtt {
             None => cfg.timeout_ceiling,
             Some(max) => max.saturating_mul(cfg.rtt_multiplier).clamp(
                 cfg.timeout_floor,
@@ -125,14 +191,21 @@ impl LinkMonitor {
         matches!(self.state, State::Suspect { .. })
     }
 
-    /// Starts the suspicion step now (a cascading check: someone else dropped this peer).
+    /// Starts the suspicion step now (a cascading check: someone else dropped this peer,
+    /// or its connection was lost).
     pub fn suspect(&mut self, now: Time) {
         if let State::Healthy { .. } = self.state {
-            self.state = State::Suspect {
-                probes_sent: 0,
-                next_probe: now,
-            };
+            self.enter_suspect(now);
         }
+    }
+
+    fn enter_suspect(&mut self, now: Time) {
+        self.state = State::Suspect {
+            probes_sent: 0,
+            next_probe: now,
+        };
+        self.silent_since.get_or_insert(now);
+        self.next_host_probe = now;
     }
 
     /// Advances the monitor to `now`.
@@ -144,10 +217,7 @@ impl LinkMonitor {
         } = self.state
         {
             if now >= deadline {
-                self.state = State::Suspect {
-                    probes_sent: 0,
-                    next_probe: now,
-                };
+                self.enter_suspect(now);
             }
         }
         match self.state {
@@ -159,6 +229,7 @@ impl LinkMonitor {
                         self.state = State::Healthy {
                             outstanding: Some(now + timeout),
                         };
+                        self.silent_since.get_or_insert(now);
                     }
                 }
             }
@@ -166,7 +237,12 @@ impl LinkMonitor {
                 probes_sent,
                 next_probe,
             } => {
-                let probes = cfg.suspicion_probes.max(1);
+                if now >= self.next_host_probe {
+                    action.probe_host = true;
+                    self.probing_since.get_or_insert(now);
+                    self.next_host_probe = now + cfg.host_probe_interval;
+                }
+                let probes = cfg.suspicion_probes;
                 if probes_sent < probes && now >= next_probe {
                     action.send_ping = true;
                     self.last_probe = now;
@@ -175,7 +251,44 @@ impl LinkMonitor {
                         next_probe: now + timeout / probes,
                     };
                     self.next_ping = now + cfg.interval;
-                } else if probes_sent >= probes && now >= self.last_probe + timeout {
+                } else {
+                    let since = self.silent_since.unwrap_or(self.last_probe);
+                    let host_up = self.host_answered.is_some_and(|t| t >= since);
+                    let probed = self.probing_since.is_some() && now >= self.probes_due(cfg);
+                    if !host_up && now >= since + cfg.host_down_after && probed {
+                        // Neither the agent nor the host's kernel answered since the
+                        // silence began: the host is down or cut off.
+                        action.dead = true;
+                    } else if host_up && probes_sent >= probes && now >= self.last_probe + timeout {
+                        let gap = cfg.host_probe_interval;
+                        self.state = State::Stalled { since, gap };
+                        action.stalled = true;
+                    }
+                }
+            }
+            State::Stalled { since, gap } => {
+                if now >= self.next_ping {
+                    action.send_ping = true;
+                    self.next_ping = now + cfg.interval;
+                }
+                if now >= self.next_host_probe {
+                    action.probe_host = true;
+                    self.probing_since.get_or_insert(now);
+                    self.next_host_probe = now + gap;
+                    // Fast while the stall is young (most are a retransmission or a short
+                    // pause, and a crash then must still be noticed quickly), then spaced
+                    // out so that a long stall cannot fill the peer's listen backlog.
+                    let gap = if now < since + cfg.stalled_fast_probing {
+                        cfg.host_probe_interval
+                    } else {
+                        (gap * 2).min(cfg.stalled_probe_interval)
+                    };
+                    self.state = State::Stalled { since, gap };
+                }
+                let probed = self.probing_since.is_some() && now >= self.probes_due(cfg);
+                if (self.stalled_host_silent(now, gap, cfg) && probed)
+                    || now >= since + cfg.agent_stall_bound
+                {
                     action.dead = true;
                 }
             }
@@ -197,13 +310,41 @@ impl LinkMonitor {
                 probes_sent,
                 next_probe,
             } => {
-                if probes_sent < cfg.suspicion_probes.max(1) {
-                    next_probe
+                let since = self.silent_since.unwrap_or(self.last_probe);
+                let decide = if self.host_answered.is_some_and(|t| t >= since) {
+                    if probes_sent < cfg.suspicion_probes {
+                        next_probe
+                    } else {
+                        self.last_probe + self.timeout(cfg)
+                    }
                 } else {
-                    self.last_probe + self.timeout(cfg)
-                }
+                    let down = (since + cfg.host_down_after).max(self.probes_due(cfg));
+                    if probes_sent < cfg.suspicion_probes {
+                        next_probe.min(down)
+                    } else {
+                        down
+                    }
+                };
+                decide.min(self.next_host_probe)
+            }
+            State::Stalled { since, gap } => {
+                let host_silent = self
+                    .host_answered
+                    .map_or(Time::ZERO, |t| t + cfg.host_down_after + gap)
+                    .max(self.probes_due(cfg));
+                self.next_ping
+                    .min(self.next_host_probe)
+                    .min(host_silent)
+                    .min(since + cfg.agent_stall_bound)
             }
         }
+    }
+
+    /// Stalled: the host has not answered for `host_down_after` plus one probe gap (the
+    /// probes are spaced out as a stall goes on, so an answer may be that far apart).
+    fn stalled_host_silent(&self, now: Time, gap: Duration, cfg: &PingConfig) -> bool {
+        self.host_answered
+            .is_none_or(|t| now >= t + cfg.host_down_after + gap)
     }
 }
 
@@ -275,13 +416,126 @@ mod tests {
     }
 
     #[test]
-    fn silent_peer_dies_after_probes() {
+    fn silent_peer_with_a_silent_host_dies_host_down_after_its_first_unanswered_ping() {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(0));
         pong(&mut m, ms(1), ms(0), &cfg);
+        // The ping the first poll sends (at 1 ms) is the first that goes unanswered.
         let dead = time_to_death(&mut m, ms(1), &cfg);
-        // ping at 1 ms, deadline 31, probes at 31, 38.5, 46, 53.5, dead at 83.5.
-        assert!(dead > ms(60) && dead < ms(100), "dead at {dead}");
+        assert_eq!(dead, ms(1) + cfg.host_down_after, "dead at {dead}");
+    }
+
+    /// Drives a monitor whose peer's agent is silent while its host answers every probe
+    /// `host_rtt` after it is asked; returns the first action flagged `stalled`, and the
+    /// monitor's state after `until`.
+    fn drive_stalled(
+        m: &mut LinkMonitor,
+        from: Time,
+        until: Time,
+        cfg: &PingConfig,
+    ) -> Option<Time> {
+        let mut now = from;
+        let mut stalled_at = None;
+        let mut pending: Vec<Time> = Vec::new();
+        while now < until {
+            let a = m.poll(now, cfg);
+            assert!(!a.dead, "a peer whose host answers died at {now}");
+            if a.stalled {
+                stalled_at.get_or_insert(now);
+            }
+            if a.probe_host {
+                pending.push(now + Duration::from_micros(300));
+            }
+            let next = m
+                .next_deadline(cfg)
+                .min(pending.first().copied().unwrap_or(Time::MAX));
+            now = next.max(now + Duration::from_nanos(1));
+            while pending.first().is_some_and(|&t| t <= now) {
+                let t = pending.remove(0);
+                m.on_host_answer(t);
+            }
+        }
+        stalled_at
+    }
+
+    #[test]
+    fn a_silent_agent_on_a_live_host_is_stalled_not_dead_until_the_bound() {
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(0));
+        pong(&mut m, ms(1), ms(0), &cfg);
+        let stalled = drive_stalled(&mut m, ms(1), ms(5_000), &cfg);
+        assert!(
+            stalled.is_some_and(|t| t < ms(200)),
+            "stalled at {stalled:?}"
+        );
+        assert!(m.is_stalled());
+        // The agent answers again: healthy.
+        m.on_heard(ms(5_000));
+        assert!(!m.is_stalled() && !m.is_suspect());
+        // A stall that outlasts the bound is given up on, host or not.
+        let short = PingConfig {
+            agent_stall_bound: Duration::from_secs(2),
+            ..PingConfig::default()
+        };
+        let mut m = LinkMonitor::new(ms(0), ms(0));
+        pong(&mut m, ms(1), ms(0), &short);
+        drive_stalled(&mut m, ms(1), ms(1_500), &short);
+        assert!(m.is_stalled());
+        let dead = time_to_death(&mut m, ms(1_500), &short);
+        assert!(dead <= ms(50) + short.agent_stall_bound, "dead at {dead}");
+    }
+
+    #[test]
+    fn a_stalled_peer_whose_host_goes_silent_dies_soon_after() {
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(0));
+        pong(&mut m, ms(1), ms(0), &cfg);
+        drive_stalled(&mut m, ms(1), ms(600), &cfg);
+        assert!(m.is_stalled());
+        let last_answer = m.host_answered.unwrap();
+        // The host crashes: no more answers.
+        let dead = time_to_death(&mut m, ms(600), &cfg);
+        assert!(
+            dead <= last_answer + cfg.host_down_after + cfg.host_probe_interval * 2,
+            "last answer {last_answer}, dead at {dead}"
+        );
+    }
+
+    #[test]
+    fn a_monitor_that_slept_asks_before_it_condemns() {
+        // This node's own process was stopped for 2 s: when it runs again the peer has been
+        // "silent" for 2 s, but its host must get the chance to answer a probe first.
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(0));
+        pong(&mut m, ms(1), ms(0), &cfg);
+        m.poll(ms(50), &cfg); // a ping goes out, then the process stops
+        let a = m.poll(ms(2_050), &cfg);
+        assert!(!a.dead, "declared dead without asking its host");
+        assert!(a.probe_host);
+        m.on_host_answer(ms(2_051));
+        assert!(drive_stalled(&mut m, ms(2_051), ms(2_500), &cfg).is_some() || m.is_stalled());
+    }
+
+    #[test]
+    fn a_freeze_shorter_than_host_down_after_is_never_fatal() {
+        let cfg = PingConfig::default();
+        for freeze_ms in [60, 100, 149, 170] {
+            let mut m = LinkMonitor::new(ms(0), ms(0));
+            assert!(m.poll(ms(0), &cfg).send_ping);
+            pong(&mut m, ms(1), ms(0), &cfg);
+            // The peer froze at 40 ms: the ping at 50 ms is answered at thaw.
+            let thaw = ms(40 + freeze_ms);
+            let mut now = ms(1);
+            while now < thaw {
+                assert!(
+                    !m.poll(now, &cfg).dead,
+                    "{freeze_ms} ms freeze fatal at {now}"
+                );
+                now = m.next_deadline(&cfg).min(thaw);
+            }
+            m.on_heard(thaw);
+            assert!(!m.poll(thaw, &cfg).dead);
+        }
     }
 
     #[test]
@@ -305,12 +559,16 @@ mod tests {
     }
 
     #[test]
-    fn cascade_suspicion_is_faster_than_waiting() {
+    fn cascade_suspicion_starts_probing_at_once() {
         let cfg = PingConfig::default();
         let mut m = LinkMonitor::new(ms(0), ms(50));
         pong(&mut m, ms(1), ms(0), &cfg);
         m.suspect(ms(10));
+        let a = m.poll(ms(10), &cfg);
+        assert!(a.send_ping && a.probe_host);
         let dead = time_to_death(&mut m, ms(10), &cfg);
-        assert!(dead <= ms(10) + cfg.timeout_floor * 2, "dead at {dead}");
+        assert_eq!(dead, ms(10) + cfg.host_down_after, "dead at {dead}");
+        // Never before the host had two probe intervals to answer.
+        assert!(dead >= ms(10) + cfg.host_probe_interval * 2);
     }
 }

@@ -722,6 +722,9 @@ impl EventModel {
                 Event::IncarnationChanged { old, new } => {
                     prop_assert!(new.epoch > old.epoch, "{:?} -> {:?}", old, new)
                 }
+                Event::AgentStalled(id) | Event::AgentResumed(id) => {
+                    prop_assert!(self.active.contains(&id), "{:?} stalled but not active", id)
+                }
             }
         }
         Ok(())

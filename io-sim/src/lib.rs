@@ -8,6 +8,8 @@
 pub mod balancer;
 pub mod baseline;
 pub mod clients;
+pub mod cpu;
+pub mod faults;
 pub mod membership;
 pub mod mesos_agent;
 pub mod network;
@@ -17,10 +19,14 @@ pub mod queue;
 pub mod services;
 pub mod sim;
 pub mod stats;
+pub mod tcp;
 pub mod world;
 
 pub use membership::{MembershipReport, MembershipRun};
 pub use network::NetConfig;
 pub use paper::{PaperOutcome, PaperReport, PaperRun};
 pub use services::{ServicesReport, ServicesRun};
-pub use sim::{node_addr, ClusterConfig, FalsePositive, Simulation};
+pub use sim::{
+    node_addr, ClusterConfig, Conditions, FalsePositive, HandledInput, InputKind, NetMode,
+    Simulation,
+};

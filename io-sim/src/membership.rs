@@ -5,11 +5,20 @@
 //! - `converged_ms`: first time (sampled every `check_every`) at which every node is in one
 //!   overlay and every node reaches every node;
 //! - detection: per survivor, crash → the moment it saw every crashed node unreachable;
-//! - false positives: a live node seen unreachable by a live node, over the whole run;
-//! - traffic per node per second, the trace hash, wall-clock time.
+//! - false positives: a live node seen unreachable by a live node, over the whole run,
+//!   and by cause from ground truth (an agent stall, a host freeze, else loss or delay);
+//! - the stalls and freezes (`--agent-stalls`, `--host-freezes`): how many, how many
+//!   short freezes were declared down, how long restoring a declared-down host took;
+//! - traffic per node per second, the transport's counters, the trace hash, wall-clock
+//!   time.
+//!
+//! The victims of the crash are drawn at the crash among the nodes that are not stalled
+//! or frozen then (with no faults: among all, as before).
 
-use crate::sim::{ClusterConfig, Simulation};
+use crate::faults::{FpByCause, FreezeReport, StallReport};
+use crate::sim::{ClusterConfig, Conditions, NetMode, Simulation};
 use crate::stats::Summary;
+use crate::tcp::TcpStats;
 use minuteman_core::Time;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -25,6 +34,8 @@ pub struct MembershipRun {
     pub loss: f64,
     /// Convergence is sampled at this period until reached.
     pub check_every: Duration,
+    /// The model (`--net`) and the stalls and freezes.
+    pub conditions: Conditions,
 }
 
 impl Default for MembershipRun {
@@ -37,6 +48,7 @@ impl Default for MembershipRun {
             seed: 1,
             loss: 0.0,
             check_every: Duration::from_millis(10),
+            conditions: Conditions::default(),
         }
     }
 }
@@ -53,6 +65,21 @@ pub struct MembershipReport {
     /// Survivors that never saw every crashed node unreachable.
     pub undetected: usize,
     pub false_positives: usize,
+    /// By the target's fault: it was stalled or frozen at the report or within 1 s before.
+    pub false_positives_by_cause: FpByCause,
+    /// By the observer's own fault, by the same rule (a resumed host's late timers).
+    pub false_positives_by_observer_fault: FpByCause,
+    pub stalls: StallReport,
+    pub freezes: FreezeReport,
+    /// Reports from the cores that a peer's agent is stalled (0 until the core has them).
+    pub agent_stalled_reports: u64,
+    pub net: NetMode,
+    /// Active links the survivors' adaptive ping declared dead (crashed peers' included).
+    pub links_dead: u64,
+    /// Suspicions the survivors' adaptive ping started.
+    pub suspicions: u64,
+    /// The transport's counters (`None` on the ideal network's datagrams).
+    pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
     pub bytes_per_node_per_s: f64,
     pub trace_hash: String,
@@ -61,20 +88,21 @@ pub struct MembershipReport {
 
 impl MembershipRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        ClusterConfig::with_loss(self.nodes, self.loss)
+        ClusterConfig::evaluation(self.nodes, self.loss, &self.conditions)
     }
 
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
         format!(
             "cargo run --release -p minuteman-sim -- membership --nodes {} --crash-fraction {} \
-             --crash-at {}ms --duration {}ms --seed {} --loss {}",
+             --crash-at {}ms --duration {}ms --seed {} --loss {}{}",
             self.nodes,
             self.crash_fraction,
             self.crash_at.as_millis(),
             self.duration.as_millis(),
             self.seed,
-            self.loss
+            self.loss,
+            self.conditions.replay_args()
         )
     }
 
@@ -98,7 +126,8 @@ impl MembershipRun {
         sim.run_until(crash_at.min(end));
         let mut crashed = 0;
         if crash_at < end && crash_count > 0 {
-            let victims = sim.sample_nodes(crash_count.min(self.nodes));
+            let faulted = sim.faulted_now();
+            let victims = sim.sample_nodes_except(crash_count.min(self.nodes), &faulted);
             crashed = victims.len();
             sim.crash_batch(&victims);
         }
@@ -131,6 +160,21 @@ impl MembershipRun {
             detection_ms,
             undetected,
             false_positives: sim.false_positives.len(),
+            false_positives_by_cause: sim.false_positives_by_cause(),
+            false_positives_by_observer_fault: sim.false_positives_by_observer_fault(),
+            stalls: sim.stall_report(),
+            freezes: sim.freeze_report(),
+            agent_stalled_reports: sim.agent_stalled_reports,
+            net: self.conditions.net,
+            links_dead: sim
+                .alive()
+                .map(|i| sim.node(i).expect("alive").counters().links_dead)
+                .sum(),
+            suspicions: sim
+                .alive()
+                .map(|i| sim.node(i).expect("alive").counters().suspicions)
+                .sum(),
+            tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
             trace_hash: format!("{:016x}", sim.trace_hash()),
@@ -163,7 +207,50 @@ impl MembershipReport {
                 )
             }
         }
-        out += &format!("false positives  {}\n", self.false_positives);
+        let by = &self.false_positives_by_cause;
+        let ob = &self.false_positives_by_observer_fault;
+        out += &format!(
+            "false positives  {} (target: {} agent stall, {} host freeze, {} loss or delay; observer: {} stalled, {} frozen)\n",
+            self.false_positives,
+            by.agent_stall,
+            by.host_freeze,
+            by.loss_or_delay,
+            ob.agent_stall,
+            ob.host_freeze
+        );
+        out += &format!(
+            "stalls           {} ({} declared down); agent-stalled reports {}\n",
+            self.stalls.count, self.stalls.declared_down, self.agent_stalled_reports
+        );
+        let f = &self.freezes;
+        out += &format!(
+            "freezes          {} ({} short, {} of them declared down; {} declared down in all, restore max {}{})\n",
+            f.count,
+            f.short,
+            f.short_declared_down,
+            f.declared_down,
+            f.restore_ms_max
+                .map_or("-".to_string(), |ms| format!("{ms:.0} ms")),
+            if f.unrestored > 0 {
+                format!(", {} never restored", f.unrestored)
+            } else {
+                String::new()
+            }
+        );
+        out += &format!(
+            "links            {} declared dead, {} suspicions (survivors' adaptive ping)\n",
+            self.links_dead, self.suspicions
+        );
+        out += &format!("network          {}", self.net.name());
+        match &self.tcp {
+            Some(t) => {
+                out += &format!(
+                    " (TCP: {} segments, {} retransmitted, {} connections opened, {} aborted by the user timeout)\n",
+                    t.segments, t.retransmissions, t.connections_opened, t.aborts
+                )
+            }
+            None => out += " (datagrams)\n",
+        }
         out += &format!(
             "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
             self.msgs_per_node_per_s, self.bytes_per_node_per_s

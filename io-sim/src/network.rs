@@ -1,18 +1,28 @@
 //! The simulated network: who can talk to whom, and how long each packet takes.
 //!
-//! Model (defaults describe a datacenter LAN):
-//! - one-way latency of a packet = `link factor × lognormal(median, sigma)`, plus, with
-//!   probability `tail_probability`, an extra delay uniform in `[0, tail_extra]`. With the
-//!   defaults (median 250 µs, sigma 0.5, 0.1% tail up to 4 ms) the p50 is 0.25 ms, the p99
-//!   about 0.8 ms and the max a few ms;
-//! - the link factor is a fixed per-pair multiplier in `[1 - link_spread, 1 + link_spread]`,
-//!   derived from the run seed and the pair, so some links are consistently slower;
-//! - every packet is independently lost with probability `loss`, duplicated with
-//!   probability `duplicate` (the copy gets its own latency), and delayed by an extra
-//!   uniform `[0, reorder_extra]` with probability `reorder`, which reorders it past later
-//!   packets; jitter alone already reorders packets whose latencies overlap;
-//! - partitions: every node sits on a side (all on side 0 when healed); packets between
-//!   sides are dropped. One-way blocks drop packets from `a` to `b` only.
+//! Two latency models:
+//! - [`Latency::Pingmesh`] (the default, realistic): a packet's one-way latency is half
+//!   of a round-trip time drawn from a fit to Pingmesh's intra-datacenter measurements
+//!   (Guo et al., SIGCOMM 2015): RTT p50 0.25 ms, p99 1.3 ms, p99.99 in the tens of ms
+//!   (see [`PingmeshFit`] and `docs/simulator.md`), plus a background drop rate of 1e-4
+//!   (Pingmesh: 1e-4 to 1e-5 within a datacenter);
+//! - [`Latency::Lan`] (the `ideal` network, the model every run used before): one-way
+//!   latency = `link factor × lognormal(median, sigma)`, plus, with probability
+//!   `tail_probability`, an extra delay uniform in `[0, tail_extra]`. With the ideal
+//!   defaults (median 250 µs, sigma 0.5, 0.1% tail up to 4 ms) the p50 is 0.25 ms, the
+//!   p99 about 0.8 ms and the max a few ms. The link factor is a fixed per-pair
+//!   multiplier in `[1 - link_spread, 1 + link_spread]`, derived from the run seed and
+//!   the pair, so some links are consistently slower.
+//!
+//! In both, every packet is independently lost with probability `loss` (on top of
+//! `background_loss`), and delayed by an extra uniform `[0, reorder_extra]` with
+//! probability `reorder`. Over datagrams ([`Network::transmit`], the ideal network) a
+//! packet is also duplicated with probability `duplicate`, and jitter reorders packets;
+//! over TCP ([`crate::tcp`], the default) the transport keeps order, retransmits what was
+//! lost and drops duplicates, so `duplicate` does not apply.
+//!
+//! Partitions: every node sits on a side (all on side 0 when healed); packets between
+//! sides are dropped. One-way blocks drop packets from `a` to `b` only.
 //!
 //! Invariant: every decision is drawn from the simulation's single ChaCha generator, in
 //! event order, so the same seed gives the same packets.
@@ -23,9 +33,71 @@ use rand_distr::{Distribution, LogNormal};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::tcp::TcpConfig;
+
+/// Which latency distribution packets follow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Latency {
+    /// `latency_median`, `latency_sigma`, `tail_probability`, `tail_extra`, `link_spread`
+    /// (the ideal network's model).
+    Lan,
+    /// Half of a round-trip time drawn from the fit (the realistic default).
+    Pingmesh(PingmeshFit),
+}
+
+/// Round-trip times fitted to Pingmesh's intra-datacenter percentiles: a lognormal body
+/// (median `median`, shape `sigma`) and, with probability `tail_probability`, an outlier
+/// log-uniform in `[tail_min, tail_max]`. The defaults give RTT p50 0.25 ms, p90 0.62 ms,
+/// p99 1.31 ms, p99.9 2.8 ms, p99.99 34 ms, max 50 ms (checked by a unit test).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PingmeshFit {
+    pub median: Duration,
+    pub sigma: f64,
+    pub tail_probability: f64,
+    pub tail_min: Duration,
+    pub tail_max: Duration,
+}
+
+impl Default for PingmeshFit {
+    fn default() -> Self {
+        PingmeshFit {
+            median: Duration::from_micros(250),
+            sigma: 0.70,
+            tail_probability: 1e-3,
+            tail_min: Duration::from_millis(1),
+            tail_max: Duration::from_millis(50),
+        }
+    }
+}
+
+impl PingmeshFit {
+    /// One round-trip time, in nanoseconds.
+    pub fn sample_rtt_ns(&self, body: &LogNormal<f64>, rng: &mut ChaCha8Rng) -> f64 {
+        if rng.random_bool(self.tail_probability.clamp(0.0, 1.0)) {
+            let lo = (self.tail_min.as_nanos() as f64).max(1.0).ln();
+            let hi = (self.tail_max.as_nanos() as f64).max(1.0).ln();
+            rng.random_range(lo..=hi.max(lo)).exp()
+        } else {
+            body.sample(rng)
+        }
+    }
+
+    fn body(&self) -> LogNormal<f64> {
+        let median_ns = self.median.as_nanos() as f64;
+        LogNormal::new(median_ns.max(1.0).ln(), self.sigma.max(0.0))
+            .expect("lognormal parameters are finite")
+    }
+}
+
 /// Parameters of the network model.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
+    pub latency_model: Latency,
+    /// Drop probability every packet has before `loss` (Pingmesh: 1e-4 to 1e-5).
+    pub background_loss: f64,
+    /// The transport between the cores: TCP (in order, retransmitted) or, `None`,
+    /// independent datagrams (the ideal network).
+    pub tcp: Option<TcpConfig>,
     pub latency_median: Duration,
     pub latency_sigma: f64,
     pub tail_probability: f64,
@@ -38,8 +110,26 @@ pub struct NetConfig {
 }
 
 impl Default for NetConfig {
+    /// The realistic network: Pingmesh latencies, background loss, TCP.
     fn default() -> Self {
         NetConfig {
+            latency_model: Latency::Pingmesh(PingmeshFit::default()),
+            background_loss: 1e-4,
+            tcp: Some(TcpConfig::default()),
+            link_spread: 0.0,
+            ..NetConfig::ideal()
+        }
+    }
+}
+
+impl NetConfig {
+    /// The ideal network, exactly the model every run used before the realistic one:
+    /// a LAN lognormal with a short tail, no background loss, datagrams.
+    pub fn ideal() -> NetConfig {
+        NetConfig {
+            latency_model: Latency::Lan,
+            background_loss: 0.0,
+            tcp: None,
             latency_median: Duration::from_micros(250),
             latency_sigma: 0.5,
             tail_probability: 0.001,
@@ -51,17 +141,36 @@ impl Default for NetConfig {
             reorder_extra: Duration::from_millis(2),
         }
     }
-}
 
-impl NetConfig {
-    /// A LAN with lossy, jittery links: `loss` per packet and 1% of packets delayed by up
-    /// to 2 ms more.
+    /// The realistic network with lossy, jittery links: `loss` per packet (on top of the
+    /// background loss) and 1% of packets delayed by up to 2 ms more.
     pub fn lossy(loss: f64) -> NetConfig {
         NetConfig {
             loss,
             reorder: 0.01,
             ..NetConfig::default()
         }
+    }
+
+    /// The ideal network with lossy, jittery links (the model `lossy` was before).
+    pub fn ideal_lossy(loss: f64) -> NetConfig {
+        NetConfig {
+            loss,
+            reorder: 0.01,
+            ..NetConfig::ideal()
+        }
+    }
+
+    /// Whether this is the ideal model (LAN latencies over datagrams).
+    pub fn is_ideal(&self) -> bool {
+        self.tcp.is_none() && self.latency_model == Latency::Lan
+    }
+
+    /// The drop probability of one packet: background and configured loss together.
+    pub fn drop_probability(&self) -> f64 {
+        let bg = self.background_loss.clamp(0.0, 1.0);
+        let loss = self.loss.clamp(0.0, 1.0);
+        1.0 - (1.0 - bg) * (1.0 - loss)
     }
 }
 
@@ -77,6 +186,8 @@ pub enum Drop {
 pub struct Network {
     pub config: NetConfig,
     latency: LogNormal<f64>,
+    /// The lognormal body of the Pingmesh fit (unused by the LAN model).
+    rtt_body: LogNormal<f64>,
     link_salt: u64,
     side: Vec<u32>,
     one_way: BTreeSet<(usize, usize)>,
@@ -87,9 +198,14 @@ impl Network {
         let median_ns = config.latency_median.as_nanos() as f64;
         let latency = LogNormal::new(median_ns.max(1.0).ln(), config.latency_sigma.max(0.0))
             .expect("lognormal parameters are finite");
+        let rtt_body = match config.latency_model {
+            Latency::Pingmesh(fit) => fit.body(),
+            Latency::Lan => latency,
+        };
         Network {
             config,
             latency,
+            rtt_body,
             link_salt,
             side: vec![0; nodes],
             one_way: BTreeSet::new(),
@@ -129,10 +245,16 @@ impl Network {
     }
 
     fn one_latency(&self, rng: &mut ChaCha8Rng, factor: f64) -> Duration {
-        let mut nanos = self.latency.sample(rng) * factor;
-        if rng.random_bool(self.config.tail_probability.clamp(0.0, 1.0)) {
-            nanos += rng.random_range(0.0..=self.config.tail_extra.as_nanos() as f64);
-        }
+        let mut nanos = match &self.config.latency_model {
+            Latency::Lan => {
+                let mut nanos = self.latency.sample(rng) * factor;
+                if rng.random_bool(self.config.tail_probability.clamp(0.0, 1.0)) {
+                    nanos += rng.random_range(0.0..=self.config.tail_extra.as_nanos() as f64);
+                }
+                nanos
+            }
+            Latency::Pingmesh(fit) => fit.sample_rtt_ns(&self.rtt_body, rng) / 2.0 * factor,
+        };
         if rng.random_bool(self.config.reorder.clamp(0.0, 1.0)) {
             nanos += rng.random_range(0.0..=self.config.reorder_extra.as_nanos() as f64);
         }
@@ -146,8 +268,21 @@ impl Network {
         self.one_latency(rng, self.link_factor(from, to))
     }
 
-    /// Decides the fate of one packet: the delays of its delivered copies (one, or two if
-    /// duplicated), or why it dropped.
+    /// Decides the fate of one packet that is never duplicated (a TCP segment, a SYN):
+    /// its one-way delay, or why it dropped. Loss is background and configured loss
+    /// together.
+    pub fn packet(&self, rng: &mut ChaCha8Rng, from: usize, to: usize) -> Result<Duration, Drop> {
+        if !self.can_reach(from, to) {
+            return Err(Drop::Partitioned);
+        }
+        if rng.random_bool(self.config.drop_probability()) {
+            return Err(Drop::Lost);
+        }
+        Ok(self.one_latency(rng, self.link_factor(from, to)))
+    }
+
+    /// Decides the fate of one datagram (the ideal network's transport): the delays of its
+    /// delivered copies (one, or two if duplicated), or why it dropped.
     pub fn transmit(
         &self,
         rng: &mut ChaCha8Rng,
@@ -159,7 +294,12 @@ impl Network {
         if !self.can_reach(from, to) {
             return Err(Drop::Partitioned);
         }
-        if rng.random_bool(self.config.loss.clamp(0.0, 1.0)) {
+        let loss = if self.config.background_loss > 0.0 {
+            self.config.drop_probability()
+        } else {
+            self.config.loss.clamp(0.0, 1.0)
+        };
+        if rng.random_bool(loss) {
             return Err(Drop::Lost);
         }
         let factor = self.link_factor(from, to);
@@ -177,8 +317,8 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
-    fn default_latency_is_a_lan() {
-        let net = Network::new(NetConfig::default(), 2, 7);
+    fn ideal_latency_is_a_lan() {
+        let net = Network::new(NetConfig::ideal(), 2, 7);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut all = Vec::new();
         let mut delays = Vec::new();
@@ -203,7 +343,7 @@ mod tests {
 
     #[test]
     fn partitions_and_loss_drop() {
-        let mut net = Network::new(NetConfig::lossy(0.5), 3, 7);
+        let mut net = Network::new(NetConfig::ideal_lossy(0.5), 3, 7);
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let mut delays = Vec::new();
         let lost = (0..10_000)
@@ -222,5 +362,51 @@ mod tests {
             Err(Drop::Partitioned)
         );
         assert!(net.can_reach(2, 0));
+    }
+
+    /// Nearest-rank percentile of sorted nanoseconds, in milliseconds.
+    fn pct_ms(sorted: &[u64], p: f64) -> f64 {
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1e6
+    }
+
+    #[test]
+    fn the_pingmesh_fit_has_the_published_percentiles() {
+        // Round trips as two one-way halves would mix two samples: check the fitted RTT
+        // itself (2 x the one-way latency of one packet on a link of factor 1).
+        let net = Network::new(NetConfig::default(), 2, 7);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut rtt: Vec<u64> = (0..2_000_000)
+            .map(|_| {
+                2 * net
+                    .packet(&mut rng, 0, 1)
+                    .map_or(0, |d| d.as_nanos() as u64)
+            })
+            .filter(|&n| n > 0)
+            .collect();
+        rtt.sort_unstable();
+        let (p50, p99) = (pct_ms(&rtt, 50.0), pct_ms(&rtt, 99.0));
+        let (p999, p9999) = (pct_ms(&rtt, 99.9), pct_ms(&rtt, 99.99));
+        let max = *rtt.last().unwrap() as f64 / 1e6;
+        assert!((0.23..0.27).contains(&p50), "p50 {p50}");
+        assert!((1.2..1.4).contains(&p99), "p99 {p99}");
+        assert!((2.0..4.0).contains(&p999), "p99.9 {p999}");
+        assert!((20.0..45.0).contains(&p9999), "p99.99 {p9999}");
+        assert!(max <= 50.0 + 1e-6 && max > 45.0, "max {max}");
+    }
+
+    #[test]
+    fn background_loss_adds_to_the_configured_loss() {
+        let net = Network::new(NetConfig::lossy(0.01), 2, 7);
+        assert!((net.config.drop_probability() - 0.010099).abs() < 1e-9);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let lost = (0..200_000)
+            .filter(|_| net.packet(&mut rng, 0, 1) == Err(Drop::Lost))
+            .count();
+        assert!((1_800..2_250).contains(&lost), "{lost}");
+        // The ideal network has no background loss.
+        let ideal = Network::new(NetConfig::ideal(), 2, 7);
+        assert!(ideal.config.is_ideal());
+        assert_eq!(ideal.config.drop_probability(), 0.0);
     }
 }

@@ -39,7 +39,7 @@
 
 use crate::baseline::{master_drops_at, BaselineConfig, BaselineSetup};
 use crate::clients::{ClientConfig, Clients, Env, Outcome, Request, Table};
-use crate::sim::{node_addr, node_index, ClusterConfig, Simulation};
+use crate::sim::{node_addr, node_index, ClusterConfig, Conditions, Simulation};
 use crate::stats::{percentile, Summary};
 use crate::world::{service_of, Withdrawal, WorldConfig};
 use minuteman_core::kernel::KernelState;
@@ -82,6 +82,8 @@ pub struct PaperRun {
     pub baseline: BaselineConfig,
     /// How often the world's convergence checks run.
     pub check_every: Duration,
+    /// The model (`--net`) and the stalls and freezes.
+    pub conditions: Conditions,
 }
 
 impl Default for PaperRun {
@@ -99,6 +101,7 @@ impl Default for PaperRun {
             clients: ClientConfig::default(),
             baseline: BaselineConfig::default(),
             check_every: Duration::from_secs(1),
+            conditions: Conditions::default(),
         }
     }
 }
@@ -282,14 +285,14 @@ pub struct PaperOutcome {
 
 impl PaperRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        ClusterConfig::with_loss(self.nodes, self.loss)
+        ClusterConfig::evaluation(self.nodes, self.loss, &self.conditions)
     }
 
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
         format!(
             "cargo run --release -p minuteman-sim -- paper --seed {} --nodes {} --tasks {} \
-             --crash-fraction {} --crash-at {}ms --duration {}ms --timeout {}ms --loss {}{}",
+             --crash-fraction {} --crash-at {}ms --duration {}ms --timeout {}ms --loss {}{}{}",
             self.seed,
             self.nodes,
             self.tasks,
@@ -302,7 +305,8 @@ impl PaperRun {
                 " --clients-everywhere"
             } else {
                 ""
-            }
+            },
+            self.conditions.replay_args()
         )
     }
 
@@ -332,6 +336,7 @@ impl PaperRun {
         let mut crash_at = vec![None; self.nodes];
         for &v in &victims {
             crash_at[v] = Some(crash_time);
+            sim.plan_crash(v, crash_time);
         }
         let crashed_backends = victims
             .iter()

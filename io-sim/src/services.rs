@@ -6,7 +6,8 @@
 //! `poll_interval + settle + 1 s` lets every kernel settle, so the last quiet check sees
 //! the final state. Checks run every `check_every` (see [`crate::world`]).
 
-use crate::sim::{ClusterConfig, Simulation};
+use crate::faults::{FreezeReport, StallReport};
+use crate::sim::{ClusterConfig, Conditions, NetMode, Simulation};
 use crate::stats::Summary;
 use crate::world::{Violation, WorldConfig, WorldCounters};
 use minuteman_core::Time;
@@ -28,6 +29,8 @@ pub struct ServicesRun {
     pub warmup: Duration,
     pub loss: f64,
     pub check_every: Duration,
+    /// The model (`--net`) and the stalls and freezes.
+    pub conditions: Conditions,
 }
 
 impl Default for ServicesRun {
@@ -43,6 +46,7 @@ impl Default for ServicesRun {
             warmup: Duration::from_secs(3),
             loss: 0.0,
             check_every: Duration::from_millis(100),
+            conditions: Conditions::default(),
         }
     }
 }
@@ -64,13 +68,17 @@ pub struct ServicesReport {
     /// The first few violations, for the replay.
     pub violation_samples: Vec<Violation>,
     pub world: WorldCounters,
+    pub false_positives: usize,
+    pub stalls: StallReport,
+    pub freezes: FreezeReport,
+    pub net: NetMode,
     pub trace_hash: String,
     pub wall_ms: f64,
 }
 
 impl ServicesRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        ClusterConfig::with_loss(self.nodes, self.loss)
+        ClusterConfig::evaluation(self.nodes, self.loss, &self.conditions)
     }
 
     pub fn world_config(&self) -> WorldConfig {
@@ -87,7 +95,7 @@ impl ServicesRun {
     pub fn replay_command(&self) -> String {
         format!(
             "cargo run --release -p minuteman-sim -- services --nodes {} --vips {} --tasks {} \
-             --churn {} --poll-interval {}ms --duration {}ms --seed {} --loss {}",
+             --churn {} --poll-interval {}ms --duration {}ms --seed {} --loss {}{}",
             self.nodes,
             self.vips,
             self.tasks,
@@ -95,7 +103,8 @@ impl ServicesRun {
             self.poll_interval.as_millis(),
             self.duration.as_millis(),
             self.seed,
-            self.loss
+            self.loss,
+            self.conditions.replay_args()
         )
     }
 
@@ -125,6 +134,10 @@ impl ServicesRun {
             violations: world.violations.len(),
             violation_samples: world.violations.iter().take(5).cloned().collect(),
             world: world.counters.clone(),
+            false_positives: sim.false_positives.len(),
+            stalls: sim.stall_report(),
+            freezes: sim.freeze_report(),
+            net: self.conditions.net,
             trace_hash: format!("{:016x}", sim.trace_hash()),
             wall_ms: wall.elapsed().as_secs_f64() * 1e3,
         };
@@ -183,6 +196,13 @@ impl ServicesReport {
         out += &format!(
             "kernel ops       {} ({} failed to apply)\n",
             w.kernel_ops, w.kernel_errors
+        );
+        out += &format!(
+            "faults           {} stalls, {} freezes; {} false positives; network {}\n",
+            self.stalls.count,
+            self.freezes.count,
+            self.false_positives,
+            self.net.name()
         );
         out += &format!("trace hash       {}\n", self.trace_hash);
         out += &format!("wall clock       {:.0} ms\n", self.wall_ms);

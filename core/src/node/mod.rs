@@ -24,6 +24,7 @@
 //!   advertised address) closed or failed (a reset, `TCP_USER_TIMEOUT`, a write error). If
 //!   `peer` is an active neighbour its link is checked at once (suspicion starts now);
 //!   otherwise nothing happens.
+//! - [`Node::handle_host_probe`]`(now, peer, answered)`: the result of a `ProbeHost`.
 //! - [`Node::handle_timeout`]`(now)`: the last `Timeout(at)` is due.
 //! - [`Node::set_local_services`], [`Node::resync_kernel`]: the local Mesos agent's VIP
 //!   backends, and what the kernel really holds (at start, or after a failed apply).
@@ -33,6 +34,10 @@
 //!   connection to it (opened on demand); [`Node::encode`] seals it into a frame;
 //! - `CloseLink(peer)`: the node dropped its active link to `peer`: send what is queued for
 //!   it, then close the connection (a later `Transmit` to it opens a new one);
+//! - `ProbeHost(peer)`: is `peer`'s host up, whatever its agent is doing? Open a TCP
+//!   connection to `peer` with a short timeout (a SYN-ACK or a reset both say yes), close it
+//!   at once, and report with `handle_host_probe`. A silent peer whose host answers is
+//!   `AgentStalled` and keeps its backends (see [`crate::ping`]);
 //! - `Kernel(ops)`: apply these data-plane operations in order (computed when polled, so
 //!   they are never dropped);
 //! - `Event(..)`: something to log or export;
@@ -100,6 +105,10 @@ pub enum Output {
     /// The active link to this peer was dropped: flush what is queued for it, then close
     /// the connection.
     CloseLink(SocketAddr),
+    /// Check whether this peer's host is up, below its agent: open a TCP connection to
+    /// the address with a short timeout (a SYN-ACK or a reset both prove its kernel is up),
+    /// close it at once, and report with [`Node::handle_host_probe`].
+    ProbeHost(SocketAddr),
     /// Apply these kernel operations, in order. They are computed when polled (never
     /// queued, so never dropped) and the node counts them as applied once returned; a
     /// shell that fails to apply them reads the kernel back and calls
@@ -158,6 +167,11 @@ pub enum Event {
     NeighborDown(NodeId, LinkDown),
     Reachable(NodeId),
     Unreachable(NodeId),
+    /// An active neighbour's agent stopped answering while its host still answers
+    /// kernel-level probes: its backends stay (until `ping.agent_stall_bound`).
+    AgentStalled(NodeId),
+    /// A stalled neighbour's agent answers again.
+    AgentResumed(NodeId),
     /// This node saw its own address with a newer version than its own (its state was
     /// lost or rolled back) and became a newer incarnation: the shell must persist the new
     /// epoch before the next restart.
@@ -419,6 +433,22 @@ impl Node {
         Ok(())
     }
 
+    /// The result of an [`Output::ProbeHost`]: whether `peer`'s host answered (a SYN-ACK
+    /// or a reset) within the shell's connect timeout.
+    pub fn handle_host_probe(&mut self, now: Time, peer: SocketAddr, answered: bool) {
+        if answered {
+            self.io.counters.host_probes_answered += 1;
+        }
+        self.views.on_host_probe(now, &peer, answered);
+        self.after_input(now);
+    }
+
+    /// Active neighbours whose agent is stalled while their host answers (shown as
+    /// `agent-stalled`; their backends stay).
+    pub fn stalled_neighbors(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.views.stalled()
+    }
+
     /// The connection to `peer` closed or failed: an active link to it is checked now.
     pub fn handle_connection_lost(&mut self, now: Time, peer: SocketAddr) {
         self.io.counters.connections_lost += 1;
@@ -438,7 +468,7 @@ impl Node {
             self.replication.tell_stale(now, &mut self.io, from);
             return;
         }
-        self.views.on_heard(now, &from.addr);
+        self.views.on_heard(now, &mut self.io, &from.addr);
         let (io, store) = (&mut self.io, &self.replication.store);
         match msg {
             Message::Join => self.views.on_join(now, io, store, from),

@@ -193,9 +193,13 @@ impl Views {
 
     // ----- inputs ------------------------------------------------------------------------
 
-    /// Anything arrived from `from`: its link (if active) is alive.
-    pub(crate) fn on_heard(&mut self, now: Time, from: &SocketAddr) {
+    /// Anything arrived from `from`: its link (if active) is alive, and a stalled agent
+    /// is back.
+    pub(crate) fn on_heard(&mut self, now: Time, io: &mut Io, from: &SocketAddr) {
         if let Some(peer) = self.active.get_mut(from) {
+            if peer.monitor.is_stalled() {
+                io.emit(Output::Event(Event::AgentResumed(peer.id)));
+            }
             peer.monitor.on_heard(now);
         }
     }
@@ -258,10 +262,13 @@ impl Views {
         }
     }
 
-    /// Runs every link monitor: pings due now are sent, dead links are closed.
+    /// Runs every link monitor: pings due now are sent, host probes asked for, stalled
+    /// agents reported, dead links closed.
     pub(crate) fn poll_links(&mut self, now: Time, io: &mut Io, store: &RecordStore) {
         let mut dead = Vec::new();
         let mut pings = Vec::new();
+        let mut probes = Vec::new();
+        let mut stalled = Vec::new();
         for (addr, peer) in &mut self.active {
             let was_suspect = peer.monitor.is_suspect();
             let action = peer.monitor.poll(now, &self.ping);
@@ -271,6 +278,12 @@ impl Views {
             if action.send_ping {
                 pings.push(*addr);
             }
+            if action.probe_host {
+                probes.push(*addr);
+            }
+            if action.stalled {
+                stalled.push(peer.id);
+            }
             if action.dead {
                 dead.push(*addr);
             }
@@ -279,9 +292,34 @@ impl Views {
         for addr in pings {
             io.send(addr, Message::Ping { echo });
         }
+        for addr in probes {
+            io.counters.host_probes += 1;
+            io.emit(Output::ProbeHost(addr));
+        }
+        for id in stalled {
+            io.counters.agents_stalled += 1;
+            io.emit(Output::Event(Event::AgentStalled(id)));
+        }
         for addr in dead {
             self.remove_active(now, io, store, addr, LinkDown::Dead);
         }
+    }
+
+    /// The shell's answer to a [`Output::ProbeHost`] of `peer`.
+    pub(crate) fn on_host_probe(&mut self, now: Time, peer: &SocketAddr, answered: bool) {
+        if let Some(p) = self.active.get_mut(peer) {
+            if answered {
+                p.monitor.on_host_answer(now);
+            }
+        }
+    }
+
+    /// Active neighbours whose agent is silent while their host answers.
+    pub(crate) fn stalled(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.active
+            .values()
+            .filter(|p| p.monitor.is_stalled())
+            .map(|p| p.id)
     }
 
     pub(crate) fn on_join(&mut self, now: Time, io: &mut Io, store: &RecordStore, joiner: NodeId) {

@@ -1,7 +1,7 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
 use clap::{Parser, Subcommand};
-use minuteman_sim::{MembershipRun, PaperRun, ServicesRun};
+use minuteman_sim::{Conditions, MembershipRun, NetMode, PaperRun, ServicesRun};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,8 +11,11 @@ use std::time::Duration;
     version,
     about = "Seeded discrete-event simulator of minuteman clusters",
     long_about = "Runs whole minuteman clusters (the real core state machines) over a simulated \
-                  datacenter network with crashes, partitions and loss. Every run prints its \
-                  seed first; the same seed gives the same run and the same trace hash."
+                  datacenter network with crashes, partitions and loss. By default the model is \
+                  realistic (Pingmesh latency tails, TCP with retransmissions, CPU time per \
+                  input, kernel apply latency; see docs/simulator.md); --net ideal runs the \
+                  earlier, kinder model. Every run prints its seed first; the same seed gives \
+                  the same run and the same trace hash."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +40,38 @@ enum Command {
     Membership(MembershipArgs),
     /// Services evaluation: Mesos tasks with VIP labels churn; every kernel must follow.
     Services(ServicesArgs),
+}
+
+/// The flags every evaluation shares.
+#[derive(clap::Args)]
+struct ConditionArgs {
+    /// The model: realistic (Pingmesh latencies, TCP, CPU time, kernel apply latency) or
+    /// ideal (the earlier model: LAN latencies, datagrams, free CPU, instant kernels).
+    #[arg(long, value_enum, default_value_t = NetMode::Realistic)]
+    net: NetMode,
+    /// Agent stalls per node per simulated minute (Poisson, 100 ms - 3 s log-uniform,
+    /// from 3 s on): the process stops, its kernel still ACKs and answers probes.
+    #[arg(long, default_value_t = 0.0)]
+    agent_stalls: f64,
+    /// Host freezes per node per simulated minute (Poisson, 50 ms - 1 s log-uniform, from
+    /// 3 s on): nothing on the host answers or runs.
+    #[arg(long, default_value_t = 0.0)]
+    host_freezes: f64,
+}
+
+impl ConditionArgs {
+    fn conditions(&self) -> Result<Conditions, ExitCode> {
+        let ok = |r: f64| r.is_finite() && r >= 0.0;
+        if !ok(self.agent_stalls) || !ok(self.host_freezes) {
+            eprintln!("error: --agent-stalls and --host-freezes must be rates >= 0");
+            return Err(ExitCode::from(2));
+        }
+        Ok(Conditions {
+            net: self.net,
+            agent_stalls: self.agent_stalls,
+            host_freezes: self.host_freezes,
+        })
+    }
 }
 
 #[derive(clap::Args)]
@@ -71,6 +106,8 @@ struct PaperArgs {
     /// Write timeline.csv, report.json and paper.svg into this directory (created).
     #[arg(long)]
     out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    conditions: ConditionArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -99,9 +136,12 @@ struct ServicesArgs {
     /// Seed of the run's random generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Independent packet loss probability on every link (adds 1% reordering).
+    /// Independent packet loss probability on every link (adds 1% reordering; on the
+    /// realistic network, on top of its background loss of 1e-4).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    #[command(flatten)]
+    conditions: ConditionArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -124,9 +164,12 @@ struct MembershipArgs {
     /// Seed of the run's random generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Independent packet loss probability on every link (adds 1% reordering).
+    /// Independent packet loss probability on every link (adds 1% reordering; on the
+    /// realistic network, on top of its background loss of 1e-4).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    #[command(flatten)]
+    conditions: ConditionArgs,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -150,7 +193,12 @@ fn paper(args: PaperArgs) -> ExitCode {
         eprintln!("error: --nodes must be at least 2; --tasks, --duration and --timeout positive");
         return ExitCode::from(2);
     }
+    let conditions = match args.conditions.conditions() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let mut run = PaperRun {
+        conditions,
         seed: args.seed,
         nodes: args.nodes,
         tasks: args.tasks,
@@ -201,7 +249,12 @@ fn services(args: ServicesArgs) -> ExitCode {
         eprintln!("error: --nodes, --vips and --poll-interval must be positive");
         return ExitCode::from(2);
     }
+    let conditions = match args.conditions.conditions() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let run = ServicesRun {
+        conditions,
         nodes: args.nodes,
         vips: args.vips,
         tasks: args.tasks,
@@ -235,7 +288,12 @@ fn membership(args: MembershipArgs) -> ExitCode {
         eprintln!("error: --nodes must be at least 1");
         return ExitCode::from(2);
     }
+    let conditions = match args.conditions.conditions() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let run = MembershipRun {
+        conditions,
         nodes: args.nodes,
         crash_fraction: args.crash_fraction,
         crash_at: args.crash_at,
