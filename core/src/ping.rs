@@ -273,12 +273,21 @@ impl LinkMonitor {
                 }
                 if now >= self.next_host_probe {
                     action.probe_host = true;
+                    // The last probe went unanswered: the host may be frozen or gone,
+                    // so look again soon rather than after a long gap.
+                    let unanswered = self.probing_since.is_some();
                     self.probing_since.get_or_insert(now);
+                    let gap = if unanswered {
+                        cfg.host_probe_interval
+                    } else {
+                        gap
+                    };
                     self.next_host_probe = now + gap;
                     // Fast while the stall is young (most are a retransmission or a short
-                    // pause, and a crash then must still be noticed quickly), then spaced
-                    // out so that a long stall cannot fill the peer's listen backlog.
-                    let gap = if now < since + cfg.stalled_fast_probing {
+                    // pause, and a crash then must still be noticed quickly) or while the
+                    // host does not answer, then spaced out so that a long stall cannot
+                    // fill the peer's listen backlog.
+                    let gap = if unanswered || now < since + cfg.stalled_fast_probing {
                         cfg.host_probe_interval
                     } else {
                         (gap * 2).min(cfg.stalled_probe_interval)

@@ -890,7 +890,7 @@ impl Simulation {
                     self.traffic.rejected += 1;
                 }
                 self.traffic.delivered += 1;
-                self.trace_event(6, from as u64, i as u64, frame.len() as u64);
+                self.trace_event(9, from as u64, i as u64, frame.len() as u64);
                 self.cfg.cpu.per_input
             }
             Input::Message {
@@ -1066,8 +1066,11 @@ impl Simulation {
                 Output::Transmit(t) => self.transmit(i, t.dst, t.envelope, release),
                 Output::Event(e) => self.observe(i, e),
                 Output::Kernel(ops) => self.kernel_ops(i, ops, release),
-                // The transport keeps no per-link connection state to close.
-                Output::CloseLink(_) => {}
+                Output::CloseLink(peer) => {
+                    if let (Some(tcp), Some(to)) = (self.tcp.as_mut(), self.index.get(&peer)) {
+                        tcp.close(i, *to);
+                    }
+                }
                 Output::ProbeHost(peer) => self.host_probe(i, peer, release),
                 Output::Timeout(at) => {
                     if self.check_each_event && self.invariant_violation.is_none() {
@@ -1240,14 +1243,20 @@ impl Simulation {
                 if let Some(t) = self.index.get(&target.addr).copied() {
                     if self.nodes[t].id == target && self.is_alive(t) {
                         let window = self.cfg.faults.attribution_window;
-                        let host = &mut self.nodes[t].host;
-                        let (cause, fault) = attribute(&host.faults, self.now, window);
-                        if let Some(f) = fault {
-                            host.faults[f].declared_down = true;
-                        }
-                        host.down_seen_by.insert(observer);
                         let observer_fault =
                             attribute(&self.nodes[observer].host.faults, self.now, window).0;
+                        let host = &mut self.nodes[t].host;
+                        let (cause, fault) = attribute(&host.faults, self.now, window);
+                        // A report by an observer that was itself stalled or frozen in the
+                        // window says more about the observer than about this host's fault:
+                        // it counts as a false positive, not as this fault declared down.
+                        let observer_sound = observer_fault == FpCause::LossOrDelay;
+                        if let (Some(f), true) = (fault, observer_sound) {
+                            host.faults[f].declared_down = true;
+                        }
+                        if observer_sound {
+                            host.down_seen_by.insert(observer);
+                        }
                         self.false_positives.push(FalsePositive {
                             at: self.now,
                             observer: self.nodes[observer].id,
@@ -1289,7 +1298,7 @@ impl Simulation {
                 let slot = &mut self.nodes[observer];
                 slot.id = new;
                 slot.timer = None;
-                self.trace_event(7, observer as u64, new.epoch, 0);
+                self.trace_event(10, observer as u64, new.epoch, 0);
                 if let Some(world) = self.world.as_ref() {
                     let at = self.now + world.cfg.poll_interval;
                     let (node, epoch) = (observer, new.epoch);
@@ -1336,11 +1345,7 @@ impl Simulation {
                 world.on_crash(self.now, i);
             }
             // A dead observer no longer counts for "every live node sees it again".
-            for t in 0..self.nodes.len() {
-                if self.nodes[t].host.down_seen_by.remove(&i) {
-                    self.check_restored(t);
-                }
-            }
+            self.forget_observer(i);
         }
     }
 
@@ -1473,7 +1478,19 @@ impl Simulation {
         };
         self.trace_event(tag, i as u64, length.as_nanos() as u64, 0);
         self.schedule(end, EventKind::FaultEnd { node: i, kind });
+        self.forget_observer(i);
         true
+    }
+
+    /// Node `i` stopped running (stalled, frozen or crashed): it no longer counts among
+    /// the observers a restored host must be seen reachable by again, since it cannot see
+    /// anything until it runs again.
+    fn forget_observer(&mut self, i: usize) {
+        for t in 0..self.nodes.len() {
+            if t != i && self.nodes[t].host.down_seen_by.remove(&i) {
+                self.check_restored(t);
+            }
+        }
     }
 
     /// Stops node `i`'s agent process now for `length` (a scripted stall: its kernel still

@@ -10,8 +10,10 @@
 //! - every segment is lost or delayed like a packet ([`Network::packet`]); a segment that
 //!   was lost, partitioned, or arrived at a frozen host (not ACKed) or into a full receive
 //!   buffer (zero window) is retransmitted by the sender's timer: `rto × 2^k` after its
-//!   k-th transmission (k = 0, 1, ...), capped at `rto_max`. A SYN uses `rto_initial`
-//!   (1 s, Linux's `TCP_TIMEOUT_INIT`) as its base, data the RTO from the RTT samples;
+//!   k-th transmission (k = 0, 1, ...), capped at `rto_max`. A SYN uses `connect_retry`
+//!   (250 ms: the shell's connect timeout, after which it connects again; Linux alone
+//!   would wait for its 1 s `TCP_TIMEOUT_INIT`) as its base, data the RTO from the RTT
+//!   samples;
 //! - the RTO follows Linux: `srtt + max(4·rttvar, rto_min)` (Linux keeps its `rttvar` at
 //!   least `tcp_rto_min`, 200 ms), from samples taken on segments transmitted once
 //!   (Karn); the sample is the segment's one-way delay doubled (the ACK is not drawn);
@@ -64,8 +66,13 @@ pub struct TcpConfig {
     pub rto_min: Duration,
     /// `TCP_RTO_MAX`: 120 s.
     pub rto_max: Duration,
-    /// The RTO of a SYN, and of data before the first RTT sample: 1 s.
+    /// The RTO of data before the first RTT sample: 1 s.
     pub rto_initial: Duration,
+    /// How long the shell waits for a connection to open before it gives up on that
+    /// attempt and connects again (doubling): 250 ms. Linux alone would resend a lost SYN
+    /// only after 1 s (`TCP_TIMEOUT_INIT`); the agent sets a connect timeout instead, and
+    /// the simulator models that shell behaviour (a requirement on the agent).
+    pub connect_retry: Duration,
     /// `TCP_USER_TIMEOUT` the shell sets: 5 s (our choice; Linux's default is about
     /// 15 minutes of retransmissions).
     pub user_timeout: Duration,
@@ -81,6 +88,7 @@ impl Default for TcpConfig {
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(120),
             rto_initial: Duration::from_secs(1),
+            connect_retry: Duration::from_millis(250),
             user_timeout: Duration::from_secs(5),
             sndbuf: 4 << 20,
             rcvbuf: 6 << 20,
@@ -154,6 +162,8 @@ pub struct TcpStats {
     pub send_buffer_full: u64,
     /// Connections reset because nothing listened at the receiver.
     pub refused: u64,
+    /// Connections the application closed (the next message opens a new one).
+    pub closed: u64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -175,6 +185,9 @@ struct Link<P> {
     unaccepted: usize,
     srtt: Option<Duration>,
     rttvar: Duration,
+    /// The application closed the connection (the core's `CloseLink`): the next message
+    /// opens a new connection.
+    closing: bool,
     // The receiver's half.
     rcv_next: u64,
     out_of_order: BTreeMap<u64, (P, usize)>,
@@ -192,6 +205,7 @@ impl<P> Link<P> {
             unaccepted: 0,
             srtt: None,
             rttvar: Duration::ZERO,
+            closing: false,
             rcv_next: 0,
             out_of_order: BTreeMap::new(),
             unread: 0,
@@ -271,6 +285,14 @@ impl<P> Tcp<P> {
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) -> Result<(), SendError> {
         let sndbuf = self.cfg.sndbuf;
+        if self.link(from, to).closing {
+            // The application closed this connection: the next message opens a new one.
+            // What the old one still had unaccepted is abandoned (a real close would
+            // keep retransmitting it in the background until the peer answers or the
+            // user timeout; the cores close a link only once they gave up on it, or
+            // after a DISCONNECT that left before this message).
+            self.reset(from, to);
+        }
         let link = self.link(from, to);
         if link.unaccepted + len > sndbuf {
             self.stats.send_buffer_full += 1;
@@ -340,7 +362,7 @@ impl<P> Tcp<P> {
     /// When the retransmission timer of `seg` (as last transmitted) fires.
     fn timer(&self, seg: &Segment<P>) -> Time {
         let base = if seg.seq == 0 {
-            self.cfg.rto_initial
+            self.cfg.connect_retry
         } else {
             self.rto(seg.from, seg.to)
         };
@@ -529,6 +551,18 @@ impl<P> Tcp<P> {
             *link = Link::new(link.generation + 1);
             // What the receiving socket already holds stays readable.
             link.unread = unread;
+        }
+    }
+
+    /// The application on `from` closed its connection to `to` (after a core dropped the
+    /// link): segments already sent still arrive, and the next message opens a new
+    /// connection instead of queueing behind a connection that may be stuck.
+    pub fn close(&mut self, from: usize, to: usize) {
+        if let Some(link) = self.links[from].get_mut(&to) {
+            if !matches!(link.state, State::Closed) {
+                link.closing = true;
+                self.stats.closed += 1;
+            }
         }
     }
 

@@ -631,7 +631,7 @@ impl Node {
     fn set_complete(&mut self) {
         self.replication.complete = true;
         self.views.view_complete = true;
-        self.reach.graph.set_holding(false);
+        self.reach.graph.set_holding(self.views.active_len() == 0);
         self.data.set_complete();
     }
 
@@ -643,6 +643,13 @@ impl Node {
 
     /// Finishes every input: probes due now, own record, reachability, kernel operations.
     fn after_input(&mut self, now: Time) {
+        // A node with no link at all (it was cut off, or frozen and dropped by everyone)
+        // cannot tell who else is up: it holds its unreachability reports until it has a
+        // link again, as while its view is incomplete.
+        let isolated = self.views.active_len() == 0;
+        self.reach
+            .graph
+            .set_holding(!self.replication.complete || isolated);
         if !self.replication.complete {
             if self.replication.complete_at.is_none() && self.views.active_len() > 0 {
                 self.replication.complete_at =

@@ -299,6 +299,9 @@ impl Views {
         for id in stalled {
             io.counters.agents_stalled += 1;
             io.emit(Output::Event(Event::AgentStalled(id)));
+            // A link that stopped working may leave this node without a working one: look
+            // for a replacement now (at HIGH priority if so) rather than at the next round.
+            self.next_refill = self.next_refill.min(now);
         }
         for addr in dead {
             self.remove_active(now, io, store, addr, LinkDown::Dead);
@@ -709,7 +712,14 @@ impl Views {
         let Some(candidate) = candidate else {
             return;
         };
-        let priority = if self.active.is_empty() {
+        // HIGH (must be accepted) when this node has no working link: none at all, or only
+        // links whose peer stopped answering (after a freeze its peers dropped it, and
+        // their DISCONNECTs may still be on their way).
+        let isolated = self
+            .active
+            .values()
+            .all(|p| p.monitor.is_suspect() || p.monitor.is_stalled());
+        let priority = if isolated {
             Priority::High
         } else {
             Priority::Low
