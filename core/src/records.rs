@@ -103,7 +103,7 @@ impl RecordStore {
             slots: Vec::new(),
             vertices: Vec::new(),
             index: FxHashMap::default(),
-            max_slots: max_slots.max(1),
+            max_slots,
             dropped_edges: 0,
         }
     }

@@ -68,7 +68,11 @@ pub struct ServicesReport {
     /// The first few violations, for the replay.
     pub violation_samples: Vec<Violation>,
     pub world: WorldCounters,
+    /// Live hosts whose backends were withdrawn from some live host's kernel during the
+    /// run (a crashed host's leaving is not one).
     pub false_positives: usize,
+    /// Live incarnations some live node reported unreachable (the membership figure).
+    pub unreachable_reports: usize,
     pub stalls: StallReport,
     pub freezes: FreezeReport,
     pub net: NetMode,
@@ -134,7 +138,13 @@ impl ServicesRun {
             violations: world.violations.len(),
             violation_samples: world.violations.iter().take(5).cloned().collect(),
             world: world.counters.clone(),
-            false_positives: sim.false_positives.len(),
+            false_positives: world
+                .withdrawals
+                .iter()
+                .map(|w| w.host)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            unreachable_reports: sim.false_positives.len(),
             stalls: sim.stall_report(),
             freezes: sim.freeze_report(),
             net: self.conditions.net,

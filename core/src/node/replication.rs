@@ -322,7 +322,7 @@ impl Replication {
 
     /// Sends `records` in as few RECORDS messages as the count and frame bounds allow.
     fn send_records(&mut self, io: &mut Io, addr: SocketAddr, records: Vec<Record>) {
-        let max_count = self.limits.max_records_per_message.max(1);
+        let max_count = self.limits.max_records_per_message;
         // Room for the version byte, the envelope and the message and length headers.
         let budget = self.limits.max_frame_len.saturating_sub(256);
         let mut batch = Vec::new();
