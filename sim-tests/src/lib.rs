@@ -47,3 +47,30 @@ pub fn check_invariants(sim: &Simulation, replay: &str) {
         panic!("invariant broken: {e}\nreplay: {replay}");
     }
 }
+
+/// The world's violations so far, one line each.
+pub fn world_violations(sim: &Simulation) -> Vec<String> {
+    let world = sim.world.as_ref().expect("world");
+    world
+        .violations
+        .iter()
+        .map(|v| format!("{} ms node {}: {}", v.at_ms, v.node, v.what))
+        .collect()
+}
+
+/// The cluster came through whole: no live node reported a live one unreachable, every
+/// live node reaches every live node, and no invariant broke after any event.
+#[track_caller]
+pub fn check_whole(sim: &Simulation, replay: &str) {
+    check(
+        sim.false_positives.is_empty(),
+        format!("false positives {:?}", sim.false_positives),
+        replay,
+    );
+    check(
+        all_reach_all(sim),
+        "not every live node reaches every live node",
+        replay,
+    );
+    check_invariants(sim, replay);
+}

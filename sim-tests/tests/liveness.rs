@@ -6,7 +6,9 @@
 use minuteman_core::Time;
 use minuteman_sim::world::WorldConfig;
 use minuteman_sim::{ClusterConfig, Simulation};
-use minuteman_sim_tests::{check, check_invariants, checked_sim, replay_test, seeds};
+use minuteman_sim_tests::{
+    check, check_invariants, checked_sim, replay_test, seeds, world_violations,
+};
 use std::time::Duration;
 
 /// A 40-node cluster with 400 tasks over 20 VIPs, no churn, converged and quiet at 4 s.
@@ -31,15 +33,6 @@ fn run_checked(sim: &mut Simulation, d: Duration) {
         let now = sim.now();
         sim.world.as_mut().expect("world").check(now);
     }
-}
-
-fn violations(sim: &Simulation) -> Vec<String> {
-    let world = sim.world.as_ref().expect("world");
-    world
-        .violations
-        .iter()
-        .map(|v| format!("{} ms node {}: {}", v.at_ms, v.node, v.what))
-        .collect()
 }
 
 fn reports_about(sim: &Simulation, node: usize) -> usize {
@@ -67,10 +60,10 @@ fn a_stalled_agent_keeps_its_backends_in_every_kernel() {
             &replay,
         );
         check(
-            violations(&sim).is_empty(),
+            world_violations(&sim).is_empty(),
             format!(
                 "seed {seed}: kernels lost the stalled host's backends: {:?}",
-                violations(&sim)
+                world_violations(&sim)
             ),
             &replay,
         );
@@ -103,8 +96,8 @@ fn a_short_freeze_withdraws_nothing_and_a_long_one_is_back_within_a_second() {
             &replay,
         );
         check(
-            violations(&sim).is_empty(),
-            format!("{:?}", violations(&sim)),
+            world_violations(&sim).is_empty(),
+            format!("{:?}", world_violations(&sim)),
             &replay,
         );
 

@@ -6,7 +6,9 @@ use minuteman_core::Time;
 use minuteman_sim::mesos_agent::TaskState;
 use minuteman_sim::world::WorldConfig;
 use minuteman_sim::{ClusterConfig, ServicesRun, Simulation};
-use minuteman_sim_tests::{check, check_invariants, checked_sim, replay_test, seeds};
+use minuteman_sim_tests::{
+    check, check_invariants, checked_sim, replay_test, seeds, world_violations,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -39,15 +41,6 @@ fn quiet_cluster(seed: u64, tasks: usize) -> Simulation {
     });
     run_checked(&mut sim, Time::from_millis(4_000));
     sim
-}
-
-fn violations(sim: &Simulation) -> Vec<String> {
-    let world = sim.world.as_ref().expect("world");
-    world
-        .violations
-        .iter()
-        .map(|v| format!("{} ms node {}: {}", v.at_ms, v.node, v.what))
-        .collect()
 }
 
 #[test]
@@ -133,7 +126,7 @@ fn crashed_hosts_backends_leave_every_kernel() {
             }
         }
         run_checked(&mut sim, crash_at + Duration::from_millis(2_500));
-        let v = violations(&sim);
+        let v = world_violations(&sim);
         check(v.is_empty(), format!("seed {seed}: {v:?}"), &replay);
         let expected = sim.world.as_ref().unwrap().expected();
         check(
@@ -177,7 +170,7 @@ fn a_vip_whose_backends_all_died_keeps_them() {
             &replay,
         );
     }
-    let v = violations(&sim);
+    let v = world_violations(&sim);
     check(v.is_empty(), format!("{v:?}"), &replay);
 }
 
@@ -208,7 +201,7 @@ fn a_restarted_host_comes_back_empty_and_every_kernel_follows() {
                 &replay,
             );
         }
-        let v = violations(&sim);
+        let v = world_violations(&sim);
         check(v.is_empty(), format!("seed {seed}: {v:?}"), &replay);
         check_invariants(&sim, &replay);
     }
