@@ -121,6 +121,8 @@ impl LinkMonitor {
         self.last_heard = self.last_heard.max(now);
         self.state = State::Healthy { outstanding: None };
         self.silent_since = None;
+        // A probe still unanswered belongs to this episode: the next silence asks afresh.
+        self.probing_since = None;
     }
 
     /// The peer's host answered a kernel-level probe (a SYN-ACK or a reset).
