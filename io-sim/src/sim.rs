@@ -777,9 +777,7 @@ impl Simulation {
                     receiver,
                     &mut out,
                 );
-                for (at, ev) in out.drain(..) {
-                    self.queue.push(at, EventKind::Segment(ev));
-                }
+                push_segments(&mut self.queue, &mut out);
                 for (envelope, len) in delivered {
                     self.accept_input(
                         to,
@@ -801,9 +799,7 @@ impl Simulation {
                     sender,
                     &mut out,
                 );
-                for (at, ev) in out.drain(..) {
-                    self.queue.push(at, EventKind::Segment(ev));
-                }
+                push_segments(&mut self.queue, &mut out);
             }
         }
         self.segments = out;
@@ -1180,9 +1176,7 @@ impl Simulation {
                 (envelope, len as usize),
                 &mut out,
             );
-            for (t, ev) in out.drain(..) {
-                self.queue.push(t, EventKind::Segment(ev));
-            }
+            push_segments(&mut self.queue, &mut out);
             self.segments = out;
             return;
         }
@@ -1733,6 +1727,13 @@ impl Simulation {
                 .check_invariants()?;
         }
         Ok(())
+    }
+}
+
+/// Moves the transport's scheduled segment events into the simulation's queue.
+fn push_segments(queue: &mut EventQueue<EventKind>, out: &mut Vec<(Time, TcpEvent<Envelope>)>) {
+    for (at, event) in out.drain(..) {
+        queue.push(at, EventKind::Segment(event));
     }
 }
 

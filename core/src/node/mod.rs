@@ -233,7 +233,6 @@ impl Node {
             data: DataPlane::new(me.addr),
             cfg,
         };
-        node.reach.graph.set_holding(true);
         if node.cfg.contacts.iter().all(|c| *c == me.addr) {
             // Alone: there is nothing to catch up with.
             node.set_complete();
@@ -619,6 +618,9 @@ impl Node {
                 Offered::Ignored => {}
             }
         }
+        if fresh.is_empty() {
+            return;
+        }
         let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
         for record in fresh {
             self.replication
@@ -631,7 +633,6 @@ impl Node {
     fn set_complete(&mut self) {
         self.replication.complete = true;
         self.views.view_complete = true;
-        self.reach.graph.set_holding(self.views.active_len() == 0);
         self.data.set_complete();
     }
 
@@ -643,13 +644,6 @@ impl Node {
 
     /// Finishes every input: probes due now, own record, reachability, kernel operations.
     fn after_input(&mut self, now: Time) {
-        // A node with no link at all (it was cut off, or frozen and dropped by everyone)
-        // cannot tell who else is up: it holds its unreachability reports until it has a
-        // link again, as while its view is incomplete.
-        let isolated = self.views.active_len() == 0;
-        self.reach
-            .graph
-            .set_holding(!self.replication.complete || isolated);
         if !self.replication.complete {
             if self.replication.complete_at.is_none() && self.views.active_len() > 0 {
                 self.replication.complete_at =
@@ -660,19 +654,27 @@ impl Node {
                 self.set_complete();
             }
         }
+        // Unreachability is reported only from a complete view, and by a node with at least
+        // one link: one with none (cut off, or frozen and dropped by everyone) cannot tell
+        // who else is up. Set here, once per input, before the search reports anything.
+        let isolated = self.views.active_len() == 0;
+        self.reach
+            .graph
+            .set_holding(!self.replication.complete || isolated);
         self.views
             .poll_links(now, &mut self.io, &self.replication.store);
         if self.views.take_adjacency_changed() {
             self.replication.record_changed = true;
         }
-        let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
-        if self.replication.maybe_publish(
-            now,
-            self.views.active_view().collect(),
-            &self.data.local_agents,
-            &self.data.local_services,
-            &neighbours,
-        ) {
+        if self.replication.publish_ready(now) {
+            let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
+            self.replication.publish(
+                now,
+                self.views.active_view().collect(),
+                &self.data.local_agents,
+                &self.data.local_services,
+                &neighbours,
+            );
             self.reach.dirty = true;
         }
         let views = &self.views;

@@ -241,19 +241,21 @@ impl Replication {
         they_have_newer
     }
 
-    /// Publishes the own record now if it changed and the publish interval allows;
-    /// returns whether it did.
-    pub(crate) fn maybe_publish(
+    /// Whether the own record changed and the publish interval allows a new version now.
+    pub(crate) fn publish_ready(&self, now: Time) -> bool {
+        self.publish_due().is_some_and(|at| now >= at)
+    }
+
+    /// Publishes a new version of the own record (call when [`Replication::publish_ready`])
+    /// and floods it to `neighbours`.
+    pub(crate) fn publish(
         &mut self,
         now: Time,
         adjacency: Vec<NodeId>,
         agents: &[IpAddr],
         services: &Arc<VipSet>,
         neighbours: &[SocketAddr],
-    ) -> bool {
-        if !(self.record_changed && self.publish_due().is_some_and(|at| now >= at)) {
-            return false;
-        }
+    ) {
         self.record_changed = false;
         self.last_publish = Some(now);
         self.own_seq += 1;
@@ -268,7 +270,6 @@ impl Replication {
         };
         self.store.apply(record.clone());
         self.flood(now, record, None, neighbours);
-        true
     }
 
     /// Queues `record` for every neighbour in `neighbours` except `except` and its origin.
