@@ -161,6 +161,132 @@ pub struct Counters {
     pub kernel_diff_errors: u64,
 }
 
+impl Counters {
+    /// The plain event counters with a name and a one-line help each, for exporters (the
+    /// per-kind arrays, decode errors and verified frames are exported on their own).
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 25] {
+        [
+            (
+                "stale_replies",
+                "Digest lines sent to peers that spoke under a superseded epoch",
+                self.stale_replies,
+            ),
+            (
+                "self_messages",
+                "Messages claiming this node's own address, ignored",
+                self.self_messages,
+            ),
+            ("links_up", "Active links established", self.links_up),
+            (
+                "links_dead",
+                "Active links declared dead by the adaptive ping",
+                self.links_dead,
+            ),
+            (
+                "links_disconnected",
+                "Active links closed by the neighbour's DISCONNECT",
+                self.links_disconnected,
+            ),
+            (
+                "links_evicted",
+                "Active links evicted for a new neighbour",
+                self.links_evicted,
+            ),
+            (
+                "links_superseded",
+                "Active links replaced by a newer incarnation of the neighbour",
+                self.links_superseded,
+            ),
+            (
+                "suspicions",
+                "Suspicion steps started by a missed ping deadline",
+                self.suspicions,
+            ),
+            (
+                "cascades",
+                "Suspicion steps started by another node's record dropping a neighbour",
+                self.cascades,
+            ),
+            ("joins_sent", "JOIN messages sent", self.joins_sent),
+            (
+                "joins_deferred",
+                "JOINs left unanswered by a contact not yet in the overlay",
+                self.joins_deferred,
+            ),
+            (
+                "neighbor_requests",
+                "NEIGHBOR requests sent",
+                self.neighbor_requests,
+            ),
+            (
+                "neighbor_timeouts",
+                "NEIGHBOR requests left unanswered",
+                self.neighbor_timeouts,
+            ),
+            (
+                "records_applied",
+                "Peer records applied",
+                self.records_applied,
+            ),
+            (
+                "records_stale",
+                "Peer records older than the one held",
+                self.records_stale,
+            ),
+            (
+                "records_rejected_full",
+                "Records of new nodes refused because the store is full",
+                self.records_rejected_full,
+            ),
+            (
+                "records_own_ignored",
+                "Records claiming to be this node's own, ignored",
+                self.records_own_ignored,
+            ),
+            (
+                "outputs_dropped",
+                "Core outputs dropped because the queue was full",
+                self.outputs_dropped,
+            ),
+            (
+                "records_too_large",
+                "Local service sets refused for exceeding the record bounds",
+                self.records_too_large,
+            ),
+            (
+                "records_rejected_size",
+                "Received records over the byte bound, ignored",
+                self.records_rejected_size,
+            ),
+            (
+                "views_completed_by_peer",
+                "Views completed by catching up with a complete peer",
+                self.views_completed_by_peer,
+            ),
+            (
+                "views_completed_by_timeout",
+                "Views completed by waiting out the completeness timeout",
+                self.views_completed_by_timeout,
+            ),
+            (
+                "core_kernel_ops",
+                "Kernel operations the core emitted",
+                self.kernel_ops,
+            ),
+            (
+                "kernel_removals_withheld",
+                "Kernel removals held back while the view was incomplete",
+                self.kernel_removals_withheld,
+            ),
+            (
+                "kernel_diff_errors",
+                "Kernel diffs that did not apply to the applied state (a bug if ever non-zero)",
+                self.kernel_diff_errors,
+            ),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,19 +118,7 @@ pub enum Message {
 impl Message {
     /// A short stable name, for counters and traces.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Join => "join",
-            Message::ForwardJoin { .. } => "forward_join",
-            Message::Neighbor { .. } => "neighbor",
-            Message::NeighborReply { .. } => "neighbor_reply",
-            Message::Disconnect => "disconnect",
-            Message::Shuffle { .. } => "shuffle",
-            Message::ShuffleReply { .. } => "shuffle_reply",
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::Records { .. } => "records",
-            Message::Digest { .. } => "digest",
-        }
+        Message::KIND_NAMES[self.kind_index()]
     }
 
     /// Index of the variant, for counters.
@@ -151,6 +139,21 @@ impl Message {
     }
 
     pub const KINDS: usize = 11;
+
+    /// The name of each kind, by [`Message::kind_index`] (as [`Message::kind`] spells it).
+    pub const KIND_NAMES: [&'static str; Message::KINDS] = [
+        "join",
+        "forward_join",
+        "neighbor",
+        "neighbor_reply",
+        "disconnect",
+        "shuffle",
+        "shuffle_reply",
+        "ping",
+        "pong",
+        "records",
+        "digest",
+    ];
 }
 
 /// A message and its sender.

@@ -1,0 +1,11 @@
+//! `minuteman`, the Linux shell around `minuteman-core`: the agent daemon and the CLI.
+//!
+//! - [`agent`]: `minuteman agent`, the tokio shell that pumps one core node;
+//! - [`dataplane`]: the kernel side (`nftables`, `none`), behind one handle;
+//! - [`mesos_source`]: the local Mesos agent's VIP backends, polled over HTTP or from a file;
+//! - [`metrics`]: the Prometheus exposition.
+
+pub mod agent;
+pub mod dataplane;
+pub mod mesos_source;
+pub mod metrics;

@@ -1,0 +1,419 @@
+//! The agent's Prometheus metrics: what the shell counts itself ([`ShellMetrics`], shared
+//! by every task through an `Arc`) and the core's counters and gauges, read from the node
+//! at scrape time ([`CoreSnapshot`]) and rendered together by [`encode`].
+//!
+//! Invariants:
+//! - Every counter only increases; every name carries the `minuteman_` prefix and a
+//!   `_total` suffix for counters (prometheus-client adds it).
+//! - Label values come from closed sets (`&'static str`), never from peer input, so a
+//!   hostile peer cannot grow the label space.
+
+use minuteman_core::counters::Counters;
+use minuteman_core::wire::Message;
+use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// One label, `result` / `reason` / `kind`, from a closed set of values.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Why {
+    pub reason: &'static str,
+}
+
+impl Why {
+    pub fn new(reason: &'static str) -> Why {
+        Why { reason }
+    }
+}
+
+/// What the shell counts. Cheap to clone (every metric is an `Arc` inside).
+#[derive(Clone, Debug)]
+pub struct ShellMetrics {
+    // Peers.
+    pub frames_sent: Counter,
+    pub bytes_sent: Counter,
+    pub frames_received: Counter,
+    pub bytes_received: Counter,
+    /// Frames dropped before sending, by reason (`queue_full`, `connect_failed`, ...).
+    pub send_drops: Family<Why, Counter>,
+    /// Frames refused on receipt before the core saw them (`oversized`, ...).
+    pub receive_drops: Family<Why, Counter>,
+    /// Outbound connection attempts, by result (`ok`, `refused`, `timeout`, `error`).
+    pub connects: Family<Why, Counter>,
+    /// Inbound connections accepted, and refused for being over the bound.
+    pub accepts: Family<Why, Counter>,
+    pub open_connections: Gauge,
+    /// Host probes, by result (`answered`, `silent`, `dropped`).
+    pub host_probes: Family<Why, Counter>,
+    // Mesos.
+    pub mesos_polls: Counter,
+    /// Failed polls by reason (`http`, `status`, `parse`, `io`, `too_large`, `timeout`).
+    pub mesos_poll_failures: Family<Why, Counter>,
+    /// Polls whose VIP set differed from the last good one.
+    pub mesos_changes: Counter,
+    pub mesos_warnings: Counter,
+    /// Sets the core refused (over the record bounds).
+    pub mesos_rejected: Counter,
+    // Kernel.
+    /// Transactions, by result (`delta`, `full`, `failed`).
+    pub kernel_syncs: Family<Why, Counter>,
+    pub kernel_sync_seconds: Histogram,
+    pub kernel_ops: Counter,
+    /// Reconciles that found the table changed by someone else and restored it.
+    pub kernel_restores: Counter,
+    pub kernel_reconciles: Counter,
+    pub kernel_services: Gauge,
+    // State directory.
+    pub state_writes: Family<Why, Counter>,
+    // API.
+    pub api_requests: Counter,
+    /// Inputs dropped because the node's inbox was full, by kind.
+    pub inbox_drops: Family<Why, Counter>,
+}
+
+impl Default for ShellMetrics {
+    fn default() -> Self {
+        ShellMetrics {
+            frames_sent: Counter::default(),
+            bytes_sent: Counter::default(),
+            frames_received: Counter::default(),
+            bytes_received: Counter::default(),
+            send_drops: Family::default(),
+            receive_drops: Family::default(),
+            connects: Family::default(),
+            accepts: Family::default(),
+            open_connections: Gauge::default(),
+            host_probes: Family::default(),
+            mesos_polls: Counter::default(),
+            mesos_poll_failures: Family::default(),
+            mesos_changes: Counter::default(),
+            mesos_warnings: Counter::default(),
+            mesos_rejected: Counter::default(),
+            kernel_syncs: Family::default(),
+            // 0.5 ms .. ~4 s.
+            kernel_sync_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            kernel_ops: Counter::default(),
+            kernel_restores: Counter::default(),
+            kernel_reconciles: Counter::default(),
+            kernel_services: Gauge::default(),
+            state_writes: Family::default(),
+            api_requests: Counter::default(),
+            inbox_drops: Family::default(),
+        }
+    }
+}
+
+/// The core's view at scrape time, read by the node's owner task.
+#[derive(Clone, Debug, Default)]
+pub struct CoreSnapshot {
+    pub counters: Counters,
+    pub active_view: usize,
+    pub passive_view: usize,
+    pub reachable: usize,
+    pub known: usize,
+    pub stalled_neighbors: usize,
+    pub desired_services: usize,
+    pub local_backends: usize,
+    pub epoch: u64,
+    pub view_complete: bool,
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    registry.register(name, help, ConstCounter::new(value));
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    registry.register(name, help, ConstGauge::new(value));
+}
+
+fn clamp(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn register_shell(registry: &mut Registry, m: &ShellMetrics) {
+    let r = registry;
+    r.register(
+        "peer_frames_sent",
+        "Frames written to peers",
+        m.frames_sent.clone(),
+    );
+    r.register(
+        "peer_bytes_sent",
+        "Bytes written to peers (with length prefixes)",
+        m.bytes_sent.clone(),
+    );
+    r.register(
+        "peer_frames_received",
+        "Frames read from peers",
+        m.frames_received.clone(),
+    );
+    r.register(
+        "peer_bytes_received",
+        "Bytes read from peers (with length prefixes)",
+        m.bytes_received.clone(),
+    );
+    r.register(
+        "peer_send_drops",
+        "Frames dropped before sending, by reason",
+        m.send_drops.clone(),
+    );
+    r.register(
+        "peer_receive_drops",
+        "Frames refused before decoding, by reason",
+        m.receive_drops.clone(),
+    );
+    r.register(
+        "peer_connects",
+        "Outbound peer connection attempts, by result",
+        m.connects.clone(),
+    );
+    r.register(
+        "peer_accepts",
+        "Inbound peer connections, by result",
+        m.accepts.clone(),
+    );
+    r.register(
+        "peer_open_connections",
+        "Open peer connections, both directions",
+        m.open_connections.clone(),
+    );
+    r.register(
+        "host_probes",
+        "Host probes (TCP connects to a peer port), by result",
+        m.host_probes.clone(),
+    );
+    r.register(
+        "mesos_polls",
+        "Mesos state reads attempted",
+        m.mesos_polls.clone(),
+    );
+    r.register(
+        "mesos_poll_failures",
+        "Mesos state reads that failed, by reason (the last good state is kept)",
+        m.mesos_poll_failures.clone(),
+    );
+    r.register(
+        "mesos_changes",
+        "Mesos reads whose VIP set changed",
+        m.mesos_changes.clone(),
+    );
+    r.register(
+        "mesos_warnings",
+        "Warnings from Mesos extraction (malformed labels, unknown agents)",
+        m.mesos_warnings.clone(),
+    );
+    r.register(
+        "mesos_rejected",
+        "Local VIP sets the core refused as over the record bounds",
+        m.mesos_rejected.clone(),
+    );
+    r.register(
+        "kernel_syncs",
+        "Data-plane transactions, by result",
+        m.kernel_syncs.clone(),
+    );
+    r.register(
+        "kernel_sync_seconds",
+        "Duration of one data-plane transaction",
+        m.kernel_sync_seconds.clone(),
+    );
+    r.register(
+        "kernel_ops",
+        "Kernel operations applied",
+        m.kernel_ops.clone(),
+    );
+    r.register(
+        "kernel_reconciles",
+        "Periodic reconciles of the data plane against the kernel",
+        m.kernel_reconciles.clone(),
+    );
+    r.register(
+        "kernel_restores",
+        "Reconciles that found the table changed by someone else and restored it",
+        m.kernel_restores.clone(),
+    );
+    r.register(
+        "kernel_services",
+        "Services in the committed data-plane state",
+        m.kernel_services.clone(),
+    );
+    r.register(
+        "state_writes",
+        "Writes of the state directory, by result",
+        m.state_writes.clone(),
+    );
+    r.register(
+        "api_requests",
+        "HTTP API requests served",
+        m.api_requests.clone(),
+    );
+    r.register(
+        "inbox_drops",
+        "Inputs dropped because the node's inbox was full, by kind",
+        m.inbox_drops.clone(),
+    );
+}
+
+fn register_core(r: &mut Registry, s: &CoreSnapshot) {
+    let c = &s.counters;
+    gauge(
+        r,
+        "active_view",
+        "Active HyParView neighbours",
+        clamp(s.active_view),
+    );
+    gauge(
+        r,
+        "passive_view",
+        "Passive HyParView peers",
+        clamp(s.passive_view),
+    );
+    gauge(
+        r,
+        "reachable_nodes",
+        "Nodes reachable over the adjacency graph, self included",
+        clamp(s.reachable),
+    );
+    gauge(r, "known_records", "Node records held", clamp(s.known));
+    gauge(
+        r,
+        "stalled_neighbors",
+        "Active neighbours whose agent is silent while their host answers",
+        clamp(s.stalled_neighbors),
+    );
+    gauge(
+        r,
+        "desired_services",
+        "Services in the desired kernel state",
+        clamp(s.desired_services),
+    );
+    gauge(
+        r,
+        "local_backends",
+        "VIP backends this host reports",
+        clamp(s.local_backends),
+    );
+    gauge(
+        r,
+        "epoch",
+        "This node's incarnation",
+        i64::try_from(s.epoch).unwrap_or(i64::MAX),
+    );
+    gauge(
+        r,
+        "view_complete",
+        "1 once this node has caught up with the cluster's records",
+        i64::from(s.view_complete),
+    );
+
+    let kinds = r.sub_registry_with_prefix("messages");
+    for (i, name) in Message::KIND_NAMES.iter().enumerate() {
+        let mut one = kinds.sub_registry_with_label(("kind".into(), (*name).into()));
+        counter(
+            &mut one,
+            "in",
+            "Peer messages handled, by kind",
+            c.messages_in[i],
+        );
+        counter(
+            &mut one,
+            "out",
+            "Peer messages emitted, by kind",
+            c.messages_out[i],
+        );
+    }
+    let d = &c.decode_errors;
+    for (reason, value) in [
+        ("empty", d.empty),
+        ("too_large", d.too_large),
+        ("unknown_version", d.unknown_version),
+        ("malformed", d.malformed),
+        ("trailing_bytes", d.trailing_bytes),
+        ("over_limit", d.over_limit),
+        ("truncated", d.truncated),
+        ("missing_mac", d.missing_mac),
+        ("bad_mac", d.bad_mac),
+    ] {
+        let mut one = r.sub_registry_with_label(("reason".into(), reason.into()));
+        counter(
+            &mut one,
+            "frames_rejected",
+            "Frames refused by the core, by reason (MAC and decode failures)",
+            value,
+        );
+    }
+    let v = &c.frames_verified;
+    for (key, value) in [
+        ("current", v.current),
+        ("previous", v.previous),
+        ("unchecked", v.unchecked),
+    ] {
+        let mut one = r.sub_registry_with_label(("key".into(), key.into()));
+        counter(
+            &mut one,
+            "frames_verified",
+            "Frames accepted, by the key that verified them",
+            value,
+        );
+    }
+    counter(
+        r,
+        "forged_sender",
+        "Messages whose claimed sender is on another host than their connection",
+        c.forged_sender,
+    );
+    counter(
+        r,
+        "stale_epoch_messages",
+        "Messages from an older incarnation of a peer",
+        c.stale_epoch_messages,
+    );
+    counter(
+        r,
+        "core_host_probes",
+        "Host probes the core asked for",
+        c.host_probes,
+    );
+    counter(
+        r,
+        "core_host_probes_answered",
+        "Host probes the core heard answered",
+        c.host_probes_answered,
+    );
+    counter(
+        r,
+        "agents_stalled",
+        "Links that went stalled (agent silent, host answering)",
+        c.agents_stalled,
+    );
+    counter(
+        r,
+        "connections_lost",
+        "Peer connections the shell reported closed or failed",
+        c.connections_lost,
+    );
+    counter(
+        r,
+        "incarnations_advanced",
+        "Times this node became a newer incarnation",
+        c.incarnations_advanced,
+    );
+    for (name, help, value) in c.named_counters() {
+        counter(r, name, help, value);
+    }
+}
+
+/// The Prometheus text exposition of the shell's metrics and the core's snapshot.
+pub fn encode(shell: &ShellMetrics, core: &CoreSnapshot) -> String {
+    let mut registry = Registry::with_prefix("minuteman");
+    register_shell(&mut registry, shell);
+    register_core(&mut registry, core);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode_text(&mut out, &registry);
+    out
+}
