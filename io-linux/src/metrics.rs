@@ -312,15 +312,15 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
 
     let kinds = r.sub_registry_with_prefix("messages");
     for (i, name) in Message::KIND_NAMES.iter().enumerate() {
-        let mut one = kinds.sub_registry_with_label(("kind".into(), (*name).into()));
+        let one = kinds.sub_registry_with_label(("kind".into(), (*name).into()));
         counter(
-            &mut one,
+            one,
             "in",
             "Peer messages handled, by kind",
             c.messages_in[i],
         );
         counter(
-            &mut one,
+            one,
             "out",
             "Peer messages emitted, by kind",
             c.messages_out[i],
@@ -338,9 +338,9 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
         ("missing_mac", d.missing_mac),
         ("bad_mac", d.bad_mac),
     ] {
-        let mut one = r.sub_registry_with_label(("reason".into(), reason.into()));
+        let one = r.sub_registry_with_label(("reason".into(), reason.into()));
         counter(
-            &mut one,
+            one,
             "frames_rejected",
             "Frames refused by the core, by reason (MAC and decode failures)",
             value,
@@ -352,9 +352,9 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
         ("previous", v.previous),
         ("unchecked", v.unchecked),
     ] {
-        let mut one = r.sub_registry_with_label(("key".into(), key.into()));
+        let one = r.sub_registry_with_label(("key".into(), key.into()));
         counter(
-            &mut one,
+            one,
             "frames_verified",
             "Frames accepted, by the key that verified them",
             value,
