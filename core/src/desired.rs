@@ -72,6 +72,11 @@ impl DesiredState {
         !self.dirty.is_empty() || self.names_dirty
     }
 
+    /// Every VIP with backends and the services it produces, in VIP order.
+    pub fn vips(&self) -> impl Iterator<Item = (&Vip, &[Service])> + '_ {
+        self.vip_services.iter().map(|(vip, s)| (vip, s.as_slice()))
+    }
+
     /// The services `vip` currently produces.
     pub fn services_of(&self, vip: &Vip) -> &[Service] {
         self.vip_services.get(vip).map_or(&[], Vec::as_slice)

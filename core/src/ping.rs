@@ -184,6 +184,11 @@ impl LinkMonitor {
         }
     }
 
+    /// The window's RTT after dropping its top eighth (the base of [`Self::timeout`]).
+    pub fn robust_rtt(&self) -> Option<Duration> {
+        self.robust_rtt
+    }
+
     /// Largest RTT in the window, if any sample yet.
     pub fn max_rtt(&self) -> Option<Duration> {
         self.max_rtt

@@ -120,6 +120,11 @@ impl RecordStore {
         self.slots.len()
     }
 
+    /// Every record held, in slot order (the order addresses were first heard of).
+    pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.slots.iter().filter_map(|slot| slot.record.as_ref())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

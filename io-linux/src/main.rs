@@ -5,6 +5,7 @@
 //! offers what the core already supports end to end: checking wire frames and inspecting
 //! Mesos recordings. One module per command family.
 
+mod client_cmd;
 mod mesos_cmd;
 mod wire_cmd;
 
@@ -17,8 +18,9 @@ use std::process::ExitCode;
     version,
     about = "minuteman: distributed service discovery and layer-4 load balancing",
     long_about = "minuteman runs one agent per host; tasks with a VIP label become backends of \
-                  that VIP on every host. The agent itself is not built yet; see DESIGN.md. \
-                  To run the simulated evaluation use `minuteman-sim`."
+                  that VIP on every host, balanced by the kernel. Start it with `minuteman \
+                  agent` (see `minuteman agent --help`), look at it with `minuteman status`, \
+                  `vips` and `members`. To run the simulated evaluation use `minuteman-sim`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +29,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent on this host (peers over TCP, Mesos polling, the kernel data plane,
+    /// the HTTP API). Every option can also come from a MINUTEMAN_* variable or --config.
+    Agent(Box<minuteman::agent::config::AgentArgs>),
+    /// Remove everything the agent installed in the kernel (its nftables table).
+    Cleanup {
+        /// The nftables table the agent used.
+        #[arg(long, env = "MINUTEMAN_NFT_TABLE", default_value = "minuteman")]
+        nft_table: String,
+    },
+    /// Show the VIPs the local agent balances, with their backends.
+    Vips(client_cmd::ClientArgs),
+    /// Show the cluster's members as the local agent sees them.
+    Members(client_cmd::ClientArgs),
+    /// Show the local agent's own state.
+    Status(client_cmd::ClientArgs),
     /// Inspect peer-protocol frames.
     Wire {
         #[command(subcommand)]
@@ -39,8 +56,56 @@ enum Command {
     },
 }
 
+fn agent(args: minuteman::agent::config::AgentArgs) -> ExitCode {
+    use minuteman::agent::{self, config::AgentConfig};
+    let cfg = match AgentConfig::resolve(args) {
+        Ok(cfg) => cfg,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    agent::init_logging(cfg.log_format);
+    match agent::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "the agent cannot start");
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cleanup(nft_table: String) -> ExitCode {
+    use minuteman::dataplane::{self, DataPlaneConfig, DataPlaneKind};
+    let cfg = DataPlaneConfig {
+        kind: DataPlaneKind::Nftables,
+        nft: minuteman_core::kernel::nft::NftConfig {
+            table: nft_table,
+            ..Default::default()
+        },
+        nft_binary: "nft".into(),
+        reconcile_interval: std::time::Duration::from_secs(10),
+    };
+    match dataplane::cleanup(&cfg) {
+        Ok(()) => {
+            println!("removed table inet {}", cfg.nft.table_name());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Agent(args) => agent(*args),
+        Command::Cleanup { nft_table } => cleanup(nft_table),
+        Command::Vips(args) => client_cmd::vips(args),
+        Command::Members(args) => client_cmd::members(args),
+        Command::Status(args) => client_cmd::status(args),
         Command::Wire { command } => wire_cmd::run(command),
         Command::Mesos { command } => mesos_cmd::run(command),
     }

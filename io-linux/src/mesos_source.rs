@@ -45,12 +45,25 @@ pub struct MesosConfig {
     pub agent_ip: IpAddr,
 }
 
+impl MesosConfig {
+    /// Polls every 2 s, backs off up to 60 s.
+    pub fn new(source: MesosSource, agent_ip: IpAddr) -> MesosConfig {
+        MesosConfig {
+            source,
+            poll_interval: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(60),
+            agent_ip,
+        }
+    }
+}
+
 /// Polls until `shutdown`; publishes every changed good state on `tx`.
 pub async fn run(
     _cfg: MesosConfig,
     _metrics: ShellMetrics,
     _tx: watch::Sender<Option<LocalServices>>,
-    _shutdown: CancellationToken,
+    shutdown: CancellationToken,
 ) {
-    todo!("mesos source")
+    // Stub until the poller lands: publishes nothing.
+    shutdown.cancelled().await
 }

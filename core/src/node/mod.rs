@@ -291,6 +291,17 @@ impl Node {
         self.views.link_timeout(id)
     }
 
+    /// The robust RTT of the link to `id` (the top eighth of samples dropped), if it is
+    /// active and has samples.
+    pub fn link_rtt(&self, id: &NodeId) -> Option<Duration> {
+        self.views.link_rtt(id)
+    }
+
+    /// Every record this node holds (its own included), in the order first heard of.
+    pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
+        self.replication.store.records()
+    }
+
     /// What this node currently reports for its local agent(s).
     pub fn local_services(&self) -> &VipSet {
         &self.data.local_services

@@ -137,6 +137,10 @@ impl Views {
             .map(|p| p.monitor.timeout(&self.ping))
     }
 
+    pub(crate) fn link_rtt(&self, id: &NodeId) -> Option<Duration> {
+        self.active.get(&id.addr)?.monitor.robust_rtt()
+    }
+
     /// Whether the active view changed since the last call; clears the flag.
     pub(crate) fn take_adjacency_changed(&mut self) -> bool {
         std::mem::take(&mut self.adjacency_changed)

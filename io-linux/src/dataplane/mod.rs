@@ -52,14 +52,12 @@ pub struct DataPlaneHandle {
 
 impl DataPlaneHandle {
     /// Queues `ops` for the next transaction; never blocks, never drops.
-    pub fn submit(&self, _ops: Vec<Op>) {
-        todo!("data plane")
+    pub fn submit(&self, ops: Vec<Op>) {
+        tracing::info!(ops = ops.len(), "kernel operations (stub data plane)");
     }
 
     /// Waits for queued transactions to finish, then stops the worker.
-    pub async fn shutdown(self) {
-        todo!("data plane")
-    }
+    pub async fn shutdown(self) {}
 }
 
 /// Starts the worker; returns the handle and what the kernel holds now (adopted state).
@@ -68,7 +66,7 @@ pub fn spawn(
     _metrics: ShellMetrics,
     _resync: mpsc::Sender<KernelState>,
 ) -> Result<(DataPlaneHandle, KernelState), DataPlaneError> {
-    todo!("data plane")
+    Ok((DataPlaneHandle { _private: () }, KernelState::default()))
 }
 
 /// `minuteman cleanup`: removes everything the data plane installed.

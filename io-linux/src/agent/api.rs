@@ -1,0 +1,126 @@
+//! The HTTP API (axum): `GET /v1/vips`, `/v1/members`, `/v1/state`, `/healthz`, `/metrics`.
+//!
+//! Handlers never touch the node: each sends a [`Query`] to the node's task and waits for
+//! its answer (bounded queue, bounded wait), so the node stays owned by one task.
+//!
+//! Invariants:
+//! - A full query queue or a node that does not answer within [`ANSWER_TIMEOUT`] gives
+//!   `503`, never a hung request.
+//! - `/metrics` is the Prometheus text format (OpenMetrics), see [`crate::metrics`].
+
+use super::views::{MemberView, StateView, VipView};
+use crate::metrics::{self, CoreSnapshot, ShellMetrics};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long a handler waits for the node's task.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A question for the node's task.
+#[derive(Debug)]
+pub enum Query {
+    Vips(oneshot::Sender<Vec<VipView>>),
+    Members(oneshot::Sender<Vec<MemberView>>),
+    State(oneshot::Sender<StateView>),
+    Core(oneshot::Sender<CoreSnapshot>),
+}
+
+#[derive(Clone)]
+struct ApiState {
+    queries: mpsc::Sender<Query>,
+    metrics: ShellMetrics,
+}
+
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Query,
+) -> Result<T, Response> {
+    state.metrics.api_requests.inc();
+    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "the node is busy\n").into_response();
+    let (tx, rx) = oneshot::channel();
+    state
+        .queries
+        .try_send(make(tx))
+        .map_err(|_| unavailable())?;
+    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => Ok(answer),
+        _ => Err(unavailable()),
+    }
+}
+
+async fn vips(State(state): State<ApiState>) -> Response {
+    match ask(&state, Query::Vips).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn members(State(state): State<ApiState>) -> Response {
+    match ask(&state, Query::Members).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn own_state(State(state): State<ApiState>) -> Response {
+    match ask(&state, Query::State).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match ask(&state, Query::State).await {
+        Ok(v) => Json(serde_json::json!({
+            "status": "ok",
+            "epoch": v.epoch,
+            "view_complete": v.view_complete,
+            "members": v.members,
+            "reachable": v.reachable,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> Response {
+    match ask(&state, Query::Core).await {
+        Ok(core) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            metrics::encode(&state.metrics, &core),
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The API's routes.
+pub fn router(queries: mpsc::Sender<Query>, metrics: ShellMetrics) -> Router {
+    Router::new()
+        .route("/v1/vips", get(vips))
+        .route("/v1/members", get(members))
+        .route("/v1/state", get(own_state))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(ApiState { queries, metrics })
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the HTTP API stopped");
+    }
+}

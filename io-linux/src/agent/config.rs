@@ -1,0 +1,528 @@
+//! `minuteman agent`'s configuration: command-line flags, `MINUTEMAN_*` environment
+//! variables and a TOML file, merged into one validated [`AgentConfig`].
+//!
+//! Precedence, highest first: a flag, its environment variable, the `--config` file, the
+//! default. Every option has the same name in all three places (`--mesos-url`,
+//! `MINUTEMAN_MESOS_URL`, `mesos-url = "..."`).
+//!
+//! Invariants:
+//! - [`AgentConfig::resolve`] either returns a config the agent can run with or a
+//!   [`ConfigError`] naming the option at fault; nothing is patched silently.
+//! - The advertised peer address is a concrete address (never `0.0.0.0` or `::`): it is
+//!   the node's identity in the cluster.
+//! - Authentication is explicit: a cluster key file, or `--insecure`.
+
+use crate::dataplane::DataPlaneKind;
+use clap::{Args, ValueEnum};
+use minuteman_core::auth::{ClusterKey, FrameAuth};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The default peer port.
+pub const DEFAULT_PEER_PORT: u16 = 61420;
+/// The default HTTP API address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:61421";
+/// The default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/minuteman";
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPlaneArg {
+    /// One private nftables table, changed in `nft -f -` transactions.
+    Nftables,
+    /// Compute and log the kernel operations, touch nothing.
+    None,
+}
+
+impl From<DataPlaneArg> for DataPlaneKind {
+    fn from(arg: DataPlaneArg) -> DataPlaneKind {
+        match arg {
+            DataPlaneArg::Nftables => DataPlaneKind::Nftables,
+            DataPlaneArg::None => DataPlaneKind::None,
+        }
+    }
+}
+
+/// `minuteman agent` flags. Every one may also come from its `MINUTEMAN_*` variable or the
+/// `--config` file.
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AgentArgs {
+    /// TOML file with any of these options, named as the long flags
+    /// (`listen = "10.0.0.5:61420"`, `contact = ["10.0.0.6"]`, `mesos-poll-interval = "2s"`).
+    /// Flags and environment variables take precedence over it.
+    #[arg(long, env = "MINUTEMAN_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// This host's peer address, IP or IP:PORT (port 61420 by default). Other agents reach
+    /// this one there, and it names this node in the cluster, so it must be a concrete
+    /// address of this host. [default: AGENT_IP:61420]
+    #[arg(long, env = "MINUTEMAN_LISTEN", value_name = "IP[:PORT]", value_parser = parse_peer_addr)]
+    #[serde(default, deserialize_with = "de_peer_addr_opt")]
+    pub listen: Option<SocketAddr>,
+
+    /// A peer to join through, IP or IP:PORT (port 61420 by default); repeat for more.
+    /// Without any, this agent starts a cluster of its own and waits for others to join.
+    #[arg(long = "contact", env = "MINUTEMAN_CONTACT", value_name = "IP[:PORT]",
+          value_parser = parse_peer_addr, value_delimiter = ',')]
+    #[serde(default, deserialize_with = "de_peer_addrs")]
+    pub contact: Vec<SocketAddr>,
+
+    /// The address of this host's Mesos agent, reported as the agent of every local task.
+    /// [default: the IP of --listen]
+    #[arg(long, env = "MINUTEMAN_AGENT_IP", value_name = "IP")]
+    pub agent_ip: Option<IpAddr>,
+
+    /// The local Mesos agent's state endpoint. [default: http://AGENT_IP:5051/state]
+    #[arg(
+        long,
+        env = "MINUTEMAN_MESOS_URL",
+        value_name = "URL",
+        conflicts_with = "mesos_state_file"
+    )]
+    pub mesos_url: Option<String>,
+
+    /// Read the Mesos state from this file instead (re-read when it changes): for hosts
+    /// without a Mesos agent, and for tests.
+    #[arg(long, env = "MINUTEMAN_MESOS_STATE_FILE", value_name = "FILE")]
+    pub mesos_state_file: Option<PathBuf>,
+
+    /// How often the Mesos state is read. [default: 2s]
+    #[arg(long, env = "MINUTEMAN_MESOS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    pub mesos_poll_interval: Option<Duration>,
+
+    /// HTTP timeout of one Mesos request. [default: 5s]
+    #[arg(long, env = "MINUTEMAN_MESOS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    pub mesos_timeout: Option<Duration>,
+
+    /// A file holding the token sent to Mesos as `Authorization: token=...`.
+    #[arg(long, env = "MINUTEMAN_MESOS_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub mesos_auth_token_file: Option<PathBuf>,
+
+    /// A PEM file of CA certificates trusted for an https Mesos URL.
+    #[arg(long, env = "MINUTEMAN_MESOS_CA_FILE", value_name = "FILE")]
+    pub mesos_ca_file: Option<PathBuf>,
+
+    /// Where VIP traffic is balanced: `nftables` (one private table, `inet minuteman`) or
+    /// `none` (compute and log only). [default: nftables]
+    #[arg(long, env = "MINUTEMAN_DATAPLANE", value_enum)]
+    pub dataplane: Option<DataPlaneArg>,
+
+    /// The nftables table minuteman owns. [default: minuteman]
+    #[arg(long, env = "MINUTEMAN_NFT_TABLE", value_name = "NAME")]
+    pub nft_table: Option<String>,
+
+    /// How often the kernel is compared with what minuteman committed, and restored if
+    /// something else changed it. [default: 10s]
+    #[arg(long, env = "MINUTEMAN_RECONCILE_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    pub reconcile_interval: Option<Duration>,
+
+    /// The HTTP API (`/v1/vips`, `/v1/members`, `/v1/state`, `/metrics`, `/healthz`).
+    /// [default: 127.0.0.1:61421]
+    #[arg(long, env = "MINUTEMAN_API_LISTEN", value_name = "IP:PORT")]
+    pub api_listen: Option<SocketAddr>,
+
+    /// Where the epoch and this node's last record are kept across restarts.
+    /// [default: /var/lib/minuteman]
+    #[arg(long, env = "MINUTEMAN_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The cluster key: the file's contents, surrounding whitespace ignored, at least 32
+    /// bytes (e.g. `openssl rand -hex 32 > key`). Every frame between agents carries an
+    /// HMAC-SHA256 under it; the same file on every host.
+    #[arg(long, env = "MINUTEMAN_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+
+    /// The previous cluster key, still accepted (not used to send) while a new key is
+    /// rolled out.
+    #[arg(long, env = "MINUTEMAN_PREVIOUS_CLUSTER_KEY_FILE", value_name = "FILE")]
+    pub previous_cluster_key_file: Option<PathBuf>,
+
+    /// Run without frame authentication: any host that can reach the peer port can then
+    /// inject membership and backends. Must be said explicitly.
+    #[arg(long, env = "MINUTEMAN_INSECURE", conflicts_with = "cluster_key_file")]
+    #[serde(default)]
+    pub insecure: bool,
+
+    /// Log lines for people (`human`) or one JSON object per line (`json`). The level comes
+    /// from `RUST_LOG` (e.g. `RUST_LOG=minuteman=debug`). [default: human]
+    #[arg(long, env = "MINUTEMAN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub contacts: Vec<SocketAddr>,
+    pub agent_ip: IpAddr,
+    pub mesos: MesosOrigin,
+    pub mesos_poll_interval: Duration,
+    pub mesos_timeout: Duration,
+    pub mesos_auth_token: Option<String>,
+    pub mesos_ca_file: Option<PathBuf>,
+    pub dataplane: DataPlaneKind,
+    pub nft_table: String,
+    pub reconcile_interval: Duration,
+    pub api_listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub auth: FrameAuth,
+    pub log_format: LogFormat,
+}
+
+/// Where the Mesos state comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MesosOrigin {
+    Url(String),
+    File(PathBuf),
+}
+
+/// A configuration the agent cannot run with; names the option.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("--listen or --agent-ip is required: the agent needs this host's address")]
+    NoAddress,
+    #[error("--listen {0} is not a concrete address: it names this node to its peers")]
+    UnspecifiedListen(SocketAddr),
+    #[error("give --cluster-key-file FILE (e.g. `openssl rand -hex 32 > FILE`), or --insecure to run without frame authentication")]
+    NoAuth,
+    #[error("--cluster-key-file and --insecure exclude each other")]
+    AuthConflict,
+    #[error("--mesos-url and --mesos-state-file exclude each other")]
+    MesosConflict,
+    #[error("cannot read {option} {path}: {source}")]
+    ReadOption {
+        option: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{option} {path}: {message}")]
+    BadKey {
+        option: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{option} must be positive")]
+    ZeroDuration { option: &'static str },
+}
+
+/// `IP` or `IP:PORT`, port 61420 by default.
+pub fn parse_peer_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bare = s.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, DEFAULT_PEER_PORT))
+        .map_err(|_| format!("`{s}` is not an IP address or IP:PORT"))
+}
+
+/// `250ms`, `2s`, `1m` (humantime).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn de_peer_addr_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| parse_peer_addr(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn de_peer_addrs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let v: Vec<String> = Vec::deserialize(d)?;
+    v.iter()
+        .map(|s| parse_peer_addr(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_duration_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+impl AgentArgs {
+    /// Fills what the flags and environment left unset from `file`.
+    fn merge_file(mut self, file: AgentArgs) -> AgentArgs {
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
+        }
+        fill!(
+            listen,
+            agent_ip,
+            mesos_url,
+            mesos_state_file,
+            mesos_poll_interval,
+            mesos_timeout,
+            mesos_auth_token_file,
+            mesos_ca_file,
+            dataplane,
+            nft_table,
+            reconcile_interval,
+            api_listen,
+            state_dir,
+            cluster_key_file,
+            previous_cluster_key_file,
+            log_format
+        );
+        if self.contact.is_empty() {
+            self.contact = file.contact;
+        }
+        self.insecure |= file.insecure;
+        self
+    }
+}
+
+fn read_key(option: &'static str, path: &Path) -> Result<ClusterKey, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::ReadOption {
+        option,
+        path: path.to_owned(),
+        source,
+    })?;
+    ClusterKey::from_file_contents(&bytes).map_err(|e| ConfigError::BadKey {
+        option,
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn positive(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError::ZeroDuration { option })
+    } else {
+        Ok(d)
+    }
+}
+
+impl AgentConfig {
+    /// Reads the `--config` file if any, merges it under the flags and checks the result.
+    pub fn resolve(args: AgentArgs) -> Result<AgentConfig, ConfigError> {
+        let args = match args.config.clone() {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let file: AgentArgs =
+                    toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                args.merge_file(file)
+            }
+            None => args,
+        };
+        AgentConfig::from_args(args)
+    }
+
+    fn from_args(a: AgentArgs) -> Result<AgentConfig, ConfigError> {
+        let listen = match (a.listen, a.agent_ip) {
+            (Some(listen), _) => listen,
+            (None, Some(ip)) => SocketAddr::new(ip, DEFAULT_PEER_PORT),
+            (None, None) => return Err(ConfigError::NoAddress),
+        };
+        if listen.ip().is_unspecified() {
+            return Err(ConfigError::UnspecifiedListen(listen));
+        }
+        let agent_ip = a.agent_ip.unwrap_or(listen.ip());
+        let mesos = match (a.mesos_url, a.mesos_state_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::MesosConflict),
+            (Some(url), None) => MesosOrigin::Url(url),
+            (None, Some(file)) => MesosOrigin::File(file),
+            (None, None) => MesosOrigin::Url(match agent_ip {
+                IpAddr::V4(ip) => format!("http://{ip}:5051/state"),
+                IpAddr::V6(ip) => format!("http://[{ip}]:5051/state"),
+            }),
+        };
+        let auth = match (a.cluster_key_file, a.insecure) {
+            (Some(_), true) => return Err(ConfigError::AuthConflict),
+            (None, false) => return Err(ConfigError::NoAuth),
+            (None, true) => FrameAuth::Insecure,
+            (Some(current), false) => FrameAuth::Keys {
+                current: read_key("--cluster-key-file", &current)?,
+                previous: a
+                    .previous_cluster_key_file
+                    .as_deref()
+                    .map(|p| read_key("--previous-cluster-key-file", p))
+                    .transpose()?,
+            },
+        };
+        let mesos_auth_token = a
+            .mesos_auth_token_file
+            .map(|path| {
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|source| ConfigError::ReadOption {
+                        option: "--mesos-auth-token-file",
+                        path,
+                        source,
+                    })
+            })
+            .transpose()?;
+        let mut contacts = a.contact;
+        contacts.sort_unstable();
+        contacts.dedup();
+        Ok(AgentConfig {
+            listen,
+            contacts,
+            agent_ip,
+            mesos,
+            mesos_poll_interval: positive(
+                "--mesos-poll-interval",
+                a.mesos_poll_interval.unwrap_or(Duration::from_secs(2)),
+            )?,
+            mesos_timeout: positive(
+                "--mesos-timeout",
+                a.mesos_timeout.unwrap_or(Duration::from_secs(5)),
+            )?,
+            mesos_auth_token,
+            mesos_ca_file: a.mesos_ca_file,
+            dataplane: a.dataplane.unwrap_or(DataPlaneArg::Nftables).into(),
+            nft_table: a.nft_table.unwrap_or_else(|| "minuteman".to_owned()),
+            reconcile_interval: positive(
+                "--reconcile-interval",
+                a.reconcile_interval.unwrap_or(Duration::from_secs(10)),
+            )?,
+            api_listen: a
+                .api_listen
+                .unwrap_or_else(|| DEFAULT_API_LISTEN.parse().expect("constant")),
+            state_dir: a.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            auth,
+            log_format: a.log_format.unwrap_or(LogFormat::Human),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn insecure() -> AgentArgs {
+        AgentArgs {
+            insecure: true,
+            ..AgentArgs::default()
+        }
+    }
+
+    #[test]
+    fn peer_addresses_default_to_the_peer_port() {
+        assert_eq!(
+            parse_peer_addr("10.0.0.1").unwrap(),
+            "10.0.0.1:61420".parse().unwrap()
+        );
+        assert_eq!(
+            parse_peer_addr("10.0.0.1:7").unwrap(),
+            "10.0.0.1:7".parse().unwrap()
+        );
+        assert_eq!(
+            parse_peer_addr("[fd00::1]").unwrap(),
+            "[fd00::1]:61420".parse().unwrap()
+        );
+        assert_eq!(
+            parse_peer_addr("fd00::1").unwrap(),
+            "[fd00::1]:61420".parse().unwrap()
+        );
+        assert!(parse_peer_addr("web").is_err());
+    }
+
+    #[test]
+    fn the_agent_ip_gives_the_listen_address_and_the_mesos_url() {
+        let cfg = AgentConfig::from_args(AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            ..insecure()
+        })
+        .unwrap();
+        assert_eq!(cfg.listen, "10.0.0.5:61420".parse().unwrap());
+        assert_eq!(
+            cfg.mesos,
+            MesosOrigin::Url("http://10.0.0.5:5051/state".into())
+        );
+        assert_eq!(cfg.api_listen, "127.0.0.1:61421".parse().unwrap());
+        assert_eq!(cfg.dataplane, DataPlaneKind::Nftables);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run_with() {
+        assert!(matches!(
+            AgentConfig::from_args(insecure()),
+            Err(ConfigError::NoAddress)
+        ));
+        let unspecified = AgentArgs {
+            listen: Some("0.0.0.0:61420".parse().unwrap()),
+            ..insecure()
+        };
+        assert!(matches!(
+            AgentConfig::from_args(unspecified),
+            Err(ConfigError::UnspecifiedListen(_))
+        ));
+        let no_auth = AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            ..AgentArgs::default()
+        };
+        assert!(matches!(
+            AgentConfig::from_args(no_auth),
+            Err(ConfigError::NoAuth)
+        ));
+        let short_key = std::env::temp_dir().join(format!("mm-short-key-{}", std::process::id()));
+        std::fs::write(&short_key, "  too short \n").unwrap();
+        let bad_key = AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            cluster_key_file: Some(short_key.clone()),
+            ..AgentArgs::default()
+        };
+        let err = AgentConfig::from_args(bad_key).unwrap_err();
+        std::fs::remove_file(&short_key).unwrap();
+        assert!(matches!(err, ConfigError::BadKey { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_unset() {
+        let file: AgentArgs = toml::from_str(
+            r#"
+            listen = "10.0.0.5"
+            contact = ["10.0.0.6", "10.0.0.7:9000"]
+            mesos-poll-interval = "500ms"
+            dataplane = "none"
+            insecure = true
+            "#,
+        )
+        .unwrap();
+        let flags = AgentArgs {
+            dataplane: Some(DataPlaneArg::Nftables),
+            ..AgentArgs::default()
+        };
+        let cfg = AgentConfig::from_args(flags.merge_file(file)).unwrap();
+        assert_eq!(cfg.listen, "10.0.0.5:61420".parse().unwrap());
+        assert_eq!(cfg.contacts.len(), 2);
+        assert_eq!(cfg.mesos_poll_interval, Duration::from_millis(500));
+        assert_eq!(cfg.dataplane, DataPlaneKind::Nftables, "the flag wins");
+        assert!(
+            toml::from_str::<AgentArgs>("lisen = \"10.0.0.5\"").is_err(),
+            "typos are errors"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The one task that owns the core [`Node`] and pumps it: every input in (frames, closed
+//! connections, probe results, the Mesos state, kernel read-backs, API queries), the
+//! outputs drained until `Timeout` after each, then a sleep until that deadline.
+//!
+//! Invariants:
+//! - Nothing else touches the node; other tasks talk to this one through bounded channels.
+//! - After every input the outputs are drained to `Timeout` before the next input.
+//! - Time given to the node is the tokio monotonic clock since this task's start, so it
+//!   never goes backwards.
+//! - Kernel operations go to the data plane, which never drops them; a new epoch and new
+//!   local services go to the state directory before they matter for a restart.
+
+use super::api::Query;
+use super::inbox::Input;
+use super::persist::SavedState;
+use super::probe::Prober;
+use super::transport::Outbound;
+use super::views;
+use crate::dataplane::DataPlaneHandle;
+use crate::mesos_source::LocalServices;
+use crate::metrics::{CoreSnapshot, ShellMetrics};
+use minuteman_core::kernel::KernelState;
+use minuteman_core::node::{Event, Node, Output};
+use minuteman_core::time::Time;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The longest sleep between two wake-ups, whatever the node's deadline.
+const MAX_SLEEP: Duration = Duration::from_secs(3600);
+
+/// Log lines about stalled agents: at most one per this interval (with a count of the
+/// ones left out), since a lossy link can flap between stalled and resumed many times.
+const STALL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The channels the pump reads.
+pub struct PumpInputs {
+    pub inbox: mpsc::Receiver<Input>,
+    pub mesos: watch::Receiver<Option<LocalServices>>,
+    pub resync: mpsc::Receiver<KernelState>,
+    pub queries: mpsc::Receiver<Query>,
+}
+
+/// The node and everything its outputs go to.
+pub struct Pump {
+    pub node: Node,
+    pub origin: Instant,
+    pub outbound: Outbound,
+    pub prober: Prober,
+    pub dataplane: DataPlaneHandle,
+    pub metrics: ShellMetrics,
+    pub persist: watch::Sender<SavedState>,
+    /// Inbound connection → the advertised address of the peer that speaks on it.
+    conns: HashMap<u64, SocketAddr>,
+    stall_log: StallLog,
+}
+
+#[derive(Default)]
+struct StallLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl StallLog {
+    /// Whether to log now; counts what it suppresses.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|t| now < t + STALL_LOG_INTERVAL) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+impl Pump {
+    pub fn new(
+        node: Node,
+        origin: Instant,
+        outbound: Outbound,
+        prober: Prober,
+        dataplane: DataPlaneHandle,
+        metrics: ShellMetrics,
+        persist: watch::Sender<SavedState>,
+    ) -> Pump {
+        Pump {
+            node,
+            origin,
+            outbound,
+            prober,
+            dataplane,
+            metrics,
+            persist,
+            conns: HashMap::new(),
+            stall_log: StallLog::default(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time::from_duration(self.origin.elapsed())
+    }
+
+    /// Runs until `shutdown`; then closes the peer connections after flushing them and
+    /// hands the data plane back for its own shutdown.
+    pub async fn run(
+        mut self,
+        mut inputs: PumpInputs,
+        shutdown: CancellationToken,
+    ) -> DataPlaneHandle {
+        let mut deadline = self.drain();
+        let mut mesos_open = true;
+        loop {
+            let wake = self.origin
+                + Duration::from_nanos(deadline.as_nanos()).min(self.origin.elapsed() + MAX_SLEEP);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(input) = inputs.inbox.recv() => self.handle_input(input),
+                Some(actual) = inputs.resync.recv() => {
+                    tracing::warn!(services = actual.services.len(), "the kernel disagreed with what was applied; continuing from what it holds");
+                    let now = self.now();
+                    self.node.resync_kernel(now, actual);
+                }
+                changed = inputs.mesos.changed(), if mesos_open => {
+                    if changed.is_err() {
+                        mesos_open = false;
+                    } else {
+                        let update = inputs.mesos.borrow_and_update().clone();
+                        if let Some(update) = update {
+                            self.set_local_services(update);
+                        }
+                    }
+                }
+                Some(query) = inputs.queries.recv() => self.answer(query),
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+            }
+            deadline = self.drain();
+        }
+        self.outbound.close_all();
+        self.dataplane
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        let now = self.now();
+        match input {
+            Input::Frame {
+                conn,
+                remote,
+                bytes,
+            } => match self.node.handle_frame(now, remote, &bytes) {
+                Ok(from) => {
+                    if self.conns.len() < 65_536 || self.conns.contains_key(&conn) {
+                        self.conns.entry(conn).or_insert(from.addr);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%remote, %error, "frame refused");
+                }
+            },
+            Input::InboundClosed { conn } => {
+                if let Some(peer) = self.conns.remove(&conn) {
+                    self.node.handle_connection_lost(now, peer);
+                }
+            }
+            Input::ConnectionLost(peer) => self.node.handle_connection_lost(now, peer),
+            Input::HostProbe { peer, answered } => self.node.handle_host_probe(now, peer, answered),
+        }
+    }
+
+    fn set_local_services(&mut self, update: LocalServices) {
+        let now = self.now();
+        let backends = update.services.backend_count();
+        match self
+            .node
+            .set_local_services(now, update.agents.clone(), update.services.clone())
+        {
+            Ok(()) => {
+                tracing::info!(
+                    backends,
+                    vips = update.services.vips.len(),
+                    "local services updated"
+                );
+                self.save();
+            }
+            Err(error) => {
+                self.metrics.mesos_rejected.inc();
+                tracing::warn!(%error, "local services refused; the last accepted set stays published");
+            }
+        }
+    }
+
+    /// Hands the current epoch and local services to the state writer.
+    fn save(&self) {
+        let state = SavedState {
+            epoch: self.node.id().epoch,
+            agents: self
+                .node
+                .record(&self.node.id().addr)
+                .map(|r| r.body.agents.clone())
+                .unwrap_or_default(),
+            services: self.node.local_services().clone(),
+        };
+        self.persist.send_if_modified(|old| {
+            let changed = *old != state;
+            *old = state;
+            changed
+        });
+    }
+
+    fn answer(&mut self, query: Query) {
+        // A requester that gave up is no loss.
+        match query {
+            Query::Vips(tx) => {
+                let _ = tx.send(views::vips(&self.node));
+            }
+            Query::Members(tx) => {
+                let _ = tx.send(views::members(&self.node));
+            }
+            Query::State(tx) => {
+                let _ = tx.send(views::state(&self.node));
+            }
+            Query::Core(tx) => {
+                let _ = tx.send(self.snapshot());
+            }
+        }
+    }
+
+    fn snapshot(&self) -> CoreSnapshot {
+        let n = &self.node;
+        CoreSnapshot {
+            counters: n.counters().clone(),
+            active_view: n.active_view().count(),
+            passive_view: n.passive_view().count(),
+            reachable: n.reachable_count(),
+            known: n.records().count(),
+            stalled_neighbors: n.stalled_neighbors().count(),
+            desired_services: n.desired_kernel().services.len(),
+            local_backends: n.local_services().backend_count(),
+            epoch: n.id().epoch,
+            view_complete: n.view_complete(),
+        }
+    }
+
+    /// Drains the node's outputs; returns its next deadline.
+    fn drain(&mut self) -> Time {
+        loop {
+            match self.node.poll_output() {
+                Output::Transmit(transmit) => match self.node.encode(&transmit) {
+                    Ok(frame) => self.outbound.send(transmit.dst, frame),
+                    Err(error) => {
+                        tracing::warn!(dst = %transmit.dst, %error, "cannot encode a message");
+                        self.metrics
+                            .send_drops
+                            .get_or_create(&crate::metrics::Why::new("encode"))
+                            .inc();
+                    }
+                },
+                Output::CloseLink(peer) => self.outbound.close(peer),
+                Output::ProbeHost(peer) => self.prober.probe(peer),
+                Output::Kernel(ops) => self.dataplane.submit(ops),
+                Output::Event(event) => self.log_event(event),
+                Output::Timeout(at) => return at,
+            }
+        }
+    }
+
+    fn log_event(&mut self, event: Event) {
+        match event {
+            Event::NeighborUp(id) => {
+                tracing::info!(peer = %id.addr, epoch = id.epoch, "neighbour up")
+            }
+            Event::NeighborDown(id, why) => {
+                tracing::info!(peer = %id.addr, epoch = id.epoch, reason = ?why, "neighbour down")
+            }
+            Event::Reachable(id) => {
+                tracing::info!(node = %id.addr, epoch = id.epoch, "node reachable")
+            }
+            Event::Unreachable(id) => {
+                tracing::warn!(node = %id.addr, epoch = id.epoch, "node unreachable: its backends leave the kernel")
+            }
+            Event::AgentStalled(id) => {
+                if let Some(suppressed) = self.stall_log.admit(Instant::now()) {
+                    tracing::warn!(peer = %id.addr, suppressed, "agent silent but its host answers: its backends stay");
+                }
+            }
+            Event::AgentResumed(id) => {
+                if let Some(suppressed) = self.stall_log.admit(Instant::now()) {
+                    tracing::info!(peer = %id.addr, suppressed, "agent answers again");
+                }
+            }
+            Event::IncarnationChanged { old, new } => {
+                tracing::warn!(
+                    old = old.epoch,
+                    new = new.epoch,
+                    "this node's address was seen at a newer version; now a newer incarnation"
+                );
+                self.save();
+            }
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! Peer connections over TCP: one outbound connection per peer this node sends to (opened on
+//! demand, written only), and the listener whose inbound connections are read only — one
+//! connection per direction, as the simulator models them.
+//!
+//! Outbound ([`Outbound`], owned by the node's task): a writer task per peer with a bounded
+//! queue. It connects from the advertised address (so the receiver sees the address the
+//! frames claim) with a short connect timeout, retried while frames wait, up to the user
+//! timeout; a refused connect gives up at once. On any failure the queued frames are
+//! dropped (counted), the node hears `ConnectionLost`, and the next connect waits a
+//! jittered backoff. Dropping a peer's queue (`close`) makes its writer flush what is
+//! queued, close the connection and end. A writer idle for `idle_timeout` closes and ends.
+//!
+//! Inbound ([`accept_loop`]): a listener with a large backlog (the probes of a stalled
+//! agent's neighbours wait in it), at most `max_inbound` connections read at once, each
+//! read frame by frame (oversized frames end the connection before any allocation) and
+//! offered to the node's inbox with the connection's remote address.
+//!
+//! Invariants:
+//! - Every queue is bounded: `queue_frames` per peer, `max_peers` writers, `max_inbound`
+//!   readers; what does not fit is dropped and counted.
+//! - Sockets carry `TCP_NODELAY` and `TCP_USER_TIMEOUT`; writes have a timeout.
+//! - Nothing here decodes or trusts a frame: the node authenticates it and checks its
+//!   sender against the remote address given here.
+
+use super::frames::{self, ReadError};
+use super::inbox::{Inbox, Input};
+use crate::metrics::{ShellMetrics, Why};
+use rand::Rng;
+use socket2::SockRef;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Timeouts and bounds of the peer transport.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// One connect attempt (the simulator's `connect_retry`).
+    pub connect_timeout: Duration,
+    /// `TCP_USER_TIMEOUT`, and the longest a frame waits for a connection.
+    pub user_timeout: Duration,
+    /// One write.
+    pub write_timeout: Duration,
+    /// A writer with nothing to send for this long closes its connection.
+    pub idle_timeout: Duration,
+    /// An inbound connection silent for this long is closed.
+    pub read_idle_timeout: Duration,
+    /// Frames queued per peer.
+    pub queue_frames: usize,
+    /// Peers with a writer at once.
+    pub max_peers: usize,
+    /// Inbound connections read at once.
+    pub max_inbound: usize,
+    /// The listener's accept backlog.
+    pub backlog: u32,
+    /// Backoff after a failed connection: starts here, doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: Duration::from_millis(250),
+            user_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            read_idle_timeout: Duration::from_secs(60),
+            queue_frames: 1024,
+            max_peers: 1024,
+            max_inbound: 1024,
+            backlog: 4096,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A writer's queue.
+struct Writer {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+/// The outbound side, owned by the node's task.
+pub struct Outbound {
+    local_ip: std::net::IpAddr,
+    cfg: Arc<TransportConfig>,
+    metrics: ShellMetrics,
+    inbox: Inbox,
+    writers: HashMap<SocketAddr, Writer>,
+}
+
+impl Outbound {
+    /// Outbound connections leave from `local_ip`, the advertised address.
+    pub fn new(
+        local_ip: std::net::IpAddr,
+        cfg: TransportConfig,
+        metrics: ShellMetrics,
+        inbox: Inbox,
+    ) -> Outbound {
+        Outbound {
+            local_ip,
+            cfg: Arc::new(cfg),
+            metrics,
+            inbox,
+            writers: HashMap::new(),
+        }
+    }
+
+    /// Queues one sealed frame for `dst`, starting its writer if needed.
+    pub fn send(&mut self, dst: SocketAddr, frame: Vec<u8>) {
+        if self.writers.get(&dst).is_some_and(|w| w.tx.is_closed()) {
+            self.writers.remove(&dst);
+        }
+        if !self.writers.contains_key(&dst) {
+            if self.writers.len() >= self.cfg.max_peers {
+                self.writers.retain(|_, w| !w.tx.is_closed());
+            }
+            if self.writers.len() >= self.cfg.max_peers {
+                self.drop_frame("too_many_peers");
+                return;
+            }
+            let (tx, rx) = mpsc::channel(self.cfg.queue_frames);
+            tokio::spawn(writer(
+                dst,
+                self.local_ip,
+                rx,
+                self.cfg.clone(),
+                self.metrics.clone(),
+                self.inbox.clone(),
+            ));
+            self.writers.insert(dst, Writer { tx });
+        }
+        let writer = &self.writers[&dst];
+        if writer.tx.try_send(frame).is_err() {
+            self.drop_frame("queue_full");
+        }
+    }
+
+    /// Flushes what is queued for `dst`, then closes its connection.
+    pub fn close(&mut self, dst: SocketAddr) {
+        // Dropping the sender: the writer sends what is queued and ends.
+        self.writers.remove(&dst);
+    }
+
+    /// Closes every connection after flushing it.
+    pub fn close_all(&mut self) {
+        self.writers.clear();
+    }
+
+    fn drop_frame(&self, reason: &'static str) {
+        self.metrics
+            .send_drops
+            .get_or_create(&Why::new(reason))
+            .inc();
+    }
+}
+
+/// Backoff between failed connections: `min × 2^k` capped at `max`, each drawn in
+/// `[half, full]` so that peers do not retry in step.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// The ceiling of the next wait (before jitter).
+    pub fn ceiling(&self) -> Duration {
+        self.min
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.max)
+    }
+
+    /// The next wait, jittered, and one more failure counted.
+    pub fn next_wait(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+fn configure(stream: &TcpStream, cfg: &TransportConfig) {
+    let _ = stream.set_nodelay(true);
+    let _ = SockRef::from(stream).set_tcp_user_timeout(Some(cfg.user_timeout));
+}
+
+#[derive(Debug)]
+enum ConnectError {
+    Refused,
+    Timeout,
+    Other(std::io::Error),
+}
+
+impl ConnectError {
+    fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Other(_) => "error",
+        }
+    }
+}
+
+async fn connect(
+    dst: SocketAddr,
+    local_ip: std::net::IpAddr,
+    cfg: &TransportConfig,
+) -> Result<TcpStream, ConnectError> {
+    let socket = if dst.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(ConnectError::Other)?;
+    if local_ip.is_ipv4() == dst.is_ipv4() {
+        socket
+            .bind(SocketAddr::new(local_ip, 0))
+            .map_err(ConnectError::Other)?;
+    }
+    let _ = SockRef::from(&socket).set_tcp_user_timeout(Some(cfg.user_timeout));
+    match timeout(cfg.connect_timeout, socket.connect(dst)).await {
+        Ok(Ok(stream)) => {
+            configure(&stream, cfg);
+            Ok(stream)
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(ConnectError::Refused)
+        }
+        Ok(Err(e)) => Err(ConnectError::Other(e)),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// Connects, retrying every connect timeout while frames wait, until `user_timeout`
+/// after `since`. A refused connection gives up at once.
+async fn connect_with_retries(
+    dst: SocketAddr,
+    local_ip: std::net::IpAddr,
+    cfg: &TransportConfig,
+    metrics: &ShellMetrics,
+    since: Instant,
+) -> Option<TcpStream> {
+    loop {
+        let attempt = connect(dst, local_ip, cfg).await;
+        let reason = match &attempt {
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        };
+        metrics.connects.get_or_create(&Why::new(reason)).inc();
+        match attempt {
+            Ok(stream) => return Some(stream),
+            Err(ConnectError::Refused) => return None,
+            Err(e) => {
+                if since.elapsed() >= cfg.user_timeout {
+                    tracing::debug!(%dst, error = ?e, "giving up connecting");
+                    return None;
+                }
+                if let ConnectError::Other(error) = &e {
+                    // Unreachable networks fail at once: do not spin.
+                    tracing::debug!(%dst, %error, "connect failed");
+                    sleep(cfg.connect_timeout).await;
+                }
+            }
+        }
+    }
+}
+
+/// The writer of one peer; see the module doc.
+async fn writer(
+    dst: SocketAddr,
+    local_ip: std::net::IpAddr,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    cfg: Arc<TransportConfig>,
+    metrics: ShellMetrics,
+    inbox: Inbox,
+) {
+    let mut backoff = Backoff::new(cfg.min_backoff, cfg.max_backoff);
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        let first = match timeout(cfg.idle_timeout, rx.recv()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(_) => return,
+        };
+        let Some(mut stream) =
+            connect_with_retries(dst, local_ip, &cfg, &metrics, Instant::now()).await
+        else {
+            let mut dropped = 1u64;
+            while rx.try_recv().is_ok() {
+                dropped += 1;
+            }
+            metrics
+                .send_drops
+                .get_or_create(&Why::new("connect_failed"))
+                .inc_by(dropped);
+            inbox.notice(Input::ConnectionLost(dst)).await;
+            let wait = backoff.next_wait();
+            tokio::select! {
+                _ = sleep(wait) => {}
+                _ = rx_closed(&rx) => return,
+            }
+            continue;
+        };
+        backoff.reset();
+        metrics.open_connections.inc();
+        let mut next = Some(first);
+        let ended_by_close = loop {
+            // Everything ready goes out in one write.
+            batch.clear();
+            let mut frames = 0u64;
+            while let Some(frame) = next.take().or_else(|| rx.try_recv().ok()) {
+                batch.extend_from_slice(&frames::prefix(frame.len()));
+                batch.extend_from_slice(&frame);
+                frames += 1;
+                if batch.len() >= 256 * 1024 {
+                    break;
+                }
+            }
+            if !batch.is_empty() {
+                match timeout(cfg.write_timeout, stream.write_all(&batch)).await {
+                    Ok(Ok(())) => {
+                        metrics.frames_sent.inc_by(frames);
+                        metrics.bytes_sent.inc_by(batch.len() as u64);
+                    }
+                    _ => {
+                        metrics
+                            .send_drops
+                            .get_or_create(&Why::new("write_failed"))
+                            .inc_by(frames);
+                        break false;
+                    }
+                }
+            }
+            match timeout(cfg.idle_timeout, rx.recv()).await {
+                Ok(Some(frame)) => next = Some(frame),
+                Ok(None) => break true,
+                Err(_) => break true,
+            }
+        };
+        metrics.open_connections.dec();
+        if ended_by_close {
+            let _ = timeout(cfg.write_timeout, stream.shutdown()).await;
+            return;
+        }
+        drop(stream);
+        inbox.notice(Input::ConnectionLost(dst)).await;
+    }
+}
+
+/// Resolves once the node dropped this writer's queue (`close`): nothing more will come.
+async fn rx_closed(rx: &mpsc::Receiver<Vec<u8>>) {
+    while !rx.is_closed() {
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Binds the peer listener with the configured backlog.
+pub fn bind(addr: SocketAddr, cfg: &TransportConfig) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(cfg.backlog)
+}
+
+/// Accepts peer connections until `shutdown`, reading each in its own task.
+pub async fn accept_loop(
+    listener: TcpListener,
+    cfg: TransportConfig,
+    metrics: ShellMetrics,
+    inbox: Inbox,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.max_inbound));
+    let next_conn = AtomicU64::new(1);
+    let cfg = Arc::new(cfg);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                metrics.accepts.get_or_create(&Why::new("error")).inc();
+                tracing::debug!(error = %e, "accept failed");
+                // EMFILE and the like: let the condition pass.
+                sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.accepts.get_or_create(&Why::new("over_limit")).inc();
+            continue;
+        };
+        metrics.accepts.get_or_create(&Why::new("ok")).inc();
+        configure(&stream, &cfg);
+        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        let (cfg, metrics, inbox, shutdown) = (
+            cfg.clone(),
+            metrics.clone(),
+            inbox.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            metrics.open_connections.inc();
+            let mut stream = stream;
+            let max = frames::max_frame();
+            let remote_ip = remote.ip().to_canonical();
+            loop {
+                let read = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    read = timeout(cfg.read_idle_timeout, frames::read_frame(&mut stream, max)) => read,
+                };
+                match read {
+                    Ok(Ok(frame)) => {
+                        metrics.frames_received.inc();
+                        metrics.bytes_received.inc_by(frame.len() as u64 + 4);
+                        inbox.frame(conn, remote_ip, frame);
+                    }
+                    Ok(Err(ReadError::Oversized { len, max })) => {
+                        metrics
+                            .receive_drops
+                            .get_or_create(&Why::new("oversized"))
+                            .inc();
+                        tracing::warn!(%remote, len, max, "peer announced an oversized frame; closing its connection");
+                        break;
+                    }
+                    Ok(Err(ReadError::Empty)) => {
+                        metrics
+                            .receive_drops
+                            .get_or_create(&Why::new("empty"))
+                            .inc();
+                        break;
+                    }
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        metrics.receive_drops.get_or_create(&Why::new("idle")).inc();
+                        break;
+                    }
+                }
+            }
+            metrics.open_connections.dec();
+            drop(permit);
+            inbox.notice(Input::InboundClosed { conn }).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut ceilings = Vec::new();
+        for _ in 0..9 {
+            let ceiling = b.ceiling();
+            let wait = b.next_wait();
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{wait:?} vs {ceiling:?}"
+            );
+            ceilings.push(ceiling.as_millis());
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+}
