@@ -1,0 +1,398 @@
+//! End-to-end: `minuteman agent` on a cluster of network namespaces with the nftables data
+//! plane, real backends, real clients (`curl`, UDP), real faults (SIGKILL and a cut link,
+//! SIGSTOP, `stress-ng`). Needs root, `nft`, `curl`, `python3` (and `stress-ng`,
+//! `promtool` for their tests); skipped with the reason otherwise, mandatory in `.ci/run`.
+//!
+//! The tests run one at a time ([`support::SERIAL`]): they measure timings.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{client_loop, Cluster, ClusterOptions, Task};
+
+const TOOLS: &[&str] = &["nft", "curl", "python3", "ip"];
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    support::SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn vip4(c: &Cluster) -> String {
+    format!("10.200.{}.1", c.subnet)
+}
+
+/// Host `i`'s tasks: a TCP backend of an IP VIP and of the named VIP `/web`, a UDP
+/// backend, and an IPv6 backend (a container address: the host's own IPv6 address).
+fn tasks(c: &Cluster, i: usize) -> Vec<Task> {
+    let s = c.subnet;
+    vec![
+        Task {
+            id: format!("web-h{i}"),
+            ports: vec![
+                ("tcp", 8080, vec![format!("10.200.{s}.1:80"), "/web:80".to_owned()]),
+                ("udp", 8081, vec![format!("10.200.{s}.2:53")]),
+            ],
+            container_ip: None,
+        },
+        Task {
+            id: format!("web6-h{i}"),
+            ports: vec![("tcp", 8080, vec![format!("fd78:{s}::1:80")])],
+            container_ip: Some(IpAddr::V6(c.ip6(i))),
+        },
+    ]
+}
+
+/// The backend hosts of `vip` (its `vip` field in `/v1/vips`) on host `i`.
+fn api_backends(c: &Cluster, i: usize, vip: &str) -> BTreeSet<String> {
+    let Some(vips) = c.api(i, "/v1/vips") else {
+        return BTreeSet::new();
+    };
+    vips.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["vip"] == vip)
+        .flat_map(|v| v["services"].as_array().cloned().unwrap_or_default())
+        .flat_map(|s| s["backends"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["weight"].as_u64() != Some(0))
+        .filter_map(|b| b["address"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Whether host `i`'s kernel table sends connections to `backend` (`10.77.S.3 . 8080`).
+fn in_table(c: &Cluster, i: usize, backend: &str) -> bool {
+    c.nft_table(i).contains(backend)
+}
+
+fn start_cluster(subnet: u8, opts: ClusterOptions) -> Cluster {
+    let mut c = Cluster::new(subnet, opts);
+    for i in 1..=c.hosts {
+        c.write_tasks(i, &tasks(&c, i));
+    }
+    c.start_all();
+    let vip = format!("{}:80", vip4(&c));
+    let want = c.hosts;
+    c.wait_until(Duration::from_secs(15), "every host holds every backend", |c| {
+        (1..=c.hosts).all(|i| api_backends(c, i, &vip).len() == want)
+    });
+    c
+}
+
+/// Names of the hosts that answered `tries` requests to `url` from `ns`; panics on a
+/// failed request.
+fn spread(c: &Cluster, ns: &str, url: &str, tries: usize) -> BTreeSet<String> {
+    (0..tries)
+        .map(|_| {
+            c.curl(ns, url)
+                .unwrap_or_else(|e| panic!("{ns} -> {url}: {e}; logs in {}", c.dir().display()))
+        })
+        .collect()
+}
+
+fn all_hosts(c: &Cluster) -> BTreeSet<String> {
+    (1..=c.hosts).map(|i| format!("h{i}")).collect()
+}
+
+#[test]
+fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e", TOOLS) {
+        return;
+    }
+    let mut c = start_cluster(
+        61,
+        ClusterOptions {
+            container: true,
+            ..ClusterOptions::default()
+        },
+    );
+    let everyone = all_hosts(&c);
+    let vip = vip4(&c);
+    let s = c.subnet;
+
+    // TCP to the IP VIP, from every host (its own backend included) and from a container
+    // behind host 1 (forwarded, masqueraded back).
+    for i in 1..=c.hosts {
+        let seen = spread(&c, &c.ns(i), &format!("http://{vip}/"), 40);
+        assert_eq!(seen, everyone, "from h{i}");
+    }
+    let seen = spread(&c, &c.container(), &format!("http://{vip}/"), 40);
+    assert_eq!(seen, everyone, "from the container behind h1");
+
+    // The named VIP, at the address the agent gave it.
+    let vips = c.api(1, "/v1/vips").expect("the API answers");
+    let named = vips
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "web.marathon")
+        .expect("the named VIP is listed");
+    let named_addr = named["services"][0]["address"].as_str().unwrap().to_owned();
+    for i in 1..=c.hosts {
+        let other = c.api(i, "/v1/vips").unwrap();
+        assert!(other.to_string().contains(&named_addr), "h{i} gives web.marathon the same address");
+    }
+    let seen = spread(&c, &c.ns(2), &format!("http://{named_addr}/"), 40);
+    assert_eq!(seen, everyone, "named VIP {named_addr}");
+
+    // UDP.
+    for i in 1..=c.hosts {
+        let seen: BTreeSet<String> = (0..40)
+            .map(|_| c.udp_ask(&c.ns(i), &format!("10.200.{s}.2"), 53).expect("UDP answer"))
+            .collect();
+        assert_eq!(seen, everyone, "UDP from h{i}");
+    }
+
+    // IPv6.
+    for i in 1..=c.hosts {
+        let seen = spread(&c, &c.ns(i), &format!("http://[fd78:{s}::1]:80/"), 40);
+        assert_eq!(seen, everyone, "IPv6 from h{i}");
+    }
+
+    // A task removed from a state file leaves every host's kernel within the poll interval
+    // (250 ms) + 1 s.
+    c.write_tasks(3, &[]);
+    let gone = format!("10.77.{s}.3 . 8080");
+    let took = c.wait_until(Duration::from_millis(1250), "h3's task leaves every table", |c| {
+        (1..=c.hosts).all(|i| !in_table(c, i, &gone))
+    });
+    eprintln!("task removal: out of every host's table {} ms after the state file changed", took.as_millis());
+    assert_eq!(
+        spread(&c, &c.ns(1), &format!("http://{vip}/"), 20),
+        ["h1", "h2"].map(str::to_owned).into(),
+    );
+
+    // Garbage in a state file: the last good state stays, the failure is counted.
+    let failures_before = c.metric(2, "minuteman_mesos_poll_failures_total");
+    c.write_state_text(2, "{ this is not json");
+    c.wait_until(Duration::from_secs(3), "h2 counts the garbage", |c| {
+        c.metric(2, "minuteman_mesos_poll_failures_total") > failures_before
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let h2 = format!("10.77.{s}.2 . 8080");
+    for i in 1..=c.hosts {
+        assert!(in_table(&c, i, &h2), "h2's backends stay in h{i}'s table after garbage");
+    }
+
+    // promtool accepts the metrics.
+    if support::root_suite_ready("cluster_e2e (promtool)", &["promtool"]) {
+        let text = c.metrics(1);
+        let path = c.dir().join("metrics.txt");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("promtool check metrics < {}", path.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A peer without the cluster key cannot join or publish backends.
+    let intruder_key = c.dir().join("wrong.key");
+    std::fs::write(&intruder_key, format!("{:064x}", 0xbad_u64)).unwrap();
+    let intruder_state = c.dir().join("intruder.json");
+    std::fs::write(
+        &intruder_state,
+        support::agent_state(&[Task {
+            id: "evil".into(),
+            ports: vec![("tcp", 8080, vec![format!("10.200.{s}.9:80")])],
+            container_ip: None,
+        }]),
+    )
+    .unwrap();
+    let rejected_before = c.metric(1, "minuteman_frames_rejected_total");
+    let intruder = std::process::Command::new("ip")
+        .args(["netns", "exec", &c.ns(3)])
+        .arg(support::agent_binary())
+        .args(["agent", "--listen", &format!("10.77.{s}.3:61499"), "--contact", &c.ip(1).to_string()])
+        .args(["--cluster-key-file", &intruder_key.display().to_string()])
+        .args(["--mesos-state-file", &intruder_state.display().to_string()])
+        .args(["--api-listen", "127.0.0.1:61499", "--dataplane", "none"])
+        .args(["--state-dir", &c.dir().join("intruder").display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut intruder = scopeguard(intruder);
+    c.wait_until(Duration::from_secs(5), "h1 rejects the intruder's frames", |c| {
+        c.metric(1, "minuteman_frames_rejected_total") > rejected_before
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..=c.hosts {
+        let members = c.member_states(i);
+        assert!(
+            !members.iter().any(|(addr, _)| addr.ends_with(":61499")),
+            "h{i} lists the intruder: {members:?}"
+        );
+        assert!(api_backends(&c, i, &format!("10.200.{s}.9:80")).is_empty(), "h{i} took the intruder's VIP");
+    }
+    let _ = intruder.0.kill();
+
+    // SIGTERM: a clean exit, and the kernel state stays (traffic keeps flowing).
+    let status = c.stop_agent(1);
+    assert!(status.success(), "SIGTERM exit: {status:?}\n{}", c.log_tail(1, 20));
+    assert_eq!(
+        spread(&c, &c.ns(1), &format!("http://{vip}/"), 20),
+        ["h1", "h2"].map(str::to_owned).into(),
+        "traffic flows while the agent is down"
+    );
+    // Restarted, it adopts the table and serves its last known VIPs at once.
+    c.start_agent(1, &[]);
+    c.wait_until(Duration::from_secs(5), "h1's agent is back", |c| c.api(1, "/v1/state").is_some());
+    let local = c.api(1, "/v1/state").unwrap()["local"].as_array().map_or(0, Vec::len);
+    assert!(local > 0, "h1 reports its saved services at once");
+}
+
+struct Guard(std::process::Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+fn scopeguard(child: std::process::Child) -> Guard {
+    Guard(child)
+}
+
+/// Clients on the other hosts, one new connection every 20 ms to the VIP.
+fn clients(c: &Cluster, from: &[usize], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<support::Attempt>>> {
+    from.iter()
+        .map(|&i| {
+            client_loop(
+                c.ns(i),
+                format!("http://{}/", vip4(c)),
+                Duration::from_millis(20),
+                stop.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e", TOOLS) {
+        return;
+    }
+    let mut c = start_cluster(62, ClusterOptions::default());
+    let s = c.subnet;
+    std::thread::sleep(Duration::from_secs(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = clients(&c, &[1, 2], &stop);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let dead = format!("10.77.{s}.3 . 8080");
+    let kill_at = Instant::now();
+    c.kill_agent(3);
+    c.set_link(3, false);
+    let withdrawn = c.wait_until(Duration::from_secs(3), "h3 leaves h1's and h2's tables", |c| {
+        !in_table(c, 1, &dead) && !in_table(c, 2, &dead)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let attempts: Vec<support::Attempt> = loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let failed: Vec<&support::Attempt> = attempts.iter().filter(|a| a.result.is_err()).collect();
+    let last_failed_sent = failed.iter().map(|a| a.sent.saturating_duration_since(kill_at)).max();
+    let last_failed_done = failed.iter().map(|a| a.done.saturating_duration_since(kill_at)).max();
+    eprintln!(
+        "failover: h3's backend out of both tables {} ms after the kill; {} of {} requests failed; \
+         last failed request sent {:?} and ended {:?} after the kill",
+        withdrawn.as_millis(),
+        failed.len(),
+        attempts.len(),
+        last_failed_sent,
+        last_failed_done
+    );
+    assert!(withdrawn <= Duration::from_secs(1), "withdrawal took {withdrawn:?}");
+    assert!(
+        failed.iter().all(|a| a.sent < kill_at + Duration::from_secs(1)),
+        "a request sent more than 1 s after the kill failed: {:?}",
+        failed.iter().map(|a| (a.sent.saturating_duration_since(kill_at), &a.result)).collect::<Vec<_>>()
+    );
+    assert!(failed.iter().all(|a| a.sent >= kill_at), "a request failed before the kill");
+
+    // The host comes back: it rejoins and serves again within 5 s.
+    c.set_link(3, true);
+    let restart = Instant::now();
+    c.start_agent(3, &[]);
+    let back = format!("10.77.{s}.3:8080");
+    c.wait_until(Duration::from_secs(5), "h3 rejoins and is a backend everywhere again", |c| {
+        (1..=2).all(|i| api_backends(c, i, &format!("{}:80", vip4(c))).contains(&back))
+            && in_table(c, 1, &dead)
+            && in_table(c, 2, &dead)
+    });
+    eprintln!("restart: h3 back in every table {} ms after its agent started", restart.elapsed().as_millis());
+    let seen = spread(&c, &c.ns(1), &format!("http://{}/", vip4(&c)), 40);
+    assert!(seen.contains("h3"), "h3 serves again: {seen:?}");
+}
+
+#[test]
+fn a_stopped_agent_keeps_its_backends_everywhere() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e", TOOLS) {
+        return;
+    }
+    let c = start_cluster(63, ClusterOptions::default());
+    let s = c.subnet;
+    std::thread::sleep(Duration::from_secs(2));
+    let stop = Arc::new(AtomicBool::new(false));
+    let loops = clients(&c, &[1, 2], &stop);
+    let h3 = format!("10.77.{s}.3 . 8080");
+    c.signal(3, "STOP");
+    let stopped = Instant::now();
+    let mut checks = 0;
+    while stopped.elapsed() < Duration::from_secs(3) {
+        for i in 1..=2 {
+            assert!(in_table(&c, i, &h3), "h3's backend left h{i}'s table {:?} into the stall", stopped.elapsed());
+        }
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.signal(3, "CONT");
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 1..=2 {
+        assert!(in_table(&c, i, &h3), "h3's backend left h{i}'s table after the stall");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let attempts: Vec<support::Attempt> = loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let failed: Vec<_> = attempts.iter().filter(|a| a.result.is_err()).collect();
+    eprintln!("stall: {} requests, {} failed, table checked {checks} times", attempts.len(), failed.len());
+    assert!(failed.is_empty(), "requests failed during a 3 s agent stop: {failed:?}");
+    for i in 1..=c.hosts {
+        let unreachable = std::fs::read_to_string(c.log_file(i)).unwrap().matches("node unreachable").count();
+        assert_eq!(unreachable, 0, "h{i} declared a node unreachable:\n{}", c.log_tail(i, 30));
+    }
+}
+
+#[test]
+fn cpu_stress_never_makes_a_live_host_unreachable() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e (stress)", &["nft", "curl", "python3", "stress-ng"]) {
+        return;
+    }
+    let c = start_cluster(64, ClusterOptions::default());
+    let seconds = std::env::var("MINUTEMAN_STRESS_SECONDS").unwrap_or_else(|_| "60".into());
+    let out = std::process::Command::new("stress-ng")
+        .args(["--cpu", "2", "--timeout", &format!("{seconds}s"), "--quiet"])
+        .status()
+        .unwrap();
+    assert!(out.success(), "stress-ng failed");
+    for i in 1..=c.hosts {
+        let log = std::fs::read_to_string(c.log_file(i)).unwrap();
+        assert_eq!(
+            log.matches("node unreachable").count(),
+            0,
+            "h{i} declared a live node unreachable under CPU stress:\n{}",
+            c.log_tail(i, 30)
+        );
+        let states = c.member_states(i);
+        assert!(states.iter().all(|(_, s)| s == "reachable"), "h{i}: {states:?}");
+    }
+    eprintln!("stress: {seconds} s of stress-ng --cpu 2, no host declared unreachable");
+}
