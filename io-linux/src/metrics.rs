@@ -30,6 +30,18 @@ impl Why {
     }
 }
 
+/// The `kind` label of per-message-kind counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+/// The `key` label of verified frames.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Key {
+    key: &'static str,
+}
+
 /// What the shell counts. Cheap to clone (every metric is an `Arc` inside).
 #[derive(Clone, Debug)]
 pub struct ShellMetrics {
@@ -310,23 +322,26 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
         i64::from(s.view_complete),
     );
 
-    let kinds = r.sub_registry_with_prefix("messages");
-    for (i, name) in Message::KIND_NAMES.iter().enumerate() {
-        let one = kinds.sub_registry_with_label(("kind".into(), (*name).into()));
-        counter(
-            one,
-            "in",
-            "Peer messages handled, by kind",
-            c.messages_in[i],
-        );
-        counter(
-            one,
-            "out",
-            "Peer messages emitted, by kind",
-            c.messages_out[i],
-        );
+    let (messages_in, messages_out) = (
+        Family::<Kind, Counter>::default(),
+        Family::<Kind, Counter>::default(),
+    );
+    for (i, kind) in Message::KIND_NAMES.iter().enumerate() {
+        messages_in
+            .get_or_create(&Kind { kind })
+            .inc_by(c.messages_in[i]);
+        messages_out
+            .get_or_create(&Kind { kind })
+            .inc_by(c.messages_out[i]);
     }
+    r.register("messages_in", "Peer messages handled, by kind", messages_in);
+    r.register(
+        "messages_out",
+        "Peer messages emitted, by kind",
+        messages_out,
+    );
     let d = &c.decode_errors;
+    let rejected = Family::<Why, Counter>::default();
     for (reason, value) in [
         ("empty", d.empty),
         ("too_large", d.too_large),
@@ -338,28 +353,27 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
         ("missing_mac", d.missing_mac),
         ("bad_mac", d.bad_mac),
     ] {
-        let one = r.sub_registry_with_label(("reason".into(), reason.into()));
-        counter(
-            one,
-            "frames_rejected",
-            "Frames refused by the core, by reason (MAC and decode failures)",
-            value,
-        );
+        rejected.get_or_create(&Why::new(reason)).inc_by(value);
     }
+    r.register(
+        "frames_rejected",
+        "Frames refused by the core, by reason (MAC and decode failures)",
+        rejected,
+    );
     let v = &c.frames_verified;
+    let verified = Family::<Key, Counter>::default();
     for (key, value) in [
         ("current", v.current),
         ("previous", v.previous),
         ("unchecked", v.unchecked),
     ] {
-        let one = r.sub_registry_with_label(("key".into(), key.into()));
-        counter(
-            one,
-            "frames_verified",
-            "Frames accepted, by the key that verified them",
-            value,
-        );
+        verified.get_or_create(&Key { key }).inc_by(value);
     }
+    r.register(
+        "frames_verified",
+        "Frames accepted, by the key that verified them",
+        verified,
+    );
     counter(
         r,
         "forged_sender",
@@ -407,6 +421,37 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
     }
 }
 
+/// The same exposition in the classic Prometheus text format (0.0.4), for scrapers and
+/// tools that do not ask for OpenMetrics (`promtool check metrics`, `curl`): counters'
+/// `HELP` and `TYPE` lines carry the `_total` name of their samples, and there is no
+/// `# EOF`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + counters.len() * 16);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// The Prometheus text exposition of the shell's metrics and the core's snapshot.
 pub fn encode(shell: &ShellMetrics, core: &CoreSnapshot) -> String {
     let mut registry = Registry::with_prefix("minuteman");
@@ -416,4 +461,37 @@ pub fn encode(shell: &ShellMetrics, core: &CoreSnapshot) -> String {
     // Writing into a String cannot fail.
     let _ = encode_text(&mut out, &registry);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let shell = ShellMetrics::default();
+        shell.mesos_polls.inc_by(3);
+        let text = encode(&shell, &CoreSnapshot::default());
+        assert!(text.contains("# TYPE minuteman_mesos_polls counter"));
+        let classic = to_prometheus_text(&text);
+        assert!(classic.contains("# HELP minuteman_mesos_polls_total Mesos state reads attempted"));
+        assert!(classic.contains("# TYPE minuteman_mesos_polls_total counter"));
+        assert!(classic.contains("minuteman_mesos_polls_total 3"));
+        assert!(classic.contains("# TYPE minuteman_active_view gauge"));
+        assert!(!classic.contains("# EOF"));
+        // Every sample of a counter has a HELP line of its own name.
+        for line in classic.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = name
+                .strip_suffix("_bucket")
+                .or_else(|| name.strip_suffix("_sum"))
+                .or_else(|| name.strip_suffix("_count"))
+                .unwrap_or(name);
+            assert!(
+                classic.contains(&format!("# HELP {name} "))
+                    || classic.contains(&format!("# HELP {family} ")),
+                "no HELP for {name}"
+            );
+        }
+    }
 }

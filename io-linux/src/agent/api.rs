@@ -11,7 +11,7 @@
 use super::views::{MemberView, StateView, VipView};
 use crate::metrics::{self, CoreSnapshot, ShellMetrics};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -90,16 +90,37 @@ async fn healthz(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<ApiState>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format
+/// otherwise.
+async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     match ask(&state, Query::Core).await {
-        Ok(core) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            metrics::encode(&state.metrics, &core),
-        )
-            .into_response(),
+        Ok(core) => {
+            let text = metrics::encode(&state.metrics, &core);
+            if openmetrics {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response()
+            } else {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics::to_prometheus_text(&text),
+                )
+                    .into_response()
+            }
+        }
         Err(r) => r,
     }
 }

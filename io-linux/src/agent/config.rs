@@ -500,6 +500,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let text = include_str!("../../../dist/agent.toml.example");
+        let args: AgentArgs = toml::from_str(text).expect("dist/agent.toml.example parses");
+        assert_eq!(args.contact.len(), 3);
+        assert_eq!(args.dataplane, Some(DataPlaneArg::Nftables));
+        assert_eq!(
+            args.cluster_key_file.as_deref(),
+            Some(Path::new("/etc/minuteman/cluster.key"))
+        );
+    }
+
+    #[test]
     fn the_file_fills_what_flags_leave_unset() {
         let file: AgentArgs = toml::from_str(
             r#"
