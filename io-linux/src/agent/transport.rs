@@ -491,3 +491,151 @@ mod tests {
         assert_eq!(b.ceiling(), Duration::from_millis(100));
     }
 }
+
+#[cfg(test)]
+mod io_tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn small() -> TransportConfig {
+        TransportConfig {
+            queue_frames: 4,
+            min_backoff: Duration::from_millis(10),
+            ..TransportConfig::default()
+        }
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Input>) -> Input {
+        timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an input in time")
+            .expect("open")
+    }
+
+    /// Frames travel from 127.0.0.2 (the advertised address) to a listener on 127.0.0.1,
+    /// in order, and the receiver sees the advertised address as their remote.
+    #[tokio::test]
+    async fn frames_arrive_in_order_from_the_advertised_address() {
+        let metrics = ShellMetrics::default();
+        let listener = bind("127.0.0.1:0".parse().unwrap(), &small()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (inbox, mut rx) = Inbox::new(64, metrics.clone());
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(
+            listener,
+            small(),
+            metrics.clone(),
+            inbox.clone(),
+            stop.clone(),
+        ));
+        let mut out = Outbound::new(
+            "127.0.0.2".parse().unwrap(),
+            small(),
+            metrics.clone(),
+            inbox,
+        );
+        for i in 0..3u8 {
+            out.send(addr, vec![i; 10]);
+        }
+        for i in 0..3u8 {
+            match next(&mut rx).await {
+                Input::Frame { remote, bytes, .. } => {
+                    assert_eq!(remote, "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
+                    assert_eq!(bytes, vec![i; 10]);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Closing flushes and closes: the receiver sees its inbound connection end.
+        out.close(addr);
+        assert!(matches!(next(&mut rx).await, Input::InboundClosed { .. }));
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_ends_the_connection_unread() {
+        let metrics = ShellMetrics::default();
+        let listener = bind("127.0.0.1:0".parse().unwrap(), &small()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (inbox, mut rx) = Inbox::new(64, metrics.clone());
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(
+            listener,
+            small(),
+            metrics.clone(),
+            inbox,
+            stop.clone(),
+        ));
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(&frames::prefix(frames::max_frame() + 1))
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut rx).await, Input::InboundClosed { .. }));
+        assert_eq!(
+            metrics
+                .receive_drops
+                .get_or_create(&Why::new("oversized"))
+                .get(),
+            1
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_and_its_frames_counted() {
+        let metrics = ShellMetrics::default();
+        // A port nobody listens on: bind, note it, close.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (inbox, mut rx) = Inbox::new(64, metrics.clone());
+        let mut out = Outbound::new(
+            "127.0.0.1".parse().unwrap(),
+            small(),
+            metrics.clone(),
+            inbox,
+        );
+        out.send(closed, vec![1; 4]);
+        match next(&mut rx).await {
+            Input::ConnectionLost(peer) => assert_eq!(peer, closed),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            metrics.connects.get_or_create(&Why::new("refused")).get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .send_drops
+                .get_or_create(&Why::new("connect_failed"))
+                .get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        let metrics = ShellMetrics::default();
+        let (inbox, _rx) = Inbox::new(64, metrics.clone());
+        // A blackhole-ish peer: the writer is busy connecting while frames pile up.
+        let mut out = Outbound::new(
+            "127.0.0.1".parse().unwrap(),
+            small(),
+            metrics.clone(),
+            inbox,
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..20 {
+            out.send(addr, vec![0; 8]);
+        }
+        // The writer takes one frame, the queue holds four: the rest are dropped.
+        let dropped = metrics
+            .send_drops
+            .get_or_create(&Why::new("queue_full"))
+            .get();
+        assert!(dropped >= 20 - 1 - 4, "dropped {dropped}");
+        drop(listener);
+    }
+}
