@@ -306,6 +306,155 @@ fn core_like(state: &KernelState) -> KernelState {
     state
 }
 
+/// The listings `nft` printed for the examples (captured by
+/// `listings_parse_back_to_the_rendered_state` with `MINUTEMAN_CAPTURE_LISTINGS`): name,
+/// text, state, configuration.
+fn captured() -> Vec<(&'static str, &'static str, KernelState, NftConfig)> {
+    let [default, plain] = [configs()[0].clone(), configs()[1].clone()];
+    vec![
+        (
+            "empty-config0",
+            include_str!("data/listings/empty-config0.txt"),
+            KernelState::default(),
+            default.clone(),
+        ),
+        (
+            "example-config0",
+            include_str!("data/listings/example-config0.txt"),
+            example(),
+            default.clone(),
+        ),
+        (
+            "changed-config0",
+            include_str!("data/listings/changed-config0.txt"),
+            changed(),
+            default,
+        ),
+        (
+            "empty-config1",
+            include_str!("data/listings/empty-config1.txt"),
+            KernelState::default(),
+            plain.clone(),
+        ),
+        (
+            "example-config1",
+            include_str!("data/listings/example-config1.txt"),
+            example(),
+            plain.clone(),
+        ),
+        (
+            "changed-config1",
+            include_str!("data/listings/changed-config1.txt"),
+            changed(),
+            plain,
+        ),
+    ]
+}
+
+/// No root needed: what real nft printed parses to the state it was rendered from.
+#[test]
+fn captured_listings_parse_to_their_states() {
+    for (name, text, state, config) in captured() {
+        let parsed = listing::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(parsed.state, visible(&state, &config), "{name}");
+        compare(&parsed, &state, &config).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            compare(&parsed, &KernelState::default(), &config).is_err()
+                || state.services.is_empty()
+        );
+        let other = &configs()[usize::from(config == configs()[0])];
+        assert!(
+            compare(&parsed, &state, other).is_err(),
+            "{name} under the other config"
+        );
+    }
+    // What each shape reads as.
+    let (_, text, _, _) = &captured()[1];
+    let parsed = listing::parse(text).unwrap();
+    let get = |proto, addr: &str| parsed.state.services[&Service::new(proto, sa(addr))].clone();
+    assert_eq!(
+        get(Protocol::Tcp, "10.0.0.1:80"),
+        dests(&[("10.1.0.1:8080", 1), ("10.1.0.2:8080", 3)]),
+        "ranges, weight 0 left out"
+    );
+    assert_eq!(
+        get(Protocol::Udp, "10.0.0.2:53"),
+        dests(&[("10.1.0.4:5353", 1)]),
+        "mod 1"
+    );
+    assert_eq!(
+        get(Protocol::Tcp, "10.0.0.3:443"),
+        dests(&[]),
+        "only weight 0: reject"
+    );
+    assert_eq!(
+        get(Protocol::Udp, "10.0.0.6:123"),
+        dests(&[("10.1.0.9:123", 2)]),
+        "other family left out"
+    );
+    assert_eq!(
+        get(Protocol::Udp, "[fd01:c::2]:53"),
+        dests(&[
+            ("[fd02::4]:53", 1_073_741_823),
+            ("[fd02::5]:53", 536_870_911)
+        ]),
+        "weights past u32::MAX scaled"
+    );
+}
+
+/// No root needed: removing any line of a real listing is either refused by the parser
+/// or seen by the comparison, never mistaken for the committed state.
+#[test]
+fn every_line_of_a_captured_listing_matters() {
+    for (name, text, state, config) in captured() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let cut: String = lines
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            if let Ok(parsed) = listing::parse(&cut) {
+                assert!(
+                    compare(&parsed, &state, &config).is_err(),
+                    "{name}: without line {} (`{line}`) the listing still compares equal",
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+proptest! {
+    /// No root needed: the parser never panics on an edited real listing.
+    #[test]
+    fn edited_listings_never_panic(
+        which in 0..6usize,
+        edits in vec((any::<prop::sample::Index>(), any::<char>(), 0..3u8), 1..8),
+    ) {
+        let text = captured()[which].1;
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, c, kind) in edits {
+            let len = chars.len();
+            let i = at.index(len.max(1)).min(len.saturating_sub(1));
+            match kind {
+                0 if len > 0 => {
+                    chars.remove(i);
+                }
+                1 => chars.insert(i.min(len), c),
+                _ if len > 0 => chars[i] = c,
+                _ => {}
+            }
+        }
+        let edited: String = chars.into_iter().collect();
+        let _ = listing::parse(&edited);
+    }
+}
+
 /// Polls `cond` every 10 ms for up to 30 s.
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

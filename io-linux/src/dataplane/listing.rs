@@ -666,3 +666,171 @@ pub fn compare(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As nft 1.0.6 lists a table of two services (one rejecting), default marks.
+    const BASE: &str = "table inet minuteman {
+\tmap services4 {
+\t\ttype inet_proto . ipv4_addr . inet_service : verdict
+\t\telements = { tcp . 10.0.0.1 . 80 : goto svc_tcp_10_0_0_1_80,
+\t\t\t     udp . 10.0.0.2 . 53 : goto svc_udp_10_0_0_2_53 }
+\t}
+
+\tmap services6 {
+\t\ttype inet_proto . ipv6_addr . inet_service : verdict
+\t}
+
+\tchain svc_tcp_10_0_0_1_80 {
+\t\tmeta mark set meta mark | 0x00100000 meta l4proto tcp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.2 . 8080 }
+\t}
+
+\tchain svc_udp_10_0_0_2_53 {
+\t\tmeta mark set meta mark | 0x00200000
+\t}
+
+\tchain prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tmeta l4proto . ip daddr . th dport vmap @services4
+\t\tmeta l4proto . ip6 daddr . th dport vmap @services6
+\t}
+}
+";
+
+    fn service(proto: Protocol, addr: &str) -> Service {
+        Service::new(proto, addr.parse().unwrap())
+    }
+
+    #[test]
+    fn the_base_listing_reads_as_its_services() {
+        let listing = parse(BASE).unwrap();
+        assert_eq!(listing.table, "minuteman");
+        let web = service(Protocol::Tcp, "10.0.0.1:80");
+        let dns = service(Protocol::Udp, "10.0.0.2:53");
+        assert_eq!(
+            listing.state.services[&web],
+            [
+                ("10.1.0.1:8080".parse().unwrap(), 1),
+                ("10.1.0.2:8080".parse().unwrap(), 3)
+            ]
+            .into_iter()
+            .collect::<Destinations>()
+        );
+        assert!(listing.state.services[&dns].is_empty());
+        assert_eq!(
+            listing.forms[&web],
+            RuleForm::Dnat {
+                mark: Some(0x0010_0000)
+            }
+        );
+        assert_eq!(listing.forms[&dns], RuleForm::Reject { mark: 0x0020_0000 });
+        assert_eq!(
+            listing.chains["prerouting"].hook.as_ref().unwrap().priority,
+            -100
+        );
+        // Only prerouting is there: the comparison names what is missing.
+        let err = compare(&listing, &listing.state, &NftConfig::default()).unwrap_err();
+        assert!(err.contains("chain output is missing"), "{err}");
+    }
+
+    /// Each case replaces one line of [`BASE`] (1-based), and must be refused at `line`.
+    #[test]
+    fn what_is_not_the_rendering_is_refused_with_its_line() {
+        let cases: &[(usize, &str, usize, &str)] = &[
+            (1, "table ip minuteman {", 1, "table inet"),
+            (2, "\tset services4 {", 2, "expected `map`"),
+            (2, "\tmap other {", 2, "unknown map"),
+            (3, "\t\ttype ipv4_addr : verdict", 3, "expected `type"),
+            (4, "\t\telements = { tcp . 10.0.0.1 . 80 : jump svc_tcp_10_0_0_1_80,", 4, "goto"),
+            (4, "\t\telements = { sctp . 10.0.0.1 . 80 : goto svc_tcp_10_0_0_1_80,", 4, "bad protocol"),
+            (4, "\t\telements = { tcp . fd00::1 . 80 : goto svc_tcp_10_0_0_1_80,", 4, "bad protocol"),
+            (4, "\t\telements = { tcp . 10.0.0.1 . 99999 : goto svc_tcp_10_0_0_1_80,", 4, "bad protocol"),
+            (4, "\t\telements = { tcp . 10.0.0.9 . 80 : goto svc_tcp_10_0_0_1_80,", 4, "should go to"),
+            (5, "\t\t\t     udp . 10.0.0.2 . 53 : goto svc_udp_10_0_0_2_54 }", 5, "not listed"),
+            (13, "\t\tmeta l4proto tcp dnat ip to 10.1.0.1", 13, "expected a reject mark"),
+            (13, "\t\tcounter packets 0 bytes 0", 13, "expected a reject mark"),
+            (13, "\t\tmeta mark set meta mark | 0xzz", 13, "bad mark"),
+            (13, "\t\tmeta l4proto udp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.2 . 8080 }", 12, "protocol or address family"),
+            (13, "\t\tmeta l4proto tcp dnat ip6 to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.2 . 8080 }", 13, "bad numgen map entry"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 5 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.2 . 8080 }", 13, "tile"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 2-3 : 10.1.0.2 . 8080 }", 13, "tile"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.1 . 8080 }", 13, "two ranges"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 3-1 : 10.1.0.2 . 8080 }", 13, "bad numgen map entry"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 4 map { 0 : 10.1.0.1 . 8080, 1-3 : 10.1.0.2 . 8080", 13, "not closed"),
+            (13, "\t\tmeta l4proto tcp dnat ip to numgen random mod 0 map { }", 13, "bad numgen map entry"),
+            (14, "\t\tdrop", 14, "one rule"),
+            (21, "\t\ttype nat hook prerouting priority bogus; policy accept;", 21, "expected `type"),
+            (25, "}\n}", 26, "after the end"),
+            (25, "", 24, "not closed"),
+        ];
+        let base: Vec<&str> = BASE.lines().collect();
+        for &(replace, with, line, why) in cases {
+            let mut lines = base.clone();
+            lines[replace - 1] = with;
+            let text = lines.join("\n");
+            match parse(&text) {
+                Ok(l) => panic!("accepted `{with}`: {l:?}"),
+                Err(e) => {
+                    assert!(
+                        e.line == line && e.why.contains(why),
+                        "`{with}`: expected line {line} ({why}), got {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn names_and_numbers_are_both_read() {
+        assert_eq!(parse_priority("dstnat"), Some(-100));
+        assert_eq!(parse_priority("srcnat"), Some(100));
+        assert_eq!(parse_priority("filter + 5"), Some(5));
+        assert_eq!(parse_priority("mangle - 1"), Some(-151));
+        assert_eq!(parse_priority("-100"), Some(-100));
+        assert_eq!(parse_priority("nat"), None);
+        assert_eq!(parse_protocol("6"), Some(Protocol::Tcp));
+        assert_eq!(parse_protocol("17"), Some(Protocol::Udp));
+        let numeric = BASE
+            .replace("tcp . 10.0.0.1", "6 . 10.0.0.1")
+            .replace("meta l4proto tcp", "meta l4proto 6");
+        assert_eq!(parse(&numeric).unwrap(), parse(BASE).unwrap());
+    }
+
+    #[test]
+    fn visible_scales_like_the_rendering() {
+        let web = service(Protocol::Tcp, "10.0.0.1:80");
+        let (a, b, c) = (
+            "10.1.0.1:80".parse().unwrap(),
+            "10.1.0.2:80".parse().unwrap(),
+            "[fd00::1]:80".parse().unwrap(),
+        );
+        let state = KernelState {
+            services: [(web, [(a, u32::MAX), (b, 1), (c, 5)].into_iter().collect())]
+                .into_iter()
+                .collect(),
+        };
+        let shown = visible(&state, &NftConfig::default());
+        // total 2^32: divisor ceil(2^32 / (2^31 - 1)) = 3; b keeps one value.
+        assert_eq!(
+            shown.services[&web],
+            [(a, u32::MAX / 3), (b, 1)]
+                .into_iter()
+                .collect::<Destinations>()
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for text in [
+            "",
+            "}",
+            "table inet x {",
+            "table inet x {\n\tchain a {\n",
+            "\u{0}\n\t{ }",
+        ] {
+            assert!(parse(text).is_err(), "{text:?}");
+        }
+    }
+}
