@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+mod genid;
 pub mod listing;
 pub mod nft;
 mod worker;
@@ -43,7 +44,8 @@ pub enum DataPlaneKind {
 pub struct DataPlaneConfig {
     pub kind: DataPlaneKind,
     pub nft: NftConfig,
-    /// The `nft` binary (default `nft`, found on `PATH`).
+    /// The `nft` binary (default `nft`, found on `PATH`). It must act on the agent's own
+    /// network namespace (the reconcile reads the ruleset generation there).
     pub nft_binary: PathBuf,
     /// How often the kernel is compared with the committed state.
     pub reconcile_interval: Duration,
@@ -157,7 +159,7 @@ pub fn spawn(
     resync: mpsc::Sender<KernelState>,
 ) -> Result<(DataPlaneHandle, KernelState), DataPlaneError> {
     let (nft, adopted, start) = match cfg.kind {
-        DataPlaneKind::None => (None, KernelState::default(), worker::Start::Ready),
+        DataPlaneKind::None => (None, KernelState::default(), worker::Start::Ready(None)),
         DataPlaneKind::Nftables => {
             let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
             let version = nft.version()?;
@@ -204,6 +206,8 @@ fn adopt(
     nft: &nft::Nft,
     cfg: &DataPlaneConfig,
 ) -> Result<(KernelState, worker::Start), DataPlaneError> {
+    // Read before the listing: if anything commits in between, it differs afterwards.
+    let generation = genid::current().ok();
     let Some(text) = nft.list_blocking()? else {
         return Ok((KernelState::default(), worker::Start::CreateTable));
     };
@@ -212,7 +216,7 @@ fn adopt(
             // Fixed chains or marks from another configuration: the first transaction
             // rewrites the whole table (the services as adopted stay).
             let start = match listing::compare(&listing, &listing.state, &cfg.nft) {
-                Ok(()) => worker::Start::Ready,
+                Ok(()) => worker::Start::Ready(generation),
                 Err(why) => {
                     tracing::warn!(
                         "table inet {} differs from this configuration ({why}); the next transaction rewrites it",

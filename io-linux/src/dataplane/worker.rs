@@ -16,11 +16,16 @@
 //!   `failed` sync; successes count as `delta` or `full`; each run's duration is observed.
 //! - Reconcile (every `reconcile_interval`, counted) lists the table and, when it differs
 //!   from `committed` in anything a listing shows, rewrites it in full and counts a
-//!   restore. It never changes `committed`.
+//!   restore. It never changes `committed`. It skips the listing only when the ruleset
+//!   generation (module `genid`) is the one at which the kernel was known to hold
+//!   `committed`: no transaction of anyone has been committed since. That generation is
+//!   known after a listing that compared equal, after a full table committed as the only
+//!   transaction between two readings of the generation, and after a delta likewise
+//!   committed on a known generation; anything else forgets it.
 //! - On stop, the pending batch is applied, then the task ends; the table stays.
 
-use super::listing;
 use super::nft::Nft;
+use super::{genid, listing};
 use super::{DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::nft::{render_full, render_ops};
@@ -33,8 +38,9 @@ use tokio_util::sync::CancellationToken;
 /// What the worker does before its first batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Start {
-    /// The table holds the adopted state: deltas apply.
-    Ready,
+    /// The table holds the adopted state: deltas apply. With the ruleset generation at
+    /// which it was listed, when known.
+    Ready(Option<u32>),
     /// No table: create it (empty) at once.
     CreateTable,
     /// The table could not be read or is of another configuration: the first
@@ -53,6 +59,10 @@ pub(crate) struct Worker {
     /// The kernel may not hold `committed` (unreadable at start, or a failure we could
     /// not read back): the next transaction is the full table.
     needs_full: bool,
+    /// The ruleset generation at which the kernel holds `committed`, when known.
+    verified: Option<u32>,
+    /// Whether reading the generation failed already (logged once).
+    genid_failed: bool,
     start: Start,
     shared: Arc<Shared>,
     metrics: ShellMetrics,
@@ -79,6 +89,11 @@ impl Worker {
             cfg,
             committed,
             needs_full: start == Start::NeedsFull,
+            verified: match start {
+                Start::Ready(generation) => generation,
+                _ => None,
+            },
+            genid_failed: false,
             start,
             shared,
             metrics,
@@ -88,9 +103,9 @@ impl Worker {
 
     pub(crate) async fn run(mut self, stop: CancellationToken) {
         if self.start == Start::CreateTable {
-            if let Some(nft) = &self.nft {
+            if let Some(nft) = self.nft.clone() {
                 let script = render_full(&self.committed, &self.cfg.nft);
-                if self.transaction(nft, &script, FULL).await.is_err() {
+                if self.transaction(&nft, &script, FULL).await.is_err() {
                     self.needs_full = true;
                 }
             }
@@ -112,18 +127,47 @@ impl Worker {
         self.sync(&stop).await;
     }
 
-    /// One nft run, timed and counted (`label` on success, `failed` otherwise).
+    /// The ruleset generation, `None` when it cannot be read (logged once).
+    fn generation(&mut self) -> Option<u32> {
+        match genid::current() {
+            Ok(generation) => Some(generation),
+            Err(e) => {
+                if !std::mem::replace(&mut self.genid_failed, true) {
+                    tracing::warn!(
+                        "cannot read the nftables ruleset generation ({e}); every reconcile lists the table"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// One nft run, timed and counted (`label` on success, `failed` otherwise). On
+    /// success the kernel holds the state about to be committed (for a delta: when it
+    /// held `committed` before).
     async fn transaction(
-        &self,
+        &mut self,
         nft: &Nft,
         script: &str,
         label: &'static str,
     ) -> Result<(), DataPlaneError> {
+        let before = self.generation();
         let started = Instant::now();
         let result = nft.run(script).await;
         self.metrics
             .kernel_sync_seconds
             .observe(started.elapsed().as_secs_f64());
+        let after = self.generation();
+        let exact = label == FULL;
+        self.verified = match (before, after, &result) {
+            (Some(b), Some(a), Ok(()))
+                if a == genid::next(b) && (exact || self.verified == Some(b)) =>
+            {
+                Some(a)
+            }
+            (Some(b), Some(a), Err(_)) if a == b && self.verified == Some(b) => Some(b),
+            _ => None,
+        };
         match &result {
             Ok(()) => {
                 self.metrics
@@ -247,6 +291,10 @@ impl Worker {
             return;
         };
         self.metrics.kernel_reconciles.inc();
+        let generation = self.generation();
+        if generation.is_some() && generation == self.verified {
+            return;
+        }
         let table = self.cfg.nft.table_name();
         let difference = match nft.list().await {
             Ok(None) => "the table is gone".to_owned(),
@@ -254,6 +302,7 @@ impl Worker {
                 Ok(found) => match listing::compare(&found, &self.committed, &self.cfg.nft) {
                     Ok(()) => {
                         self.needs_full = false;
+                        self.verified = generation;
                         return;
                     }
                     Err(why) => why,
