@@ -1,18 +1,36 @@
 //! The data plane: the core's kernel operations applied to the kernel, off the node's task.
 //!
-//! INTERFACE STUB: filled in by the data-plane work. The pump calls [`spawn`] once at
-//! start, adopts the returned state with `Node::resync_kernel`, then hands every
-//! `Output::Kernel(ops)` to [`DataPlaneHandle::submit`] (never blocks, never drops: ops are
-//! coalesced into the next transaction). When the kernel refuses a transaction and a full
-//! restore fails too, the worker reads the kernel back and sends it on `resync` for the
-//! pump to pass to `Node::resync_kernel`.
+//! The pump calls [`spawn`] once at start, adopts the returned state with
+//! `Node::resync_kernel`, then hands every `Output::Kernel(ops)` to
+//! [`DataPlaneHandle::submit`]. One worker task (module `worker`) owns the committed state
+//! and applies the ops as `nft -f -` transactions (module `nft`), reading the table back
+//! (module `listing`) only at start, after a failure and on the periodic reconcile.
+//!
+//! Invariants:
+//! - [`DataPlaneHandle::submit`] never blocks and never drops: ops are appended to one
+//!   pending list and every op pending when the worker wakes goes into the same
+//!   transaction, in submission order.
+//! - Start never changes the kernel when it holds a table this agent can read: the table
+//!   left by the previous run is adopted as it is, so traffic keeps flowing across a
+//!   restart. Neither [`DataPlaneHandle::shutdown`] nor dropping the handle removes it;
+//!   only [`cleanup`] does.
+//! - When the kernel refuses a transaction and a full restore fails too, the worker reads
+//!   the kernel back and sends it on `resync` for the pump to pass to
+//!   `Node::resync_kernel`; likewise when the ops do not follow the committed state.
 
 use crate::metrics::ShellMetrics;
 use minuteman_core::kernel::nft::NftConfig;
 use minuteman_core::kernel::{KernelState, Op};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+mod genid;
+pub mod listing;
+pub mod nft;
+mod worker;
 
 /// Which data plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,10 +44,27 @@ pub enum DataPlaneKind {
 pub struct DataPlaneConfig {
     pub kind: DataPlaneKind,
     pub nft: NftConfig,
-    /// The `nft` binary (default `nft`, found on `PATH`).
+    /// The `nft` binary (default `nft`, found on `PATH`). It must act on the agent's own
+    /// network namespace (the reconcile reads the ruleset generation there).
     pub nft_binary: PathBuf,
     /// How often the kernel is compared with the committed state.
     pub reconcile_interval: Duration,
+}
+
+/// Default of [`DataPlaneConfig::reconcile_interval`].
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+
+impl DataPlaneConfig {
+    /// `kind` with the defaults: table `minuteman` with the default marks, `nft` from
+    /// `PATH`, a reconcile every 10 s.
+    pub fn new(kind: DataPlaneKind) -> DataPlaneConfig {
+        DataPlaneConfig {
+            kind,
+            nft: NftConfig::default(),
+            nft_binary: PathBuf::from("nft"),
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,37 +74,177 @@ pub enum DataPlaneError {
         binary: String,
         source: std::io::Error,
     },
+    #[error("{binary} does not work: {stderr}")]
+    Unusable { binary: String, stderr: String },
     #[error("nft refused the transaction: {stderr}")]
     Refused { stderr: String },
     #[error("cannot read the table back: {0}")]
     Listing(String),
 }
 
-/// The handle the pump holds.
+/// What the handle and the worker share: the pending ops and the last committed state.
+struct Shared {
+    pending: Mutex<Vec<Op>>,
+    wake: Notify,
+    committed: Mutex<Arc<KernelState>>,
+}
+
+impl Shared {
+    fn take(&self) -> Vec<Op> {
+        std::mem::take(&mut *lock(&self.pending))
+    }
+
+    fn publish(&self, state: Arc<KernelState>) {
+        *lock(&self.committed) = state;
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain value.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The handle the pump holds. Dropping it stops the worker after its pending batch, like
+/// [`DataPlaneHandle::shutdown`] without waiting.
 pub struct DataPlaneHandle {
-    _private: (),
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl DataPlaneHandle {
     /// Queues `ops` for the next transaction; never blocks, never drops.
     pub fn submit(&self, ops: Vec<Op>) {
-        tracing::info!(ops = ops.len(), "kernel operations (stub data plane)");
+        if ops.is_empty() {
+            return;
+        }
+        lock(&self.shared.pending).extend(ops);
+        self.shared.wake.notify_one();
     }
 
-    /// Waits for queued transactions to finish, then stops the worker.
-    pub async fn shutdown(self) {}
+    /// The state the worker last committed to the kernel (for `none`: computed). Cheap:
+    /// shares the worker's copy.
+    pub fn committed(&self) -> Arc<KernelState> {
+        lock(&self.shared.committed).clone()
+    }
+
+    /// Waits for queued transactions to finish, then stops the worker. The table stays.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!("data-plane worker ended abnormally: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for DataPlaneHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// Starts the worker; returns the handle and what the kernel holds now (adopted state).
+///
+/// Must be called inside a tokio runtime. For `nftables`, checks that the binary runs and
+/// lists the table (blocking: once, at start); a table that is absent is adopted as the
+/// empty state (and created empty at once), one that cannot be parsed is adopted as empty
+/// and replaced by the first transaction. Never flushes or rewrites a readable table.
 pub fn spawn(
-    _cfg: DataPlaneConfig,
-    _metrics: ShellMetrics,
-    _resync: mpsc::Sender<KernelState>,
+    cfg: DataPlaneConfig,
+    metrics: ShellMetrics,
+    resync: mpsc::Sender<KernelState>,
 ) -> Result<(DataPlaneHandle, KernelState), DataPlaneError> {
-    Ok((DataPlaneHandle { _private: () }, KernelState::default()))
+    let (nft, adopted, start) = match cfg.kind {
+        DataPlaneKind::None => (None, KernelState::default(), worker::Start::Ready(None)),
+        DataPlaneKind::Nftables => {
+            let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
+            let version = nft.version()?;
+            let (adopted, start) = adopt(&nft, &cfg)?;
+            tracing::info!(
+                "nftables data plane ({version}): adopted {} services from table inet {}",
+                adopted.services.len(),
+                cfg.nft.table_name()
+            );
+            (Some(nft), adopted, start)
+        }
+    };
+    let shared = Arc::new(Shared {
+        pending: Mutex::new(Vec::new()),
+        wake: Notify::new(),
+        committed: Mutex::new(Arc::new(adopted.clone())),
+    });
+    metrics
+        .kernel_services
+        .set(i64::try_from(adopted.services.len()).unwrap_or(i64::MAX));
+    let stop = CancellationToken::new();
+    let worker = worker::Worker::new(
+        nft,
+        cfg,
+        Arc::new(adopted.clone()),
+        start,
+        shared.clone(),
+        metrics,
+        resync,
+    );
+    let task = tokio::spawn(worker.run(stop.clone()));
+    Ok((
+        DataPlaneHandle {
+            shared,
+            stop,
+            task: Some(task),
+        },
+        adopted,
+    ))
 }
 
-/// `minuteman cleanup`: removes everything the data plane installed.
-pub fn cleanup(_cfg: &DataPlaneConfig) -> Result<(), DataPlaneError> {
-    todo!("data plane")
+/// Reads the table at start: the state to adopt and what the worker must do first.
+fn adopt(
+    nft: &nft::Nft,
+    cfg: &DataPlaneConfig,
+) -> Result<(KernelState, worker::Start), DataPlaneError> {
+    // Read before the listing: if anything commits in between, it differs afterwards.
+    let generation = genid::current().ok();
+    let Some(text) = nft.list_blocking()? else {
+        return Ok((KernelState::default(), worker::Start::CreateTable));
+    };
+    match listing::parse(&text) {
+        Ok(listing) => {
+            // Fixed chains or marks from another configuration: the first transaction
+            // rewrites the whole table (the services as adopted stay).
+            let start = match listing::compare(&listing, &listing.state, &cfg.nft) {
+                Ok(()) => worker::Start::Ready(generation),
+                Err(why) => {
+                    tracing::warn!(
+                        "table inet {} differs from this configuration ({why}); the next transaction rewrites it",
+                        cfg.nft.table_name()
+                    );
+                    worker::Start::NeedsFull
+                }
+            };
+            Ok((listing.state, start))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot read table inet {} ({e}); adopting it as empty, the next transaction rewrites it",
+                cfg.nft.table_name()
+            );
+            Ok((KernelState::default(), worker::Start::NeedsFull))
+        }
+    }
+}
+
+/// `minuteman cleanup`: removes everything the data plane installed (for `nftables`, the
+/// table; absent is fine). `none` installed nothing.
+pub fn cleanup(cfg: &DataPlaneConfig) -> Result<(), DataPlaneError> {
+    match cfg.kind {
+        DataPlaneKind::None => Ok(()),
+        DataPlaneKind::Nftables => {
+            let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
+            nft.run_blocking(&nft.delete_script())
+        }
+    }
 }
