@@ -4,7 +4,9 @@
 //! `Node::resync_kernel`, then hands every `Output::Kernel(ops)` to
 //! [`DataPlaneHandle::submit`]. One worker task (module `worker`) owns the committed state
 //! and applies the ops as `nft -f -` transactions (module `nft`), reading the table back
-//! (module `listing`) only at start, after a failure and on the periodic reconcile.
+//! (module `listing`) only at start, after a failure and on the periodic reconcile (and
+//! then only when the ruleset generation, module `genid`, moved since the kernel was last
+//! known to hold the committed state).
 //!
 //! Invariants:
 //! - [`DataPlaneHandle::submit`] never blocks and never drops: ops are appended to one

@@ -6,8 +6,8 @@
 //! - A script is one `nft -f -` run, so the kernel applies it as one transaction: all of
 //!   it or, when nft refuses any line, none of it.
 //! - Nothing here holds state: what the kernel holds is the worker's business.
-//! - Every failure is a typed [`DataPlaneError`] carrying nft's stderr; a missing binary
-//!   names it. A run that outlives [`TIMEOUT`] is killed and reported as refused.
+//! - Every failure is a typed [`DataPlaneError`] carrying nft's stderr (its first 4 KiB);
+//!   a missing binary names it. A run that outlives [`TIMEOUT`] is killed and reported as refused.
 //! - A table that does not exist lists as `None`, not as an error.
 
 use super::DataPlaneError;
@@ -154,8 +154,20 @@ impl Nft {
     }
 }
 
+/// Longest stderr kept in an error (a refused full table can print an error per line).
+const MAX_STDERR: usize = 4096;
+
 fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_owned()
+    let text = String::from_utf8_lossy(&out.stderr);
+    let text = text.trim();
+    if text.len() <= MAX_STDERR {
+        return text.to_owned();
+    }
+    let mut cut = MAX_STDERR;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{} ... ({} more bytes)", &text[..cut], text.len() - cut)
 }
 
 fn refused(out: &Output) -> Result<(), DataPlaneError> {

@@ -256,6 +256,8 @@ impl Worker {
                     state.services.len()
                 );
                 self.needs_full = false;
+                // Read without its generation: the next reconcile lists again.
+                self.verified = None;
                 self.commit(Arc::new(state));
             }
             Err(e) => {
