@@ -198,7 +198,8 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
 
     // promtool accepts the metrics.
     if support::root_suite_ready("cluster_e2e (promtool)", &["promtool"]) {
-        let text = c.metrics(1);
+        // The exposition ends with a newline (curl's output was trimmed).
+        let text = c.metrics(1) + "\n";
         let path = c.dir().join("metrics.txt");
         std::fs::write(&path, &text).unwrap();
         let out = std::process::Command::new("sh")
