@@ -32,7 +32,11 @@ fn tasks(c: &Cluster, i: usize) -> Vec<Task> {
         Task {
             id: format!("web-h{i}"),
             ports: vec![
-                ("tcp", 8080, vec![format!("10.200.{s}.1:80"), "/web:80".to_owned()]),
+                (
+                    "tcp",
+                    8080,
+                    vec![format!("10.200.{s}.1:80"), "/web:80".to_owned()],
+                ),
                 ("udp", 8081, vec![format!("10.200.{s}.2:53")]),
             ],
             container_ip: None,
@@ -74,9 +78,11 @@ fn start_cluster(subnet: u8, opts: ClusterOptions) -> Cluster {
     c.start_all();
     let vip = format!("{}:80", vip4(&c));
     let want = c.hosts;
-    c.wait_until(Duration::from_secs(15), "every host holds every backend", |c| {
-        (1..=c.hosts).all(|i| api_backends(c, i, &vip).len() == want)
-    });
+    c.wait_until(
+        Duration::from_secs(15),
+        "every host holds every backend",
+        |c| (1..=c.hosts).all(|i| api_backends(c, i, &vip).len() == want),
+    );
     c
 }
 
@@ -132,7 +138,10 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     let named_addr = named["services"][0]["address"].as_str().unwrap().to_owned();
     for i in 1..=c.hosts {
         let other = c.api(i, "/v1/vips").unwrap();
-        assert!(other.to_string().contains(&named_addr), "h{i} gives web.marathon the same address");
+        assert!(
+            other.to_string().contains(&named_addr),
+            "h{i} gives web.marathon the same address"
+        );
     }
     let seen = spread(&c, &c.ns(2), &format!("http://{named_addr}/"), 40);
     assert_eq!(seen, everyone, "named VIP {named_addr}");
@@ -140,7 +149,10 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     // UDP.
     for i in 1..=c.hosts {
         let seen: BTreeSet<String> = (0..40)
-            .map(|_| c.udp_ask(&c.ns(i), &format!("10.200.{s}.2"), 53).expect("UDP answer"))
+            .map(|_| {
+                c.udp_ask(&c.ns(i), &format!("10.200.{s}.2"), 53)
+                    .expect("UDP answer")
+            })
             .collect();
         assert_eq!(seen, everyone, "UDP from h{i}");
     }
@@ -155,10 +167,15 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     // (250 ms) + 1 s.
     c.write_tasks(3, &[]);
     let gone = format!("10.77.{s}.3 . 8080");
-    let took = c.wait_until(Duration::from_millis(1250), "h3's task leaves every table", |c| {
-        (1..=c.hosts).all(|i| !in_table(c, i, &gone))
-    });
-    eprintln!("task removal: out of every host's table {} ms after the state file changed", took.as_millis());
+    let took = c.wait_until(
+        Duration::from_millis(1250),
+        "h3's task leaves every table",
+        |c| (1..=c.hosts).all(|i| !in_table(c, i, &gone)),
+    );
+    eprintln!(
+        "task removal: out of every host's table {} ms after the state file changed",
+        took.as_millis()
+    );
     assert_eq!(
         spread(&c, &c.ns(1), &format!("http://{vip}/"), 20),
         ["h1", "h2"].map(str::to_owned).into(),
@@ -173,7 +190,10 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     std::thread::sleep(Duration::from_millis(500));
     let h2 = format!("10.77.{s}.2 . 8080");
     for i in 1..=c.hosts {
-        assert!(in_table(&c, i, &h2), "h2's backends stay in h{i}'s table after garbage");
+        assert!(
+            in_table(&c, i, &h2),
+            "h2's backends stay in h{i}'s table after garbage"
+        );
     }
 
     // promtool accepts the metrics.
@@ -211,18 +231,29 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     let intruder = std::process::Command::new("ip")
         .args(["netns", "exec", &c.ns(3)])
         .arg(support::agent_binary())
-        .args(["agent", "--listen", &format!("10.77.{s}.3:61499"), "--contact", &c.ip(1).to_string()])
+        .args([
+            "agent",
+            "--listen",
+            &format!("10.77.{s}.3:61499"),
+            "--contact",
+            &c.ip(1).to_string(),
+        ])
         .args(["--cluster-key-file", &intruder_key.display().to_string()])
         .args(["--mesos-state-file", &intruder_state.display().to_string()])
         .args(["--api-listen", "127.0.0.1:61499", "--dataplane", "none"])
-        .args(["--state-dir", &c.dir().join("intruder").display().to_string()])
+        .args([
+            "--state-dir",
+            &c.dir().join("intruder").display().to_string(),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut intruder = scopeguard(intruder);
-    c.wait_until(Duration::from_secs(5), "h1 rejects the intruder's frames", |c| {
-        c.metric(1, "minuteman_frames_rejected_total") > rejected_before
-    });
+    c.wait_until(
+        Duration::from_secs(5),
+        "h1 rejects the intruder's frames",
+        |c| c.metric(1, "minuteman_frames_rejected_total") > rejected_before,
+    );
     std::thread::sleep(Duration::from_secs(2));
     for i in 1..=c.hosts {
         let members = c.member_states(i);
@@ -230,13 +261,20 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
             !members.iter().any(|(addr, _)| addr.ends_with(":61499")),
             "h{i} lists the intruder: {members:?}"
         );
-        assert!(api_backends(&c, i, &format!("10.200.{s}.9:80")).is_empty(), "h{i} took the intruder's VIP");
+        assert!(
+            api_backends(&c, i, &format!("10.200.{s}.9:80")).is_empty(),
+            "h{i} took the intruder's VIP"
+        );
     }
     let _ = intruder.0.kill();
 
     // SIGTERM: a clean exit, and the kernel state stays (traffic keeps flowing).
     let status = c.stop_agent(1);
-    assert!(status.success(), "SIGTERM exit: {status:?}\n{}", c.log_tail(1, 20));
+    assert!(
+        status.success(),
+        "SIGTERM exit: {status:?}\n{}",
+        c.log_tail(1, 20)
+    );
     assert_eq!(
         spread(&c, &c.ns(1), &format!("http://{vip}/"), 20),
         ["h1", "h2"].map(str::to_owned).into(),
@@ -244,8 +282,12 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
     );
     // Restarted, it adopts the table and serves its last known VIPs at once.
     c.start_agent(1, &[]);
-    c.wait_until(Duration::from_secs(5), "h1's agent is back", |c| c.api(1, "/v1/state").is_some());
-    let local = c.api(1, "/v1/state").unwrap()["local"].as_array().map_or(0, Vec::len);
+    c.wait_until(Duration::from_secs(5), "h1's agent is back", |c| {
+        c.api(1, "/v1/state").is_some()
+    });
+    let local = c.api(1, "/v1/state").unwrap()["local"]
+        .as_array()
+        .map_or(0, Vec::len);
     assert!(local > 0, "h1 reports its saved services at once");
 }
 
@@ -261,7 +303,11 @@ fn scopeguard(child: std::process::Child) -> Guard {
 }
 
 /// Clients on the other hosts, one new connection every 20 ms to the VIP.
-fn clients(c: &Cluster, from: &[usize], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<Vec<support::Attempt>>> {
+fn clients(
+    c: &Cluster,
+    from: &[usize],
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<support::Attempt>>> {
     from.iter()
         .map(|&i| {
             client_loop(
@@ -291,15 +337,24 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
     let kill_at = Instant::now();
     c.kill_agent(3);
     c.set_link(3, false);
-    let withdrawn = c.wait_until(Duration::from_secs(3), "h3 leaves h1's and h2's tables", |c| {
-        !in_table(c, 1, &dead) && !in_table(c, 2, &dead)
-    });
+    let withdrawn = c.wait_until(
+        Duration::from_secs(3),
+        "h3 leaves h1's and h2's tables",
+        |c| !in_table(c, 1, &dead) && !in_table(c, 2, &dead),
+    );
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    let attempts: Vec<support::Attempt> = loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let attempts: Vec<support::Attempt> =
+        loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let failed: Vec<&support::Attempt> = attempts.iter().filter(|a| a.result.is_err()).collect();
-    let last_failed_sent = failed.iter().map(|a| a.sent.saturating_duration_since(kill_at)).max();
-    let last_failed_done = failed.iter().map(|a| a.done.saturating_duration_since(kill_at)).max();
+    let last_failed_sent = failed
+        .iter()
+        .map(|a| a.sent.saturating_duration_since(kill_at))
+        .max();
+    let last_failed_done = failed
+        .iter()
+        .map(|a| a.done.saturating_duration_since(kill_at))
+        .max();
     eprintln!(
         "failover: h3's backend out of both tables {} ms after the kill; {} of {} requests failed; \
          last failed request sent {:?} and ended {:?} after the kill",
@@ -309,25 +364,43 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
         last_failed_sent,
         last_failed_done
     );
-    assert!(withdrawn <= Duration::from_secs(1), "withdrawal took {withdrawn:?}");
     assert!(
-        failed.iter().all(|a| a.sent < kill_at + Duration::from_secs(1)),
-        "a request sent more than 1 s after the kill failed: {:?}",
-        failed.iter().map(|a| (a.sent.saturating_duration_since(kill_at), &a.result)).collect::<Vec<_>>()
+        withdrawn <= Duration::from_secs(1),
+        "withdrawal took {withdrawn:?}"
     );
-    assert!(failed.iter().all(|a| a.sent >= kill_at), "a request failed before the kill");
+    assert!(
+        failed
+            .iter()
+            .all(|a| a.sent < kill_at + Duration::from_secs(1)),
+        "a request sent more than 1 s after the kill failed: {:?}",
+        failed
+            .iter()
+            .map(|a| (a.sent.saturating_duration_since(kill_at), &a.result))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        failed.iter().all(|a| a.sent >= kill_at),
+        "a request failed before the kill"
+    );
 
     // The host comes back: it rejoins and serves again within 5 s.
     c.set_link(3, true);
     let restart = Instant::now();
     c.start_agent(3, &[]);
     let back = format!("10.77.{s}.3:8080");
-    c.wait_until(Duration::from_secs(5), "h3 rejoins and is a backend everywhere again", |c| {
-        (1..=2).all(|i| api_backends(c, i, &format!("{}:80", vip4(c))).contains(&back))
-            && in_table(c, 1, &dead)
-            && in_table(c, 2, &dead)
-    });
-    eprintln!("restart: h3 back in every table {} ms after its agent started", restart.elapsed().as_millis());
+    c.wait_until(
+        Duration::from_secs(5),
+        "h3 rejoins and is a backend everywhere again",
+        |c| {
+            (1..=2).all(|i| api_backends(c, i, &format!("{}:80", vip4(c))).contains(&back))
+                && in_table(c, 1, &dead)
+                && in_table(c, 2, &dead)
+        },
+    );
+    eprintln!(
+        "restart: h3 back in every table {} ms after its agent started",
+        restart.elapsed().as_millis()
+    );
     let seen = spread(&c, &c.ns(1), &format!("http://{}/", vip4(&c)), 40);
     assert!(seen.contains("h3"), "h3 serves again: {seen:?}");
 }
@@ -349,7 +422,11 @@ fn a_stopped_agent_keeps_its_backends_everywhere() {
     let mut checks = 0;
     while stopped.elapsed() < Duration::from_secs(3) {
         for i in 1..=2 {
-            assert!(in_table(&c, i, &h3), "h3's backend left h{i}'s table {:?} into the stall", stopped.elapsed());
+            assert!(
+                in_table(&c, i, &h3),
+                "h3's backend left h{i}'s table {:?} into the stall",
+                stopped.elapsed()
+            );
         }
         checks += 1;
         std::thread::sleep(Duration::from_millis(50));
@@ -357,23 +434,45 @@ fn a_stopped_agent_keeps_its_backends_everywhere() {
     c.signal(3, "CONT");
     std::thread::sleep(Duration::from_secs(2));
     for i in 1..=2 {
-        assert!(in_table(&c, i, &h3), "h3's backend left h{i}'s table after the stall");
+        assert!(
+            in_table(&c, i, &h3),
+            "h3's backend left h{i}'s table after the stall"
+        );
     }
     stop.store(true, Ordering::Relaxed);
-    let attempts: Vec<support::Attempt> = loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let attempts: Vec<support::Attempt> =
+        loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let failed: Vec<_> = attempts.iter().filter(|a| a.result.is_err()).collect();
-    eprintln!("stall: {} requests, {} failed, table checked {checks} times", attempts.len(), failed.len());
-    assert!(failed.is_empty(), "requests failed during a 3 s agent stop: {failed:?}");
+    eprintln!(
+        "stall: {} requests, {} failed, table checked {checks} times",
+        attempts.len(),
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "requests failed during a 3 s agent stop: {failed:?}"
+    );
     for i in 1..=c.hosts {
-        let unreachable = std::fs::read_to_string(c.log_file(i)).unwrap().matches("node unreachable").count();
-        assert_eq!(unreachable, 0, "h{i} declared a node unreachable:\n{}", c.log_tail(i, 30));
+        let unreachable = std::fs::read_to_string(c.log_file(i))
+            .unwrap()
+            .matches("node unreachable")
+            .count();
+        assert_eq!(
+            unreachable,
+            0,
+            "h{i} declared a node unreachable:\n{}",
+            c.log_tail(i, 30)
+        );
     }
 }
 
 #[test]
 fn cpu_stress_never_makes_a_live_host_unreachable() {
     let _serial = lock();
-    if !support::root_suite_ready("cluster_e2e (stress)", &["nft", "curl", "python3", "stress-ng"]) {
+    if !support::root_suite_ready(
+        "cluster_e2e (stress)",
+        &["nft", "curl", "python3", "stress-ng"],
+    ) {
         return;
     }
     let c = start_cluster(64, ClusterOptions::default());
@@ -392,7 +491,10 @@ fn cpu_stress_never_makes_a_live_host_unreachable() {
             c.log_tail(i, 30)
         );
         let states = c.member_states(i);
-        assert!(states.iter().all(|(_, s)| s == "reachable"), "h{i}: {states:?}");
+        assert!(
+            states.iter().all(|(_, s)| s == "reachable"),
+            "h{i}: {states:?}"
+        );
     }
     eprintln!("stress: {seconds} s of stress-ng --cpu 2, no host declared unreachable");
 }

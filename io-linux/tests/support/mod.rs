@@ -251,10 +251,32 @@ impl Cluster {
             let ns = c.ns(i);
             c.add_ns(&ns);
             let (a, b) = (format!("e{i}"), format!("p{i}"));
-            run(&["ip", "link", "add", &a, "netns", &ns, "type", "veth", "peer", "name", &b, "netns", &sw]);
+            run(&[
+                "ip", "link", "add", &a, "netns", &ns, "type", "veth", "peer", "name", &b, "netns",
+                &sw,
+            ]);
             run(&["ip", "-n", &sw, "link", "set", &b, "master", "br0", "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", c.ip(i)), "dev", &a]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/64", c.ip6(i)), "dev", &a, "nodad"]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", c.ip(i)),
+                "dev",
+                &a,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/64", c.ip6(i)),
+                "dev",
+                &a,
+                "nodad",
+            ]);
             run(&["ip", "-n", &ns, "link", "set", &a, "up"]);
             // VIPs are routed like any address off the host (a real host's default route);
             // the kernel table rewrites them before the packet leaves.
@@ -275,14 +297,54 @@ impl Cluster {
             let (host, ctr) = (c.ns(1), c.container());
             c.add_ns(&ctr);
             run(&["ip", "-n", &host, "link", "add", "cbr0", "type", "bridge"]);
-            run(&["ip", "-n", &host, "addr", "add", &format!("10.78.{subnet}.1/24"), "dev", "cbr0"]);
+            run(&[
+                "ip",
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("10.78.{subnet}.1/24"),
+                "dev",
+                "cbr0",
+            ]);
             run(&["ip", "-n", &host, "link", "set", "cbr0", "up"]);
-            run(&["ip", "link", "add", "c0", "netns", &ctr, "type", "veth", "peer", "name", "cv0", "netns", &host]);
-            run(&["ip", "-n", &host, "link", "set", "cv0", "master", "cbr0", "up"]);
-            run(&["ip", "-n", &ctr, "addr", "add", &format!("10.78.{subnet}.2/24"), "dev", "c0"]);
+            run(&[
+                "ip", "link", "add", "c0", "netns", &ctr, "type", "veth", "peer", "name", "cv0",
+                "netns", &host,
+            ]);
+            run(&[
+                "ip", "-n", &host, "link", "set", "cv0", "master", "cbr0", "up",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ctr,
+                "addr",
+                "add",
+                &format!("10.78.{subnet}.2/24"),
+                "dev",
+                "c0",
+            ]);
             run(&["ip", "-n", &ctr, "link", "set", "c0", "up"]);
-            run(&["ip", "-n", &ctr, "route", "add", "default", "via", &format!("10.78.{subnet}.1")]);
-            run(&["ip", "netns", "exec", &host, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            run(&[
+                "ip",
+                "-n",
+                &ctr,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.78.{subnet}.1"),
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &host,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
         }
         // Wait for the backends to listen.
         for i in 1..=c.hosts {
@@ -394,7 +456,15 @@ impl Cluster {
     /// Cuts (or restores) host `i`'s link to the switch.
     pub fn set_link(&self, i: usize, up: bool) {
         let state = if up { "up" } else { "down" };
-        run(&["ip", "-n", &self.sw(), "link", "set", &format!("p{i}"), state]);
+        run(&[
+            "ip",
+            "-n",
+            &self.sw(),
+            "link",
+            "set",
+            &format!("p{i}"),
+            state,
+        ]);
     }
 
     /// `ip netns exec NS args...`
@@ -410,7 +480,15 @@ impl Cluster {
     /// One UDP request from `ns`; the answer.
     pub fn udp_ask(&self, ns: &str, host: &str, port: u16) -> Result<String, String> {
         let script = self.dir.join("udp_ask.py");
-        let out = self.exec(ns, &["python3", &script.display().to_string(), host, &port.to_string()]);
+        let out = self.exec(
+            ns,
+            &[
+                "python3",
+                &script.display().to_string(),
+                host,
+                &port.to_string(),
+            ],
+        );
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
@@ -420,13 +498,16 @@ impl Cluster {
 
     /// GET `path` on host `i`'s API.
     pub fn api(&self, i: usize, path: &str) -> Option<serde_json::Value> {
-        let body = self.curl(&self.ns(i), &format!("http://127.0.0.1:61421{path}")).ok()?;
+        let body = self
+            .curl(&self.ns(i), &format!("http://127.0.0.1:61421{path}"))
+            .ok()?;
         serde_json::from_str(&body).ok()
     }
 
     /// The raw `/metrics` text of host `i`.
     pub fn metrics(&self, i: usize) -> String {
-        self.curl(&self.ns(i), "http://127.0.0.1:61421/metrics").unwrap_or_default()
+        self.curl(&self.ns(i), "http://127.0.0.1:61421/metrics")
+            .unwrap_or_default()
     }
 
     /// The sum of the samples of `name` (with any labels) in host `i`'s metrics.
@@ -458,14 +539,22 @@ impl Cluster {
 
     /// Polls `check` every 50 ms until it holds or `limit` passes (then panics, naming
     /// `what`). Returns how long it took.
-    pub fn wait_until(&self, limit: Duration, what: &str, mut check: impl FnMut(&Cluster) -> bool) -> Duration {
+    pub fn wait_until(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut check: impl FnMut(&Cluster) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             if check(self) {
                 return start.elapsed();
             }
             if start.elapsed() > limit {
-                panic!("{what}: not within {limit:?}; logs in {}", self.dir.display());
+                panic!(
+                    "{what}: not within {limit:?}; logs in {}",
+                    self.dir.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -485,7 +574,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self.agents.iter_mut().flatten().chain(self.others.iter_mut()) {
+        for child in self
+            .agents
+            .iter_mut()
+            .flatten()
+            .chain(self.others.iter_mut())
+        {
             // A stopped agent must be continued to die promptly.
             run_quiet(&["kill", "-CONT", &child.id().to_string()]);
             let _ = child.kill();
@@ -509,7 +603,19 @@ pub fn exec(ns: &str, args: &[&str]) -> Output {
 
 /// One HTTP GET from `ns` on a new connection, 1 s at most; the body, or why it failed.
 pub fn curl(ns: &str, url: &str) -> Result<String, String> {
-    let out = exec(ns, &["curl", "-sS", "-g", "--max-time", "1", "-H", "Connection: close", url]);
+    let out = exec(
+        ns,
+        &[
+            "curl",
+            "-sS",
+            "-g",
+            "--max-time",
+            "1",
+            "-H",
+            "Connection: close",
+            url,
+        ],
+    );
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
@@ -524,7 +630,9 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .filter_map(|l| {
             let (key, value) = l.rsplit_once(' ')?;
             let metric = key.split('{').next()?;
-            (metric == name).then(|| value.parse::<f64>().ok()).flatten()
+            (metric == name)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
         .sum()
 }
