@@ -54,6 +54,20 @@ enum Command {
         #[command(subcommand)]
         command: mesos_cmd::MesosCommand,
     },
+    /// The lab's backend (for `minuteman demo` and the tests): answers NAME to every HTTP
+    /// request and every UDP datagram, on IPv4 and IPv6.
+    #[command(hide = true)]
+    LabBackend {
+        /// What to answer.
+        #[arg(long)]
+        name: String,
+        /// The HTTP port.
+        #[arg(long)]
+        http: Option<u16>,
+        /// The UDP port.
+        #[arg(long)]
+        udp: Option<u16>,
+    },
 }
 
 fn agent(args: minuteman::agent::config::AgentArgs) -> ExitCode {
@@ -108,5 +122,14 @@ fn main() -> ExitCode {
         Command::Status(args) => client_cmd::status(args),
         Command::Wire { command } => wire_cmd::run(command),
         Command::Mesos { command } => mesos_cmd::run(command),
+        Command::LabBackend { name, http, udp } => {
+            match minuteman::lab::backend::run(name, http, udp) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: lab backend: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
