@@ -513,10 +513,15 @@ impl Demo {
         let (mut api, mut everywhere, mut kernel) = (None, None, None);
         let nftables = self.nftables;
         self.wait(Duration::from_secs(10), |c| {
-            if api.is_none() && lists(c, 1, backend) == Some(false) {
+            // One read of every survivor's API per round, so h1's time is never later than
+            // "every survivor".
+            let gone: Vec<bool> = (1..n)
+                .map(|i| lists(c, i, backend) == Some(false))
+                .collect();
+            if api.is_none() && gone[0] {
                 api = Some(t0.elapsed());
             }
-            if everywhere.is_none() && (1..n).all(|i| lists(c, i, backend) == Some(false)) {
+            if everywhere.is_none() && gone.iter().all(|g| *g) {
                 everywhere = Some(t0.elapsed());
             }
             if nftables && kernel.is_none() && !c.table_holds(1, backend)? {
