@@ -320,6 +320,7 @@ fn remove_namespace(ns: &str) -> Result<(), LabError> {
         for pid in String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|p| p.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid as u32 != std::process::id())
         {
             // SAFETY: kill has no memory preconditions; the pid is a process inside a
             // namespace of this lab, which only the lab's processes enter.
