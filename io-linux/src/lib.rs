@@ -3,9 +3,12 @@
 //! - [`agent`]: `minuteman agent`, the tokio shell that pumps one core node;
 //! - [`dataplane`]: the kernel side (`nftables`, `none`), behind one handle;
 //! - [`mesos_source`]: the local Mesos agent's VIP backends, polled over HTTP or from a file;
-//! - [`metrics`]: the Prometheus exposition.
+//! - [`metrics`]: the Prometheus exposition;
+//! - [`lab`]: a cluster in network namespaces on one machine, for `minuteman demo` and the
+//!   end-to-end tests.
 
 pub mod agent;
 pub mod dataplane;
+pub mod lab;
 pub mod mesos_source;
 pub mod metrics;

@@ -6,6 +6,7 @@
 //! Mesos recordings. One module per command family.
 
 mod client_cmd;
+mod demo;
 mod mesos_cmd;
 mod wire_cmd;
 
@@ -44,6 +45,25 @@ enum Command {
     Members(client_cmd::ClientArgs),
     /// Show the local agent's own state.
     Status(client_cmd::ClientArgs),
+    /// Show minuteman at work on a throwaway cluster on this machine (needs root, iproute2
+    /// and nftables).
+    #[command(
+        long_about = "Show minuteman at work on a throwaway cluster on this machine.
+
+Builds N hosts as network namespaces (mmdemo-h1 …) on a bridge, with a tiny server per \
+host answering its name and one task per host carrying the VIP 10.200.0.1:80, the named \
+VIP /web:80 and the UDP VIP 10.200.0.2:53; starts `minuteman agent` in each, then \
+narrates: the members, requests spread over the backends, the named VIP, the last host \
+failing (agent killed, link cut) with the time until its backend leaves host 1's API and \
+kernel table, and its return. Then, unless --once, it keeps the cluster running with a \
+tally every few seconds until Ctrl-C.
+
+Needs root (it creates namespaces and interfaces), iproute2 (`ip`) and nftables (`nft`, \
+not needed with --dataplane none). Nothing outside the mmdemo-* namespaces is touched: \
+on exit, Ctrl-C or error they are deleted with everything in them, agents and kernel \
+tables included. Logs go to a temporary directory, printed at start."
+    )]
+    Demo(demo::DemoArgs),
     /// Inspect peer-protocol frames.
     Wire {
         #[command(subcommand)]
@@ -53,6 +73,20 @@ enum Command {
     Mesos {
         #[command(subcommand)]
         command: mesos_cmd::MesosCommand,
+    },
+    /// The lab's backend (for `minuteman demo` and the tests): answers NAME to every HTTP
+    /// request and every UDP datagram, on IPv4 and IPv6.
+    #[command(hide = true)]
+    LabBackend {
+        /// What to answer.
+        #[arg(long)]
+        name: String,
+        /// The HTTP port.
+        #[arg(long)]
+        http: Option<u16>,
+        /// The UDP port.
+        #[arg(long)]
+        udp: Option<u16>,
     },
 }
 
@@ -103,10 +137,20 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Agent(args) => agent(*args),
         Command::Cleanup { nft_table } => cleanup(nft_table),
+        Command::Demo(args) => demo::run(args),
         Command::Vips(args) => client_cmd::vips(args),
         Command::Members(args) => client_cmd::members(args),
         Command::Status(args) => client_cmd::status(args),
         Command::Wire { command } => wire_cmd::run(command),
         Command::Mesos { command } => mesos_cmd::run(command),
+        Command::LabBackend { name, http, udp } => {
+            match minuteman::lab::backend::run(name, http, udp) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: lab backend: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

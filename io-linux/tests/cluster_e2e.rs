@@ -1,7 +1,8 @@
 //! End-to-end: `minuteman agent` on a cluster of network namespaces with the nftables data
 //! plane, real backends, real clients (`curl`, UDP), real faults (SIGKILL and a cut link,
-//! SIGSTOP, `stress-ng`). Needs root, `nft`, `curl`, `python3` (and `stress-ng`,
-//! `promtool` for their tests); skipped with the reason otherwise, mandatory in `.ci/run`.
+//! SIGSTOP, `stress-ng`). Needs root, `nft`, `curl`, `ip` (and `stress-ng`, `promtool` for
+//! their tests); skipped with the reason otherwise, mandatory in `.ci/run`. The cluster is
+//! `minuteman::lab`'s, through `support`.
 //!
 //! The tests run one at a time ([`support::SERIAL`]): they measure timings.
 
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{client_loop, Cluster, ClusterOptions, Task};
 
-const TOOLS: &[&str] = &["nft", "curl", "python3", "ip"];
+const TOOLS: &[&str] = &["nft", "curl", "ip"];
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     support::SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -470,10 +471,7 @@ fn a_stopped_agent_keeps_its_backends_everywhere() {
 #[test]
 fn cpu_stress_never_makes_a_live_host_unreachable() {
     let _serial = lock();
-    if !support::root_suite_ready(
-        "cluster_e2e (stress)",
-        &["nft", "curl", "python3", "stress-ng"],
-    ) {
+    if !support::root_suite_ready("cluster_e2e (stress)", &["nft", "curl", "ip", "stress-ng"]) {
         return;
     }
     let c = start_cluster(64, ClusterOptions::default());
