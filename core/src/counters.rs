@@ -103,6 +103,8 @@ pub struct Counters {
     pub messages_in: [u64; Message::KINDS],
     /// Messages emitted, by [`Message::kind_index`].
     pub messages_out: [u64; Message::KINDS],
+    /// Bytes of the accepted frames (tag included), by [`Message::kind_index`].
+    pub bytes_in: [u64; Message::KINDS],
     /// Messages from an older incarnation of a peer, ignored.
     pub stale_epoch_messages: u64,
     /// Messages whose claimed sender is on another host than the connection they came
@@ -131,6 +133,8 @@ pub struct Counters {
     pub suspicions: u64,
     /// Suspicion steps started because another node's record dropped an active neighbour.
     pub cascades: u64,
+    /// Suspect or stalled links that were heard from again (false suspicions recovered).
+    pub suspicions_cleared: u64,
     pub joins_sent: u64,
     /// JOINs left unanswered by a contact not yet in the overlay.
     pub joins_deferred: u64,
@@ -164,7 +168,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 25] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 26] {
         [
             (
                 "stale_replies",
@@ -206,6 +210,11 @@ impl Counters {
                 "cascades",
                 "Suspicion steps started by another node's record dropping a neighbour",
                 self.cascades,
+            ),
+            (
+                "suspicions_cleared",
+                "Suspect or stalled links heard from again (false suspicions recovered)",
+                self.suspicions_cleared,
             ),
             ("joins_sent", "JOIN messages sent", self.joins_sent),
             (

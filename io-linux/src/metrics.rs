@@ -32,8 +32,8 @@ impl Why {
 
 /// The `kind` label of per-message-kind counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Kind {
-    kind: &'static str,
+pub struct Kind {
+    pub kind: &'static str,
 }
 
 /// The `key` label of verified frames.
@@ -50,6 +50,8 @@ pub struct ShellMetrics {
     pub bytes_sent: Counter,
     pub frames_received: Counter,
     pub bytes_received: Counter,
+    /// Bytes of the frames handed to peer queues, by message kind.
+    pub message_bytes_out: Family<Kind, Counter>,
     /// Frames dropped before sending, by reason (`queue_full`, `connect_failed`, ...).
     pub send_drops: Family<Why, Counter>,
     /// Frames refused on receipt before the core saw them (`oversized`, ...).
@@ -94,6 +96,7 @@ impl Default for ShellMetrics {
             bytes_sent: Counter::default(),
             frames_received: Counter::default(),
             bytes_received: Counter::default(),
+            message_bytes_out: Family::default(),
             send_drops: Family::default(),
             receive_drops: Family::default(),
             connects: Family::default(),
@@ -167,6 +170,11 @@ fn register_shell(registry: &mut Registry, m: &ShellMetrics) {
         "peer_bytes_received",
         "Bytes read from peers (with length prefixes)",
         m.bytes_received.clone(),
+    );
+    r.register(
+        "message_bytes_out",
+        "Bytes of the frames handed to peer queues, by message kind",
+        m.message_bytes_out.clone(),
     );
     r.register(
         "peer_send_drops",
@@ -339,6 +347,15 @@ fn register_core(r: &mut Registry, s: &CoreSnapshot) {
         "messages_out",
         "Peer messages emitted, by kind",
         messages_out,
+    );
+    let bytes_in = Family::<Kind, Counter>::default();
+    for (i, kind) in Message::KIND_NAMES.iter().enumerate() {
+        bytes_in.get_or_create(&Kind { kind }).inc_by(c.bytes_in[i]);
+    }
+    r.register(
+        "message_bytes_in",
+        "Bytes of accepted peer frames, by message kind",
+        bytes_in,
     );
     let d = &c.decode_errors;
     let rejected = Family::<Why, Counter>::default();

@@ -411,6 +411,7 @@ impl Node {
         match wire::decode_sealed(frame, &self.cfg.limits, &self.cfg.auth) {
             Ok((envelope, verified)) => {
                 self.io.counters.frames_verified.count(verified);
+                self.io.counters.bytes_in[envelope.msg.kind_index()] += frame.len() as u64;
                 let from = envelope.from;
                 self.handle_message(now, remote, envelope)?;
                 Ok(from)

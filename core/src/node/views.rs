@@ -204,6 +204,9 @@ impl Views {
             if peer.monitor.is_stalled() {
                 io.emit(Output::Event(Event::AgentResumed(peer.id)));
             }
+            if peer.monitor.is_stalled() || peer.monitor.is_suspect() {
+                io.counters.suspicions_cleared += 1;
+            }
             peer.monitor.on_heard(now);
         }
     }

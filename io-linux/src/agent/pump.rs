@@ -252,7 +252,14 @@ impl Pump {
         loop {
             match self.node.poll_output() {
                 Output::Transmit(transmit) => match self.node.encode(&transmit) {
-                    Ok(frame) => self.outbound.send(transmit.dst, frame),
+                    Ok(frame) => {
+                        let kind = transmit.envelope.msg.kind();
+                        self.metrics
+                            .message_bytes_out
+                            .get_or_create(&crate::metrics::Kind { kind })
+                            .inc_by(frame.len() as u64);
+                        self.outbound.send(transmit.dst, frame);
+                    }
                     Err(error) => {
                         tracing::warn!(dst = %transmit.dst, %error, "cannot encode a message");
                         self.metrics
