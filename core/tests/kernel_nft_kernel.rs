@@ -5,15 +5,16 @@
 //! - Every rendering is accepted by `nft -c -f` and then applied for real.
 //! - `render_full` is idempotent: applied twice, or over an earlier version of the table,
 //!   the kernel holds the same as after one run on an empty ruleset.
-//! - `render_ops(diff(a, b), b)` applied over `render_full(a)` leaves the kernel holding
-//!   exactly what `render_full(b)` alone does (compared as `nft -j list table` output
-//!   without handles, order-insensitive), for examples and random pairs.
+//! - `render_delta(a, b, services of diff(a, b))` applied over `render_full(a)` leaves the
+//!   kernel holding exactly what `render_full(b)` alone does (compared as `nft -j list
+//!   table` output without handles, order-insensitive), for examples and random pairs; so
+//!   does the delta that lists every service of both states.
 //!
 //! Needs root, `nft` (Debian: nftables) and `unshare` (util-linux); without them each test
 //! says why it is skipped and passes.
 
-use minuteman_core::kernel::nft::{render_full, render_ops, NftConfig};
-use minuteman_core::kernel::{diff, Destinations, KernelState, Service, MAX_WEIGHT};
+use minuteman_core::kernel::nft::{render_delta, render_full, NftConfig};
+use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::Protocol;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -228,19 +229,28 @@ fn configs() -> Vec<NftConfig> {
     ]
 }
 
-/// The kernel after `render_full(a)` then `render_ops(diff(a, b), b)` equals the kernel
-/// after `render_full(b)` alone, which equals `render_full(b)` applied twice or over `a`.
+/// The delta the data plane renders for `diff(a, b)`.
+fn delta(a: &KernelState, b: &KernelState, config: &NftConfig) -> String {
+    let ops = diff(a, b);
+    render_delta(a, b, ops.iter().map(Op::service), config)
+}
+
+/// The kernel after `render_full(a)` then the delta from `a` to `b` (of the changed
+/// services, and of every service) equals the kernel after `render_full(b)` alone, which
+/// equals `render_full(b)` applied twice or over `a`.
 fn check_pair(a: &KernelState, b: &KernelState, config: &NftConfig) -> Result<(), String> {
     let table = config.table_name();
     let full_a = render_full(a, config);
     let full_b = render_full(b, config);
-    let delta = render_ops(&diff(a, b), b, config);
     let fresh = canonical(&run(&table, &[&full_b])?);
-    let incremental = canonical(&run(&table, &[&full_a, &delta])?);
-    if incremental != fresh {
-        return Err(format!(
-            "incremental differs from full\nfull:        {fresh:#?}\nincremental: {incremental:#?}\ndelta:\n{delta}"
-        ));
+    let every = a.services.keys().chain(b.services.keys());
+    for delta in [delta(a, b, config), render_delta(a, b, every, config)] {
+        let incremental = canonical(&run(&table, &[&full_a, &delta])?);
+        if incremental != fresh {
+            return Err(format!(
+                "incremental differs from full\nfull:        {fresh:#?}\nincremental: {incremental:#?}\ndelta:\n{delta}"
+            ));
+        }
     }
     let over = canonical(&run(&table, &[&full_a, &full_b, &full_b])?);
     if over != fresh {
@@ -434,7 +444,7 @@ fn traffic_follows_the_rendered_table() {
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text) in [
         ("full.nft", render_full(&a, &config)),
-        ("ops.nft", render_ops(&diff(&a, &b), &b, &config)),
+        ("ops.nft", delta(&a, &b, &config)),
         ("server.py", SERVER.to_owned()),
         ("client.py", CLIENT.to_owned()),
     ] {
