@@ -1,15 +1,18 @@
 //! The data-plane diff and the nft rendering at scale: 10,000 services × 10 destinations.
 //!
-//! - from nothing to everything (`diff`, `render_full`, `render_ops` of that diff);
+//! - from nothing to everything (`diff`, `render_full`, `render_delta` of that diff);
 //! - ONE destination's weight changes: `diff` over everything, `diff_services` over the one
-//!   service the caller knows changed, `render_ops` of the result, and the incremental
-//!   path end to end (`diff_services` + `render_ops`). Target: ≤ 1 ms for one change.
+//!   service the caller knows changed, `render_delta` of the result, and the incremental
+//!   path end to end (`diff_services` + `render_delta`). Target: ≤ 1 ms for one change.
+//!   The change gives the service a slot count no other service has, so the delta also
+//!   walks the states to learn that its new modulus chain must be created and that its
+//!   old one stays (the worst case of a one-service delta).
 //!
 //! `cargo bench -p minuteman-bench --bench kernel`
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use minuteman_core::kernel::nft::{render_full, render_ops, NftConfig};
-use minuteman_core::kernel::{diff, diff_services, KernelState, Service};
+use minuteman_core::kernel::nft::{render_delta, render_full, NftConfig};
+use minuteman_core::kernel::{diff, diff_services, KernelState, Op, Service};
 use minuteman_core::Protocol;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -86,18 +89,27 @@ fn kernel(c: &mut Criterion) {
     group.bench_function("render_full", |b| {
         b.iter(|| render_full(black_box(&full), &config))
     });
-    group.bench_function("render_ops empty -> full", |b| {
-        b.iter(|| render_ops(black_box(&all_ops), black_box(&full), &config))
-    });
-    group.bench_function("render_ops one change", |b| {
-        b.iter(|| render_ops(black_box(&one_ops), black_box(&changed), &config))
-    });
-    group.bench_function("one change end to end (diff_services + render_ops)", |b| {
+    group.bench_function("render_delta empty -> full", |b| {
         b.iter(|| {
-            let ops = diff_services(black_box(&full), black_box(&changed), [&service]);
-            render_ops(&ops, &changed, &config)
+            let touched = all_ops.iter().map(Op::service);
+            render_delta(black_box(&empty), black_box(&full), touched, &config)
         })
     });
+    group.bench_function("render_delta one change", |b| {
+        b.iter(|| {
+            let touched = one_ops.iter().map(Op::service);
+            render_delta(black_box(&full), black_box(&changed), touched, &config)
+        })
+    });
+    group.bench_function(
+        "one change end to end (diff_services + render_delta)",
+        |b| {
+            b.iter(|| {
+                let ops = diff_services(black_box(&full), black_box(&changed), [&service]);
+                render_delta(&full, &changed, ops.iter().map(Op::service), &config)
+            })
+        },
+    );
     group.finish();
 }
 

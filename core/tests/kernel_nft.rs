@@ -1,17 +1,23 @@
 //! nftables rendering without a kernel: insta snapshots of full and incremental renderings
 //! (IPv4 and IPv6, tcp and udp, weights 0/1/3, services and destinations added, removed
-//! and re-weighted), and properties of the text (determinism, names, weights, no panic
-//! and no injection on any input). `kernel_nft_kernel.rs` feeds the same text to `nft`.
+//! and re-weighted), properties of the text (determinism, names, slots, no panic and no
+//! injection on any input), and a strict model of the table (module `model`) in which a
+//! delta applied over the full rendering of the applied state gives exactly the full
+//! rendering of the desired one. `kernel_nft_kernel.rs` feeds the same text to `nft`.
 
 use minuteman_core::kernel::nft::{
-    chain_name, render_full, render_ops, representable, NftConfig, DEFAULT_TABLE,
+    modulus_chain, render_delta, render_full, representable, slot_map, slots, NftConfig,
+    DEFAULT_TABLE, MAX_SLOTS,
 };
-use minuteman_core::kernel::{diff, Destinations, KernelState, Service};
+use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service};
 use minuteman_core::Protocol;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+mod nft_model;
+use nft_model as model;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -92,6 +98,12 @@ fn changed() -> KernelState {
     s
 }
 
+/// The delta the data plane renders for `diff(a, b)`.
+fn delta(a: &KernelState, b: &KernelState, config: &NftConfig) -> String {
+    let ops = diff(a, b);
+    render_delta(a, b, ops.iter().map(Op::service), config)
+}
+
 #[test]
 fn snapshot_full() {
     insta::assert_snapshot!("full", render_full(&example(), &NftConfig::default()));
@@ -117,24 +129,21 @@ fn snapshot_full_without_marks() {
 }
 
 #[test]
-fn snapshot_ops_change() {
+fn snapshot_delta_change() {
     let (a, b) = (example(), changed());
-    let ops = diff(&a, &b);
-    insta::assert_snapshot!("ops_change", render_ops(&ops, &b, &NftConfig::default()));
+    insta::assert_snapshot!("delta_change", delta(&a, &b, &NftConfig::default()));
 }
 
 #[test]
-fn snapshot_ops_from_empty_and_to_empty() {
+fn snapshot_delta_from_empty_and_to_empty() {
     let empty = KernelState::default();
     let config = NftConfig::default();
-    let up = diff(&empty, &example());
-    insta::assert_snapshot!("ops_from_empty", render_ops(&up, &example(), &config));
-    let down = diff(&example(), &empty);
-    insta::assert_snapshot!("ops_to_empty", render_ops(&down, &empty, &config));
+    insta::assert_snapshot!("delta_from_empty", delta(&empty, &example(), &config));
+    insta::assert_snapshot!("delta_to_empty", delta(&example(), &empty, &config));
 }
 
 #[test]
-fn snapshot_ops_one_weight() {
+fn snapshot_delta_one_weight() {
     let a = example();
     let mut b = a.clone();
     let v6 = svc(Protocol::Tcp, "[fd01:c::1]:80");
@@ -142,39 +151,59 @@ fn snapshot_ops_one_weight() {
         .get_mut(&v6)
         .unwrap()
         .insert(sa("[fd02::2]:8080"), 1);
-    let ops = diff(&a, &b);
-    assert_eq!(ops.len(), 1);
-    insta::assert_snapshot!(
-        "ops_one_weight",
-        render_ops(&ops, &b, &NftConfig::default())
-    );
+    assert_eq!(diff(&a, &b).len(), 1);
+    insta::assert_snapshot!("delta_one_weight", delta(&a, &b, &NftConfig::default()));
+}
+
+/// A destination added at the end of a service of 10: one slot element and the verdict
+/// element, whose modulus chain another service already has.
+#[test]
+fn snapshot_delta_one_destination_among_many() {
+    let web = svc(Protocol::Tcp, "10.0.0.1:80");
+    let api = svc(Protocol::Tcp, "10.0.0.2:80");
+    let ten = |third: u8| -> Destinations {
+        (1..=10u8)
+            .map(|h| (SocketAddr::from(([10, 1, third, h], 8080)), 1))
+            .collect()
+    };
+    let a = KernelState {
+        services: [(web, ten(1)), (api, ten(2))].into_iter().collect(),
+    };
+    let mut b = a.clone();
+    b.services
+        .get_mut(&api)
+        .unwrap()
+        .remove(&sa("10.1.2.10:8080"));
+    let mut c = b.clone();
+    c.services
+        .get_mut(&web)
+        .unwrap()
+        .insert(sa("10.1.1.11:8080"), 1);
+    let config = NftConfig::default();
+    // api leaves mod4_tcp_10 (web keeps it) for mod4_tcp_9, which is new.
+    insta::assert_snapshot!("delta_leave_shared_chain", delta(&a, &b, &config));
+    // web leaves mod4_tcp_10, which nobody uses any more, for mod4_tcp_11.
+    insta::assert_snapshot!("delta_last_user_leaves", delta(&b, &c, &config));
 }
 
 #[test]
-fn no_ops_render_nothing() {
-    assert_eq!(render_ops(&[], &example(), &NftConfig::default()), "");
+fn nothing_changed_renders_nothing() {
+    let config = NftConfig::default();
+    let (a, b) = (example(), changed());
+    assert_eq!(render_delta(&a, &b, [], &config), "");
+    // Listed but equal on both sides.
+    assert_eq!(render_delta(&a, &a, a.services.keys(), &config), "");
+    let unknown = svc(Protocol::Udp, "192.0.2.1:1");
+    assert_eq!(render_delta(&a, &b, [&unknown], &config), "");
 }
 
 #[test]
-fn chain_names() {
-    assert_eq!(
-        chain_name(&svc(Protocol::Tcp, "1.2.3.4:5000")),
-        "svc_tcp_1_2_3_4_5000"
-    );
-    assert_eq!(
-        chain_name(&svc(Protocol::Udp, "[fd01:c::1]:53")),
-        "svc_udp_fd01000c000000000000000000000001_53"
-    );
-    let longest = chain_name(&svc(
-        Protocol::Udp,
-        "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
-    ));
-    assert_eq!(longest.len(), 46);
-    // The IPv4-mapped and the plain IPv6 spelling of "1.2.3.4" stay apart.
-    assert_ne!(
-        chain_name(&svc(Protocol::Tcp, "[::ffff:1.2.3.4]:80")),
-        chain_name(&svc(Protocol::Tcp, "[::ffff:1:2:3:4]:80"))
-    );
+fn modulus_chain_names() {
+    assert_eq!(modulus_chain(true, Protocol::Tcp, 1), "mod4_tcp_1");
+    assert_eq!(modulus_chain(false, Protocol::Udp, 1024), "mod6_udp_1024");
+    assert_eq!(modulus_chain(true, Protocol::Udp, u32::MAX).len(), 19);
+    assert_eq!(slot_map(true, Protocol::Tcp), "d4_tcp");
+    assert_eq!(slot_map(false, Protocol::Udp), "d6_udp");
 }
 
 #[test]
@@ -211,8 +240,9 @@ fn overlapping_marks_fall_back_to_drop() {
     };
     assert_eq!(config.effective_reject_mark(), None);
     let out = render_full(&example(), &config);
-    assert!(out.contains("add rule inet minuteman svc_tcp_10_0_0_3_443 drop\n"));
+    assert!(out.contains("\ttcp . 10.0.0.3 . 443 : drop,\n"), "{out}");
     assert!(!out.contains("reject_forward"));
+    assert!(!out.contains("no_destination"));
     let zero = NftConfig {
         masquerade_mark: Some(0),
         ..NftConfig::default()
@@ -220,41 +250,37 @@ fn overlapping_marks_fall_back_to_drop() {
     assert!(!render_full(&example(), &zero).contains("masquerade"));
 }
 
-/// Weights whose sum exceeds numgen's u32 modulus are scaled; every live destination
-/// keeps at least one value.
+/// Weights whose sum exceeds MAX_SLOTS are scaled; every live destination keeps at least
+/// one slot and the proportions hold.
 #[test]
 fn huge_weights_are_scaled() {
     let s = svc(Protocol::Tcp, "10.0.0.1:80");
+    let d = dests(&[
+        ("10.1.0.1:80", u32::MAX),
+        ("10.1.0.2:80", u32::MAX / 2),
+        ("10.1.0.3:80", 1),
+    ]);
+    let got = slots(&s, &d);
+    let counts: Vec<u32> = got.iter().map(|&(_, c)| c).collect();
+    // 1 + (w - 1) * (1024 - 3) / (sum - 3), rounded down: 681, 341 and 1 of 1023.
+    assert_eq!(counts, [681, 341, 1], "{got:?}");
     let state = KernelState {
-        services: [(
-            s,
-            dests(&[
-                ("10.1.0.1:80", u32::MAX),
-                ("10.1.0.2:80", u32::MAX),
-                ("10.1.0.3:80", 1),
-            ]),
-        )]
-        .into_iter()
-        .collect(),
+        services: [(s, d)].into_iter().collect(),
     };
     let out = render_full(&state, &NftConfig::default());
-    let rule = out
-        .lines()
-        .find(|l| l.contains("numgen"))
-        .expect("a dnat rule");
-    let modulus: u64 = rule
-        .split("mod ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|m| m.parse().ok())
-        .expect("a modulus");
-    assert!(modulus <= u64::from(u32::MAX), "{rule}");
-    for d in ["10.1.0.1 . 80", "10.1.0.2 . 80", "10.1.0.3 . 80"] {
-        assert!(rule.contains(d), "{d} missing from {rule}");
-    }
+    assert!(
+        out.contains("add chain inet minuteman mod4_tcp_1023\n"),
+        "{out}"
+    );
+    assert!(out.contains("\t10.0.0.1 . 80 . 1022 : 10.1.0.3 . 80,\n"));
+    assert!(!out.contains(" . 1023 : "));
+    // Weights that fit are kept exactly.
+    let d = dests(&[("10.1.0.1:80", 1000), ("10.1.0.2:80", 24)]);
+    assert_eq!(slots(&s, &d).iter().map(|&(_, c)| c).sum::<u32>(), 1024);
+    assert_eq!(slots(&s, &d)[0].1, 1000);
 }
 
-/// A destination of the other family never reaches a DNAT rule (IPVS refuses it too).
+/// A destination of the other family never gets a slot (IPVS refuses it too).
 #[test]
 fn other_family_destinations_are_skipped() {
     let s = svc(Protocol::Tcp, "10.0.0.1:80");
@@ -264,7 +290,11 @@ fn other_family_destinations_are_skipped() {
             .collect(),
     };
     let out = render_full(&state, &NftConfig::default());
-    assert!(out.contains("mod 1 map { 0 : 10.1.0.1 . 80 }"), "{out}");
+    assert!(
+        out.contains("\t10.0.0.1 . 80 . 0 : 10.1.0.1 . 80,\n"),
+        "{out}"
+    );
+    assert!(out.contains(": goto mod4_tcp_1,"), "{out}");
     assert!(!out.contains("fd02"));
 }
 
@@ -284,8 +314,26 @@ fn scoped_ipv6_services_are_left_out() {
         render_full(&state, &NftConfig::default()),
         render_full(&KernelState::default(), &NftConfig::default())
     );
-    let ops = diff(&KernelState::default(), &state);
-    assert_eq!(render_ops(&ops, &state, &NftConfig::default()), "");
+    assert_eq!(
+        delta(&KernelState::default(), &state, &NftConfig::default()),
+        ""
+    );
+}
+
+/// The delta depends on which services are listed, not on their order or repetition, and
+/// listing every service of both states gives the same delta as listing the changed ones.
+#[test]
+fn render_delta_ignores_order_and_unchanged_services() {
+    let (a, b) = (example(), changed());
+    let config = NftConfig::default();
+    let ops = diff(&a, &b);
+    let listed: Vec<&Service> = ops.iter().map(Op::service).collect();
+    let mut shuffled: Vec<&Service> = listed.iter().rev().copied().collect();
+    shuffled.extend(listed.iter().copied());
+    let expected = render_delta(&a, &b, listed, &config);
+    assert_eq!(render_delta(&a, &b, shuffled, &config), expected);
+    let every = a.services.keys().chain(b.services.keys());
+    assert_eq!(render_delta(&a, &b, every, &config), expected);
 }
 
 // ---- properties over arbitrary (including hostile) states -----------------------------
@@ -301,6 +349,10 @@ fn any_service() -> impl Strategy<Value = Service> {
             )),
             (1u8..4, 1u16..3)
                 .prop_map(|(h, p)| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, h)), p)),
+            (1u16..4, 1u16..3).prop_map(|(h, p)| SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::new(0xfd01, 0xc, 0, 0, 0, 0, 0, h)),
+                p
+            )),
         ],
     )
         .prop_map(|(udp, addr)| {
@@ -309,48 +361,119 @@ fn any_service() -> impl Strategy<Value = Service> {
         })
 }
 
-fn any_state() -> impl Strategy<Value = KernelState> {
+fn any_dests() -> impl Strategy<Value = Destinations> {
     let dest = prop_oneof![
         any::<(u32, u16)>()
             .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port)),
         any::<(u128, u16)>()
             .prop_map(|(ip, port)| SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port)),
+        (1u8..6).prop_map(|h| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, h)), 80)),
+        (1u16..6).prop_map(|h| SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd02, 0, 0, 0, 0, 0, 0, h)),
+            80
+        )),
     ];
-    let weight = prop_oneof![0u32..4, any::<u32>()];
-    btree_map(any_service(), btree_map(dest, weight, 0..5), 0..8)
-        .prop_map(|services| KernelState { services })
+    let weight = prop_oneof![4 => 0u32..4, 1 => any::<u32>()];
+    btree_map(dest, weight, 0..6)
+}
+
+fn any_state() -> impl Strategy<Value = KernelState> {
+    btree_map(any_service(), any_dests(), 0..8).prop_map(|services| KernelState { services })
+}
+
+/// `a` partly kept, partly changed, with `c` laid over it: services kept, changed, added
+/// and removed, with slot counts shared between services often.
+fn pair() -> impl Strategy<Value = (KernelState, KernelState)> {
+    (any_state(), any_state(), vec(0u8..3, 8)).prop_map(|(a, c, fate)| {
+        let mut b = KernelState::default();
+        for (i, (s, d)) in a.services.iter().enumerate() {
+            match fate[i % fate.len()] {
+                0 => {}
+                1 => {
+                    b.services.insert(*s, d.clone());
+                }
+                _ => {
+                    let mut d = d.clone();
+                    if let Some(w) = d.values_mut().next() {
+                        *w = (*w + 1) % 4;
+                    }
+                    b.services.insert(*s, d);
+                }
+            }
+        }
+        b.services.extend(c.services);
+        (a, b)
+    })
+}
+
+fn any_config() -> impl Strategy<Value = NftConfig> {
+    (
+        ".{0,80}",
+        any::<Option<u32>>(),
+        any::<Option<u32>>(),
+        any::<bool>(),
+    )
+        .prop_map(|(table, masq, reject, default)| {
+            if default {
+                NftConfig::default()
+            } else {
+                NftConfig {
+                    table,
+                    masquerade_mark: masq,
+                    reject_mark: reject,
+                }
+            }
+        })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
     #[test]
-    fn chain_names_are_unique_and_short(services in vec(any_service(), 0..40)) {
-        let services: BTreeSet<Service> =
-            services.into_iter().filter(representable).collect();
-        let names: BTreeSet<String> = services.iter().map(chain_name).collect();
-        prop_assert_eq!(names.len(), services.len());
-        for n in &names {
-            prop_assert!(n.len() <= 46 && n.is_ascii(), "{}", n);
+    fn slots_are_bounded_proportional_and_idempotent(
+        service in any_service(),
+        d in any_dests(),
+    ) {
+        let got = slots(&service, &d);
+        let live: Vec<(SocketAddr, u32)> = d
+            .iter()
+            .filter(|(a, &w)| w > 0 && a.is_ipv4() == service.addr.is_ipv4())
+            .map(|(a, &w)| (*a, w))
+            .collect();
+        prop_assert_eq!(
+            got.iter().map(|&(a, _)| a).collect::<Vec<_>>(),
+            live.iter().map(|&(a, _)| a).collect::<Vec<_>>()
+        );
+        let total: u64 = got.iter().map(|&(_, c)| u64::from(c)).sum();
+        let sum: u64 = live.iter().map(|&(_, w)| u64::from(w)).sum();
+        prop_assert!(total <= u64::from(MAX_SLOTS).max(live.len() as u64));
+        if sum <= u64::from(MAX_SLOTS) {
+            prop_assert_eq!(&got, &live);
         }
+        for (&(_, c), &(_, w)) in got.iter().zip(&live) {
+            prop_assert!(c >= 1 && c <= w);
+        }
+        // A heavier destination never gets fewer slots.
+        for (x, y) in got.iter().zip(&live).flat_map(|p| got.iter().zip(&live).map(move |q| (p, q))) {
+            if (x.1).1 >= (y.1).1 {
+                prop_assert!((x.0).1 >= (y.0).1);
+            }
+        }
+        let again: Destinations = got.iter().copied().collect();
+        prop_assert_eq!(slots(&service, &again), got);
     }
 
     #[test]
     fn renderings_are_total_and_deterministic(
-        a in any_state(),
-        b in any_state(),
-        table in ".{0,80}",
-        masq in any::<Option<u32>>(),
-        reject in any::<Option<u32>>(),
+        (a, b) in pair(),
+        config in any_config(),
     ) {
-        let config = NftConfig { table, masquerade_mark: masq, reject_mark: reject };
         let full = render_full(&b, &config);
         prop_assert_eq!(&full, &render_full(&b, &config));
-        let ops = diff(&a, &b);
-        let delta = render_ops(&ops, &b, &config);
-        prop_assert_eq!(&delta, &render_ops(&ops, &b, &config));
+        let d = delta(&a, &b, &config);
+        prop_assert_eq!(&d, &delta(&a, &b, &config));
         let table = config.table_name();
-        for line in full.lines().chain(delta.lines()) {
+        for line in full.lines().chain(d.lines()) {
             // every line is a command on our table or part of an element list
             let ours = line.contains(&format!(" inet {table} "))
                 || line.ends_with(&format!(" inet {table}"))
@@ -358,25 +481,62 @@ proptest! {
                 || line == "}";
             prop_assert!(ours, "stray line {:?}", line);
         }
-        for (service, _) in b.services.iter().filter(|(s, _)| representable(s)) {
-            let chain = chain_name(service);
-            let add_chain = format!("add chain inet {table} {chain}\n");
-            prop_assert_eq!(full.matches(add_chain.as_str()).count(), 1);
+        // One modulus chain per slot count in use, one verdict element per service.
+        let mut moduli = BTreeSet::new();
+        for (service, dests) in b.services.iter().filter(|(s, _)| representable(s)) {
+            let total: u32 = slots(service, dests).iter().map(|&(_, c)| c).sum();
+            if total > 0 {
+                moduli.insert(modulus_chain(service.addr.is_ipv4(), service.protocol, total));
+            }
         }
+        let chains: BTreeSet<String> = full
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("add chain inet {table} mod")))
+            .map(|rest| format!("mod{rest}"))
+            .collect();
+        prop_assert_eq!(chains, moduli);
+        let verdicts = full.lines().filter(|l| l.contains(" : goto ") || l.ends_with(" : drop,")).count();
+        prop_assert_eq!(verdicts, b.services.keys().filter(|s| representable(s)).count());
+    }
+
+    /// Strictly modelled (every deleted element, flushed or deleted chain must exist, no
+    /// element added twice, no chain deleted while an element goes to it, every goto
+    /// target exists): full(a) then the delta holds exactly full(b), for the changed
+    /// services and for every service listed.
+    #[test]
+    fn delta_over_full_equals_full_in_the_model(
+        (a, b) in pair(),
+        config in any_config(),
+    ) {
+        let fresh = model::Ruleset::after(&[&render_full(&b, &config)])
+            .map_err(TestCaseError::fail)?;
+        for d in [
+            delta(&a, &b, &config),
+            render_delta(&a, &b, a.services.keys().chain(b.services.keys()), &config),
+        ] {
+            let incremental = model::Ruleset::after(&[&render_full(&a, &config), &d])
+                .map_err(|e| TestCaseError::fail(format!("{e}\ndelta:\n{d}")))?;
+            prop_assert!(incremental == fresh, "delta:\n{}", d);
+        }
+        let over = model::Ruleset::after(&[&render_full(&a, &config), &render_full(&b, &config)])
+            .map_err(TestCaseError::fail)?;
+        prop_assert!(over == fresh);
     }
 }
 
-/// The delta depends on which services the ops name and which they create, not on the
-/// order or repetition of the ops.
+/// The model refuses what nft refuses: a delta over a table that does not hold `applied`.
 #[test]
-fn render_ops_ignores_op_order() {
-    let (a, b) = (example(), changed());
-    let ops = diff(&a, &b);
-    let mut shuffled: Vec<_> = ops.iter().rev().cloned().collect();
-    shuffled.extend(ops.iter().cloned());
+fn the_model_is_strict() {
     let config = NftConfig::default();
-    assert_eq!(
-        render_ops(&shuffled, &b, &config),
-        render_ops(&ops, &b, &config)
-    );
+    let (a, b) = (example(), changed());
+    let d = delta(&a, &b, &config);
+    // Over the empty table the deletions fail.
+    assert!(model::Ruleset::after(&[&render_full(&KernelState::default(), &config), &d]).is_err());
+    // Over b already, the additions exist.
+    assert!(model::Ruleset::after(&[&render_full(&b, &config), &d]).is_err());
+    // A chain in use cannot go.
+    let full = render_full(&a, &config);
+    assert!(model::Ruleset::after(&[&full, "delete chain inet minuteman mod4_tcp_4\n"]).is_err());
+    assert!(model::Ruleset::after(&[&full, "delete chain inet minuteman mod4_tcp_9\n"]).is_err());
+    assert!(model::Ruleset::after(&[&full]).is_ok());
 }

@@ -5,15 +5,16 @@
 //! - Every rendering is accepted by `nft -c -f` and then applied for real.
 //! - `render_full` is idempotent: applied twice, or over an earlier version of the table,
 //!   the kernel holds the same as after one run on an empty ruleset.
-//! - `render_ops(diff(a, b), b)` applied over `render_full(a)` leaves the kernel holding
-//!   exactly what `render_full(b)` alone does (compared as `nft -j list table` output
-//!   without handles, order-insensitive), for examples and random pairs.
+//! - `render_delta(a, b, services of diff(a, b))` applied over `render_full(a)` leaves the
+//!   kernel holding exactly what `render_full(b)` alone does (compared as `nft -j list
+//!   table` output without handles, order-insensitive), for examples and random pairs; so
+//!   does the delta that lists every service of both states.
 //!
 //! Needs root, `nft` (Debian: nftables) and `unshare` (util-linux); without them each test
 //! says why it is skipped and passes.
 
-use minuteman_core::kernel::nft::{render_full, render_ops, NftConfig};
-use minuteman_core::kernel::{diff, Destinations, KernelState, Service, MAX_WEIGHT};
+use minuteman_core::kernel::nft::{render_delta, render_full, NftConfig};
+use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::Protocol;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -228,19 +229,28 @@ fn configs() -> Vec<NftConfig> {
     ]
 }
 
-/// The kernel after `render_full(a)` then `render_ops(diff(a, b), b)` equals the kernel
-/// after `render_full(b)` alone, which equals `render_full(b)` applied twice or over `a`.
+/// The delta the data plane renders for `diff(a, b)`.
+fn delta(a: &KernelState, b: &KernelState, config: &NftConfig) -> String {
+    let ops = diff(a, b);
+    render_delta(a, b, ops.iter().map(Op::service), config)
+}
+
+/// The kernel after `render_full(a)` then the delta from `a` to `b` (of the changed
+/// services, and of every service) equals the kernel after `render_full(b)` alone, which
+/// equals `render_full(b)` applied twice or over `a`.
 fn check_pair(a: &KernelState, b: &KernelState, config: &NftConfig) -> Result<(), String> {
     let table = config.table_name();
     let full_a = render_full(a, config);
     let full_b = render_full(b, config);
-    let delta = render_ops(&diff(a, b), b, config);
     let fresh = canonical(&run(&table, &[&full_b])?);
-    let incremental = canonical(&run(&table, &[&full_a, &delta])?);
-    if incremental != fresh {
-        return Err(format!(
-            "incremental differs from full\nfull:        {fresh:#?}\nincremental: {incremental:#?}\ndelta:\n{delta}"
-        ));
+    let every = a.services.keys().chain(b.services.keys());
+    for delta in [delta(a, b, config), render_delta(a, b, every, config)] {
+        let incremental = canonical(&run(&table, &[&full_a, &delta])?);
+        if incremental != fresh {
+            return Err(format!(
+                "incremental differs from full\nfull:        {fresh:#?}\nincremental: {incremental:#?}\ndelta:\n{delta}"
+            ));
+        }
     }
     let over = canonical(&run(&table, &[&full_a, &full_b, &full_b])?);
     if over != fresh {
@@ -347,7 +357,8 @@ proptest! {
 
 /// Namespaces for the traffic test: this one is the host (output path), `$B` holds the
 /// backends, `$C` a client behind the host (prerouting path). Addresses are from the
-/// benchmarking range 198.18.0.0/15 and never leave the namespaces.
+/// benchmarking range 198.18.0.0/15 and the private fd18::/16, and never leave the
+/// namespaces.
 const TOPOLOGY: &str = r#"
 set -e
 ip link set lo up
@@ -357,54 +368,85 @@ trap 'kill $B $C $S 2>/dev/null || true' EXIT
 sleep 0.3
 ip link add vb0 type veth peer name vb1; ip link set vb1 netns $B
 ip link add vc0 type veth peer name vc1; ip link set vc1 netns $C
-ip addr add 198.18.1.1/24 dev vb0; ip link set vb0 up
-ip addr add 198.18.2.1/24 dev vc0; ip link set vc0 up
+ip addr add 198.18.1.1/24 dev vb0; ip -6 addr add fd18:1::1/64 dev vb0 nodad; ip link set vb0 up
+ip addr add 198.18.2.1/24 dev vc0; ip -6 addr add fd18:2::1/64 dev vc0 nodad; ip link set vc0 up
 sysctl -qw net.ipv4.ip_forward=1
-nsenter -t $B -n sh -c 'ip link set lo up; ip addr add 198.18.1.2/24 dev vb1; ip link set vb1 up; ip route add default via 198.18.1.1'
-nsenter -t $C -n sh -c 'ip link set lo up; ip addr add 198.18.2.2/24 dev vc1; ip link set vc1 up; ip route add default via 198.18.2.1'
+sysctl -qw net.ipv6.conf.all.forwarding=1
+nsenter -t $B -n sh -c 'ip link set lo up; ip addr add 198.18.1.2/24 dev vb1; ip -6 addr add fd18:1::2/64 dev vb1 nodad; ip link set vb1 up; ip route add default via 198.18.1.1; ip -6 route add default via fd18:1::1'
+nsenter -t $C -n sh -c 'ip link set lo up; ip addr add 198.18.2.2/24 dev vc1; ip -6 addr add fd18:2::2/64 dev vc1 nodad; ip link set vc1 up; ip route add default via 198.18.2.1; ip -6 route add default via fd18:2::1'
 ip route add 198.18.0.0/24 dev vb0
+ip -6 route add fd18::/64 dev vb0
 nft -f "$DIR/full.nft"
 nsenter -t $B -n python3 "$DIR/server.py" & S=$!
 sleep 0.5
-python3 "$DIR/client.py" output
-nsenter -t $C -n python3 "$DIR/client.py" prerouting
+python3 "$DIR/client.py" output 198.18.0.1 198.18.0.2
+nsenter -t $C -n python3 "$DIR/client.py" prerouting 198.18.0.1 198.18.0.2
+python3 "$DIR/client.py" output6 fd18::1 fd18::2
+nsenter -t $C -n python3 "$DIR/client.py" prerouting6 fd18::1 fd18::2
+python3 "$DIR/client.py" udp 198.18.0.3
+nsenter -t $C -n python3 "$DIR/client.py" udp-prerouting 198.18.0.3
 nft -f "$DIR/ops.nft"
-python3 "$DIR/client.py" drained
+python3 "$DIR/client.py" drained 198.18.0.1 198.18.0.2
+python3 "$DIR/client.py" drained6 fd18::1 fd18::2
 "#;
 
+/// TCP on 8080 and 8081 (IPv4 and IPv6), UDP on 5353 and 5354; each answers
+/// `PORT@PEER`, the peer being the address the connection came from.
 const SERVER: &str = r#"
 import socket, threading, time
-def serve(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("198.18.1.2", port)); s.listen(128)
+def serve(family, addr, port):
+    s = socket.socket(family); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(128)
     while True:
-        c, peer = s.accept(); c.sendall(b"%d %s" % (port, peer[0].encode())); c.close()
+        c, peer = s.accept(); c.sendall(b"%d@%s" % (port, peer[0].encode())); c.close()
+def serve_udp(addr, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((addr, port))
+    while True:
+        data, peer = s.recvfrom(64); s.sendto(b"%d@%s" % (port, peer[0].encode()), peer)
 for p in (8080, 8081):
-    threading.Thread(target=serve, args=(p,), daemon=True).start()
+    threading.Thread(target=serve, args=(socket.AF_INET, "198.18.1.2", p), daemon=True).start()
+    threading.Thread(target=serve, args=(socket.AF_INET6, "fd18:1::2", p), daemon=True).start()
+for p in (5353, 5354):
+    threading.Thread(target=serve_udp, args=("198.18.1.2", p), daemon=True).start()
 time.sleep(30)
 "#;
 
+/// `client.py LABEL VIP [EMPTY]`: 200 new TCP connections to VIP port 80 (or, without
+/// EMPTY, 200 UDP exchanges from fresh sockets with VIP port 53), counted by answer; then
+/// one connection to EMPTY port 80, timed. Prints e.g. `output refused 0.00
+/// 8080@198.18.1.1=49 8081@198.18.1.1=151`.
 const CLIENT: &str = r#"
 import socket, sys, time
+label, vip = sys.argv[1], sys.argv[2]
+empty = sys.argv[3] if len(sys.argv) > 3 else None
+family = socket.AF_INET6 if ":" in vip else socket.AF_INET
 hits = {}
 for _ in range(200):
-    c = socket.create_connection(("198.18.0.1", 80), timeout=2)
-    reply = c.recv(64).decode(); c.close()
+    if empty:
+        c = socket.socket(family); c.settimeout(2); c.connect((vip, 80))
+        reply = c.recv(64).decode(); c.close()
+    else:
+        c = socket.socket(family, socket.SOCK_DGRAM); c.settimeout(2); c.sendto(b"x", (vip, 53))
+        reply = c.recv(64).decode(); c.close()
     hits[reply] = hits.get(reply, 0) + 1
 t = time.time()
-try:
-    socket.create_connection(("198.18.0.2", 80), timeout=3).close(); empty = "connected"
-except ConnectionRefusedError:
-    empty = "refused"
-except Exception as e:
-    empty = type(e).__name__
-print(sys.argv[1], empty, "%.2f" % (time.time() - t), " ".join("%s=%d" % kv for kv in sorted(hits.items())).replace(" 198", "@198"))
+result = "none"
+if empty:
+    try:
+        c = socket.socket(family); c.settimeout(3); c.connect((empty, 80)); c.close(); result = "connected"
+    except ConnectionRefusedError:
+        result = "refused"
+    except Exception as e:
+        result = type(e).__name__
+print(label, result, "%.2f" % (time.time() - t), " ".join("%s=%d" % kv for kv in sorted(hits.items())))
 "#;
 
-/// Real connections through the rendered table: weights 1:3 split new connections about
-/// 1:3 from the host itself (output) and from a client behind it (prerouting), both
-/// masqueraded; a service without live destinations refuses at once; after the
-/// incremental ops drain one destination, every new connection goes to the other.
+/// Real traffic through the rendered table, from the host itself (output) and from a
+/// client behind it (prerouting), every connection masqueraded (the backend sees the
+/// host): weights 1:3 split new TCP connections about 1:3, over IPv4 and IPv6; weights
+/// 1:1 split UDP flows; a service without live destinations refuses at once; after the
+/// incremental delta drains one destination (which moves the services to new modulus
+/// chains and deletes the old ones), every new connection goes to the other.
 #[test]
 fn traffic_follows_the_rendered_table() {
     require_kernel!();
@@ -414,6 +456,9 @@ fn traffic_follows_the_rendered_table() {
     }
     let web = Service::new(Protocol::Tcp, sa("198.18.0.1:80"));
     let empty = Service::new(Protocol::Tcp, sa("198.18.0.2:80"));
+    let dns = Service::new(Protocol::Udp, sa("198.18.0.3:53"));
+    let web6 = Service::new(Protocol::Tcp, sa("[fd18::1]:80"));
+    let empty6 = Service::new(Protocol::Tcp, sa("[fd18::2]:80"));
     let a = KernelState {
         services: [
             (
@@ -421,6 +466,15 @@ fn traffic_follows_the_rendered_table() {
                 dests(&[("198.18.1.2:8080", 1), ("198.18.1.2:8081", 3)]),
             ),
             (empty, dests(&[("198.18.1.2:8080", 0)])),
+            (
+                dns,
+                dests(&[("198.18.1.2:5353", 1), ("198.18.1.2:5354", 1)]),
+            ),
+            (
+                web6,
+                dests(&[("[fd18:1::2]:8080", 1), ("[fd18:1::2]:8081", 3)]),
+            ),
+            (empty6, Destinations::new()),
         ]
         .into_iter()
         .collect(),
@@ -429,19 +483,27 @@ fn traffic_follows_the_rendered_table() {
     b.services
         .get_mut(&web)
         .map(|d| d.insert(sa("198.18.1.2:8081"), 0));
+    b.services
+        .get_mut(&web6)
+        .map(|d| d.insert(sa("[fd18:1::2]:8081"), 0));
     let config = NftConfig::default();
+    let ops = delta(&a, &b, &config);
+    assert!(
+        ops.contains("delete chain inet minuteman mod4_tcp_4"),
+        "{ops}"
+    );
     let dir = std::env::temp_dir().join(format!("minuteman-kernel-traffic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text) in [
         ("full.nft", render_full(&a, &config)),
-        ("ops.nft", render_ops(&diff(&a, &b), &b, &config)),
+        ("ops.nft", ops),
         ("server.py", SERVER.to_owned()),
         ("client.py", CLIENT.to_owned()),
     ] {
         std::fs::write(dir.join(name), text).unwrap();
     }
     let out = Command::new("timeout")
-        .args(["60", "unshare", "--net", "sh", "-c", TOPOLOGY])
+        .args(["90", "unshare", "--net", "sh", "-c", TOPOLOGY])
         .env("DIR", &dir)
         .stdin(Stdio::null())
         .output()
@@ -453,29 +515,59 @@ fn traffic_follows_the_rendered_table() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // e.g. "output refused 0.00 8080@198.18.1.1=49 8081@198.18.1.1=151"
+    println!("{stdout}");
     let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(' ').collect()).collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    let labels: Vec<&str> = lines.iter().map(|l| l[0]).collect();
+    assert_eq!(
+        labels,
+        [
+            "output",
+            "prerouting",
+            "output6",
+            "prerouting6",
+            "udp",
+            "udp-prerouting",
+            "drained",
+            "drained6"
+        ],
+        "{stdout}"
+    );
+    // Only the host's own address on the backends' link ever reaches them: masqueraded.
     let count = |line: &[&str], port: &str| -> u32 {
+        let host = if line[0].ends_with('6') {
+            "fd18:1::1"
+        } else {
+            "198.18.1.1"
+        };
         line.iter()
-            .find_map(|f| f.strip_prefix(&format!("{port}@198.18.1.1=")))
+            .find_map(|f| f.strip_prefix(&format!("{port}@{host}=")))
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
     };
     for line in &lines {
+        let (low, high) = if line[0].starts_with("udp") {
+            ("5353", "5354")
+        } else {
+            ("8080", "8081")
+        };
+        assert_eq!(count(line, low) + count(line, high), 200, "{stdout}");
+        if line[0].starts_with("udp") {
+            // 1:1 of 200: expect 100 each; allow a wide margin for chance (p < 1e-6).
+            assert!((60..=140).contains(&count(line, low)), "{stdout}");
+            continue;
+        }
         assert_eq!(line[1], "refused", "{stdout}");
         let seconds: f64 = line[2].parse().unwrap_or(f64::MAX);
         assert!(seconds < 1.0, "refusal took {seconds}s: {stdout}");
-        assert_eq!(count(line, "8080") + count(line, "8081"), 200, "{stdout}");
+        if line[0].starts_with("drained") {
+            assert_eq!(
+                count(line, high),
+                0,
+                "drained destination got traffic: {stdout}"
+            );
+        } else {
+            // 1:3 of 200: expect 50 on 8080; allow a wide margin for chance (p < 1e-6).
+            assert!((20..=85).contains(&count(line, low)), "{stdout}");
+        }
     }
-    for line in &lines[..2] {
-        // 1:3 of 200: expect 50 on 8080; allow a wide margin for chance (p < 1e-6).
-        let low = count(line, "8080");
-        assert!((20..=85).contains(&low), "{stdout}");
-    }
-    assert_eq!(
-        count(&lines[2], "8081"),
-        0,
-        "drained destination got traffic: {stdout}"
-    );
 }

@@ -22,7 +22,7 @@ use minuteman::dataplane::{
     cleanup, spawn, DataPlaneConfig, DataPlaneError, DataPlaneHandle, DataPlaneKind,
 };
 use minuteman::metrics::{ShellMetrics, Why};
-use minuteman_core::kernel::nft::{chain_name, render_full, render_ops, NftConfig};
+use minuteman_core::kernel::nft::{render_delta, render_full, NftConfig};
 use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::Protocol;
 use proptest::collection::{btree_map, vec};
@@ -125,7 +125,7 @@ fn dests(list: &[(&str, u32)]) -> Destinations {
 }
 
 /// Every shape the rendering has: IPv4 and IPv6, TCP and UDP, one destination, several
-/// with ranges, weight 0, no live destination, the other family, scaled weights.
+/// with several slots, weight 0, no live destination, the other family, scaled weights.
 fn example() -> KernelState {
     let s = |p, a: &str| Service::new(p, sa(a));
     KernelState {
@@ -375,12 +375,12 @@ fn captured_listings_parse_to_their_states() {
     assert_eq!(
         get(Protocol::Tcp, "10.0.0.1:80"),
         dests(&[("10.1.0.1:8080", 1), ("10.1.0.2:8080", 3)]),
-        "ranges, weight 0 left out"
+        "slots, weight 0 left out"
     );
     assert_eq!(
         get(Protocol::Udp, "10.0.0.2:53"),
         dests(&[("10.1.0.4:5353", 1)]),
-        "mod 1"
+        "one slot"
     );
     assert_eq!(
         get(Protocol::Tcp, "10.0.0.3:443"),
@@ -394,11 +394,8 @@ fn captured_listings_parse_to_their_states() {
     );
     assert_eq!(
         get(Protocol::Udp, "[fd01:c::2]:53"),
-        dests(&[
-            ("[fd02::4]:53", 1_073_741_823),
-            ("[fd02::5]:53", 536_870_911)
-        ]),
-        "weights past u32::MAX scaled"
+        dests(&[("[fd02::4]:53", 682), ("[fd02::5]:53", 341)]),
+        "weights past MAX_SLOTS scaled"
     );
 }
 
@@ -543,12 +540,10 @@ async fn handle_scenario() {
     );
     let mut now = core_like(&changed());
 
-    // A delta the kernel refuses (its chain was deleted behind our back): the full table.
+    // A delta the kernel refuses (the verdict element it replaces was deleted behind our
+    // back): the full table.
     let web = Service::new(Protocol::Tcp, sa("10.0.0.1:80"));
-    sh(&format!(
-        "nft delete element inet minuteman services4 '{{ tcp . 10.0.0.1 . 80 }}' && nft delete chain inet minuteman {}",
-        chain_name(&web)
-    ));
+    sh("nft delete element inet minuteman services4 '{ tcp . 10.0.0.1 . 80 }'");
     let mut next = now.clone();
     next.services.insert(web, dests(&[("10.1.0.42:80", 2)]));
     step(&handle, &now, &next).await;
@@ -599,13 +594,19 @@ async fn handle_scenario() {
         ),
         (
             4,
-            format!(
-                "nft flush chain inet minuteman {0} && nft add rule inet minuteman {0} meta l4proto tcp dnat ip to 10.9.9.9",
-                chain_name(&web)
-            ),
+            // web has 2 slots.
+            "nft flush chain inet minuteman mod4_tcp_2 && nft add rule inet minuteman mod4_tcp_2 meta l4proto tcp dnat ip to 10.9.9.9".to_owned(),
         ),
         (5, "nft flush chain inet minuteman reject_output".to_owned()),
         (6, "nft add chain inet minuteman intruder".to_owned()),
+        (
+            7,
+            "nft delete element inet minuteman d4_tcp '{ 10.0.0.1 . 80 . 1 }' && nft add element inet minuteman d4_tcp '{ 10.0.0.1 . 80 . 1 : 10.9.9.9 . 80 }'".to_owned(),
+        ),
+        (
+            8,
+            "nft add chain inet minuteman mod4_tcp_77 && nft add rule inet minuteman mod4_tcp_77 dnat ip to ip daddr . tcp dport . numgen random mod 77 map @d4_tcp".to_owned(),
+        ),
     ] {
         sh(&tamper);
         wait_for(&tamper, || metrics.kernel_restores.get() >= restores).await;
@@ -785,7 +786,8 @@ fn one_delta_among_ten_thousand_services() {
         if let Some((_, dests)) = next.services.iter_mut().nth(usize::from(round) * 1999 + 1) {
             dests.insert(sa(&format!("10.202.0.{}:8080", round + 1)), 7);
         }
-        let delta = render_ops(&diff(&now, &next), &next, &config);
+        let ops = diff(&now, &next);
+        let delta = render_delta(&now, &next, ops.iter().map(Op::service), &config);
         let started = Instant::now();
         nft.run_blocking(&delta).unwrap();
         bare.push(started.elapsed());

@@ -28,7 +28,7 @@ use super::nft::Nft;
 use super::{genid, listing};
 use super::{DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
-use minuteman_core::kernel::nft::{render_full, render_ops};
+use minuteman_core::kernel::nft::{render_delta, render_full};
 use minuteman_core::kernel::{KernelState, Op};
 use std::sync::Arc;
 use std::time::Instant;
@@ -231,8 +231,12 @@ impl Worker {
             return;
         };
         if followed && !self.needs_full {
-            let delta = render_ops(&ops, &target, &self.cfg.nft);
-            // Empty when the ops only touch services nft cannot hold.
+            // The kernel holds `committed` (it is what it held after the last transaction
+            // this worker saw succeed): the delta goes from there.
+            let touched = ops.iter().map(Op::service);
+            let delta = render_delta(&self.committed, &target, touched, &self.cfg.nft);
+            // Empty when the ops only touch services nft cannot hold, or change nothing
+            // it shows.
             if delta.is_empty() || self.transaction(&nft, &delta, DELTA).await.is_ok() {
                 self.commit(target);
                 return;
