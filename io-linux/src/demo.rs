@@ -21,9 +21,6 @@ use minuteman::lab::mesos::Task;
 use minuteman::lab::net::NetSpec;
 use minuteman::lab::request::{Tally, Target};
 use minuteman::lab::{self, LabError};
-use minuteman_core::kernel::nft::chain_name;
-use minuteman_core::kernel::Service;
-use minuteman_core::vip::Protocol;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -477,26 +474,57 @@ impl Demo {
         };
         println!("10 requests through the named VIP, {target}:");
         println!("  {}", self.tally(&target, 10)?);
-        if let Some(rule) = self.kernel_rule(1)? {
+        let entries = self.kernel_entries(1)?;
+        if !entries.is_empty() {
             println!(
-                "The rule for {VIP} in h1's kernel (`nft list table inet minuteman`):\n  {rule}"
+                "{VIP} in h1's kernel (`nft list table inet minuteman`): the verdict map sends \
+                 the service to the chain of its modulus, which picks a slot at random; each \
+                 slot names a backend:"
             );
+            for entry in entries {
+                println!("  {entry}");
+            }
         }
         Ok(())
     }
 
-    /// The DNAT rule of the VIP's service in host `i`'s table.
-    fn kernel_rule(&self, i: usize) -> Result<Option<String>, DemoError> {
-        let chain = chain_name(&Service::new(
-            Protocol::Tcp,
-            VIP.parse().expect("an address"),
-        ));
+    /// What host `i`'s table holds for the VIP's service: its `services4` element, the
+    /// rule of the modulus chain it goes to, and its slot elements.
+    fn kernel_entries(&self, i: usize) -> Result<Vec<String>, DemoError> {
         let Some(table) = self.c.nft_table(i)? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let mut lines = table.lines().map(str::trim);
-        let found = lines.find(|l| l.starts_with(&format!("chain {chain} ")));
-        Ok(found.and_then(|_| lines.find(|l| !l.is_empty()).map(str::to_owned)))
+        let addr: SocketAddr = VIP.parse().expect("an address");
+        let key = format!("{} . {}", addr.ip(), addr.port());
+        let fragments: Vec<&str> = table
+            .split(['\n', ',', '{', '}'])
+            .map(str::trim)
+            .filter(|f| f.contains(&key) && f.contains(':'))
+            .collect();
+        let mut out: Vec<String> = fragments
+            .iter()
+            .filter(|f| f.contains("goto"))
+            .map(|f| (*f).to_owned())
+            .collect();
+        let chain = out
+            .first()
+            .and_then(|f| f.rsplit("goto ").next())
+            .map(|c| c.trim().to_owned());
+        if let Some(chain) = chain {
+            let mut lines = table.lines().map(str::trim);
+            if lines.any(|l| l.starts_with(&format!("chain {chain} "))) {
+                if let Some(rule) = lines.find(|l| !l.is_empty()) {
+                    out.push(format!("chain {chain}: {rule}"));
+                }
+            }
+        }
+        out.extend(
+            fragments
+                .iter()
+                .filter(|f| !f.contains("goto"))
+                .map(|f| (*f).to_owned()),
+        );
+        Ok(out)
     }
 
     fn failover(&mut self) -> Result<(), DemoError> {
