@@ -198,6 +198,11 @@ pub struct Node {
     replication: Replication,
     reach: Reach,
     data: DataPlane,
+    /// The deadline of the last `Timeout` handed out: an input later than it by more than
+    /// `ping.self_lateness_forgiven` means this node was not running in between.
+    asked: Option<Time>,
+    /// The time of the latest input.
+    last_input: Time,
 }
 
 impl Node {
@@ -231,6 +236,8 @@ impl Node {
             replication,
             reach,
             data: DataPlane::new(me.addr),
+            asked: None,
+            last_input: now,
             cfg,
         };
         if node.cfg.contacts.iter().all(|c| *c == me.addr) {
@@ -355,6 +362,7 @@ impl Node {
         mut agents: Vec<IpAddr>,
         services: VipSet,
     ) -> Result<(), RecordTooLarge> {
+        self.catch_up(now);
         agents.sort_unstable();
         agents.dedup();
         if agents == self.data.local_agents && services == *self.data.local_services {
@@ -395,6 +403,7 @@ impl Node {
     /// Declares what the kernel actually holds (read back after a failed apply, or at
     /// start); the next operations lead from there to the desired state.
     pub fn resync_kernel(&mut self, now: Time, actual: KernelState) {
+        self.catch_up(now);
         self.data.resync(actual);
         self.after_input(now);
     }
@@ -408,6 +417,7 @@ impl Node {
         remote: IpAddr,
         frame: &[u8],
     ) -> Result<NodeId, InputError> {
+        self.catch_up(now);
         match wire::decode_sealed(frame, &self.cfg.limits, &self.cfg.auth) {
             Ok((envelope, verified)) => {
                 self.io.counters.frames_verified.count(verified);
@@ -435,6 +445,7 @@ impl Node {
         remote: IpAddr,
         envelope: Envelope,
     ) -> Result<(), InputError> {
+        self.catch_up(now);
         let claimed = envelope.from.addr;
         if claimed.ip().to_canonical() != remote.to_canonical() {
             self.io.counters.forged_sender += 1;
@@ -447,6 +458,7 @@ impl Node {
     /// The result of an [`Output::ProbeHost`]: whether `peer`'s host answered (a SYN-ACK
     /// or a reset) within the shell's connect timeout.
     pub fn handle_host_probe(&mut self, now: Time, peer: SocketAddr, answered: bool) {
+        self.catch_up(now);
         if answered {
             self.io.counters.host_probes_answered += 1;
         }
@@ -462,6 +474,7 @@ impl Node {
 
     /// The connection to `peer` closed or failed: an active link to it is checked now.
     pub fn handle_connection_lost(&mut self, now: Time, peer: SocketAddr) {
+        self.catch_up(now);
         self.io.counters.connections_lost += 1;
         self.views.suspect(now, &mut self.io, &peer);
         self.after_input(now);
@@ -533,6 +546,7 @@ impl Node {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.catch_up(now);
         let (io, store) = (&mut self.io, &self.replication.store);
         self.views.poll_links(now, io, store);
         self.views.handle_timeout(now, io);
@@ -554,7 +568,22 @@ impl Node {
         if let Some(ops) = self.data.poll_kernel(&mut self.io.counters) {
             return Output::Kernel(ops);
         }
-        Output::Timeout(self.next_deadline())
+        let at = self.next_deadline();
+        // A deadline already past means "at once": lateness counts from the last input.
+        self.asked = Some(at.max(self.last_input));
+        Output::Timeout(at)
+    }
+
+    /// Called first by every input: if this node runs late, the links forgive the silence
+    /// it slept through.
+    fn catch_up(&mut self, now: Time) {
+        self.last_input = self.last_input.max(now);
+        if let Some(at) = self.asked.take() {
+            if now.saturating_since(at) > self.cfg.ping.self_lateness_forgiven {
+                self.io.counters.late_wakeups += 1;
+                self.views.forgive(now);
+            }
+        }
     }
 
     // ----- routing -----------------------------------------------------------------------

@@ -174,6 +174,12 @@ impl Worker {
                     .kernel_syncs
                     .get_or_create(&Why::new(label))
                     .inc();
+                tracing::debug!(
+                    kind = label,
+                    bytes = script.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "kernel sync committed"
+                );
             }
             Err(e) => {
                 self.metrics
