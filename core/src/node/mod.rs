@@ -309,6 +309,11 @@ impl Node {
         self.replication.store.records()
     }
 
+    /// The same set, shared (no copy).
+    pub fn local_services_shared(&self) -> Arc<VipSet> {
+        self.data.local_services.clone()
+    }
+
     /// What this node currently reports for its local agent(s).
     pub fn local_services(&self) -> &VipSet {
         &self.data.local_services
@@ -360,12 +365,14 @@ impl Node {
         &mut self,
         now: Time,
         mut agents: Vec<IpAddr>,
-        services: VipSet,
+        services: impl Into<Arc<VipSet>>,
     ) -> Result<(), RecordTooLarge> {
         self.catch_up(now);
+        // Shared, not copied: a shell may keep the same set (its last Mesos state).
+        let services: Arc<VipSet> = services.into();
         agents.sort_unstable();
         agents.dedup();
-        if agents == self.data.local_agents && services == *self.data.local_services {
+        if agents == self.data.local_agents && *services == *self.data.local_services {
             return Ok(());
         }
         let limits = &self.cfg.limits;
@@ -380,7 +387,7 @@ impl Node {
         let body = RecordBody {
             adjacency: self.active_view().collect(),
             agents,
-            services: Arc::new(services),
+            services,
         };
         let bytes = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
         if bytes > limits.max_record_bytes {

@@ -196,7 +196,7 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
     let initial = SavedState {
         epoch,
         agents: saved.as_ref().map(|s| s.agents.clone()).unwrap_or_default(),
-        services: node.local_services().clone(),
+        services: node.local_services_shared(),
     };
     let (persist_tx, persist_rx) = watch::channel(initial);
     // The new epoch is on disk before anything else happens.

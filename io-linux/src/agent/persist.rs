@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 const MAGIC: &[u8; 4] = b"MMST";
@@ -32,7 +33,8 @@ pub const FILE_NAME: &str = "state.bin";
 pub struct SavedState {
     pub epoch: u64,
     pub agents: Vec<IpAddr>,
-    pub services: VipSet,
+    /// Shared with the node (serialized as the set itself).
+    pub services: Arc<VipSet>,
 }
 
 /// Why a saved state could not be used.
@@ -146,7 +148,7 @@ mod tests {
         SavedState {
             epoch: 7,
             agents: vec!["10.0.0.5".parse().unwrap()],
-            services,
+            services: Arc::new(services),
         }
     }
 

@@ -176,16 +176,13 @@ impl Pump {
     fn set_local_services(&mut self, update: LocalServices) {
         let now = self.now();
         let backends = update.services.backend_count();
+        let vips = update.services.vips.len();
         match self
             .node
-            .set_local_services(now, update.agents.clone(), update.services.clone())
+            .set_local_services(now, update.agents, update.services)
         {
             Ok(()) => {
-                tracing::info!(
-                    backends,
-                    vips = update.services.vips.len(),
-                    "local services updated"
-                );
+                tracing::info!(backends, vips, "local services updated");
                 self.save();
             }
             Err(error) => {
@@ -204,7 +201,7 @@ impl Pump {
                 .record(&self.node.id().addr)
                 .map(|r| r.body.agents.clone())
                 .unwrap_or_default(),
-            services: self.node.local_services().clone(),
+            services: self.node.local_services_shared(),
         };
         self.persist.send_if_modified(|old| {
             let changed = *old != state;

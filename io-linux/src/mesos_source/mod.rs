@@ -45,6 +45,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +69,8 @@ const LOGGED_WARNINGS: usize = 20;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalServices {
     pub agents: Vec<IpAddr>,
-    pub services: VipSet,
+    /// Shared with the node that publishes it (one copy however many hold it).
+    pub services: Arc<VipSet>,
 }
 
 /// Where the state comes from.
@@ -265,7 +267,7 @@ async fn drive<S: Source>(
                 record_warnings(&good.warnings, &mut warned, metrics);
                 let next = LocalServices {
                     agents: vec![agent_ip],
-                    services: good.services,
+                    services: Arc::new(good.services),
                 };
                 let (vips, backends) = sizes(&next.services);
                 if publish(tx, next) {

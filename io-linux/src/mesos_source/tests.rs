@@ -132,7 +132,7 @@ async fn backoff_grows_to_the_cap_and_resets_on_success() {
     assert!(rx.has_changed().unwrap());
     let published = rx.borrow_and_update().clone().unwrap();
     assert_eq!(published.agents, [AGENT]);
-    assert_eq!(published.services, vips(2));
+    assert_eq!(*published.services, vips(2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +142,10 @@ async fn failures_publish_nothing_and_an_empty_state_is_published() {
     let (tx, mut rx) = watch::channel(None);
     let mut source = scripted::<true>(vec![good(1)], &shutdown);
     gaps(&mut source, &metrics, &tx, &shutdown).await;
-    assert_eq!(rx.borrow_and_update().as_ref().unwrap().services, vips(1));
+    assert_eq!(
+        rx.borrow_and_update().as_ref().unwrap().services.as_ref(),
+        &vips(1)
+    );
 
     let shutdown = CancellationToken::new();
     let mut source = scripted::<true>(
@@ -155,7 +158,7 @@ async fn failures_publish_nothing_and_an_empty_state_is_published() {
     );
     gaps(&mut source, &metrics, &tx, &shutdown).await;
     assert!(!rx.has_changed().unwrap(), "a failure published something");
-    assert_eq!(rx.borrow().as_ref().unwrap().services, vips(1));
+    assert_eq!(rx.borrow().as_ref().unwrap().services.as_ref(), &vips(1));
 
     let shutdown = CancellationToken::new();
     let empty = Ok(Good::default());
@@ -174,7 +177,7 @@ async fn a_seeded_channel_sees_no_change_for_the_same_state() {
     let metrics = ShellMetrics::default();
     let seeded = LocalServices {
         agents: vec![AGENT],
-        services: vips(1),
+        services: vips(1).into(),
     };
     let (tx, rx) = watch::channel(Some(seeded));
     let mut source = scripted::<true>(vec![good(1), good(1)], &shutdown);
