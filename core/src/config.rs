@@ -331,11 +331,6 @@ pub struct PingConfig {
     /// A stalled peer is declared down (its backends withdrawn) after this long without
     /// its agent, even though its host answers.
     pub agent_stall_bound: Duration,
-    /// When this node itself runs later than the deadline it asked for by more than this
-    /// (its process stalled, its host frozen, its own task busy), the silence of its links
-    /// during that time is not held against the peers: every link's silence clock restarts
-    /// (see [`crate::ping::LinkMonitor::forgive`]).
-    pub self_lateness_forgiven: Duration,
 }
 
 impl PingConfig {
@@ -361,7 +356,6 @@ impl PingConfig {
         interval("ping.host_probe_interval", self.host_probe_interval)?;
         interval("ping.stalled_probe_interval", self.stalled_probe_interval)?;
         duration("ping.stalled_fast_probing", self.stalled_fast_probing)?;
-        duration("ping.self_lateness_forgiven", self.self_lateness_forgiven)?;
         duration("ping.agent_stall_bound", self.agent_stall_bound)
     }
 }
@@ -380,7 +374,6 @@ impl Default for PingConfig {
             stalled_probe_interval: Duration::from_millis(500),
             stalled_fast_probing: Duration::from_secs(1),
             agent_stall_bound: Duration::from_secs(180),
-            self_lateness_forgiven: Duration::from_millis(100),
         }
     }
 }

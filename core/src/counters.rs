@@ -135,9 +135,6 @@ pub struct Counters {
     pub cascades: u64,
     /// Suspect or stalled links that were heard from again (false suspicions recovered).
     pub suspicions_cleared: u64,
-    /// Inputs that came later than the deadline this node asked for by more than
-    /// `ping.self_lateness_forgiven`: the node itself was stalled, and forgave its links.
-    pub late_wakeups: u64,
     pub joins_sent: u64,
     /// JOINs left unanswered by a contact not yet in the overlay.
     pub joins_deferred: u64,
@@ -171,7 +168,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 27] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 26] {
         [
             (
                 "stale_replies",
@@ -218,11 +215,6 @@ impl Counters {
                 "suspicions_cleared",
                 "Suspect or stalled links heard from again (false suspicions recovered)",
                 self.suspicions_cleared,
-            ),
-            (
-                "late_wakeups",
-                "Times this node ran late (itself stalled) and forgave its links the silence",
-                self.late_wakeups,
             ),
             ("joins_sent", "JOIN messages sent", self.joins_sent),
             (

@@ -125,35 +125,6 @@ impl LinkMonitor {
         self.probing_since = None;
     }
 
-    /// This node was not running until `now` (it woke late): nothing it failed to hear in
-    /// that time counts against the peer. A silence in progress starts over at `now` (a
-    /// suspect link goes back to waiting for a ping answered within the timeout, pinged at
-    /// once; a stalled one gets a fresh `host_down_after` window), and probes asked for
-    /// before are not awaited.
-    pub fn forgive(&mut self, now: Time, cfg: &PingConfig) {
-        let timeout = self.timeout(cfg);
-        match self.state {
-            State::Healthy { outstanding: None } => {}
-            State::Healthy {
-                outstanding: Some(_),
-            }
-            | State::Suspect { .. } => {
-                self.state = State::Healthy {
-                    outstanding: Some(now + timeout),
-                };
-                self.silent_since = Some(now);
-            }
-            State::Stalled { .. } => {
-                if self.host_answered.is_some() {
-                    self.host_answered = Some(now);
-                }
-            }
-        }
-        self.probing_since = None;
-        self.next_ping = self.next_ping.min(now);
-        self.next_host_probe = self.next_host_probe.min(now);
-    }
-
     /// The peer's host answered a kernel-level probe (a SYN-ACK or a reset).
     pub fn on_host_answer(&mut self, now: Time) {
         self.host_answered = Some(self.host_answered.map_or(now, |t| t.max(now)));
@@ -458,43 +429,6 @@ mod tests {
             pong(&mut m, ms(i), ms(i), &cfg);
         }
         assert_eq!(m.rtts.len(), cfg.rtt_window);
-    }
-
-    /// The node itself stalls for a second while a ping is outstanding: when it wakes,
-    /// the silence it slept through does not kill the link; a peer that stays silent
-    /// after that dies `host_down_after` later, counted from the wake-up.
-    #[test]
-    fn a_node_that_wakes_late_forgives_the_silence_it_slept_through() {
-        let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
-        pong(&mut m, ms(1), ms(0), &cfg);
-        assert!(!m.poll(ms(1), &cfg).dead); // a ping goes out at 1 ms
-        let mut stalled = m.clone();
-        // Without forgiveness, the first poll after a 1 s stall already judges.
-        let mut now = ms(1000);
-        let mut dead_without = None;
-        for _ in 0..50 {
-            if stalled.poll(now, &cfg).dead {
-                dead_without = Some(now);
-                break;
-            }
-            now = stalled
-                .next_deadline(&cfg)
-                .max(now + Duration::from_millis(1));
-        }
-        let dead_without = dead_without.expect("dies without forgiveness");
-        m.forgive(ms(1000), &cfg);
-        let dead = time_to_death(&mut m, ms(1000), &cfg);
-        assert!(dead > dead_without, "forgiven {dead} vs {dead_without}");
-        assert!(dead >= ms(1000) + cfg.host_down_after, "dead at {dead}");
-        // An answer after the wake-up keeps it alive.
-        let mut m2 = LinkMonitor::new(ms(0), ms(0));
-        pong(&mut m2, ms(1), ms(0), &cfg);
-        m2.poll(ms(1), &cfg);
-        m2.forgive(ms(1000), &cfg);
-        assert!(!m2.poll(ms(1000), &cfg).dead);
-        m2.on_heard(ms(1010));
-        assert!(!m2.is_suspect());
     }
 
     #[test]

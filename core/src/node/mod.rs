@@ -198,11 +198,6 @@ pub struct Node {
     replication: Replication,
     reach: Reach,
     data: DataPlane,
-    /// The deadline of the last `Timeout` handed out: an input later than it by more than
-    /// `ping.self_lateness_forgiven` means this node was not running in between.
-    asked: Option<Time>,
-    /// The time of the latest input.
-    last_input: Time,
 }
 
 impl Node {
@@ -236,8 +231,6 @@ impl Node {
             replication,
             reach,
             data: DataPlane::new(me.addr),
-            asked: None,
-            last_input: now,
             cfg,
         };
         if node.cfg.contacts.iter().all(|c| *c == me.addr) {
@@ -367,7 +360,6 @@ impl Node {
         mut agents: Vec<IpAddr>,
         services: impl Into<Arc<VipSet>>,
     ) -> Result<(), RecordTooLarge> {
-        self.catch_up(now);
         // Shared, not copied: a shell may keep the same set (its last Mesos state).
         let services: Arc<VipSet> = services.into();
         agents.sort_unstable();
@@ -410,7 +402,6 @@ impl Node {
     /// Declares what the kernel actually holds (read back after a failed apply, or at
     /// start); the next operations lead from there to the desired state.
     pub fn resync_kernel(&mut self, now: Time, actual: KernelState) {
-        self.catch_up(now);
         self.data.resync(actual);
         self.after_input(now);
     }
@@ -424,7 +415,6 @@ impl Node {
         remote: IpAddr,
         frame: &[u8],
     ) -> Result<NodeId, InputError> {
-        self.catch_up(now);
         match wire::decode_sealed(frame, &self.cfg.limits, &self.cfg.auth) {
             Ok((envelope, verified)) => {
                 self.io.counters.frames_verified.count(verified);
@@ -452,7 +442,6 @@ impl Node {
         remote: IpAddr,
         envelope: Envelope,
     ) -> Result<(), InputError> {
-        self.catch_up(now);
         let claimed = envelope.from.addr;
         if claimed.ip().to_canonical() != remote.to_canonical() {
             self.io.counters.forged_sender += 1;
@@ -465,7 +454,6 @@ impl Node {
     /// The result of an [`Output::ProbeHost`]: whether `peer`'s host answered (a SYN-ACK
     /// or a reset) within the shell's connect timeout.
     pub fn handle_host_probe(&mut self, now: Time, peer: SocketAddr, answered: bool) {
-        self.catch_up(now);
         if answered {
             self.io.counters.host_probes_answered += 1;
         }
@@ -481,7 +469,6 @@ impl Node {
 
     /// The connection to `peer` closed or failed: an active link to it is checked now.
     pub fn handle_connection_lost(&mut self, now: Time, peer: SocketAddr) {
-        self.catch_up(now);
         self.io.counters.connections_lost += 1;
         self.views.suspect(now, &mut self.io, &peer);
         self.after_input(now);
@@ -553,7 +540,6 @@ impl Node {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        self.catch_up(now);
         let (io, store) = (&mut self.io, &self.replication.store);
         self.views.poll_links(now, io, store);
         self.views.handle_timeout(now, io);
@@ -575,22 +561,7 @@ impl Node {
         if let Some(ops) = self.data.poll_kernel(&mut self.io.counters) {
             return Output::Kernel(ops);
         }
-        let at = self.next_deadline();
-        // A deadline already past means "at once": lateness counts from the last input.
-        self.asked = Some(at.max(self.last_input));
-        Output::Timeout(at)
-    }
-
-    /// Called first by every input: if this node runs late, the links forgive the silence
-    /// it slept through.
-    fn catch_up(&mut self, now: Time) {
-        self.last_input = self.last_input.max(now);
-        if let Some(at) = self.asked.take() {
-            if now.saturating_since(at) > self.cfg.ping.self_lateness_forgiven {
-                self.io.counters.late_wakeups += 1;
-                self.views.forgive(now);
-            }
-        }
+        Output::Timeout(self.next_deadline())
     }
 
     // ----- routing -----------------------------------------------------------------------

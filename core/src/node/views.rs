@@ -211,13 +211,6 @@ impl Views {
         }
     }
 
-    /// This node woke late (see [`crate::ping::LinkMonitor::forgive`]).
-    pub(crate) fn forgive(&mut self, now: Time) {
-        for peer in self.active.values_mut() {
-            peer.monitor.forgive(now, &self.ping);
-        }
-    }
-
     pub(crate) fn active_len(&self) -> usize {
         self.active.len()
     }
