@@ -23,7 +23,7 @@
 
 use crate::kernel::{Destinations, KernelState, Service, MAX_WEIGHT};
 use crate::named::{in_v4_prefix, in_v6_prefix, NameTable};
-use crate::vip::{Backend, Vip, VipAddr, VipSet};
+use crate::vip::{Backend, Backends, Vip, VipAddr, VipSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -308,11 +308,7 @@ fn merge(dests: &mut Destinations, dest: SocketAddr, backend: &Backend) {
     *weight = (*weight).max(incoming);
 }
 
-type ChangedVip<'a> = (
-    &'a Vip,
-    Option<&'a BTreeSet<Backend>>,
-    Option<&'a BTreeSet<Backend>>,
-);
+type ChangedVip<'a> = (&'a Vip, Option<&'a Backends>, Option<&'a Backends>);
 
 /// The VIPs whose backends differ between `old` and `new`, by a merge walk of both.
 fn changed_vips<'a>(old: &'a VipSet, new: &'a VipSet) -> Vec<ChangedVip<'a>> {

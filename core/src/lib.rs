@@ -29,5 +29,5 @@ pub use id::NodeId;
 pub use node::{Event, InputError, LinkDown, Node, Output, RecordTooLarge, Transmit};
 pub use records::{Record, RecordBody};
 pub use time::Time;
-pub use vip::{Backend, Protocol, Vip, VipAddr, VipSet};
+pub use vip::{Backend, Backends, Protocol, Vip, VipAddr, VipSet};
 pub use wire::{DecodeError, Envelope, Limits, Message};

@@ -17,7 +17,8 @@ use super::cluster::Resolver;
 use super::cluster::{AgentIpError, ClusterState};
 use super::labels::{self, LabelError, VipHost};
 use super::task::{PortMap, RawPort, Task, TaskPort, TaskState};
-use crate::vip::{Backend, Protocol, Vip, VipAddr, VipSet};
+use crate::vip::{Backend, Backends, Protocol, Vip, VipAddr, VipSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// What one extraction found: the VIPs and the problems worth telling an operator.
@@ -271,7 +272,7 @@ fn extract_task(
     state: &ClusterState,
     task: &Task,
     options: &ExtractOptions<'_>,
-    vips: &mut VipSet,
+    vips: &mut BTreeMap<Vip, Vec<Backend>>,
     warn: &mut Warnings,
 ) {
     let Some(weight) = task_weight(task) else {
@@ -369,7 +370,7 @@ fn extract_task(
             }
         }
         if !backends.is_empty() {
-            vips.vips.entry(vip).or_default().extend(backends);
+            vips.entry(vip).or_default().extend(backends);
             continue;
         }
         let why = match candidate.address {
@@ -394,11 +395,18 @@ fn extract_task(
 
 /// Every VIP with its backends, from every task that counts.
 pub fn extract_state(state: &ClusterState, options: &ExtractOptions<'_>) -> Extracted {
-    let mut vips = VipSet::new();
+    // Backends are gathered unsorted and each VIP's set is sorted once, at its final size.
+    let mut gathered = BTreeMap::new();
     let mut warn = Warnings::default();
     for task in state.tasks.values() {
-        extract_task(state, task, options, &mut vips, &mut warn);
+        extract_task(state, task, options, &mut gathered, &mut warn);
     }
+    let vips = VipSet {
+        vips: gathered
+            .into_iter()
+            .map(|(vip, backends)| (vip, Backends::from(backends)))
+            .collect(),
+    };
     Extracted {
         vips,
         warnings: warn.finish(),

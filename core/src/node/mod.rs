@@ -376,6 +376,9 @@ impl Node {
                 limit: limits.max_record_backends,
             });
         }
+        // Kept for as long as it is published: no spare capacity (sets built by `insert`).
+        let mut services = services;
+        services.shrink_to_fit();
         let body = RecordBody {
             adjacency: self.active_view().collect(),
             agents,
