@@ -361,7 +361,7 @@ impl Node {
         services: impl Into<Arc<VipSet>>,
     ) -> Result<(), RecordTooLarge> {
         // Shared, not copied: a shell may keep the same set (its last Mesos state).
-        let services: Arc<VipSet> = services.into();
+        let mut services: Arc<VipSet> = services.into();
         agents.sort_unstable();
         agents.dedup();
         if agents == self.data.local_agents && *services == *self.data.local_services {
@@ -377,8 +377,10 @@ impl Node {
             });
         }
         // Kept for as long as it is published: no spare capacity (sets built by `insert`).
-        let mut services = services;
-        services.shrink_to_fit();
+        // A set shared with the caller was shrunk by it (the agent's Mesos source does).
+        if let Some(set) = Arc::get_mut(&mut services) {
+            set.shrink_to_fit();
+        }
         let body = RecordBody {
             adjacency: self.active_view().collect(),
             agents,

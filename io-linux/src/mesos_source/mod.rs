@@ -267,7 +267,11 @@ async fn drive<S: Source>(
                 record_warnings(&good.warnings, &mut warned, metrics);
                 let next = LocalServices {
                     agents: vec![agent_ip],
-                    services: Arc::new(good.services),
+                    services: Arc::new({
+                        let mut services = good.services;
+                        services.shrink_to_fit();
+                        services
+                    }),
                 };
                 let (vips, backends) = sizes(&next.services);
                 if publish(tx, next) {
