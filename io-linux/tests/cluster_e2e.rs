@@ -173,10 +173,10 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
         "h3's task leaves every table",
         |c| (1..=c.hosts).all(|i| !in_table(c, i, &gone)),
     );
-    eprintln!(
+    support::report_line(&format!(
         "task removal: out of every host's table {} ms after the state file changed",
         took.as_millis()
-    );
+    ));
     assert_eq!(
         spread(&c, &c.ns(1), &format!("http://{vip}/"), 20),
         ["h1", "h2"].map(str::to_owned).into(),
@@ -357,7 +357,7 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
         .iter()
         .map(|a| a.done.saturating_duration_since(kill_at))
         .max();
-    eprintln!(
+    support::report_line(&format!(
         "failover: h3's backend out of both tables {} ms after the kill; {} of {} requests failed; \
          last failed request sent {:?} and ended {:?} after the kill",
         withdrawn.as_millis(),
@@ -365,7 +365,7 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
         attempts.len(),
         last_failed_sent,
         last_failed_done
-    );
+    ));
     assert!(
         withdrawn <= Duration::from_secs(1),
         "withdrawal took {withdrawn:?}"
@@ -373,11 +373,11 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
     assert!(
         failed
             .iter()
-            .all(|a| a.sent < kill_at + Duration::from_secs(1)),
-        "a request sent more than 1 s after the kill failed: {:?}",
+            .all(|a| a.done <= kill_at + Duration::from_secs(1)),
+        "a request failed later than 1 s after the kill: {:?}",
         failed
             .iter()
-            .map(|a| (a.sent.saturating_duration_since(kill_at), &a.result))
+            .map(|a| (a.done.saturating_duration_since(kill_at), &a.result))
             .collect::<Vec<_>>()
     );
     // A request in flight when the link was cut may fail; none may fail before the kill.
@@ -400,10 +400,10 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
                 && in_table(c, 2, &dead)
         },
     );
-    eprintln!(
+    support::report_line(&format!(
         "restart: h3 back in every table {} ms after its agent started",
         restart.elapsed().as_millis()
-    );
+    ));
     // The cut link left h1's neighbour entry for h3 failed for up to a second: wait until
     // h1 reaches h3's server directly before counting on the VIP.
     let direct = format!("http://{}:8080/", c.ip(3));
@@ -452,11 +452,11 @@ fn a_stopped_agent_keeps_its_backends_everywhere() {
     let attempts: Vec<support::Attempt> =
         loops.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let failed: Vec<_> = attempts.iter().filter(|a| a.result.is_err()).collect();
-    eprintln!(
+    support::report_line(&format!(
         "stall: {} requests, {} failed, table checked {checks} times",
         attempts.len(),
         failed.len()
-    );
+    ));
     assert!(
         failed.is_empty(),
         "requests failed during a 3 s agent stop: {failed:?}"
@@ -502,5 +502,7 @@ fn cpu_stress_never_makes_a_live_host_unreachable() {
             "h{i}: {states:?}"
         );
     }
-    eprintln!("stress: {seconds} s of stress-ng --cpu 2, no host declared unreachable");
+    support::report_line(&format!(
+        "stress: {seconds} s of stress-ng --cpu 2, no host declared unreachable"
+    ));
 }

@@ -263,6 +263,25 @@ pub fn exec(ns: &str, args: &[&str]) -> Output {
 }
 
 /// One HTTP GET from `ns` on a new connection, 1 s at most; the body, or why it failed.
+/// Where the end-to-end tests write their measured figures, so `.ci/run` can show them
+/// (cargo captures a passing test's output).
+pub fn report_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-report.txt")
+}
+
+/// Appends one line of figures to [`report_path`] and prints it.
+pub fn report_line(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(report_path())
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 pub fn curl(ns: &str, url: &str) -> Result<String, String> {
     let out = exec(
         ns,
@@ -270,6 +289,10 @@ pub fn curl(ns: &str, url: &str) -> Result<String, String> {
             "curl",
             "-sS",
             "-g",
+            // A client that gives up on a silent backend after 0.5 s and on the whole
+            // request after 1 s: a request to a dead host fails by then.
+            "--connect-timeout",
+            "0.5",
             "--max-time",
             "1",
             "-H",
