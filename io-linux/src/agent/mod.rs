@@ -266,7 +266,12 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
     wait_for_signal().await;
     tracing::info!("stopping: flushing peers, finishing kernel transactions, saving state");
     shutdown.cancel();
-    let dataplane = pump.await.expect("the node's task does not panic");
+    let (dataplane, writers) = pump.await.expect("the node's task does not panic");
+    // Queued frames go out (up to a second: a peer that does not take them is dropped).
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    for writer in writers {
+        let _ = tokio::time::timeout_at(deadline, writer).await;
+    }
     dataplane.shutdown().await;
     let _ = tokio::join!(mesos, accept, api);
     // The pump (the state's last sender) is gone: the writer saves what is left and ends.

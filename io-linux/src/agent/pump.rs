@@ -104,12 +104,12 @@ impl Pump {
     }
 
     /// Runs until `shutdown`; then closes the peer connections after flushing them and
-    /// hands the data plane back for its own shutdown.
+    /// hands back the data plane (for its own shutdown) and the writers still flushing.
     pub async fn run(
         mut self,
         mut inputs: PumpInputs,
         shutdown: CancellationToken,
-    ) -> DataPlaneHandle {
+    ) -> (DataPlaneHandle, Vec<tokio::task::JoinHandle<()>>) {
         let mut deadline = self.drain();
         let mut mesos_open = true;
         loop {
@@ -142,8 +142,8 @@ impl Pump {
             }
             deadline = self.drain();
         }
-        self.outbound.close_all();
-        self.dataplane
+        let writers = self.outbound.close_all();
+        (self.dataplane, writers)
     }
 
     fn handle_input(&mut self, input: Input) {

@@ -85,6 +85,7 @@ impl Default for TransportConfig {
 /// A writer's queue.
 struct Writer {
     tx: mpsc::Sender<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The outbound side, owned by the node's task.
@@ -127,7 +128,7 @@ impl Outbound {
                 return;
             }
             let (tx, rx) = mpsc::channel(self.cfg.queue_frames);
-            tokio::spawn(writer(
+            let task = tokio::spawn(writer(
                 dst,
                 self.local_ip,
                 rx,
@@ -135,7 +136,7 @@ impl Outbound {
                 self.metrics.clone(),
                 self.inbox.clone(),
             ));
-            self.writers.insert(dst, Writer { tx });
+            self.writers.insert(dst, Writer { tx, task });
         }
         let writer = &self.writers[&dst];
         if writer.tx.try_send(frame).is_err() {
@@ -149,9 +150,9 @@ impl Outbound {
         self.writers.remove(&dst);
     }
 
-    /// Closes every connection after flushing it.
-    pub fn close_all(&mut self) {
-        self.writers.clear();
+    /// Closes every connection after flushing it; the writers' tasks, to wait for.
+    pub fn close_all(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.writers.drain().map(|(_, w)| w.task).collect()
     }
 
     fn drop_frame(&self, reason: &'static str) {
