@@ -49,21 +49,13 @@ fn main() {
         degrees(&sim)
     );
     println!("{:?}", sim.traffic);
-    let names = [
-        "join",
-        "forward_join",
-        "neighbor",
-        "neighbor_reply",
-        "disconnect",
-        "shuffle",
-        "shuffle_reply",
-        "ping",
-        "pong",
-        "records",
-        "digest",
-    ];
     for (i, (m, b)) in sim.traffic.by_kind.iter().enumerate() {
-        println!("{:>15} {:>10} msgs {:>12} bytes", names[i], m, b);
+        println!(
+            "{:>15} {:>10} msgs {:>12} bytes",
+            minuteman_core::wire::Message::KIND_NAMES[i],
+            m,
+            b
+        );
     }
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// Each agent's API, on its own namespace's loopback.
@@ -95,11 +95,7 @@ impl Cluster {
                 .stdout(Stdio::null())
                 .stderr(log)
                 .process_group(0);
-            let child = cmd.spawn().map_err(|source| LabError::Spawn {
-                command: super::describe(&cmd),
-                source,
-            })?;
-            cluster.backends.push(child);
+            cluster.backends.push(spawn(&mut cmd)?);
         }
         for i in 1..=hosts {
             let target = Target::Http {
@@ -236,11 +232,7 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .process_group(0);
-        let child = cmd.spawn().map_err(|source| LabError::Spawn {
-            command: super::describe(&cmd),
-            source,
-        })?;
-        self.agents[i - 1] = Some(child);
+        self.agents[i - 1] = Some(spawn(&mut cmd)?);
         Ok(())
     }
 
@@ -442,4 +434,12 @@ impl Drop for Cluster {
             eprintln!("lab teardown: {error}");
         }
     }
+}
+
+/// Spawns `cmd`, naming it in the error.
+fn spawn(cmd: &mut Command) -> Result<Child, LabError> {
+    cmd.spawn().map_err(|source| LabError::Spawn {
+        command: super::describe(cmd),
+        source,
+    })
 }
