@@ -6,6 +6,7 @@
 //!   connection ended or a probe finished are awaited, so they are never lost (their
 //!   senders are ending tasks, and there is at most one per connection or probe).
 
+use super::budget::Frame;
 use crate::metrics::{ShellMetrics, Why};
 use std::net::{IpAddr, SocketAddr};
 use tokio::sync::mpsc;
@@ -13,11 +14,12 @@ use tokio::sync::mpsc;
 /// An input for the node.
 #[derive(Debug)]
 pub enum Input {
-    /// One frame read from inbound connection `conn`, whose other end is `remote`.
+    /// One frame read from inbound connection `conn`, whose other end is `remote`. It holds
+    /// its share of the inbound byte budget until the node has handled it.
     Frame {
         conn: u64,
         remote: IpAddr,
-        bytes: Vec<u8>,
+        bytes: Frame,
     },
     /// Inbound connection `conn` ended.
     InboundClosed { conn: u64 },
@@ -42,7 +44,7 @@ impl Inbox {
     }
 
     /// Offers a frame; drops and counts it when the inbox is full.
-    pub fn frame(&self, conn: u64, remote: IpAddr, bytes: Vec<u8>) {
+    pub fn frame(&self, conn: u64, remote: IpAddr, bytes: Frame) {
         if self
             .tx
             .try_send(Input::Frame {

@@ -10,6 +10,7 @@
 //! restarts.
 
 pub mod api;
+pub mod budget;
 pub mod config;
 pub mod frames;
 pub mod inbox;

@@ -16,13 +16,16 @@
 //! offered to the node's inbox with the connection's remote address.
 //!
 //! Invariants:
-//! - Every queue is bounded: `queue_frames` per peer, `max_peers` writers, `max_inbound`
-//!   readers; what does not fit is dropped and counted.
+//! - Every queue is bounded, in frames and in bytes: `queue_frames` and `queue_bytes` per
+//!   peer, `max_peers` writers, `max_inbound` readers, and `inbound_bytes` for every frame
+//!   read and not yet handled by the node (taken before the frame is allocated); what does
+//!   not fit is dropped and counted.
 //! - Sockets carry `TCP_NODELAY` and `TCP_USER_TIMEOUT`; writes have a timeout.
 //! - Nothing here decodes or trusts a frame: the node authenticates it and checks its
 //!   sender against the remote address given here.
 
-use super::frames::{self, ReadError};
+use super::budget::{BudgetBySize, ByteBudget, Frame};
+use super::frames::{self, Read, ReadError};
 use super::inbox::{Inbox, Input};
 use crate::metrics::{ShellMetrics, Why};
 use rand::Rng;
@@ -53,6 +56,17 @@ pub struct TransportConfig {
     pub read_idle_timeout: Duration,
     /// Frames queued per peer.
     pub queue_frames: usize,
+    /// Bytes queued per peer (at least one frame of the largest size).
+    pub queue_bytes: usize,
+    /// Bytes of all large inbound frames (over `small_frame` bytes: records, in practice)
+    /// read and not yet handled by the node (at least one frame of the largest size).
+    pub inbound_bytes: usize,
+    /// Bytes of all small inbound frames (pings, acks, membership, digests) read and not yet
+    /// handled: a budget of their own, so that a flood of records never crowds out the
+    /// messages that tell a live peer from a dead one.
+    pub inbound_small_bytes: usize,
+    /// The largest frame counted as small.
+    pub small_frame: usize,
     /// Peers with a writer at once.
     pub max_peers: usize,
     /// Inbound connections read at once.
@@ -73,6 +87,10 @@ impl Default for TransportConfig {
             idle_timeout: Duration::from_secs(30),
             read_idle_timeout: Duration::from_secs(60),
             queue_frames: 1024,
+            queue_bytes: 8 << 20,
+            inbound_bytes: 16 << 20,
+            inbound_small_bytes: 4 << 20,
+            small_frame: 16 << 10,
             max_peers: 1024,
             max_inbound: 1024,
             backlog: 4096,
@@ -84,7 +102,8 @@ impl Default for TransportConfig {
 
 /// A writer's queue.
 struct Writer {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Frame>,
+    budget: ByteBudget,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -136,10 +155,15 @@ impl Outbound {
                 self.metrics.clone(),
                 self.inbox.clone(),
             ));
-            self.writers.insert(dst, Writer { tx, task });
+            let budget = ByteBudget::new(self.cfg.queue_bytes);
+            self.writers.insert(dst, Writer { tx, budget, task });
         }
         let writer = &self.writers[&dst];
-        if writer.tx.try_send(frame).is_err() {
+        let Some(share) = writer.budget.try_take(frame.len()) else {
+            self.drop_frame("queue_bytes");
+            return;
+        };
+        if writer.tx.try_send(Frame::new(frame, share)).is_err() {
             self.drop_frame("queue_full");
         }
     }
@@ -290,7 +314,7 @@ async fn connect_with_retries(
 async fn writer(
     dst: SocketAddr,
     local_ip: std::net::IpAddr,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Frame>,
     cfg: Arc<TransportConfig>,
     metrics: ShellMetrics,
     inbox: Inbox,
@@ -368,7 +392,7 @@ async fn writer(
 }
 
 /// Resolves once the node dropped this writer's queue (`close`): nothing more will come.
-async fn rx_closed(rx: &mpsc::Receiver<Vec<u8>>) {
+async fn rx_closed(rx: &mpsc::Receiver<Frame>) {
     while !rx.is_closed() {
         sleep(Duration::from_millis(50)).await;
     }
@@ -395,6 +419,11 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.max_inbound));
+    let budget = BudgetBySize {
+        large: ByteBudget::new(cfg.inbound_bytes),
+        small: ByteBudget::new(cfg.inbound_small_bytes),
+        small_frame: cfg.small_frame,
+    };
     let next_conn = AtomicU64::new(1);
     let cfg = Arc::new(cfg);
     loop {
@@ -419,11 +448,12 @@ pub async fn accept_loop(
         metrics.accepts.get_or_create(&Why::new("ok")).inc();
         configure(&stream, &cfg);
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
-        let (cfg, metrics, inbox, shutdown) = (
+        let (cfg, metrics, inbox, shutdown, budget) = (
             cfg.clone(),
             metrics.clone(),
             inbox.clone(),
             shutdown.clone(),
+            budget.clone(),
         );
         tokio::spawn(async move {
             metrics.open_connections.inc();
@@ -433,13 +463,21 @@ pub async fn accept_loop(
             loop {
                 let read = tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    read = timeout(cfg.read_idle_timeout, frames::read_frame(&mut stream, max)) => read,
+                    read = timeout(cfg.read_idle_timeout, frames::read_frame(&mut stream, max, &budget)) => read,
                 };
                 match read {
-                    Ok(Ok(frame)) => {
+                    Ok(Ok(Read::Frame(frame))) => {
                         metrics.frames_received.inc();
                         metrics.bytes_received.inc_by(frame.len() as u64 + 4);
                         inbox.frame(conn, remote_ip, frame);
+                    }
+                    Ok(Ok(Read::Skipped { len })) => {
+                        metrics.frames_received.inc();
+                        metrics.bytes_received.inc_by(len as u64 + 4);
+                        metrics
+                            .receive_drops
+                            .get_or_create(&Why::new("inbound_bytes"))
+                            .inc();
                     }
                     Ok(Err(ReadError::Oversized { len, max })) => {
                         metrics
@@ -542,7 +580,7 @@ mod io_tests {
             match next(&mut rx).await {
                 Input::Frame { remote, bytes, .. } => {
                     assert_eq!(remote, "127.0.0.2".parse::<std::net::IpAddr>().unwrap());
-                    assert_eq!(bytes, vec![i; 10]);
+                    assert_eq!(&bytes[..], &[i; 10]);
                 }
                 other => panic!("unexpected {other:?}"),
             }
@@ -637,6 +675,34 @@ mod io_tests {
             .get_or_create(&Why::new("queue_full"))
             .get();
         assert!(dropped >= 20 - 1 - 4, "dropped {dropped}");
+        drop(listener);
+    }
+
+    /// A peer's queue is bounded in bytes too: large frames are dropped once the queued
+    /// bytes reach `queue_bytes`, however few they are.
+    #[tokio::test]
+    async fn a_queue_over_its_bytes_drops_and_counts() {
+        let metrics = ShellMetrics::default();
+        let (inbox, _rx) = Inbox::new(64, metrics.clone());
+        let cfg = TransportConfig {
+            queue_frames: 1024,
+            queue_bytes: 100,
+            ..small()
+        };
+        let mut out = Outbound::new("127.0.0.1".parse().unwrap(), cfg, metrics.clone(), inbox);
+        // A listener that never accepts: frames wait in the queue.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..5 {
+            out.send(addr, vec![0; 40]);
+        }
+        // Two frames (80 bytes) fit; the writer may have taken one more out of the queue
+        // but it still holds its share until written.
+        let dropped = metrics
+            .send_drops
+            .get_or_create(&Why::new("queue_bytes"))
+            .get();
+        assert_eq!(dropped, 3);
         drop(listener);
     }
 }
