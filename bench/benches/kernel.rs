@@ -42,7 +42,7 @@ fn big_state() -> KernelState {
                 (dest, u32::from(j % 3) + 1)
             })
             .collect();
-        state.services.insert(service, dests);
+        state.services.insert(service, std::sync::Arc::new(dests));
     }
     state
 }
@@ -56,7 +56,7 @@ fn one_change(state: &KernelState) -> (KernelState, Service) {
         .nth(SERVICES as usize / 2)
         .expect("the state has services");
     if let Some(dests) = changed.services.get_mut(&service) {
-        if let Some(weight) = dests.values_mut().nth(3) {
+        if let Some(weight) = std::sync::Arc::make_mut(dests).values_mut().nth(3) {
             *weight = 0;
         }
     }

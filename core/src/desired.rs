@@ -174,7 +174,7 @@ impl DesiredState {
             }
             let mut services = Vec::with_capacity(produced.len());
             for (service, dests) in produced {
-                self.state.services.insert(service, dests);
+                self.state.services.insert(service, Arc::new(dests));
                 touched.insert(service);
                 services.push(service);
             }

@@ -14,6 +14,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -36,7 +37,10 @@ fn dests(list: &[(&str, u32)]) -> Destinations {
 
 fn state(list: &[(Service, Destinations)]) -> KernelState {
     KernelState {
-        services: list.iter().cloned().collect(),
+        services: list
+            .iter()
+            .map(|(s, d)| (*s, Arc::new(d.clone())))
+            .collect(),
     }
 }
 
@@ -48,10 +52,10 @@ fn numbered(ids: &[u8]) -> KernelState {
             .map(|&i| {
                 (
                     tcp(&format!("10.0.0.{i}:80")),
-                    dests(&[
+                    Arc::new(dests(&[
                         (&format!("10.1.{i}.1:8080"), 1),
                         (&format!("10.1.{i}.2:8080"), 1),
-                    ]),
+                    ])),
                 )
             })
             .collect(),
@@ -247,12 +251,12 @@ fn one_backend_among_many() {
                 )
             })
             .collect();
-        applied.services.insert(service, d);
+        applied.services.insert(service, Arc::new(d));
     }
     let mut desired = applied.clone();
     let changed = Service::new(Protocol::Tcp, sa("11.0.19.136:80")); // i = 5000
     let dest = sa("10.3.19.136:8080");
-    desired.services.get_mut(&changed).unwrap().insert(dest, 0);
+    Arc::make_mut(desired.services.get_mut(&changed).unwrap()).insert(dest, 0);
     let expected = vec![Op::SetWeight {
         service: changed,
         dest,
@@ -301,7 +305,7 @@ fn state_strategy() -> impl Strategy<Value = KernelState> {
         0..10,
     )
     .prop_map(|entries| KernelState {
-        services: entries.into_iter().collect(),
+        services: entries.into_iter().map(|(s, d)| (s, Arc::new(d))).collect(),
     })
 }
 

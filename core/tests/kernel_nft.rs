@@ -15,6 +15,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
 
 mod nft_model;
 use nft_model as model;
@@ -34,8 +35,8 @@ fn svc(protocol: Protocol, addr: &str) -> Service {
     Service::new(protocol, sa(addr))
 }
 
-fn dests(list: &[(&str, u32)]) -> Destinations {
-    list.iter().map(|&(a, w)| (sa(a), w)).collect()
+fn dests(list: &[(&str, u32)]) -> Arc<Destinations> {
+    Arc::new(list.iter().map(|&(a, w)| (sa(a), w)).collect())
 }
 
 /// tcp and udp, IPv4 and IPv6, weights 0/1/3, one service draining entirely.
@@ -81,7 +82,7 @@ fn example() -> KernelState {
 fn changed() -> KernelState {
     let mut s = example();
     let web = svc(Protocol::Tcp, "10.0.0.1:80");
-    let d = s.services.get_mut(&web).unwrap();
+    let d = Arc::make_mut(s.services.get_mut(&web).unwrap());
     d.insert(sa("10.1.0.1:8080"), 0);
     d.insert(sa("10.1.0.3:8080"), 3);
     d.remove(&sa("10.1.0.2:8080"));
@@ -147,10 +148,7 @@ fn snapshot_delta_one_weight() {
     let a = example();
     let mut b = a.clone();
     let v6 = svc(Protocol::Tcp, "[fd01:c::1]:80");
-    b.services
-        .get_mut(&v6)
-        .unwrap()
-        .insert(sa("[fd02::2]:8080"), 1);
+    Arc::make_mut(b.services.get_mut(&v6).unwrap()).insert(sa("[fd02::2]:8080"), 1);
     assert_eq!(diff(&a, &b).len(), 1);
     insta::assert_snapshot!("delta_one_weight", delta(&a, &b, &NftConfig::default()));
 }
@@ -161,24 +159,20 @@ fn snapshot_delta_one_weight() {
 fn snapshot_delta_one_destination_among_many() {
     let web = svc(Protocol::Tcp, "10.0.0.1:80");
     let api = svc(Protocol::Tcp, "10.0.0.2:80");
-    let ten = |third: u8| -> Destinations {
-        (1..=10u8)
-            .map(|h| (SocketAddr::from(([10, 1, third, h], 8080)), 1))
-            .collect()
+    let ten = |third: u8| -> Arc<Destinations> {
+        Arc::new(
+            (1..=10u8)
+                .map(|h| (SocketAddr::from(([10, 1, third, h], 8080)), 1))
+                .collect(),
+        )
     };
     let a = KernelState {
         services: [(web, ten(1)), (api, ten(2))].into_iter().collect(),
     };
     let mut b = a.clone();
-    b.services
-        .get_mut(&api)
-        .unwrap()
-        .remove(&sa("10.1.2.10:8080"));
+    Arc::make_mut(b.services.get_mut(&api).unwrap()).remove(&sa("10.1.2.10:8080"));
     let mut c = b.clone();
-    c.services
-        .get_mut(&web)
-        .unwrap()
-        .insert(sa("10.1.1.11:8080"), 1);
+    Arc::make_mut(c.services.get_mut(&web).unwrap()).insert(sa("10.1.1.11:8080"), 1);
     let config = NftConfig::default();
     // api leaves mod4_tcp_10 (web keeps it) for mod4_tcp_9, which is new.
     insta::assert_snapshot!("delta_leave_shared_chain", delta(&a, &b, &config));
@@ -378,7 +372,12 @@ fn any_dests() -> impl Strategy<Value = Destinations> {
 }
 
 fn any_state() -> impl Strategy<Value = KernelState> {
-    btree_map(any_service(), any_dests(), 0..8).prop_map(|services| KernelState { services })
+    btree_map(any_service(), any_dests(), 0..8).prop_map(|services| KernelState {
+        services: services
+            .into_iter()
+            .map(|(s, d)| (s, Arc::new(d)))
+            .collect(),
+    })
 }
 
 /// `a` partly kept, partly changed, with `c` laid over it: services kept, changed, added
@@ -394,7 +393,7 @@ fn pair() -> impl Strategy<Value = (KernelState, KernelState)> {
                 }
                 _ => {
                     let mut d = d.clone();
-                    if let Some(w) = d.values_mut().next() {
+                    if let Some(w) = Arc::make_mut(&mut d).values_mut().next() {
                         *w = (*w + 1) % 4;
                     }
                     b.services.insert(*s, d);

@@ -24,6 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
@@ -157,8 +158,8 @@ fn sa(addr: &str) -> SocketAddr {
     addr.parse().unwrap()
 }
 
-fn dests(list: &[(&str, u32)]) -> Destinations {
-    list.iter().map(|&(a, w)| (sa(a), w)).collect()
+fn dests(list: &[(&str, u32)]) -> Arc<Destinations> {
+    Arc::new(list.iter().map(|&(a, w)| (sa(a), w)).collect())
 }
 
 fn example() -> KernelState {
@@ -181,7 +182,7 @@ fn example() -> KernelState {
                 s(Protocol::Tcp, "10.0.0.3:443"),
                 dests(&[("10.1.0.5:443", 0)]),
             ),
-            (s(Protocol::Tcp, "10.0.0.5:22"), Destinations::new()),
+            (s(Protocol::Tcp, "10.0.0.5:22"), Arc::default()),
             (
                 s(Protocol::Tcp, "[fd01:c::1]:80"),
                 dests(&[
@@ -204,6 +205,7 @@ fn changed() -> KernelState {
     let mut s = example();
     let web = Service::new(Protocol::Tcp, sa("10.0.0.1:80"));
     if let Some(d) = s.services.get_mut(&web) {
+        let d = Arc::make_mut(d);
         d.insert(sa("10.1.0.1:8080"), 0);
         d.insert(sa("10.1.0.3:8080"), 3);
         d.remove(&sa("10.1.0.2:8080"));
@@ -324,7 +326,7 @@ fn state_strategy() -> impl Strategy<Value = KernelState> {
         (Just(s), btree_map(dest, weight, 0..5))
     });
     vec(entry, 0..8).prop_map(|e| KernelState {
-        services: e.into_iter().collect(),
+        services: e.into_iter().map(|(s, d)| (s, Arc::new(d))).collect(),
     })
 }
 
@@ -474,7 +476,7 @@ fn traffic_follows_the_rendered_table() {
                 web6,
                 dests(&[("[fd18:1::2]:8080", 1), ("[fd18:1::2]:8081", 3)]),
             ),
-            (empty6, Destinations::new()),
+            (empty6, Arc::default()),
         ]
         .into_iter()
         .collect(),
@@ -482,10 +484,10 @@ fn traffic_follows_the_rendered_table() {
     let mut b = a.clone();
     b.services
         .get_mut(&web)
-        .map(|d| d.insert(sa("198.18.1.2:8081"), 0));
+        .map(|d| Arc::make_mut(d).insert(sa("198.18.1.2:8081"), 0));
     b.services
         .get_mut(&web6)
-        .map(|d| d.insert(sa("[fd18:1::2]:8081"), 0));
+        .map(|d| Arc::make_mut(d).insert(sa("[fd18:1::2]:8081"), 0));
     let config = NftConfig::default();
     let ops = delta(&a, &b, &config);
     assert!(

@@ -5,6 +5,7 @@
 //! offers what the core already supports end to end: checking wire frames and inspecting
 //! Mesos recordings. One module per command family.
 
+mod allocator;
 mod client_cmd;
 mod demo;
 mod mesos_cmd;

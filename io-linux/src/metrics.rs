@@ -52,9 +52,10 @@ pub struct ShellMetrics {
     pub bytes_received: Counter,
     /// Bytes of the frames handed to peer queues, by message kind.
     pub message_bytes_out: Family<Kind, Counter>,
-    /// Frames dropped before sending, by reason (`queue_full`, `connect_failed`, ...).
+    /// Frames dropped before sending, by reason (`queue_full`, `queue_bytes`, `connect_failed`,
+    /// ...).
     pub send_drops: Family<Why, Counter>,
-    /// Frames refused on receipt before the core saw them (`oversized`, ...).
+    /// Frames refused on receipt before the core saw them (`oversized`, `inbound_bytes`, ...).
     pub receive_drops: Family<Why, Counter>,
     /// Outbound connection attempts, by result (`ok`, `refused`, `timeout`, `error`).
     pub connects: Family<Why, Counter>,

@@ -32,6 +32,7 @@ use proptest::test_runner::{Config, TestRunner};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -120,8 +121,8 @@ fn sa(addr: &str) -> SocketAddr {
     addr.parse().unwrap()
 }
 
-fn dests(list: &[(&str, u32)]) -> Destinations {
-    list.iter().map(|&(a, w)| (sa(a), w)).collect()
+fn dests(list: &[(&str, u32)]) -> Arc<Destinations> {
+    Arc::new(list.iter().map(|&(a, w)| (sa(a), w)).collect())
 }
 
 /// Every shape the rendering has: IPv4 and IPv6, TCP and UDP, one destination, several
@@ -146,7 +147,7 @@ fn example() -> KernelState {
                 s(Protocol::Tcp, "10.0.0.3:443"),
                 dests(&[("10.1.0.5:443", 0)]),
             ),
-            (s(Protocol::Tcp, "10.0.0.5:22"), Destinations::new()),
+            (s(Protocol::Tcp, "10.0.0.5:22"), Arc::default()),
             (
                 s(Protocol::Udp, "10.0.0.6:123"),
                 dests(&[("[fd02::9]:123", 4), ("10.1.0.9:123", 2)]),
@@ -163,7 +164,7 @@ fn example() -> KernelState {
                 s(Protocol::Udp, "[fd01:c::2]:53"),
                 dests(&[("[fd02::4]:53", u32::MAX), ("[fd02::5]:53", MAX_WEIGHT)]),
             ),
-            (s(Protocol::Udp, "[fd01:c::3]:53"), Destinations::new()),
+            (s(Protocol::Udp, "[fd01:c::3]:53"), Arc::default()),
         ]
         .into_iter()
         .collect(),
@@ -175,6 +176,7 @@ fn changed() -> KernelState {
     let mut s = example();
     let web = Service::new(Protocol::Tcp, sa("10.0.0.1:80"));
     if let Some(d) = s.services.get_mut(&web) {
+        let d = Arc::make_mut(d);
         d.insert(sa("10.1.0.1:8080"), 0);
         d.insert(sa("10.1.0.3:8080"), 3);
         d.remove(&sa("10.1.0.2:8080"));
@@ -227,7 +229,7 @@ fn state_strategy() -> impl Strategy<Value = KernelState> {
         (Just(s), btree_map(dest, weight, 0..12))
     });
     vec(entry, 0..12).prop_map(|e| KernelState {
-        services: e.into_iter().collect(),
+        services: e.into_iter().map(|(s, d)| (s, Arc::new(d))).collect(),
     })
 }
 
@@ -301,7 +303,7 @@ fn listings_parse_back_to_the_rendered_state() {
 fn core_like(state: &KernelState) -> KernelState {
     let mut state = state.clone();
     for (service, dests) in &mut state.services {
-        dests.retain(|d, _| d.is_ipv4() == service.addr.is_ipv4());
+        Arc::make_mut(dests).retain(|d, _| d.is_ipv4() == service.addr.is_ipv4());
     }
     state
 }
@@ -692,7 +694,7 @@ fn large_state(services: u32) -> KernelState {
                     (SocketAddr::new(IpAddr::V4(ip), 8080), 1 + u32::from(d % 3))
                 })
                 .collect();
-            (vip, dests)
+            (vip, Arc::new(dests))
         })
         .collect();
     KernelState { services }
@@ -745,7 +747,7 @@ fn one_delta_among_ten_thousand_services() {
     for round in 0..5u8 {
         let mut next = now.clone();
         if let Some((_, dests)) = next.services.iter_mut().nth(usize::from(round) * 997) {
-            dests.insert(sa(&format!("10.201.0.{}:8080", round + 1)), 5);
+            Arc::make_mut(dests).insert(sa(&format!("10.201.0.{}:8080", round + 1)), 5);
         }
         let ops = diff(&now, &next);
         let before = syncs(&metrics, "delta");
@@ -784,7 +786,7 @@ fn one_delta_among_ten_thousand_services() {
     for round in 0..5u8 {
         let mut next = now.clone();
         if let Some((_, dests)) = next.services.iter_mut().nth(usize::from(round) * 1999 + 1) {
-            dests.insert(sa(&format!("10.202.0.{}:8080", round + 1)), 7);
+            Arc::make_mut(dests).insert(sa(&format!("10.202.0.{}:8080", round + 1)), 7);
         }
         let ops = diff(&now, &next);
         let delta = render_delta(&now, &next, ops.iter().map(Op::service), &config);

@@ -402,12 +402,12 @@ impl PaperRun {
                     let h = hosts[g];
                     Table {
                         version: world.kernel_versions[h],
-                        destinations: world.kernels[h].services.get(&service),
+                        destinations: world.kernels[h].services.get(&service).map(|d| &**d),
                     }
                 } else {
                     Table {
                         version: unfiltered.0,
-                        destinations: unfiltered.1.services.get(&service),
+                        destinations: unfiltered.1.services.get(&service).map(|d| &**d),
                     }
                 }
             };

@@ -316,7 +316,7 @@ impl ServiceWorld {
                 .services
                 .get(service)
                 .into_iter()
-                .flatten()
+                .flat_map(|d| d.iter())
                 .filter(|&(_, &w)| w > 0)
                 .map(|(d, _)| (*service, *d))
                 .collect(),
@@ -364,7 +364,7 @@ impl ServiceWorld {
             && self.kernels[i]
                 .services
                 .values()
-                .flatten()
+                .flat_map(|d| d.iter())
                 .any(|(d, &w)| w > 0 && self.dead_ips.contains(&d.ip()))
     }
 
@@ -669,7 +669,7 @@ pub fn expected_kernel(live: &[VipSet], dead: &[&VipSet]) -> KernelState {
     }
     for (vip, dests) in live_backends {
         if let Some(service) = service_of(vip, &names) {
-            state.services.insert(service, dests);
+            state.services.insert(service, std::sync::Arc::new(dests));
         }
     }
     state

@@ -18,6 +18,7 @@
 
 use super::{KernelState, Op, Service};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Why the kernel refused an [`Op`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -67,7 +68,7 @@ impl KernelState {
                 if dests.contains_key(&dest) {
                     return Err(ApplyError::DestinationExists { service, dest });
                 }
-                dests.insert(dest, weight);
+                Arc::make_mut(dests).insert(dest, weight);
             }
             Op::SetWeight {
                 service,
@@ -79,7 +80,7 @@ impl KernelState {
                     .get_mut(&service)
                     .ok_or(ApplyError::NoSuchService(service))?;
                 check_family(service, dest)?;
-                let slot = dests
+                let slot = Arc::make_mut(dests)
                     .get_mut(&dest)
                     .ok_or(ApplyError::NoSuchDestination { service, dest })?;
                 *slot = weight;
@@ -89,7 +90,7 @@ impl KernelState {
                     .services
                     .get_mut(&service)
                     .ok_or(ApplyError::NoSuchService(service))?;
-                if dests.remove(&dest).is_none() {
+                if Arc::make_mut(dests).remove(&dest).is_none() {
                     return Err(ApplyError::NoSuchDestination { service, dest });
                 }
             }

@@ -43,7 +43,9 @@ pub fn diff(applied: &KernelState, desired: &KernelState) -> Vec<Op> {
     loop {
         match next_pair(&mut a, &mut d) {
             None => break,
-            Some((service, old, new)) => plan.service(service, old, new),
+            Some((service, old, new)) => {
+                plan.service(service, old.map(|d| &**d), new.map(|d| &**d))
+            }
         }
     }
     plan.finish()
@@ -62,8 +64,8 @@ pub fn diff_services<'a>(
     for service in services {
         plan.service(
             service,
-            applied.services.get(service),
-            desired.services.get(service),
+            applied.services.get(service).map(|d| &**d),
+            desired.services.get(service).map(|d| &**d),
         );
     }
     plan.finish()

@@ -14,6 +14,7 @@ use crate::vip::Protocol;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// One kernel virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -26,9 +27,14 @@ pub struct Service {
 pub type Destinations = BTreeMap<SocketAddr, u32>;
 
 /// The whole table: what was applied, or what is desired.
+///
+/// Each service's destinations are shared (`Arc`): copies of a state (the desired one, the
+/// applied one, the data plane's committed one) share the maps they have in common, a
+/// clone costs one pointer per service, and a change copies only the map it changes
+/// (`Arc::make_mut`). Equality and the wire form are those of the maps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelState {
-    pub services: BTreeMap<Service, Destinations>,
+    pub services: BTreeMap<Service, Arc<Destinations>>,
 }
 
 /// One kernel operation.

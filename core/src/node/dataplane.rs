@@ -8,7 +8,9 @@
 //! - until the node's view is complete, no operation removes anything: the kernel holds at
 //!   least the desired state, and what it holds beyond is removed once the view is
 //!   complete;
-//! - the local set never exceeds the record bounds (a larger one is refused whole).
+//! - the local set never exceeds the record bounds (a larger one is refused whole);
+//! - a service's destinations in `applied` that equal the desired ones are the same shared
+//!   map, so the node holds one copy of the kernel state, not two.
 
 use crate::counters::Counters;
 use crate::desired::DesiredState;
@@ -87,6 +89,24 @@ impl DataPlane {
         self.resync_stale = self.applied.services.keys().copied().collect();
     }
 
+    /// Makes `applied` share the desired state's destination maps for the services `ops`
+    /// touched, where they are equal (always, once the view is complete): one copy of each
+    /// map instead of two.
+    fn share_applied(&mut self, ops: &[Op]) {
+        for op in ops {
+            let service = op.service();
+            let (Some(applied), Some(desired)) = (
+                self.applied.services.get_mut(service),
+                self.desired.state().services.get(service),
+            ) else {
+                continue;
+            };
+            if !Arc::ptr_eq(applied, desired) && applied == desired {
+                *applied = desired.clone();
+            }
+        }
+    }
+
     /// The operations from `applied` to the desired state, computed now; `applied`
     /// becomes the desired state. `None` when there is nothing to do. Operations are
     /// computed when the shell asks for them, so no queue can drop them.
@@ -119,7 +139,58 @@ impl DataPlane {
             counters.kernel_diff_errors += 1;
             self.applied = self.desired.state().clone();
         }
+        self.share_applied(&ops);
         counters.kernel_ops += ops.len() as u64;
         Some(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vip::{Backend, Protocol, Vip, VipAddr};
+
+    fn services(backends: &[&str]) -> Arc<VipSet> {
+        let mut set = VipSet::new();
+        for b in backends {
+            let addr: SocketAddr = b.parse().unwrap();
+            set.insert(
+                Vip {
+                    protocol: Protocol::Tcp,
+                    addr: VipAddr::Ip("10.9.0.1".parse().unwrap()),
+                    port: 80,
+                },
+                Backend {
+                    ip: addr.ip(),
+                    port: addr.port(),
+                    agent: addr.ip(),
+                    weight: 1,
+                },
+            );
+        }
+        Arc::new(set)
+    }
+
+    /// After a poll the applied state equals the desired one and holds the same maps, not
+    /// copies: a change copies only the map it changes.
+    #[test]
+    fn applied_shares_the_desired_maps() {
+        let me: SocketAddr = "10.0.0.1:61420".parse().unwrap();
+        let mut plane = DataPlane::new(me);
+        plane.set_complete();
+        let mut counters = Counters::default();
+        plane
+            .desired
+            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.2:8080"]));
+        assert!(plane.poll_kernel(&mut counters).is_some());
+        plane
+            .desired
+            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.3:8080"]));
+        assert!(plane.poll_kernel(&mut counters).is_some());
+        assert_eq!(plane.applied, *plane.desired.state());
+        let (service, desired) = plane.desired.state().services.iter().next().unwrap();
+        assert_eq!(desired.len(), 2);
+        assert!(Arc::ptr_eq(&plane.applied.services[service], desired));
+        assert_eq!(counters.kernel_diff_errors, 0);
     }
 }

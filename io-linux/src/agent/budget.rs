@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(budget.available(), 6);
         drop(b);
         assert_eq!(budget.available(), 10);
-        assert!(budget.try_take(11).is_none(), "larger than the whole budget");
+        assert!(
+            budget.try_take(11).is_none(),
+            "larger than the whole budget"
+        );
     }
 
     #[test]
@@ -121,7 +124,10 @@ mod tests {
         };
         let large: Vec<Share> = (0..10).map_while(|_| budget.try_take(30)).collect();
         assert_eq!(large.len(), 3, "three of 30 bytes fit 100");
-        assert!(budget.try_take(4).is_some(), "the small budget is untouched");
+        assert!(
+            budget.try_take(4).is_some(),
+            "the small budget is untouched"
+        );
         assert_eq!(budget.large.available(), 10);
     }
 }

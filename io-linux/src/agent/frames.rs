@@ -149,7 +149,10 @@ mod tests {
         drop((first, third));
         assert_eq!(&frame(read_frame(&mut r, 16, &budget).await)[..], b"defgh");
         assert!(
-            matches!(read_frame(&mut r, 16, &budget).await, Err(ReadError::Closed)),
+            matches!(
+                read_frame(&mut r, 16, &budget).await,
+                Err(ReadError::Closed)
+            ),
             "a truncated frame ends the stream"
         );
     }

@@ -349,8 +349,10 @@ async fn writer(
         metrics.open_connections.inc();
         let mut next = Some(first);
         let ended_by_close = loop {
-            // Everything ready goes out in one write.
+            // Everything ready goes out in one write. A batch grown by a large frame does not
+            // keep its capacity: a writer idles with at most 256 KiB.
             batch.clear();
+            batch.shrink_to(256 * 1024);
             let mut frames = 0u64;
             while let Some(frame) = next.take().or_else(|| rx.try_recv().ok()) {
                 batch.extend_from_slice(&frames::prefix(frame.len()));

@@ -110,7 +110,7 @@ pub fn vips(node: &Node) -> Vec<VipView> {
                             .services
                             .get(service)
                             .into_iter()
-                            .flatten()
+                            .flat_map(|d| d.iter())
                             .map(|(address, weight)| BackendView {
                                 address: *address,
                                 weight: *weight,

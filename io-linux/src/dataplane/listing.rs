@@ -32,6 +32,7 @@ use minuteman_core::kernel::{Destinations, KernelState, Service};
 use minuteman_core::Protocol;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// What `nft list table` showed, in the core's terms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -292,7 +293,12 @@ fn join(mut parts: Parts<'_>, listing: &mut Listing) -> Result<(), ListingError>
                 );
             }
         }
-        if listing.state.services.insert(service, dests).is_some() {
+        if listing
+            .state
+            .services
+            .insert(service, Arc::new(dests))
+            .is_some()
+        {
             return fail("service listed twice");
         }
         listing.forms.insert(service, form);
@@ -662,7 +668,10 @@ pub fn visible(state: &KernelState, _config: &NftConfig) -> KernelState {
         .services
         .iter()
         .filter(|(service, _)| representable(service))
-        .map(|(service, dests)| (*service, slots(service, dests).into_iter().collect()))
+        .map(|(service, dests)| {
+            let visible: Destinations = slots(service, dests).into_iter().collect();
+            (*service, Arc::new(visible))
+        })
         .collect();
     KernelState { services }
 }
@@ -884,7 +893,7 @@ mod tests {
         let web = service(Protocol::Tcp, "10.0.0.1:80");
         let dns = service(Protocol::Udp, "10.0.0.2:53");
         assert_eq!(
-            listing.state.services[&web],
+            *listing.state.services[&web],
             [
                 ("10.1.0.1:8080".parse().unwrap(), 1),
                 ("10.1.0.2:8080".parse().unwrap(), 3)
@@ -1115,15 +1124,18 @@ mod tests {
             "[fd00::1]:80".parse().unwrap(),
         );
         let state = KernelState {
-            services: [(web, [(a, u32::MAX), (b, 1), (c, 5)].into_iter().collect())]
-                .into_iter()
-                .collect(),
+            services: [(
+                web,
+                Arc::new([(a, u32::MAX), (b, 1), (c, 5)].into_iter().collect()),
+            )]
+            .into_iter()
+            .collect(),
         };
         let shown = visible(&state, &NftConfig::default());
         // Past MAX_SLOTS (1024): 1 + (w - 1)(1024 - 2) / (sum - 2); b keeps one slot, the
         // other family none.
         assert_eq!(
-            shown.services[&web],
+            *shown.services[&web],
             [(a, 1023), (b, 1)].into_iter().collect::<Destinations>()
         );
         assert_eq!(visible(&shown, &NftConfig::default()), shown);

@@ -368,15 +368,11 @@ fn apply_leniently(state: &mut KernelState, ops: &[Op]) {
                 dest,
                 weight,
             } => {
-                state
-                    .services
-                    .entry(service)
-                    .or_default()
-                    .insert(dest, weight);
+                Arc::make_mut(state.services.entry(service).or_default()).insert(dest, weight);
             }
             Op::RemoveDestination { service, dest } => {
                 if let Some(dests) = state.services.get_mut(&service) {
-                    dests.remove(&dest);
+                    Arc::make_mut(dests).remove(&dest);
                 }
             }
             Op::RemoveService(service) => {
