@@ -82,6 +82,8 @@ pub struct MembershipReport {
     pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
     pub bytes_per_node_per_s: f64,
+    /// The same, by message kind (kinds never sent left out).
+    pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub trace_hash: String,
     pub wall_ms: f64,
 }
@@ -177,6 +179,12 @@ impl MembershipRun {
             tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
+            bytes_per_node_per_s_by_kind: minuteman_core::Message::KIND_NAMES
+                .iter()
+                .zip(sim.traffic.by_kind)
+                .filter(|(_, (messages, _))| *messages > 0)
+                .map(|(name, (_, bytes))| (name.to_string(), bytes as f64 / node_seconds))
+                .collect(),
             trace_hash: format!("{:016x}", sim.trace_hash()),
             wall_ms: wall.elapsed().as_secs_f64() * 1e3,
         };
@@ -255,6 +263,13 @@ impl MembershipReport {
             "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
             self.msgs_per_node_per_s, self.bytes_per_node_per_s
         );
+        let mut kinds: Vec<_> = self.bytes_per_node_per_s_by_kind.iter().collect();
+        kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
+            .collect();
+        out += &format!("  by kind        {}\n", kinds.join(", "));
         out += &format!("trace hash       {}\n", self.trace_hash);
         out += &format!("wall clock       {:.0} ms\n", self.wall_ms);
         out
