@@ -1,10 +1,21 @@
 //! Reachability: which nodes this node can reach over the adjacency graph.
 //!
 //! The graph is directed: node X has an edge to Y when X's newest record lists Y in its
-//! active view, and the edge counts only if it names Y's newest known epoch. A breadth-first
-//! search from self over the record store gives the reachable set. A crashed node still
-//! claims its old edges, but once every live neighbour has dropped it no edge leads *to* it,
-//! so it becomes unreachable.
+//! active view, and the edge counts only if it names Y's newest known epoch. The reachable
+//! set is what a breadth-first search from self finds. A crashed node still claims its old
+//! edges, but once every live neighbour has dropped it no edge leads *to* it, so it becomes
+//! unreachable.
+//!
+//! The search is kept up to date incrementally ([`Reachability::update`]): it keeps the tree
+//! it found (each reached node's parent) and, from the slots whose edges or epoch changed
+//! since the last update, repairs it. An edge that appears extends the search from its
+//! target; a tree edge that disappears (or names an epoch that is no longer the newest) cuts
+//! the subtree below it, whose nodes are then re-attached from any reached node with a valid
+//! edge to them (the store keeps every slot's incoming edges) and searched on from there.
+//! Work is proportional to the changed slots and the cut subtrees, not to the cluster. The
+//! full search ([`Reachability::recompute`]) stays as the first computation and as the oracle
+//! the incremental one is tested against (after any sequence of changes, both give the same
+//! reachable set and report the same changes).
 //!
 //! Reporting has hysteresis: a node the search no longer reaches is reported unreachable
 //! only once it stayed unreached for `grace`. While records propagate, the graph a node
@@ -32,6 +43,9 @@ pub enum Change {
     Unreachable(NodeId),
 }
 
+/// No parent: self, or a slot the search does not reach.
+const NONE: u32 = u32::MAX;
+
 /// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
 pub struct Reachability {
@@ -46,9 +60,21 @@ pub struct Reachability {
     /// While set, nothing fades out: a node's view is not complete yet, and a node it does
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
-    /// Scratch space for the search, kept to avoid allocating on every run.
+    /// The search's result: reached at the last update, per slot.
     seen: Vec<bool>,
+    /// The search tree: the slot each reached slot was reached from (`NONE` for self).
+    parent: Vec<u32>,
+    /// The same tree downwards.
+    children: Vec<Vec<u32>>,
+    /// The tree describes the store as of the last update, searched from `root`.
+    built: bool,
+    root: u32,
+    /// Slots examined by the last update (the cost of a search, for tests and benches).
+    last_work: usize,
+    /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
+    candidates: Vec<u32>,
+    candidate_mark: Vec<bool>,
 }
 
 impl Reachability {
@@ -108,6 +134,12 @@ impl Reachability {
         self.count
     }
 
+    /// Slots the last update examined: all of them for a full search, the changed ones and
+    /// what they cut or extended for an incremental one.
+    pub fn last_work(&self) -> usize {
+        self.last_work
+    }
+
     /// Whether `id` (this exact incarnation) was reachable at the last computation.
     pub fn is_reachable(&self, store: &RecordStore, id: &NodeId) -> bool {
         store
@@ -127,7 +159,120 @@ impl Reachability {
         self.reported.iter().filter_map(|id| *id)
     }
 
-    /// Searches again from `self_slot` at `now` and appends every reportable change.
+    /// Brings the reachable set up to date with what changed in `store` since the last
+    /// update (incrementally once a first search was made from `self_slot`) and appends
+    /// every reportable change.
+    pub fn update(
+        &mut self,
+        now: Time,
+        store: &mut RecordStore,
+        self_slot: u32,
+        changes: &mut Vec<Change>,
+    ) {
+        let touched = store.take_touched();
+        if !self.built || self.root != self_slot {
+            self.recompute(now, store, self_slot, changes);
+            return;
+        }
+        self.grow(store.len());
+        let vertices = store.vertices();
+        let valid = |from: u32, to: u32| {
+            vertices[from as usize]
+                .edges
+                .iter()
+                .any(|&(t, e)| t == to && vertices[to as usize].epoch == e)
+        };
+        let mut work = touched.len();
+
+        // Cut every tree edge that no longer holds: from a changed slot to its children,
+        // and into a changed slot (its parent's edge may name an older epoch now).
+        let mut cut = Vec::new();
+        for &x in &touched {
+            if !self.seen[x as usize] {
+                continue;
+            }
+            for &c in &self.children[x as usize] {
+                if !valid(x, c) {
+                    cut.push(c);
+                }
+            }
+            let p = self.parent[x as usize];
+            if p != NONE && !valid(p, x) {
+                cut.push(x);
+            }
+        }
+        // Everything below a cut is unreached until found again.
+        let mut cut_off = Vec::new();
+        for c in cut {
+            if !self.seen[c as usize] {
+                continue;
+            }
+            let p = self.parent[c as usize];
+            let siblings = &mut self.children[p as usize];
+            if let Some(at) = siblings.iter().position(|&s| s == c) {
+                siblings.swap_remove(at);
+            }
+            let mut stack = vec![c];
+            while let Some(u) = stack.pop() {
+                self.seen[u as usize] = false;
+                self.parent[u as usize] = NONE;
+                cut_off.push(u);
+                stack.append(&mut self.children[u as usize]);
+            }
+        }
+        work += cut_off.len();
+
+        // Seeds: unreached slots with a valid edge from a reached one, and the new edges of
+        // reached changed slots.
+        self.queue.clear();
+        for &u in cut_off.iter().chain(&touched) {
+            if self.seen[u as usize] {
+                continue;
+            }
+            if let Some(&v) = store
+                .incoming(u)
+                .iter()
+                .find(|&&v| self.seen[v as usize] && valid(v, u))
+            {
+                self.attach(u, v);
+            }
+        }
+        for &x in &touched {
+            if !self.seen[x as usize] {
+                continue;
+            }
+            for &(t, e) in &vertices[x as usize].edges {
+                if !self.seen[t as usize] && vertices[t as usize].epoch == e {
+                    self.attach(t, x);
+                }
+            }
+        }
+        self.search_from_queue(store);
+        work += self.queue.len();
+        self.last_work = work;
+
+        self.candidates.clear();
+        let (candidates, queue) = (&mut self.candidates, &self.queue);
+        for &slot in touched.iter().chain(&cut_off).chain(queue) {
+            let mark = &mut self.candidate_mark[slot as usize];
+            if !*mark {
+                *mark = true;
+                candidates.push(slot);
+            }
+        }
+        // Reported in slot order, as the full search reports them.
+        let mut candidates = std::mem::take(&mut self.candidates);
+        candidates.sort_unstable();
+        for &slot in &candidates {
+            self.candidate_mark[slot as usize] = false;
+            self.report(now, store, slot as usize, changes);
+        }
+        self.candidates = candidates;
+        self.expire(now, changes);
+    }
+
+    /// Searches the whole graph again from `self_slot` at `now` and appends every
+    /// reportable change. The oracle of [`Reachability::update`], and its first step.
     pub fn recompute(
         &mut self,
         now: Time,
@@ -135,55 +280,86 @@ impl Reachability {
         self_slot: u32,
         changes: &mut Vec<Change>,
     ) {
-        let slots = store.slots();
-        let vertices = store.vertices();
+        let n = store.len();
         self.seen.clear();
-        self.seen.resize(slots.len(), false);
-        self.queue.clear();
-        self.reported.resize(slots.len(), None);
-        self.unreached_since.resize(slots.len(), None);
+        self.parent.clear();
+        self.children.iter_mut().for_each(Vec::clear);
+        self.grow(n);
+        self.root = self_slot;
+        self.built = true;
         self.seen[self_slot as usize] = true;
+        self.queue.clear();
         self.queue.push(self_slot);
+        self.search_from_queue(store);
+        self.last_work = n;
+        for i in 0..n {
+            self.report(now, store, i, changes);
+        }
+        self.expire(now, changes);
+    }
+
+    /// Sizes the per-slot vectors for `n` slots (new slots unreached).
+    fn grow(&mut self, n: usize) {
+        self.seen.resize(n, false);
+        self.parent.resize(n, NONE);
+        self.children.resize_with(n, Vec::new);
+        self.reported.resize(n, None);
+        self.unreached_since.resize(n, None);
+        self.candidate_mark.resize(n, false);
+    }
+
+    /// `slot` is reached over `from`'s edge: into the tree and the queue.
+    fn attach(&mut self, slot: u32, from: u32) {
+        self.seen[slot as usize] = true;
+        self.parent[slot as usize] = from;
+        self.children[from as usize].push(slot);
+        self.queue.push(slot);
+    }
+
+    /// Breadth-first from every queued (reached) slot over valid edges to unreached ones.
+    fn search_from_queue(&mut self, store: &RecordStore) {
+        let vertices = store.vertices();
         let mut head = 0;
         while head < self.queue.len() {
-            let at = self.queue[head] as usize;
+            let at = self.queue[head];
             head += 1;
-            for &(target, epoch) in &vertices[at].edges {
+            for &(target, epoch) in &vertices[at as usize].edges {
                 let t = target as usize;
                 if !self.seen[t] && vertices[t].epoch == epoch {
-                    self.seen[t] = true;
-                    self.queue.push(target);
+                    self.attach(target, at);
                 }
             }
         }
-        for (i, (slot, vertex)) in slots.iter().zip(vertices).enumerate() {
-            let before = self.reported[i];
-            if !self.seen[i] && before.is_none() {
-                continue;
+    }
+
+    /// Reconciles what slot `i` is reported as with what the search found.
+    fn report(&mut self, now: Time, store: &RecordStore, i: usize, changes: &mut Vec<Change>) {
+        let before = self.reported[i];
+        if !self.seen[i] && before.is_none() {
+            return;
+        }
+        let current = NodeId::new(store.slots()[i].addr, store.vertices()[i].epoch);
+        if self.seen[i] {
+            self.unreached_since[i] = None;
+            if before != Some(current) {
+                match before {
+                    Some(old) => changes.push(Change::Unreachable(old)),
+                    None => self.count += 1,
+                }
+                changes.push(Change::Reachable(current));
+                self.reported[i] = Some(current);
             }
-            let current = NodeId::new(slot.addr, vertex.epoch);
-            if self.seen[i] {
+        } else if let Some(old) = before {
+            if old.epoch < current.epoch || (self.grace.is_zero() && !self.holding) {
+                changes.push(Change::Unreachable(old));
+                self.reported[i] = None;
+                self.count -= 1;
                 self.unreached_since[i] = None;
-                if before != Some(current) {
-                    if let Some(old) = before {
-                        changes.push(Change::Unreachable(old));
-                    }
-                    changes.push(Change::Reachable(current));
-                    self.reported[i] = Some(current);
-                }
-            } else if let Some(old) = before {
-                if old.epoch < vertex.epoch || (self.grace.is_zero() && !self.holding) {
-                    changes.push(Change::Unreachable(old));
-                    self.reported[i] = None;
-                    self.unreached_since[i] = None;
-                } else if self.unreached_since[i].is_none() {
-                    self.unreached_since[i] = Some(now);
-                    self.fading.push(i as u32);
-                }
+            } else if self.unreached_since[i].is_none() {
+                self.unreached_since[i] = Some(now);
+                self.fading.push(i as u32);
             }
         }
-        self.count = self.reported.iter().filter(|r| r.is_some()).count();
-        self.expire(now, changes);
     }
 }
 
@@ -287,5 +463,160 @@ mod tests {
         reach.expire(Time::from_millis(60), &mut changes);
         assert_eq!(changes, vec![Change::Unreachable(b)]);
         assert_eq!(reach.count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    use super::*;
+    use crate::records::{Record, RecordBody};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const NODES: u16 = 10;
+
+    fn id(node: u16, epoch: u64) -> NodeId {
+        NodeId::new(([10, 0, 0, 1], 1 + node).into(), epoch)
+    }
+
+    /// One change to the store: a node publishes an adjacency (naming epochs 1..=3 of its
+    /// neighbours), or a node is heard of first-hand under a newer epoch.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Publish {
+            node: u16,
+            epoch: u64,
+            adjacency: Vec<(u16, u64)>,
+        },
+        Epoch {
+            node: u16,
+            epoch: u64,
+        },
+        Update,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0..NODES, 1..=3u64, prop::collection::vec((0..NODES, 1..=3u64), 0..5))
+                .prop_map(|(node, epoch, adjacency)| Step::Publish { node, epoch, adjacency }),
+            1 => (0..NODES, 1..=3u64).prop_map(|(node, epoch)| Step::Epoch { node, epoch }),
+            2 => Just(Step::Update),
+        ]
+    }
+
+    /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
+    /// comparing with a full search of the same store: same changes, same reported set.
+    fn check(steps: &[Step], grace: Duration) -> Result<(), TestCaseError> {
+        let mut store = RecordStore::new(64);
+        let me = store.intern(id(0, 1)).unwrap();
+        let mut incremental = Reachability::new(grace);
+        let mut full = Reachability::new(grace);
+        let mut seq = 0;
+        let mut now = Time::ZERO;
+        let last = [Step::Update];
+        for step in steps.iter().chain(&last) {
+            match step {
+                Step::Publish {
+                    node,
+                    epoch,
+                    adjacency,
+                } => {
+                    seq += 1;
+                    store.apply(Record {
+                        origin: id(*node, *epoch),
+                        seq,
+                        body: Arc::new(RecordBody {
+                            adjacency: adjacency.iter().map(|&(n, e)| id(n, e)).collect(),
+                            ..Default::default()
+                        }),
+                    });
+                }
+                Step::Epoch { node, epoch } => {
+                    store.intern(id(*node, *epoch));
+                }
+                Step::Update => {
+                    now = now + Duration::from_millis(7);
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    incremental.update(now, &mut store, me, &mut a);
+                    full.recompute(now, &store, me, &mut b);
+                    prop_assert_eq!(&a, &b, "changes differ at {:?}", now);
+                    let reached: Vec<NodeId> = incremental.reachable().collect();
+                    let expected: Vec<NodeId> = full.reachable().collect();
+                    prop_assert_eq!(reached, expected);
+                    prop_assert_eq!(incremental.count(), full.count());
+                    prop_assert_eq!(&incremental.seen, &full.seen);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn incremental_equals_full_search(steps in prop::collection::vec(step(), 0..60)) {
+            check(&steps, Duration::ZERO)?;
+        }
+
+        #[test]
+        fn incremental_equals_full_search_with_grace(steps in prop::collection::vec(step(), 0..60)) {
+            check(&steps, Duration::from_millis(20))?;
+        }
+    }
+
+    /// A chain self → 1 → 2 → … → n−1: one new edge at the far end costs a handful of
+    /// slots, not the chain; cutting the chain in the middle costs the part cut off.
+    #[test]
+    fn an_update_costs_the_change_not_the_graph() {
+        let n = 2000u16;
+        let node = |i: u16| NodeId::new(([10, 1, (i >> 8) as u8, i as u8], 7).into(), 1);
+        let mut store = RecordStore::new(4096);
+        let me = store.intern(node(0)).unwrap();
+        for i in 0..n - 1 {
+            store.apply(Record {
+                origin: node(i),
+                seq: 1,
+                body: Arc::new(RecordBody {
+                    adjacency: vec![node(i + 1)],
+                    ..Default::default()
+                }),
+            });
+        }
+        let mut reach = Reachability::default();
+        let mut changes = Vec::new();
+        reach.update(Time::ZERO, &mut store, me, &mut changes);
+        assert_eq!(reach.count(), usize::from(n));
+        assert_eq!(
+            reach.last_work(),
+            usize::from(n),
+            "the first search is full"
+        );
+
+        let tail = node(n);
+        store.apply(Record {
+            origin: node(n - 1),
+            seq: 2,
+            body: Arc::new(RecordBody {
+                adjacency: vec![tail],
+                ..Default::default()
+            }),
+        });
+        changes.clear();
+        reach.update(Time::ZERO, &mut store, me, &mut changes);
+        assert_eq!(changes, vec![Change::Reachable(tail)]);
+        assert!(reach.last_work() <= 4, "work {}", reach.last_work());
+
+        // Cut after node 1500: the 501 nodes below become unreachable, nothing else is visited.
+        store.apply(Record {
+            origin: node(1500),
+            seq: 2,
+            body: Arc::new(RecordBody::default()),
+        });
+        changes.clear();
+        reach.update(Time::ZERO, &mut store, me, &mut changes);
+        assert_eq!(changes.len(), 500);
+        assert_eq!(reach.count(), 1501);
+        assert!(reach.last_work() <= 502, "work {}", reach.last_work());
     }
 }

@@ -86,10 +86,19 @@ pub(crate) struct Vertex {
 }
 
 /// All records this node holds, one slot per address.
+///
+/// Besides the records it keeps what an incremental reachability search needs: for every
+/// slot the sources whose edges name it (`incoming`, one entry per such edge), and the
+/// slots whose edges or epoch changed since [`RecordStore::take_touched`] last drained them.
 #[derive(Clone, Debug)]
 pub struct RecordStore {
     slots: Vec<Slot>,
     vertices: Vec<Vertex>,
+    /// Per slot, the slots whose edges name it (one entry per edge, any epoch).
+    incoming: Vec<Vec<u32>>,
+    /// Slots whose edges or epoch changed (or that are new) since the last drain; each once.
+    touched: Vec<u32>,
+    touched_mark: Vec<bool>,
     /// Lookup only, never iterated: iteration order is the slot vector's.
     index: FxHashMap<SocketAddr, u32>,
     max_slots: usize,
@@ -102,6 +111,9 @@ impl RecordStore {
         RecordStore {
             slots: Vec::new(),
             vertices: Vec::new(),
+            incoming: Vec::new(),
+            touched: Vec::new(),
+            touched_mark: Vec::new(),
             index: FxHashMap::default(),
             max_slots,
             dropped_edges: 0,
@@ -114,6 +126,28 @@ impl RecordStore {
 
     pub(crate) fn vertices(&self) -> &[Vertex] {
         &self.vertices
+    }
+
+    /// The slots whose edges name `slot` (one entry per edge, whatever epoch it names).
+    pub(crate) fn incoming(&self, slot: u32) -> &[u32] {
+        &self.incoming[slot as usize]
+    }
+
+    /// The slots whose edges or epoch changed, or that are new, since the last call, each
+    /// once, in the order they first changed.
+    pub(crate) fn take_touched(&mut self) -> Vec<u32> {
+        for &slot in &self.touched {
+            self.touched_mark[slot as usize] = false;
+        }
+        std::mem::take(&mut self.touched)
+    }
+
+    fn touch(&mut self, slot: u32) {
+        let mark = &mut self.touched_mark[slot as usize];
+        if !*mark {
+            *mark = true;
+            self.touched.push(slot);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -139,7 +173,10 @@ impl RecordStore {
     pub fn intern(&mut self, id: NodeId) -> Option<u32> {
         let slot = self.slot_for(id)?;
         let v = &mut self.vertices[slot as usize];
-        v.epoch = v.epoch.max(id.epoch);
+        if id.epoch > v.epoch {
+            v.epoch = id.epoch;
+            self.touch(slot);
+        }
         Some(slot)
     }
 
@@ -161,6 +198,9 @@ impl RecordStore {
             epoch: id.epoch,
             edges: Vec::new(),
         });
+        self.incoming.push(Vec::new());
+        self.touched_mark.push(false);
+        self.touch(slot);
         self.index.insert(id.addr, slot);
         Some(slot)
     }
@@ -192,7 +232,17 @@ impl RecordStore {
                 None => self.dropped_edges += 1,
             }
         }
-        self.vertices[slot as usize].edges = edges;
+        let old = std::mem::replace(&mut self.vertices[slot as usize].edges, edges);
+        for (target, _) in old {
+            let sources = &mut self.incoming[target as usize];
+            if let Some(at) = sources.iter().position(|&s| s == slot) {
+                sources.swap_remove(at);
+            }
+        }
+        for &(target, _) in &self.vertices[slot as usize].edges {
+            self.incoming[target as usize].push(slot);
+        }
+        self.touch(slot);
         let previous = self.slots[slot as usize].record.replace(record);
         Applied::New { previous }
     }

@@ -706,7 +706,7 @@ impl Node {
             .maybe_flush(now, &mut self.io, |a| views.has_active_addr(a));
         let mut changes =
             self.reach
-                .update(now, &self.replication.store, self.replication.self_slot);
+                .update(now, &mut self.replication.store, self.replication.self_slot);
         let me = self.cfg.id.addr;
         for change in &changes {
             let (Change::Reachable(id) | Change::Unreachable(id)) = *change;

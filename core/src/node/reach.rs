@@ -1,8 +1,9 @@
 //! When to search the adjacency graph again, and the changes a search reports.
 //!
-//! The search itself lives in [`crate::reachability`]; this part decides when it runs: at
-//! most once per `recompute_interval`, and only after something that can change the graph
-//! (a record, a new epoch) marked it dirty. Between searches, fading nodes whose grace ran
+//! The search itself lives in [`crate::reachability`] (incremental: it repairs its tree from
+//! the slots the store marks as changed); this part decides when it runs: at most once per
+//! `recompute_interval`, and only after something that can change the graph (a record, a
+//! new epoch) marked it dirty. Between searches, fading nodes whose grace ran
 //! out are reported.
 //!
 //! Invariants: while `dirty` is set a deadline is due for the next search; every change is
@@ -51,13 +52,18 @@ impl Reach {
 
     /// Searches if due, else reports the fading nodes whose grace ran out. Returns the
     /// changes; hand the buffer back with [`Reach::recycle`].
-    pub(crate) fn update(&mut self, now: Time, store: &RecordStore, self_slot: u32) -> Vec<Change> {
+    pub(crate) fn update(
+        &mut self,
+        now: Time,
+        store: &mut RecordStore,
+        self_slot: u32,
+    ) -> Vec<Change> {
         let mut changes = std::mem::take(&mut self.changes);
         changes.clear();
         if self.search_due().is_some_and(|at| now >= at) {
             self.dirty = false;
             self.last_search = Some(now);
-            self.graph.recompute(now, store, self_slot, &mut changes);
+            self.graph.update(now, store, self_slot, &mut changes);
         } else {
             self.graph.expire(now, &mut changes);
         }
