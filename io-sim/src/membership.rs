@@ -82,6 +82,11 @@ pub struct MembershipReport {
     pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
     pub bytes_per_node_per_s: f64,
+    /// Record versions each live node stored, on average (new versions it learnt of).
+    pub record_versions_per_node: f64,
+    /// Record copies received per version stored (1 is the least a broadcast can do; a
+    /// flood over active views of size k approaches k).
+    pub record_copies_per_version: f64,
     /// The same, by message kind (kinds never sent left out).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub trace_hash: String,
@@ -179,6 +184,19 @@ impl MembershipRun {
             tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
+            record_versions_per_node: {
+                let (applied, live) = sim.alive().fold((0u64, 0u64), |(a, n), i| {
+                    (a + sim.node(i).expect("alive").counters().records_applied, n + 1)
+                });
+                applied as f64 / live.max(1) as f64
+            },
+            record_copies_per_version: {
+                let (applied, stale) = sim.alive().fold((0u64, 0u64), |(a, s), i| {
+                    let c = sim.node(i).expect("alive").counters();
+                    (a + c.records_applied, s + c.records_stale)
+                });
+                (applied + stale) as f64 / applied.max(1) as f64
+            },
             bytes_per_node_per_s_by_kind: minuteman_core::Message::KIND_NAMES
                 .iter()
                 .zip(sim.traffic.by_kind)
@@ -262,6 +280,10 @@ impl MembershipReport {
         out += &format!(
             "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
             self.msgs_per_node_per_s, self.bytes_per_node_per_s
+        );
+        out += &format!(
+            "records          {:.1} versions stored per node, {:.2} copies received per version\n",
+            self.record_versions_per_node, self.record_copies_per_version
         );
         let mut kinds: Vec<_> = self.bytes_per_node_per_s_by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
