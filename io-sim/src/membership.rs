@@ -16,6 +16,7 @@
 //! or frozen then (with no faults: among all, as before).
 
 use crate::faults::{FpByCause, FreezeReport, StallReport};
+use crate::progress::Progress;
 use crate::sim::{ClusterConfig, Conditions, NetMode, Simulation};
 use crate::stats::Summary;
 use crate::tcp::TcpStats;
@@ -110,11 +111,20 @@ impl MembershipRun {
 
     /// Runs the evaluation; also returns the simulation for further inspection.
     pub fn run(&self) -> (MembershipReport, Simulation) {
+        self.run_with(None)
+    }
+
+    /// [`MembershipRun::run`], reporting progress while it runs (the same run).
+    pub fn run_with(&self, progress: Option<Progress>) -> (MembershipReport, Simulation) {
         let wall = Instant::now();
         let mut sim = Simulation::new(self.cluster_config(), self.seed);
         let crash_count = ((self.nodes as f64) * self.crash_fraction).round() as usize;
         let crash_at = Time::from_duration(self.crash_at);
         let end = Time::from_duration(self.duration);
+        if let Some(mut progress) = progress {
+            progress.set_horizon(end);
+            sim.set_progress(progress);
+        }
 
         let mut converged_at = None;
         while sim.now() < crash_at.min(end) {
@@ -144,6 +154,7 @@ impl MembershipRun {
             }
         }
         sim.run_until(end);
+        sim.finish_progress();
 
         let times = sim.detection_times();
         let detected: Vec<Duration> = times.iter().filter_map(|(_, t)| *t).collect();

@@ -1,7 +1,7 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
 use clap::{Parser, Subcommand};
-use minuteman_sim::{Conditions, MembershipRun, NetMode, PaperRun, ServicesRun};
+use minuteman_sim::{Conditions, MembershipRun, NetMode, PaperRun, Progress, ServicesRun};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -108,9 +108,12 @@ struct PaperArgs {
     out: Option<std::path::PathBuf>,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -142,9 +145,12 @@ struct ServicesArgs {
     loss: f64,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -170,9 +176,12 @@ struct MembershipArgs {
     loss: f64,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -182,6 +191,20 @@ fn main() -> ExitCode {
         Command::Membership(args) => membership(args),
         Command::Services(args) => services(args),
     }
+}
+
+/// Progress on stderr unless the output is JSON or `--quiet` was given. With
+/// `MINUTEMAN_SIM_PROGRESS=now` (a testing knob) lines come from the start of the run, at
+/// every wall-clock check, instead of from 2 s on, once a second.
+fn progress(json: bool, quiet: bool, label: &str) -> Option<Progress> {
+    if json || quiet {
+        return None;
+    }
+    let progress = Progress::stderr(label);
+    Some(match std::env::var("MINUTEMAN_SIM_PROGRESS").as_deref() {
+        Ok("now") => progress.timing(Duration::ZERO, Duration::ZERO),
+        _ => progress,
+    })
 }
 
 fn paper(args: PaperArgs) -> ExitCode {
@@ -215,7 +238,7 @@ fn paper(args: PaperArgs) -> ExitCode {
         args.json,
         run.seed,
         || {
-            let o = run.run();
+            let o = run.run_with(progress(args.json, args.quiet, "sim"));
             let report = o.report.clone();
             outcome = Some(o);
             report
@@ -268,7 +291,7 @@ fn services(args: ServicesArgs) -> ExitCode {
     let report = print_run(
         args.json,
         run.seed,
-        || run.run().0,
+        || run.run_with(progress(args.json, args.quiet, "sim")).0,
         |r| r.render(),
         &run.replay_command(),
     );
@@ -305,7 +328,7 @@ fn membership(args: MembershipArgs) -> ExitCode {
     print_run(
         args.json,
         run.seed,
-        || run.run().0,
+        || run.run_with(progress(args.json, args.quiet, "sim")).0,
         |r| r.render(),
         &run.replay_command(),
     );
