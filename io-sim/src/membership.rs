@@ -83,6 +83,9 @@ pub struct MembershipReport {
     pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
     pub bytes_per_node_per_s: f64,
+    /// Simulated CPU time of the agent processes, milliseconds per node per simulated
+    /// second (the model of [`crate::cpu`], not a measurement; 0 on the ideal network).
+    pub cpu_ms_per_node_per_s: f64,
     /// The same, by message kind (kinds never sent left out).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub trace_hash: String,
@@ -190,6 +193,7 @@ impl MembershipRun {
             tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
+            cpu_ms_per_node_per_s: sim.cpu_time().as_secs_f64() * 1e3 / node_seconds,
             bytes_per_node_per_s_by_kind: minuteman_core::Message::KIND_NAMES
                 .iter()
                 .zip(sim.traffic.by_kind)
@@ -273,6 +277,10 @@ impl MembershipReport {
         out += &format!(
             "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
             self.msgs_per_node_per_s, self.bytes_per_node_per_s
+        );
+        out += &format!(
+            "cpu              {:.2} ms/node/s (simulated)\n",
+            self.cpu_ms_per_node_per_s
         );
         let mut kinds: Vec<_> = self.bytes_per_node_per_s_by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));

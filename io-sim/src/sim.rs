@@ -475,6 +475,9 @@ pub struct Simulation {
     pub capture: Option<Vec<(usize, usize, Envelope)>>,
     /// Progress lines on stderr for long runs (see [`Simulation::set_progress`]).
     progress: Option<Progress>,
+    /// CPU time charged to the hosts' processes, in nanoseconds (the model of
+    /// [`crate::cpu`]; zero on the ideal network).
+    cpu_ns: u64,
 }
 
 impl Simulation {
@@ -515,6 +518,7 @@ impl Simulation {
             invariant_violation: None,
             capture: None,
             progress: None,
+            cpu_ns: 0,
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -676,6 +680,13 @@ impl Simulation {
         if let Some(mut progress) = self.progress.take() {
             progress.finish(self.now, self.events_handled);
         }
+    }
+
+    /// CPU time the hosts' processes spent, all hosts together (the model of
+    /// [`crate::cpu`]: per input, per message sent, per byte of records and documents, per
+    /// refresh; zero on the ideal network).
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns)
     }
 
     /// Runs for `d` of simulated time.
@@ -1075,6 +1086,7 @@ impl Simulation {
                 }
             }
         }
+        self.cpu_ns += cost.as_nanos() as u64;
         let release = self.now + cost;
         if release > self.nodes[i].host.busy_until {
             self.nodes[i].host.busy_until = release;
