@@ -17,6 +17,7 @@ pub mod paper;
 pub mod paper_files;
 pub mod progress;
 pub mod queue;
+pub mod scale;
 pub mod services;
 pub mod sim;
 pub mod stats;
@@ -27,6 +28,7 @@ pub use membership::{MembershipReport, MembershipRun};
 pub use network::NetConfig;
 pub use paper::{PaperOutcome, PaperReport, PaperRun};
 pub use progress::Progress;
+pub use scale::{ScaleReport, ScaleRow, ScaleRun};
 pub use services::{ServicesReport, ServicesRun};
 pub use sim::{
     node_addr, ClusterConfig, Conditions, FalsePositive, HandledInput, InputKind, NetMode,

@@ -1,7 +1,9 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
 use clap::{Parser, Subcommand};
-use minuteman_sim::{Conditions, MembershipRun, NetMode, PaperRun, Progress, ServicesRun};
+use minuteman_sim::{
+    Conditions, MembershipRun, NetMode, PaperRun, Progress, ScaleRun, ServicesRun,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,6 +42,11 @@ enum Command {
     Membership(MembershipArgs),
     /// Services evaluation: Mesos tasks with VIP labels churn; every kernel must follow.
     Services(ServicesArgs),
+    /// The membership evaluation at several cluster sizes, one after the other: cost per
+    /// node (messages, bytes by kind, simulated CPU, the simulator's memory and wall time)
+    /// against cluster size, with detection and false positives. Prints the table; writes
+    /// scale.md, scale.json and scale.svg into --out.
+    Scale(ScaleArgs),
 }
 
 /// The flags every evaluation shares.
@@ -184,12 +191,40 @@ struct MembershipArgs {
     quiet: bool,
 }
 
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Cluster sizes, run one after the other (5000 takes minutes).
+    #[arg(long, value_delimiter = ',', default_value = "40,200,1000")]
+    nodes: Vec<usize>,
+    /// Seed of every size's run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Length of each run (simulated time); the crash is at 5 s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Fraction of the nodes that crash (kernel panic: silent, no goodbye).
+    #[arg(long, default_value_t = 0.125)]
+    crash_fraction: f64,
+    /// Write scale.md, scale.json and scale.svg into this directory (created).
+    #[arg(long, default_value = "target/scale")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    conditions: ConditionArgs,
+    /// Print one JSON object instead of the table (and no progress on stderr).
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Paper(args) => paper(args),
         Command::Membership(args) => membership(args),
         Command::Services(args) => services(args),
+        Command::Scale(args) => scale(args),
     }
 }
 
@@ -205,6 +240,52 @@ fn progress(json: bool, quiet: bool, label: &str) -> Option<Progress> {
         Ok("now") => progress.timing(Duration::ZERO, Duration::ZERO),
         _ => progress,
     })
+}
+
+fn scale(args: ScaleArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&args.crash_fraction) {
+        eprintln!("error: --crash-fraction must lie in [0, 1]");
+        return ExitCode::from(2);
+    }
+    if args.nodes.is_empty() || args.nodes.contains(&0) || args.duration.is_zero() {
+        eprintln!("error: --nodes must list sizes of at least 1, --duration be positive");
+        return ExitCode::from(2);
+    }
+    let conditions = match args.conditions.conditions() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let run = ScaleRun {
+        sizes: args.nodes.clone(),
+        seed: args.seed,
+        duration: args.duration,
+        crash_fraction: args.crash_fraction,
+        conditions,
+    };
+    if !args.json {
+        println!("seed             {}", run.seed);
+    }
+    let report = run.run(|nodes| progress(args.json, args.quiet, &format!("sim {nodes} nodes")));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{}", report.render_markdown());
+    }
+    match report.write(&args.out) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn paper(args: PaperArgs) -> ExitCode {
