@@ -123,9 +123,12 @@ impl ScaleRun {
             let (report, sim) = run.run_with(progress(nodes));
             let events = sim.events_handled();
             let rss_end = read_status_kib("VmRSS:");
+            let peak_alive = read_status_kib("VmHWM:");
             drop(sim);
             let rss_after_drop = read_status_kib("VmRSS:");
-            let peak = read_status_kib("VmHWM:");
+            // The kernel records the high-water mark lazily (when memory is unmapped, as
+            // while dropping), and shows the larger of it and the current RSS.
+            let peak = peak_alive.max(read_status_kib("VmHWM:"));
             rows.push(row(
                 &report,
                 events,
@@ -299,9 +302,9 @@ impl ScaleReport {
              with that size's simulation still alive, \"peak\" {}. Wall time is one run on a \
              shared machine: compare sizes, not machines.\n",
             if per_run {
-                "the high-water mark during that size's run (reset before it)"
+                "the high-water mark (VmHWM) during that size's run (reset before it)"
             } else {
-                "the process's high-water mark so far (it only grows; it could not be reset)"
+                "the process's high-water mark (VmHWM) so far (it only grows; it could not be reset)"
             }
         );
         out
@@ -581,12 +584,19 @@ fn draw(report: &ScaleReport) -> String {
                     py(y),
                     line.color
                 );
-                // The first line's values are written beside its points.
+                // The first line's values are written beside its points (left of the
+                // rightmost one, which would run past the frame).
                 if k == 0 {
+                    let (dx, anchor) = if x >= x_hi / 1.5 {
+                        (-6.0, "end")
+                    } else {
+                        (5.0, "start")
+                    };
                     out += &format!(
-                        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{}\">{}</text>",
-                        px(x) + 5.0,
-                        py(y) - 6.0,
+                        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{}\" \
+                         text-anchor=\"{anchor}\">{}</text>",
+                        px(x) + dx,
+                        py(y) - 7.0,
                         line.color,
                         short(y)
                     );
