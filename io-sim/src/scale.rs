@@ -72,6 +72,9 @@ pub struct ScaleRow {
     pub converged_ms: Option<f64>,
     pub events: u64,
     pub wall_s: f64,
+    /// CPU time the simulator process got during the run (user + system, 10 ms
+    /// resolution; `None`: no /proc). On a shared machine steadier than the wall time.
+    pub process_cpu_s: Option<f64>,
     pub trace_hash: String,
     /// The command that replays this size alone.
     pub replay: String,
@@ -120,7 +123,11 @@ impl ScaleRun {
         for &nodes in &self.sizes {
             let peak_is_per_run = reset_peak_rss();
             let run = self.membership(nodes);
+            let cpu_before = process_cpu();
             let (report, sim) = run.run_with(progress(nodes));
+            let cpu = process_cpu()
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
             let events = sim.events_handled();
             let rss_end = read_status_kib("VmRSS:");
             let peak_alive = read_status_kib("VmHWM:");
@@ -132,6 +139,7 @@ impl ScaleRun {
             rows.push(row(
                 &report,
                 events,
+                cpu,
                 [rss_end, rss_after_drop, peak],
                 peak_is_per_run,
                 run.replay_command(),
@@ -150,6 +158,7 @@ impl ScaleRun {
 fn row(
     r: &MembershipReport,
     events: u64,
+    process_cpu_s: Option<f64>,
     [rss_end, rss_after_drop, peak]: [Option<u64>; 3],
     peak_is_per_run: bool,
     replay: String,
@@ -173,6 +182,7 @@ fn row(
         converged_ms: r.converged_ms,
         events,
         wall_s: r.wall_ms / 1e3,
+        process_cpu_s,
         trace_hash: r.trace_hash.clone(),
         replay,
     }
@@ -182,6 +192,17 @@ fn row(
 /// kernel refuses (not Linux, or no write access to `/proc/self/clear_refs`).
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// User + system CPU time of this process so far, in seconds (`/proc/self/stat`, in
+/// USER_HZ = 100 ticks per second, the Linux ABI).
+fn process_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses: state is the
+    // first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// A `kB` line of `/proc/self/status` (`VmRSS:`, `VmHWM:`), in KiB.
@@ -249,8 +270,8 @@ impl ScaleReport {
             self.command
         );
         out += "| nodes | msgs/node/s | bytes/node/s | CPU ms/node/s | RSS end (MiB) | peak RSS (MiB) \
-                | false positives | detection p50 / p99 (ms) | converged (ms) | events | wall (s) |\n";
-        out += "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+                | false positives | detection p50 / p99 (ms) | converged (ms) | events | wall (s) | sim CPU (s) |\n";
+        out += "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
         for r in &self.rows {
             let detection = match (r.detection_p50_ms, r.detection_p99_ms) {
                 (Some(p50), Some(p99)) => format!("{p50:.0} / {p99:.0}"),
@@ -258,7 +279,7 @@ impl ScaleReport {
                 _ => format!("{} undetected", r.undetected),
             };
             out += &format!(
-                "| {} | {:.0} | {} | {:.2} | {} | {}{} | {} | {} | {} | {} | {:.1} |\n",
+                "| {} | {:.0} | {} | {:.2} | {} | {}{} | {} | {} | {} | {} | {:.1} | {} |\n",
                 thousands(r.nodes as f64),
                 r.msgs_per_node_per_s,
                 thousands(r.bytes_per_node_per_s),
@@ -271,6 +292,7 @@ impl ScaleReport {
                 opt(r.converged_ms, 0),
                 crate::progress::si(r.events as f64),
                 r.wall_s,
+                opt(r.process_cpu_s, 1),
             );
         }
         let kinds = kinds_by_weight(&self.rows);
@@ -300,7 +322,8 @@ impl ScaleReport {
              model of the agents' CPU time (`io-sim/src/cpu.rs`), not a measurement. Memory is \
              the simulator process's resident set, all simulated nodes together: \"RSS end\" \
              with that size's simulation still alive, \"peak\" {}. Wall time is one run on a \
-             shared machine: compare sizes, not machines.\n",
+             shared machine (\"sim CPU\": the CPU time the simulator process got, steadier): \
+             compare sizes, not machines.\n",
             if per_run {
                 "the high-water mark (VmHWM) during that size's run (reset before it)"
             } else {
@@ -413,10 +436,15 @@ fn panels(report: &ScaleReport) -> Vec<Panel> {
             ],
         },
         Panel {
-            caption: "simulator wall time per node, ms".into(),
-            lines: vec![series("wall / nodes", TOTAL, 2.5, &|r| {
-                Some(r.wall_s * 1e3 / r.nodes as f64)
-            })],
+            caption: "simulator time per node, ms".into(),
+            lines: vec![
+                series("wall / nodes", TOTAL, 2.5, &|r| {
+                    Some(r.wall_s * 1e3 / r.nodes as f64)
+                }),
+                series("process CPU / nodes", KIND_COLORS[0], 1.5, &|r| {
+                    r.process_cpu_s.map(|s| s * 1e3 / r.nodes as f64)
+                }),
+            ],
         },
     ]
 }
@@ -654,6 +682,15 @@ mod tests {
         if Path::new("/proc/self/status").exists() {
             assert!(read_status_kib("VmRSS:").is_some_and(|k| k > 0));
             assert!(read_status_kib("VmHWM:").is_some_and(|k| k > 0));
+            // Spin until the process's CPU time moves (10 ms ticks).
+            let before = process_cpu().expect("/proc/self/stat");
+            let start = std::time::Instant::now();
+            while process_cpu().expect("/proc/self/stat") <= before {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "CPU time never moved"
+                );
+            }
         }
         assert_eq!(read_status_kib("NoSuchKey:"), None);
     }

@@ -71,7 +71,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
     let rows = first_table(&stdout);
     assert_eq!(rows.len(), 2, "{stdout}");
     for (row, nodes) in rows.iter().zip([10.0, 20.0]) {
-        assert_eq!(row.len(), 11, "{row:?}");
+        assert_eq!(row.len(), 12, "{row:?}");
         assert_eq!(number(&row[0]), nodes);
         let msgs = number(&row[1]);
         let bytes = number(&row[2]);
@@ -90,6 +90,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
         assert!(p50 > 0.0 && p50 <= p99 && p99 < 2_000.0, "{p50} / {p99}");
         assert!(number(&row[8]) > 0.0, "converged");
         assert!(number(&row[10]) >= 0.0, "wall");
+        assert!(number(&row[11]) >= 0.0, "simulator CPU");
     }
     // The split by kind: a second table with the same rows, records among the kinds.
     let by_kind = stdout
@@ -139,7 +140,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
         "simulated CPU",
         "peak RSS",
         "detection of the crash",
-        "wall time",
+        "simulator time per node",
     ] {
         assert!(
             texts.iter().any(|t| t.contains(caption)),
