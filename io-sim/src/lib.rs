@@ -15,7 +15,9 @@ pub mod mesos_agent;
 pub mod network;
 pub mod paper;
 pub mod paper_files;
+pub mod progress;
 pub mod queue;
+pub mod scale;
 pub mod services;
 pub mod sim;
 pub mod stats;
@@ -25,6 +27,8 @@ pub mod world;
 pub use membership::{MembershipReport, MembershipRun};
 pub use network::NetConfig;
 pub use paper::{PaperOutcome, PaperReport, PaperRun};
+pub use progress::Progress;
+pub use scale::{ScaleReport, ScaleRow, ScaleRun};
 pub use services::{ServicesReport, ServicesRun};
 pub use sim::{
     node_addr, ClusterConfig, Conditions, FalsePositive, HandledInput, InputKind, NetMode,

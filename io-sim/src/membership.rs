@@ -16,6 +16,7 @@
 //! or frozen then (with no faults: among all, as before).
 
 use crate::faults::{FpByCause, FreezeReport, StallReport};
+use crate::progress::Progress;
 use crate::sim::{ClusterConfig, Conditions, NetMode, Simulation};
 use crate::stats::Summary;
 use crate::tcp::TcpStats;
@@ -87,6 +88,9 @@ pub struct MembershipReport {
     /// Record copies received per version stored (1 is the least a broadcast can do; a
     /// flood over active views of size k approaches k).
     pub record_copies_per_version: f64,
+    /// Simulated CPU time of the agent processes, milliseconds per node per simulated
+    /// second (the model of [`crate::cpu`], not a measurement; 0 on the ideal network).
+    pub cpu_ms_per_node_per_s: f64,
     /// The same, by message kind (kinds never sent left out).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub trace_hash: String,
@@ -115,11 +119,20 @@ impl MembershipRun {
 
     /// Runs the evaluation; also returns the simulation for further inspection.
     pub fn run(&self) -> (MembershipReport, Simulation) {
+        self.run_with(None)
+    }
+
+    /// [`MembershipRun::run`], reporting progress while it runs (the same run).
+    pub fn run_with(&self, progress: Option<Progress>) -> (MembershipReport, Simulation) {
         let wall = Instant::now();
         let mut sim = Simulation::new(self.cluster_config(), self.seed);
         let crash_count = ((self.nodes as f64) * self.crash_fraction).round() as usize;
         let crash_at = Time::from_duration(self.crash_at);
         let end = Time::from_duration(self.duration);
+        if let Some(mut progress) = progress {
+            progress.set_horizon(end);
+            sim.set_progress(progress);
+        }
 
         let mut converged_at = None;
         while sim.now() < crash_at.min(end) {
@@ -149,6 +162,7 @@ impl MembershipRun {
             }
         }
         sim.run_until(end);
+        sim.finish_progress();
 
         let times = sim.detection_times();
         let detected: Vec<Duration> = times.iter().filter_map(|(_, t)| *t).collect();
@@ -197,6 +211,7 @@ impl MembershipRun {
                 });
                 (applied + stale) as f64 / applied.max(1) as f64
             },
+            cpu_ms_per_node_per_s: sim.cpu_time().as_secs_f64() * 1e3 / node_seconds,
             bytes_per_node_per_s_by_kind: minuteman_core::Message::KIND_NAMES
                 .iter()
                 .zip(sim.traffic.by_kind)
@@ -284,6 +299,10 @@ impl MembershipReport {
         out += &format!(
             "records          {:.1} versions stored per node, {:.2} copies received per version\n",
             self.record_versions_per_node, self.record_copies_per_version
+        );
+        out += &format!(
+            "cpu              {:.2} ms/node/s (simulated)\n",
+            self.cpu_ms_per_node_per_s
         );
         let mut kinds: Vec<_> = self.bytes_per_node_per_s_by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));

@@ -39,6 +39,7 @@
 
 use crate::baseline::{master_drops_at, BaselineConfig, BaselineSetup};
 use crate::clients::{ClientConfig, Clients, Env, Outcome, Request, Table};
+use crate::progress::Progress;
 use crate::sim::{node_addr, node_index, ClusterConfig, Conditions, Simulation};
 use crate::stats::{percentile, Summary};
 use crate::world::{service_of, Withdrawal, WorldConfig};
@@ -312,6 +313,11 @@ impl PaperRun {
 
     /// Runs the evaluation.
     pub fn run(&self) -> PaperOutcome {
+        self.run_with(None)
+    }
+
+    /// [`PaperRun::run`], reporting progress while it runs (the same run).
+    pub fn run_with(&self, progress: Option<Progress>) -> PaperOutcome {
         let wall = Instant::now();
         let mut sim = Simulation::new(self.cluster_config(), self.seed);
         sim.attach_world(WorldConfig {
@@ -362,6 +368,10 @@ impl PaperRun {
 
         // Run until every request sent before `stop` is answered or given up.
         let end = stop + self.clients.timeout;
+        if let Some(mut progress) = progress {
+            progress.set_horizon(end);
+            sim.set_progress(progress);
+        }
         let mut crashed = victims.is_empty();
         let mut next_check = Time::ZERO + self.check_every;
         let mut unfiltered = (u64::MAX, KernelState::default());
@@ -416,6 +426,7 @@ impl PaperRun {
                 break;
             }
         }
+        sim.finish_progress();
         for g in &clients.groups {
             if let Err(e) = g.balancer().check_invariants() {
                 panic!("balancer of host {}: {e}", g.host);

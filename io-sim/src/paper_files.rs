@@ -68,7 +68,8 @@ pub fn write(dir: &Path, outcome: &PaperOutcome) -> Result<Vec<PathBuf>, WriteEr
     Ok(written)
 }
 
-fn write_whole(path: &Path, content: &[u8]) -> Result<(), WriteError> {
+/// Writes `content` to a temporary name beside `path`, then renames it into place.
+pub(crate) fn write_whole(path: &Path, content: &[u8]) -> Result<(), WriteError> {
     let tmp = path.with_extension("tmp");
     let io = |source| WriteError::Io {
         path: path.to_path_buf(),

@@ -7,6 +7,7 @@
 //! the final state. Checks run every `check_every` (see [`crate::world`]).
 
 use crate::faults::{FreezeReport, StallReport};
+use crate::progress::Progress;
 use crate::sim::{ClusterConfig, Conditions, NetMode, Simulation};
 use crate::stats::Summary;
 use crate::world::{Violation, WorldConfig, WorldCounters};
@@ -114,6 +115,11 @@ impl ServicesRun {
 
     /// Runs the evaluation; also returns the simulation for further inspection.
     pub fn run(&self) -> (ServicesReport, Simulation) {
+        self.run_with(None)
+    }
+
+    /// [`ServicesRun::run`], reporting progress while it runs (the same run).
+    pub fn run_with(&self, progress: Option<Progress>) -> (ServicesReport, Simulation) {
         let wall = Instant::now();
         let mut sim = Simulation::new(self.cluster_config(), self.seed);
         sim.attach_world(self.world_config());
@@ -122,9 +128,14 @@ impl ServicesRun {
         let world = sim.world.as_ref().expect("attached");
         let tail = world.cfg.poll_interval + world.cfg.settle + Duration::from_secs(1);
         let end = churn_end + tail;
+        if let Some(mut progress) = progress {
+            progress.set_horizon(end);
+            sim.set_progress(progress);
+        }
         self.run_checked(&mut sim, churn_start);
         sim.churn_until(churn_end);
         self.run_checked(&mut sim, end);
+        sim.finish_progress();
 
         let world = sim.world.as_ref().expect("attached");
         let report = ServicesReport {

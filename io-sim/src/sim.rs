@@ -43,6 +43,7 @@ use crate::faults::{
     attribute, FaultConfig, FaultInterval, FaultKind, FpByCause, FpCause, FreezeReport, StallReport,
 };
 use crate::network::{NetConfig, Network};
+use crate::progress::Progress;
 use crate::queue::EventQueue;
 use crate::tcp::{HostKernel, Tcp, TcpEvent, TcpStats};
 use crate::world::{ServiceWorld, WorldConfig};
@@ -472,6 +473,11 @@ pub struct Simulation {
     /// When set, every delivered message is recorded here as (sender host, receiver,
     /// envelope): captured traffic, for replay tests.
     pub capture: Option<Vec<(usize, usize, Envelope)>>,
+    /// Progress lines on stderr for long runs (see [`Simulation::set_progress`]).
+    progress: Option<Progress>,
+    /// CPU time charged to the hosts' processes, in nanoseconds (the model of
+    /// [`crate::cpu`]; zero on the ideal network).
+    cpu_ns: u64,
 }
 
 impl Simulation {
@@ -511,6 +517,8 @@ impl Simulation {
             check_each_event: false,
             invariant_violation: None,
             capture: None,
+            progress: None,
+            cpu_ns: 0,
             cfg,
         };
         for i in 0..sim.cfg.nodes {
@@ -652,8 +660,33 @@ impl Simulation {
             self.now = at;
             self.events_handled += 1;
             self.dispatch(kind);
+            if self.events_handled & (Progress::EVERY_EVENTS - 1) == 0 {
+                if let Some(progress) = self.progress.as_mut() {
+                    progress.tick(self.now, self.events_handled);
+                }
+            }
         }
         self.now = self.now.max(until);
+    }
+
+    /// Reports progress while the simulation runs (see [`crate::progress`]); it reads the
+    /// clock and the event count only, so the run and its trace hash stay the same.
+    pub fn set_progress(&mut self, progress: Progress) {
+        self.progress = Some(progress);
+    }
+
+    /// Prints the last progress line (if any was printed) and detaches the progress.
+    pub fn finish_progress(&mut self) {
+        if let Some(mut progress) = self.progress.take() {
+            progress.finish(self.now, self.events_handled);
+        }
+    }
+
+    /// CPU time the hosts' processes spent, all hosts together (the model of
+    /// [`crate::cpu`]: per input, per message sent, per byte of records and documents, per
+    /// refresh; zero on the ideal network).
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns)
     }
 
     /// Runs for `d` of simulated time.
@@ -1053,6 +1086,7 @@ impl Simulation {
                 }
             }
         }
+        self.cpu_ns += cost.as_nanos() as u64;
         let release = self.now + cost;
         if release > self.nodes[i].host.busy_until {
             self.nodes[i].host.busy_until = release;

@@ -1,7 +1,9 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
 use clap::{Parser, Subcommand};
-use minuteman_sim::{Conditions, MembershipRun, NetMode, PaperRun, ServicesRun};
+use minuteman_sim::{
+    Conditions, MembershipRun, NetMode, PaperRun, Progress, ScaleRun, ServicesRun,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -40,6 +42,11 @@ enum Command {
     Membership(MembershipArgs),
     /// Services evaluation: Mesos tasks with VIP labels churn; every kernel must follow.
     Services(ServicesArgs),
+    /// The membership evaluation at several cluster sizes, one after the other: cost per
+    /// node (messages, bytes by kind, simulated CPU, the simulator's memory and wall time)
+    /// against cluster size, with detection and false positives. Prints the table; writes
+    /// scale.md, scale.json and scale.svg into --out.
+    Scale(ScaleArgs),
 }
 
 /// The flags every evaluation shares.
@@ -108,9 +115,12 @@ struct PaperArgs {
     out: Option<std::path::PathBuf>,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -142,9 +152,12 @@ struct ServicesArgs {
     loss: f64,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -170,9 +183,39 @@ struct MembershipArgs {
     loss: f64,
     #[command(flatten)]
     conditions: ConditionArgs,
-    /// Print one JSON object instead of the table.
+    /// Print one JSON object instead of the table (and no progress on stderr).
     #[arg(long)]
     json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Cluster sizes, run one after the other (5000 takes minutes).
+    #[arg(long, value_delimiter = ',', default_value = "40,200,1000")]
+    nodes: Vec<usize>,
+    /// Seed of every size's run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Length of each run (simulated time); the crash is at 5 s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Fraction of the nodes that crash (kernel panic: silent, no goodbye).
+    #[arg(long, default_value_t = 0.125)]
+    crash_fraction: f64,
+    /// Write scale.md, scale.json and scale.svg into this directory (created).
+    #[arg(long, default_value = "target/scale")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    conditions: ConditionArgs,
+    /// Print one JSON object instead of the table (and no progress on stderr).
+    #[arg(long)]
+    json: bool,
+    /// No progress lines on stderr (long runs print one about every wall second).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -181,6 +224,67 @@ fn main() -> ExitCode {
         Command::Paper(args) => paper(args),
         Command::Membership(args) => membership(args),
         Command::Services(args) => services(args),
+        Command::Scale(args) => scale(args),
+    }
+}
+
+/// Progress on stderr unless the output is JSON or `--quiet` was given. With
+/// `MINUTEMAN_SIM_PROGRESS=now` (a testing knob) lines come from the start of the run, at
+/// every wall-clock check, instead of from 2 s on, once a second.
+fn progress(json: bool, quiet: bool, label: &str) -> Option<Progress> {
+    if json || quiet {
+        return None;
+    }
+    let progress = Progress::stderr(label);
+    Some(match std::env::var("MINUTEMAN_SIM_PROGRESS").as_deref() {
+        Ok("now") => progress.timing(Duration::ZERO, Duration::ZERO),
+        _ => progress,
+    })
+}
+
+fn scale(args: ScaleArgs) -> ExitCode {
+    if !(0.0..=1.0).contains(&args.crash_fraction) {
+        eprintln!("error: --crash-fraction must lie in [0, 1]");
+        return ExitCode::from(2);
+    }
+    if args.nodes.is_empty() || args.nodes.contains(&0) || args.duration.is_zero() {
+        eprintln!("error: --nodes must list sizes of at least 1, --duration be positive");
+        return ExitCode::from(2);
+    }
+    let conditions = match args.conditions.conditions() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let run = ScaleRun {
+        sizes: args.nodes.clone(),
+        seed: args.seed,
+        duration: args.duration,
+        crash_fraction: args.crash_fraction,
+        conditions,
+    };
+    if !args.json {
+        println!("seed             {}", run.seed);
+    }
+    let report = run.run(|nodes| progress(args.json, args.quiet, &format!("sim {nodes} nodes")));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{}", report.render_markdown());
+    }
+    match report.write(&args.out) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -215,7 +319,7 @@ fn paper(args: PaperArgs) -> ExitCode {
         args.json,
         run.seed,
         || {
-            let o = run.run();
+            let o = run.run_with(progress(args.json, args.quiet, "sim"));
             let report = o.report.clone();
             outcome = Some(o);
             report
@@ -268,7 +372,7 @@ fn services(args: ServicesArgs) -> ExitCode {
     let report = print_run(
         args.json,
         run.seed,
-        || run.run().0,
+        || run.run_with(progress(args.json, args.quiet, "sim")).0,
         |r| r.render(),
         &run.replay_command(),
     );
@@ -305,7 +409,7 @@ fn membership(args: MembershipArgs) -> ExitCode {
     print_run(
         args.json,
         run.seed,
-        || run.run().0,
+        || run.run_with(progress(args.json, args.quiet, "sim")).0,
         |r| r.render(),
         &run.replay_command(),
     );
