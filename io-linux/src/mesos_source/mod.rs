@@ -261,62 +261,91 @@ async fn drive<S: Source>(
         };
         match result {
             Ok(good) => {
-                if let Some(failures) = health.succeeded() {
-                    info!(failures, "Mesos recovered after {failures} failures");
-                }
-                record_warnings(&good.warnings, &mut warned, metrics);
-                let next = LocalServices {
-                    agents: vec![agent_ip],
-                    services: Arc::new({
-                        let mut services = good.services;
-                        services.shrink_to_fit();
-                        services
-                    }),
-                };
-                let (vips, backends) = sizes(&next.services);
-                if publish(tx, next) {
-                    metrics.mesos_changes.inc();
-                    info!(vips, backends, "Mesos: local services changed");
-                }
+                recovered(&mut health, POLL);
+                deliver(good, agent_ip, &mut warned, metrics, tx);
             }
-            Err(error) => {
-                let reason = error.reason.as_str();
-                metrics
-                    .mesos_poll_failures
-                    .get_or_create(&Why::new(reason))
-                    .inc();
-                let detail = &error.detail;
-                match health.failed(error.reason) {
-                    Report::Started => warn!(
-                        reason,
-                        "Mesos poll failed, keeping the last good state: {detail}"
-                    ),
-                    Report::Changed { previous } => warn!(
-                        reason,
-                        previous = previous.as_str(),
-                        failures = health.streak(),
-                        "Mesos poll still failing, now for another reason: {detail}"
-                    ),
-                    Report::Same => debug!(
-                        reason,
-                        failures = health.streak(),
-                        "Mesos poll failed again: {detail}"
-                    ),
-                }
-            }
+            Err(error) => failed(&error, &mut health, metrics, POLL),
         }
         let failures = if S::BACKS_OFF { health.streak() } else { 0 };
-        let failures = u32::try_from(failures).unwrap_or(u32::MAX);
-        let delay = jitter(
-            base_delay(schedule.interval, schedule.max_backoff, failures),
-            unit(),
-        );
+        let delay = next_delay(schedule, failures, unit());
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// What the poll sources' log lines call an attempt.
+const POLL: &str = "Mesos poll";
+
+/// A success: logs the end of a failure streak, if there was one.
+fn recovered(health: &mut Health, what: &str) {
+    if let Some(failures) = health.succeeded() {
+        info!(failures, "{what} recovered after {failures} failures");
+    }
+}
+
+/// A failed attempt: counted by reason, logged once per change of condition.
+fn failed(error: &PollError, health: &mut Health, metrics: &ShellMetrics, what: &str) {
+    let reason = error.reason.as_str();
+    metrics
+        .mesos_poll_failures
+        .get_or_create(&Why::new(reason))
+        .inc();
+    let detail = &error.detail;
+    match health.failed(error.reason) {
+        Report::Started => warn!(
+            reason,
+            "{what} failed, keeping the last good state: {detail}"
+        ),
+        Report::Changed { previous } => warn!(
+            reason,
+            previous = previous.as_str(),
+            failures = health.streak(),
+            "{what} still failing, now for another reason: {detail}"
+        ),
+        Report::Same => debug!(
+            reason,
+            failures = health.streak(),
+            "{what} failed again: {detail}"
+        ),
+    }
+}
+
+/// A good state: its warnings counted (logged when they change), published if it differs
+/// from what the channel holds.
+fn deliver(
+    good: Good,
+    agent_ip: IpAddr,
+    warned: &mut WarningLog,
+    metrics: &ShellMetrics,
+    tx: &watch::Sender<Option<LocalServices>>,
+) {
+    record_warnings(&good.warnings, warned, metrics);
+    let next = LocalServices {
+        agents: vec![agent_ip],
+        services: Arc::new({
+            let mut services = good.services;
+            services.shrink_to_fit();
+            services
+        }),
+    };
+    let (vips, backends) = sizes(&next.services);
+    if publish(tx, next) {
+        metrics.mesos_changes.inc();
+        info!(vips, backends, "Mesos: local services changed");
+    }
+}
+
+/// The delay before the next attempt after `failures` consecutive failures, jittered by
+/// `unit` in `[-1, 1]`.
+fn next_delay(schedule: Schedule, failures: u64, unit: f64) -> Duration {
+    let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+    jitter(
+        base_delay(schedule.interval, schedule.max_backoff, failures),
+        unit,
+    )
 }
 
 fn record_warnings(warnings: &[String], warned: &mut WarningLog, metrics: &ShellMetrics) {
