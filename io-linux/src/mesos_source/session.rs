@@ -16,9 +16,15 @@
 //!   and only a resync repairs it. Nothing is derived from a chunk that failed.
 //! - [`Fed::derived`] is `Some` after every chunk that applied an event able to change this
 //!   host's services (conservatively: `SUBSCRIBED`, framework events, task events of a local
-//!   task, agent events that change which agents are local), and then equals
-//!   [`local::services`] of the whole current state; `HEARTBEAT`s and other agents' tasks
-//!   derive nothing.
+//!   task, agent events that change which agents are local or end a wait, see below), and
+//!   then equals [`local::services`] of the whole current state; `HEARTBEAT`s and other
+//!   agents' tasks derive nothing.
+//! - A master that took over lists the agents it has not heard from yet as *recovered*,
+//!   without their tasks. While every agent at this host's address is only recovered
+//!   ([`Session::is_waiting_for_agent`]), nothing is derived: an empty task list there means
+//!   "unknown", not "all gone", and publishing it would withdraw every local backend on a
+//!   master failover. The agent re-registering (`AGENT_ADDED`) or being removed
+//!   (`AGENT_REMOVED`) ends the wait.
 //! - Bounded: one partial record (at most `max_record_size` bytes) plus the records one
 //!   chunk completes; the state is capped by the core's [`StreamLimits`].
 //!
@@ -31,6 +37,7 @@ use minuteman_core::mesos::{
     Document, EventKind, MesosStream, OperatorEvent, RecordIoDecoder, RecordIoError, StreamLimits,
 };
 use serde::Deserialize;
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -59,6 +66,9 @@ pub(crate) struct Session {
     heartbeat: Duration,
     /// Ids of the agents at `agent_ip` in the current state.
     local: Vec<String>,
+    /// Ids of this host's agents that `SUBSCRIBED` listed only as recovered, not
+    /// re-registered since.
+    recovered: BTreeSet<String>,
 }
 
 impl Session {
@@ -69,6 +79,7 @@ impl Session {
             stream: MesosStream::new(limits),
             heartbeat: DEFAULT_HEARTBEAT,
             local: Vec::new(),
+            recovered: BTreeSet::new(),
         }
     }
 
@@ -77,6 +88,7 @@ impl Session {
         self.decoder.reset();
         self.stream.reset();
         self.heartbeat = DEFAULT_HEARTBEAT;
+        self.recovered.clear();
     }
 
     /// The address whose agents are this host's.
@@ -104,6 +116,12 @@ impl Session {
         &self.local
     }
 
+    /// Every agent at this host's address is one the master has not heard from since it
+    /// took over: it does not know their tasks, so nothing is derived.
+    pub(crate) fn is_waiting_for_agent(&self) -> bool {
+        !self.local.is_empty() && self.local.iter().all(|id| self.recovered.contains(id))
+    }
+
     /// Agents and tasks the stream holds.
     pub(crate) fn sizes(&self) -> (usize, usize) {
         let state = self.stream.state();
@@ -120,7 +138,7 @@ impl Session {
             touched |= self.handle(record, &mut fed)?;
         }
         framing.map_err(framing_error)?;
-        if touched && self.is_subscribed() {
+        if touched && self.is_subscribed() && !self.is_waiting_for_agent() {
             fed.derived = Some(local::services(
                 self.stream.state(),
                 &self.local,
@@ -147,6 +165,8 @@ impl Session {
             return Err(bad_record(format!("{} before SUBSCRIBED", kind.as_str())));
         }
         let touches = self.touches_local(&event);
+        let waiting = self.is_waiting_for_agent();
+        self.track_recovered(&event);
         self.stream
             .apply(&event)
             .map_err(|e| bad_record(e.to_string()))?;
@@ -154,6 +174,10 @@ impl Session {
             EventKind::Subscribed => {
                 self.heartbeat = heartbeat_of(record);
                 self.local = local::agents_at(self.stream.state(), self.agent_ip);
+                // Only this host's recovered agents matter (a non-local one becomes local
+                // only by re-registering, which ends its recovery).
+                let local = &self.local;
+                self.recovered.retain(|id| local.contains(id));
                 fed.subscribed = true;
                 true
             }
@@ -161,10 +185,42 @@ impl Session {
                 let local = local::agents_at(self.stream.state(), self.agent_ip);
                 let changed = local != self.local;
                 self.local = local;
-                changed
+                changed || waiting != self.is_waiting_for_agent()
             }
             _ => touches,
         })
+    }
+
+    /// Keeps [`Session::recovered`] up to date with `event`.
+    fn track_recovered(&mut self, event: &OperatorEvent<'_>) {
+        match event {
+            OperatorEvent::Subscribed(get_state) => {
+                self.recovered.clear();
+                let Some(agents) = &get_state.get_agents else {
+                    return;
+                };
+                let infos = agents.recovered_agents.as_deref().unwrap_or(&[]);
+                self.recovered.extend(
+                    infos
+                        .iter()
+                        .filter_map(|info| model::id_str(&info.id).map(str::to_string)),
+                );
+                for agent in agents.agents.as_deref().unwrap_or(&[]) {
+                    if let Some(id) = agent.agent_info.as_ref().and_then(|i| model::id_str(&i.id)) {
+                        self.recovered.remove(id);
+                    }
+                }
+            }
+            OperatorEvent::AgentAdded(agent) => {
+                if let Some(id) = agent.agent_info.as_ref().and_then(|i| model::id_str(&i.id)) {
+                    self.recovered.remove(id);
+                }
+            }
+            OperatorEvent::AgentRemoved(id) => {
+                self.recovered.remove(id.as_ref());
+            }
+            _ => {}
+        }
     }
 
     /// Whether `event`, applied to the current state, can change this host's services.

@@ -23,7 +23,8 @@
 //!   `mesos_warnings` + the extraction warnings of each derivation of this host's services.
 //! - Logs: failures once per change of condition ([`super::health`]), the first
 //!   `SUBSCRIBED` and a recovery at info, every later `SUBSCRIBED` at debug, and a change of
-//!   the local agents (found, gone, none at this address) at info or warn.
+//!   the local agents (found, none at this address, not yet re-registered with a new
+//!   master) at info or warn.
 //! - Bounded memory: the session's (one partial record, the core's stream limits); the
 //!   HTTP client keeps no idle connection.
 //! - `shutdown` ends [`drive`] promptly, in the middle of a connection or a sleep.
@@ -68,8 +69,9 @@ struct Follower<'a> {
     warned: WarningLog,
     /// Connections that reached `SUBSCRIBED`.
     subscriptions: u64,
-    /// The local agents last logged (`None` before the first `SUBSCRIBED`).
-    logged_agents: Option<Vec<String>>,
+    /// The local agents last logged, and whether the master was still waiting for them
+    /// to re-register (`None` before the first `SUBSCRIBED`).
+    logged_agents: Option<(Vec<String>, bool)>,
 }
 
 /// Follows the stream until `shutdown`; `unit` draws the jitter, in `[-1, 1]`.
@@ -156,8 +158,10 @@ async fn follow(
         if fed.subscribed {
             follower.subscribed(source, session);
         }
-        if let Some(good) = fed.derived {
+        if fed.subscribed || fed.derived.is_some() {
             follower.log_local_agents(session);
+        }
+        if let Some(good) = fed.derived {
             deliver(
                 good,
                 follower.agent_ip,
@@ -224,14 +228,18 @@ impl Follower<'_> {
             );
         }
         recovered(&mut self.health, STREAM);
-        self.log_local_agents(session);
     }
 
-    /// Logs the agents at this host's address when they changed.
+    /// Logs the agents at this host's address when they (or their wait) changed.
     fn log_local_agents(&mut self, session: &Session) {
         let local = session.local_agents();
+        let waiting = session.is_waiting_for_agent();
         let (agents, _) = session.sizes();
-        if self.logged_agents.as_deref() == Some(local) {
+        if self
+            .logged_agents
+            .as_ref()
+            .is_some_and(|(logged, was)| logged == local && *was == waiting)
+        {
             return;
         }
         let agent_ip = self.agent_ip;
@@ -240,9 +248,15 @@ impl Follower<'_> {
                 %agent_ip, agents,
                 "Mesos: the master lists no agent at this host's address: no local tasks"
             );
+        } else if waiting {
+            warn!(
+                %agent_ip, ids = ?local,
+                "Mesos: the master has not heard from this host's agent since it took over; \
+                 keeping the last good state until the agent re-registers"
+            );
         } else {
             info!(%agent_ip, ids = ?local, "Mesos: this host's agent, as the master knows it");
         }
-        self.logged_agents = Some(local.to_vec());
+        self.logged_agents = Some((local.to_vec(), waiting));
     }
 }
