@@ -83,7 +83,8 @@ pub struct AgentArgs {
     #[arg(long, env = "MINUTEMAN_AGENT_IP", value_name = "IP")]
     pub agent_ip: Option<IpAddr>,
 
-    /// The local Mesos agent's state endpoint. [default: http://AGENT_IP:5051/state]
+    /// The local Mesos agent's state endpoint, polled. [default: http://AGENT_IP:5051/state,
+    /// unless --mesos-state-file or --mesos-subscribe-url says otherwise]
     #[arg(
         long,
         env = "MINUTEMAN_MESOS_URL",
@@ -97,7 +98,26 @@ pub struct AgentArgs {
     #[arg(long, env = "MINUTEMAN_MESOS_STATE_FILE", value_name = "FILE")]
     pub mesos_state_file: Option<PathBuf>,
 
-    /// How often the Mesos state is read. [default: 2s]
+    /// Off by default. Instead of polling the local agent, follow a Mesos master's
+    /// operator-API event stream at this endpoint (e.g. http://leader.mesos:5050/api/v1):
+    /// one `POST {"type":"SUBSCRIBE"}` whose answer streams every change as it happens.
+    /// The master reports every agent's tasks; only those of the agent at --agent-ip count.
+    /// A broken stream, or one silent for 3 of the master's heartbeat intervals, is
+    /// reconnected with the poll backoff (doubling from --mesos-poll-interval, up to 60 s)
+    /// and resynced from the master's full state; meanwhile the last good state stays.
+    /// --mesos-timeout bounds connecting and the wait for the first event;
+    /// --mesos-auth-token-file and --mesos-ca-file apply. Excludes --mesos-url and
+    /// --mesos-state-file.
+    #[arg(
+        long,
+        env = "MINUTEMAN_MESOS_SUBSCRIBE_URL",
+        value_name = "URL",
+        conflicts_with_all = ["mesos_url", "mesos_state_file"]
+    )]
+    pub mesos_subscribe_url: Option<String>,
+
+    /// How often the Mesos state is read (with --mesos-subscribe-url: the base of the
+    /// reconnect backoff). [default: 2s]
     #[arg(long, env = "MINUTEMAN_MESOS_POLL_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     #[serde(default, deserialize_with = "de_duration_opt")]
     pub mesos_poll_interval: Option<Duration>,
@@ -186,8 +206,12 @@ pub struct AgentConfig {
 /// Where the Mesos state comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MesosOrigin {
+    /// An agent's `/state`, polled.
     Url(String),
+    /// A state file, watched.
     File(PathBuf),
+    /// A master's operator API, followed as a `SUBSCRIBE` stream.
+    Subscribe(String),
 }
 
 /// A configuration the agent cannot run with; names the option.
@@ -208,7 +232,7 @@ pub enum ConfigError {
     NoAuth,
     #[error("--cluster-key-file and --insecure exclude each other")]
     AuthConflict,
-    #[error("--mesos-url and --mesos-state-file exclude each other")]
+    #[error("--mesos-url, --mesos-state-file and --mesos-subscribe-url exclude each other")]
     MesosConflict,
     #[error("cannot read {option} {path}: {source}")]
     ReadOption {
@@ -275,6 +299,7 @@ impl AgentArgs {
             agent_ip,
             mesos_url,
             mesos_state_file,
+            mesos_subscribe_url,
             mesos_poll_interval,
             mesos_timeout,
             mesos_auth_token_file,
@@ -349,14 +374,15 @@ impl AgentConfig {
             return Err(ConfigError::UnspecifiedListen(listen));
         }
         let agent_ip = a.agent_ip.unwrap_or(listen.ip());
-        let mesos = match (a.mesos_url, a.mesos_state_file) {
-            (Some(_), Some(_)) => return Err(ConfigError::MesosConflict),
-            (Some(url), None) => MesosOrigin::Url(url),
-            (None, Some(file)) => MesosOrigin::File(file),
-            (None, None) => MesosOrigin::Url(match agent_ip {
+        let mesos = match (a.mesos_url, a.mesos_state_file, a.mesos_subscribe_url) {
+            (Some(url), None, None) => MesosOrigin::Url(url),
+            (None, Some(file), None) => MesosOrigin::File(file),
+            (None, None, Some(url)) => MesosOrigin::Subscribe(url),
+            (None, None, None) => MesosOrigin::Url(match agent_ip {
                 IpAddr::V4(ip) => format!("http://{ip}:5051/state"),
                 IpAddr::V6(ip) => format!("http://[{ip}]:5051/state"),
             }),
+            _ => return Err(ConfigError::MesosConflict),
         };
         let auth = match (a.cluster_key_file, a.insecure) {
             (Some(_), true) => return Err(ConfigError::AuthConflict),
@@ -509,6 +535,74 @@ mod tests {
             args.cluster_key_file.as_deref(),
             Some(Path::new("/etc/minuteman/cluster.key"))
         );
+        assert_eq!(args.mesos_subscribe_url, None, "off by default");
+
+        // The commented SUBSCRIBE line, switched on, is a valid config.
+        let key = "# mesos-subscribe-url = ";
+        assert_eq!(text.matches(key).count(), 1, "the example shows {key:?}");
+        let on = text.replace(key, "mesos-subscribe-url = ");
+        let args: AgentArgs = toml::from_str(&on).unwrap();
+        let cfg = AgentConfig::from_args(AgentArgs {
+            cluster_key_file: None,
+            insecure: true,
+            ..args
+        })
+        .unwrap();
+        assert_eq!(
+            cfg.mesos,
+            MesosOrigin::Subscribe("http://leader.mesos:5050/api/v1".into())
+        );
+    }
+
+    #[test]
+    fn one_mesos_origin_at_most() {
+        let base = || AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            ..insecure()
+        };
+        let subscribe = AgentConfig::from_args(AgentArgs {
+            mesos_subscribe_url: Some("http://m:5050/api/v1".into()),
+            ..base()
+        })
+        .unwrap();
+        assert_eq!(
+            subscribe.mesos,
+            MesosOrigin::Subscribe("http://m:5050/api/v1".into())
+        );
+        let both = [
+            AgentArgs {
+                mesos_subscribe_url: Some("http://m:5050/api/v1".into()),
+                mesos_url: Some("http://a:5051/state".into()),
+                ..base()
+            },
+            AgentArgs {
+                mesos_subscribe_url: Some("http://m:5050/api/v1".into()),
+                mesos_state_file: Some("/x".into()),
+                ..base()
+            },
+            AgentArgs {
+                mesos_url: Some("http://a:5051/state".into()),
+                mesos_state_file: Some("/x".into()),
+                ..base()
+            },
+        ];
+        for args in both {
+            assert!(matches!(
+                AgentConfig::from_args(args),
+                Err(ConfigError::MesosConflict)
+            ));
+        }
+        // A flag and a file that name different origins conflict too.
+        let file: AgentArgs =
+            toml::from_str("mesos-subscribe-url = \"http://m:5050/api/v1\"").unwrap();
+        let flags = AgentArgs {
+            mesos_url: Some("http://a:5051/state".into()),
+            ..base()
+        };
+        assert!(matches!(
+            AgentConfig::from_args(flags.merge_file(file)),
+            Err(ConfigError::MesosConflict)
+        ));
     }
 
     #[test]

@@ -219,6 +219,12 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
                     timeout: cfg.mesos_timeout,
                 },
                 MesosOrigin::File(path) => MesosSource::File { path: path.clone() },
+                MesosOrigin::Subscribe(url) => MesosSource::Subscribe {
+                    url: url.clone(),
+                    auth_token: cfg.mesos_auth_token.clone(),
+                    ca_file: cfg.mesos_ca_file.clone(),
+                    timeout: cfg.mesos_timeout,
+                },
             },
             cfg.agent_ip,
         )

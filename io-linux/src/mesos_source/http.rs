@@ -16,8 +16,8 @@
 
 use super::outcome::{chain, PollError, Reason};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use reqwest::{Certificate, Client, StatusCode};
-use std::path::PathBuf;
+use reqwest::{Certificate, Client, ClientBuilder, StatusCode};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub(crate) struct HttpSource {
@@ -52,47 +52,11 @@ impl HttpSource {
     }
 
     fn build(&self) -> Result<Client, PollError> {
-        let mut builder = Client::builder()
+        client_builder(self.auth_token.as_deref(), self.ca_file.as_deref())?
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
-            .no_proxy();
-        if let Some(token) = &self.auth_token {
-            let mut value = HeaderValue::from_str(&format!("token={token}")).map_err(|_| {
-                PollError::new(
-                    Reason::Http,
-                    "the auth token is not a valid HTTP header value",
-                )
-            })?;
-            value.set_sensitive(true);
-            let mut headers = HeaderMap::new();
-            headers.insert(AUTHORIZATION, value);
-            builder = builder.default_headers(headers);
-        }
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                PollError::new(
-                    Reason::Io,
-                    format!("cannot read CA file {}: {e}", path.display()),
-                )
-            })?;
-            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
-                PollError::new(
-                    Reason::Http,
-                    format!("bad CA file {}: {}", path.display(), chain(&e)),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(PollError::new(
-                    Reason::Http,
-                    format!("CA file {} holds no certificate", path.display()),
-                ));
-            }
-            builder = builder.tls_built_in_root_certs(false);
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder.build().map_err(|e| classify(&e))
+            .build()
+            .map_err(|e| classify(&e))
     }
 
     /// One `GET`: the body of a 200 answer, at most the limit.
@@ -129,6 +93,53 @@ impl HttpSource {
     }
 }
 
+/// A client builder with what every request to Mesos carries, whatever its timeouts: no
+/// system proxy, the token as a sensitive `Authorization: token=<t>` header, and with a CA
+/// file only its certificates as roots (the file is read now).
+pub(crate) fn client_builder(
+    auth_token: Option<&str>,
+    ca_file: Option<&Path>,
+) -> Result<ClientBuilder, PollError> {
+    let mut builder = Client::builder().no_proxy();
+    if let Some(token) = auth_token {
+        let mut value = HeaderValue::from_str(&format!("token={token}")).map_err(|_| {
+            PollError::new(
+                Reason::Http,
+                "the auth token is not a valid HTTP header value",
+            )
+        })?;
+        value.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            PollError::new(
+                Reason::Io,
+                format!("cannot read CA file {}: {e}", path.display()),
+            )
+        })?;
+        let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
+            PollError::new(
+                Reason::Http,
+                format!("bad CA file {}: {}", path.display(), chain(&e)),
+            )
+        })?;
+        if certs.is_empty() {
+            return Err(PollError::new(
+                Reason::Http,
+                format!("CA file {} holds no certificate", path.display()),
+            ));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
 fn too_large(limit: usize) -> PollError {
     PollError::new(
         Reason::TooLarge,
@@ -158,7 +169,7 @@ async fn read_limited(
 }
 
 /// A reqwest error's reason: `timeout` when the time ran out, `http` otherwise.
-fn classify(error: &reqwest::Error) -> PollError {
+pub(crate) fn classify(error: &reqwest::Error) -> PollError {
     let reason = if error.is_timeout() {
         Reason::Timeout
     } else {

@@ -1,10 +1,14 @@
-//! The local Mesos agent's VIP backends, read over HTTP or from a file.
+//! The local Mesos agent's VIP backends, read over HTTP, from a file, or from a master's
+//! operator-API event stream.
 //!
-//! [`run`] polls until `shutdown` fires and publishes each new good [`LocalServices`] on
+//! [`run`] reads until `shutdown` fires and publishes each new good [`LocalServices`] on
 //! `tx` (a `watch` channel: one slot, the latest wins); errors keep the last good state.
 //!
 //! - `http`: `GET` of the agent's `/state`, bounded in time and size;
 //! - `file`: a state file, re-read only when it changed;
+//! - `subscribe`: a master's `SUBSCRIBE` stream, reconnected on any trouble; `session`
+//!   turns its bytes into events and this host's services, `local` picks this host's
+//!   agent out of the whole cluster;
 //! - `outcome`: the parse step and the closed set of failure reasons;
 //! - `backoff`: the poll schedule (pure);
 //! - `health`: what is worth logging.
@@ -26,27 +30,35 @@
 //!   source, each jittered ±10%. The file source does not back off: a failed file poll
 //!   costs one `stat` (an unchanged file is not re-read), and backing off would only delay
 //!   noticing the repaired file.
-//! - `shutdown` ends [`run`] promptly, in the middle of a request or a sleep.
+//!   The `SUBSCRIBE` source keeps these rules with a connection as its attempt (see
+//!   `subscribe`: a connection that reached `SUBSCRIBED` is a success, its end a failure).
+//! - `shutdown` ends [`run`] promptly, in the middle of a request, a stream or a sleep.
 
 mod backoff;
 mod file;
 mod health;
 mod http;
+mod local;
 mod outcome;
+mod session;
+mod subscribe;
 
 use crate::metrics::{ShellMetrics, Why};
 use backoff::{base_delay, jitter};
 use file::FileSource;
 use health::{Health, Report, WarningLog};
 use http::HttpSource;
+use minuteman_core::mesos::StreamLimits;
 use minuteman_core::vip::VipSet;
 use outcome::{parse, Good, PollError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use session::Session;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use subscribe::SubscribeSource;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -89,6 +101,20 @@ pub enum MesosSource {
     },
     /// A file holding a Mesos state document, re-read when it changes.
     File { path: PathBuf },
+    /// A master's operator-API endpoint (e.g. `http://leader.mesos:5050/api/v1`), followed
+    /// as a `SUBSCRIBE` event stream; only the tasks of the agent at
+    /// [`MesosConfig::agent_ip`] count.
+    Subscribe {
+        url: String,
+        /// Sent as `Authorization: token=...` when set.
+        auth_token: Option<String>,
+        /// A PEM file of CA certificates for `https` URLs; when set, only these are
+        /// trusted.
+        ca_file: Option<PathBuf>,
+        /// For connecting, for the answer's headers, and for `SUBSCRIBED` to arrive (no
+        /// gap longer than this); afterwards the master's heartbeats set the pace.
+        timeout: Duration,
+    },
 }
 
 impl MesosSource {
@@ -120,6 +146,18 @@ impl std::fmt::Debug for MesosSource {
                 .field("timeout", timeout)
                 .finish(),
             MesosSource::File { path } => f.debug_struct("File").field("path", path).finish(),
+            MesosSource::Subscribe {
+                url,
+                auth_token,
+                ca_file,
+                timeout,
+            } => f
+                .debug_struct("Subscribe")
+                .field("url", url)
+                .field("auth_token", &auth_token.as_ref().map(|_| "<redacted>"))
+                .field("ca_file", ca_file)
+                .field("timeout", timeout)
+                .finish(),
         }
     }
 }
@@ -127,13 +165,16 @@ impl std::fmt::Debug for MesosSource {
 #[derive(Clone, Debug)]
 pub struct MesosConfig {
     pub source: MesosSource,
-    /// Time between polls while healthy (at least [`MIN_POLL_INTERVAL`]).
+    /// Time between polls while healthy (at least [`MIN_POLL_INTERVAL`]); for the
+    /// `SUBSCRIBE` source, the base of the reconnect backoff.
     pub poll_interval: Duration,
     /// The longest backoff after errors.
     pub max_backoff: Duration,
-    /// The address of this host's Mesos agent: every task's agent address.
+    /// The address of this host's Mesos agent: every task's agent address (with a
+    /// master's `SUBSCRIBE` stream, also which agent's tasks are this host's).
     pub agent_ip: IpAddr,
-    /// The largest state accepted (HTTP body or file); larger is a `too_large` failure.
+    /// The largest state accepted (HTTP body, file, or one `SUBSCRIBE` record); larger is
+    /// a `too_large` failure.
     pub max_state_bytes: usize,
 }
 
@@ -202,6 +243,34 @@ pub async fn run(
             )
             .await;
         }
+        MesosSource::Subscribe {
+            url,
+            auth_token,
+            ca_file,
+            timeout,
+        } => {
+            let limits = StreamLimits {
+                max_record_size: cfg.max_state_bytes,
+                ..StreamLimits::default()
+            };
+            info!(url, agent_ip = %cfg.agent_ip, "Mesos source: following a master's SUBSCRIBE stream");
+            let source = SubscribeSource {
+                url,
+                auth_token,
+                ca_file,
+                timeout,
+            };
+            subscribe::drive(
+                source,
+                Session::new(cfg.agent_ip, limits),
+                schedule,
+                &metrics,
+                &tx,
+                &shutdown,
+                unit,
+            )
+            .await;
+        }
     }
     debug!("Mesos source: stopped");
 }
@@ -261,62 +330,91 @@ async fn drive<S: Source>(
         };
         match result {
             Ok(good) => {
-                if let Some(failures) = health.succeeded() {
-                    info!(failures, "Mesos recovered after {failures} failures");
-                }
-                record_warnings(&good.warnings, &mut warned, metrics);
-                let next = LocalServices {
-                    agents: vec![agent_ip],
-                    services: Arc::new({
-                        let mut services = good.services;
-                        services.shrink_to_fit();
-                        services
-                    }),
-                };
-                let (vips, backends) = sizes(&next.services);
-                if publish(tx, next) {
-                    metrics.mesos_changes.inc();
-                    info!(vips, backends, "Mesos: local services changed");
-                }
+                recovered(&mut health, POLL);
+                deliver(good, agent_ip, &mut warned, metrics, tx);
             }
-            Err(error) => {
-                let reason = error.reason.as_str();
-                metrics
-                    .mesos_poll_failures
-                    .get_or_create(&Why::new(reason))
-                    .inc();
-                let detail = &error.detail;
-                match health.failed(error.reason) {
-                    Report::Started => warn!(
-                        reason,
-                        "Mesos poll failed, keeping the last good state: {detail}"
-                    ),
-                    Report::Changed { previous } => warn!(
-                        reason,
-                        previous = previous.as_str(),
-                        failures = health.streak(),
-                        "Mesos poll still failing, now for another reason: {detail}"
-                    ),
-                    Report::Same => debug!(
-                        reason,
-                        failures = health.streak(),
-                        "Mesos poll failed again: {detail}"
-                    ),
-                }
-            }
+            Err(error) => failed(&error, &mut health, metrics, POLL),
         }
         let failures = if S::BACKS_OFF { health.streak() } else { 0 };
-        let failures = u32::try_from(failures).unwrap_or(u32::MAX);
-        let delay = jitter(
-            base_delay(schedule.interval, schedule.max_backoff, failures),
-            unit(),
-        );
+        let delay = next_delay(schedule, failures, unit());
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// What the poll sources' log lines call an attempt.
+const POLL: &str = "Mesos poll";
+
+/// A success: logs the end of a failure streak, if there was one.
+fn recovered(health: &mut Health, what: &str) {
+    if let Some(failures) = health.succeeded() {
+        info!(failures, "{what} recovered after {failures} failures");
+    }
+}
+
+/// A failed attempt: counted by reason, logged once per change of condition.
+fn failed(error: &PollError, health: &mut Health, metrics: &ShellMetrics, what: &str) {
+    let reason = error.reason.as_str();
+    metrics
+        .mesos_poll_failures
+        .get_or_create(&Why::new(reason))
+        .inc();
+    let detail = &error.detail;
+    match health.failed(error.reason) {
+        Report::Started => warn!(
+            reason,
+            "{what} failed, keeping the last good state: {detail}"
+        ),
+        Report::Changed { previous } => warn!(
+            reason,
+            previous = previous.as_str(),
+            failures = health.streak(),
+            "{what} still failing, now for another reason: {detail}"
+        ),
+        Report::Same => debug!(
+            reason,
+            failures = health.streak(),
+            "{what} failed again: {detail}"
+        ),
+    }
+}
+
+/// A good state: its warnings counted (logged when they change), published if it differs
+/// from what the channel holds.
+fn deliver(
+    good: Good,
+    agent_ip: IpAddr,
+    warned: &mut WarningLog,
+    metrics: &ShellMetrics,
+    tx: &watch::Sender<Option<LocalServices>>,
+) {
+    record_warnings(&good.warnings, warned, metrics);
+    let next = LocalServices {
+        agents: vec![agent_ip],
+        services: Arc::new({
+            let mut services = good.services;
+            services.shrink_to_fit();
+            services
+        }),
+    };
+    let (vips, backends) = sizes(&next.services);
+    if publish(tx, next) {
+        metrics.mesos_changes.inc();
+        info!(vips, backends, "Mesos: local services changed");
+    }
+}
+
+/// The delay before the next attempt after `failures` consecutive failures, jittered by
+/// `unit` in `[-1, 1]`.
+fn next_delay(schedule: Schedule, failures: u64, unit: f64) -> Duration {
+    let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+    jitter(
+        base_delay(schedule.interval, schedule.max_backoff, failures),
+        unit,
+    )
 }
 
 fn record_warnings(warnings: &[String], warned: &mut WarningLog, metrics: &ShellMetrics) {

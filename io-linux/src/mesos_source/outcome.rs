@@ -16,15 +16,17 @@ use std::net::IpAddr;
 /// Why a poll failed: the `reason` label of `mesos_poll_failures`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Reason {
-    /// No HTTP exchange: connection refused or reset, DNS, TLS, a bad URL or client setup.
+    /// No HTTP exchange: connection refused or reset, DNS, TLS, a bad URL or client setup;
+    /// for the `SUBSCRIBE` stream also a body broken off, or ended by the master.
     Http,
     /// An HTTP answer whose status is not 200.
     Status,
-    /// No complete answer within the timeout.
+    /// No complete answer within the timeout; a `SUBSCRIBE` stream silent past its limit.
     Timeout,
-    /// The body or file is larger than the limit.
+    /// The body or file (or one `SUBSCRIBE` record) is larger than the limit.
     TooLarge,
-    /// Not JSON, or JSON that is not a whole Mesos state.
+    /// Not JSON, or JSON that is not a whole Mesos state; a `SUBSCRIBE` record that is not
+    /// a well-formed event, an event before `SUBSCRIBED`, or broken RecordIO framing.
     Parse,
     /// The file (or the CA file) is missing or unreadable.
     Io,

@@ -271,14 +271,22 @@ async fn shutdown_ends_the_loop_during_a_poll_and_during_a_sleep() {
 #[test]
 fn run_is_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let (tx, _rx) = watch::channel(None);
-    let future = run(
-        MesosConfig::new(MesosSource::url("http://127.0.0.1:1/state"), AGENT),
-        ShellMetrics::default(),
-        tx,
-        CancellationToken::new(),
-    );
-    assert_send(&future);
+    let subscribe = MesosSource::Subscribe {
+        url: "http://127.0.0.1:1/api/v1".into(),
+        auth_token: None,
+        ca_file: None,
+        timeout: Duration::from_secs(1),
+    };
+    for source in [MesosSource::url("http://127.0.0.1:1/state"), subscribe] {
+        let (tx, _rx) = watch::channel(None);
+        let future = run(
+            MesosConfig::new(source, AGENT),
+            ShellMetrics::default(),
+            tx,
+            CancellationToken::new(),
+        );
+        assert_send(&future);
+    }
 }
 
 #[test]
@@ -296,6 +304,18 @@ fn config_defaults_and_a_redacted_token() {
     let shown = format!("{source:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
+    let source = MesosSource::Subscribe {
+        url: "https://m/api/v1".into(),
+        auth_token: Some("s3cret".into()),
+        ca_file: None,
+        timeout: Duration::from_secs(1),
+    };
+    let shown = format!("{source:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("Subscribe") && shown.contains("<redacted>"),
+        "{shown}"
+    );
 }
 
 mod file_source {
