@@ -200,7 +200,10 @@ impl MembershipRun {
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
             record_versions_per_node: {
                 let (applied, live) = sim.alive().fold((0u64, 0u64), |(a, n), i| {
-                    (a + sim.node(i).expect("alive").counters().records_applied, n + 1)
+                    (
+                        a + sim.node(i).expect("alive").counters().records_applied,
+                        n + 1,
+                    )
                 });
                 applied as f64 / live.max(1) as f64
             },
