@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// One digest line: the newest version of `addr`'s record the sender holds.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +102,8 @@ pub struct RecordStore {
     touched_mark: Vec<bool>,
     /// Lookup only, never iterated: iteration order is the slot vector's.
     index: FxHashMap<SocketAddr, u32>,
+    /// Per fine bucket (of an address's hash), the XOR of its held versions' hashes.
+    buckets: Box<[u64; SUMMARY_BUCKETS]>,
     max_slots: usize,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
@@ -115,6 +118,7 @@ impl RecordStore {
             touched: Vec::new(),
             touched_mark: Vec::new(),
             index: FxHashMap::default(),
+            buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
             dropped_edges: 0,
         }
@@ -243,7 +247,12 @@ impl RecordStore {
             self.incoming[target as usize].push(slot);
         }
         self.touch(slot);
+        let bucket = bucket_of(&record.origin.addr);
+        self.buckets[bucket] ^= version_hash(&record.origin.addr, record.version());
         let previous = self.slots[slot as usize].record.replace(record);
+        if let Some(p) = &previous {
+            self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
+        }
         Applied::New { previous }
     }
 
@@ -258,6 +267,49 @@ impl RecordStore {
                 seq: r.seq,
             })
             .collect()
+    }
+
+    /// The store's summary in `of` buckets (a power of two, at most [`SUMMARY_BUCKETS`]):
+    /// per bucket the XOR of the hashes of the versions held for the addresses in it. Two
+    /// stores holding the same versions have the same summary; one differing version
+    /// changes its bucket (up to hash collisions, which the next digest exchange, with a
+    /// new change, or a full digest on a new link, repairs).
+    pub fn summary(&self, of: usize) -> Vec<u64> {
+        let of = of.clamp(1, SUMMARY_BUCKETS);
+        let mut folded = vec![0u64; of];
+        for (i, hash) in self.buckets.iter().enumerate() {
+            folded[i % of] ^= hash;
+        }
+        folded
+    }
+
+    /// The digest entries of the held records whose address falls in one of `buckets` of a
+    /// summary in `of` buckets.
+    pub fn digest_within(&self, of: usize, buckets: &[u16]) -> Vec<DigestEntry> {
+        let wanted = bucket_set(of, buckets);
+        self.digest()
+            .into_iter()
+            .filter(|e| wanted[bucket_of(&e.addr) % wanted.len()])
+            .collect()
+    }
+
+    /// [`RecordStore::reconcile`] restricted to the addresses in `buckets` of a summary in
+    /// `of` buckets: what the peer lacks there, and whether it holds anything newer there.
+    pub fn reconcile_within(
+        &self,
+        theirs: &[DigestEntry],
+        of: usize,
+        buckets: &[u16],
+    ) -> (Vec<Record>, bool) {
+        let wanted = bucket_set(of, buckets);
+        let inside = |addr: &SocketAddr| wanted[bucket_of(addr) % wanted.len()];
+        let theirs: Vec<DigestEntry> = theirs.iter().filter(|e| inside(&e.addr)).cloned().collect();
+        let (missing, newer) = self.reconcile(&theirs);
+        let missing = missing
+            .into_iter()
+            .filter(|r| inside(&r.origin.addr))
+            .collect();
+        (missing, newer)
     }
 
     /// Compares a peer's digest with this store: the records the peer lacks (held here in a
@@ -288,6 +340,53 @@ impl RecordStore {
         }
         (missing, they_have_newer)
     }
+}
+
+/// Fine buckets the store keeps for summaries; a summary folds them into fewer.
+pub const SUMMARY_BUCKETS: usize = 256;
+
+/// The summary size for a store of `len` records: about eight records per bucket, a power
+/// of two from 1 to [`SUMMARY_BUCKETS`].
+pub fn summary_size(len: usize) -> usize {
+    (len / 8).next_power_of_two().clamp(1, SUMMARY_BUCKETS)
+}
+
+/// The fine bucket of an address (the same on every node).
+fn bucket_of(addr: &SocketAddr) -> usize {
+    let mut bytes = [0u8; 18];
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    bytes[..16].copy_from_slice(&ip);
+    bytes[16..].copy_from_slice(&addr.port().to_be_bytes());
+    (xxh3_64_with_seed(&bytes, 0x6d6d) as usize) % SUMMARY_BUCKETS
+}
+
+/// The hash of one held version.
+fn version_hash(addr: &SocketAddr, (epoch, seq): (u64, u64)) -> u64 {
+    let mut bytes = [0u8; 34];
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    bytes[..16].copy_from_slice(&ip);
+    bytes[16..18].copy_from_slice(&addr.port().to_be_bytes());
+    bytes[18..26].copy_from_slice(&epoch.to_be_bytes());
+    bytes[26..].copy_from_slice(&seq.to_be_bytes());
+    xxh3_64_with_seed(&bytes, 0x7673)
+}
+
+/// Membership of the buckets `buckets` of a summary in `of` (clamped) buckets.
+fn bucket_set(of: usize, buckets: &[u16]) -> Vec<bool> {
+    let of = of.clamp(1, SUMMARY_BUCKETS);
+    let mut set = vec![false; of];
+    for &b in buckets {
+        if let Some(slot) = set.get_mut(usize::from(b)) {
+            *slot = true;
+        }
+    }
+    set
 }
 
 #[cfg(test)]
@@ -336,6 +435,52 @@ mod tests {
         assert_eq!(store.len(), 2);
         assert_eq!(store.dropped_edges, 1);
         assert_eq!(store.apply(rec(id(3, 1), 1, vec![])), Applied::Full);
+    }
+
+    /// Equal stores have equal summaries at every size; one newer version changes exactly
+    /// its bucket, and the scoped digest exchange of that bucket brings the stores level.
+    #[test]
+    fn summaries_find_the_buckets_that_differ_and_scoped_reconcile_repairs_them() {
+        let mut a = RecordStore::new(256);
+        let mut b = RecordStore::new(256);
+        for port in 1..=100 {
+            a.apply(rec(id(port, 1), 1, vec![]));
+            b.apply(rec(id(port, 1), 1, vec![]));
+        }
+        for of in [1, 2, 16, 256] {
+            assert_eq!(a.summary(of), b.summary(of));
+        }
+        assert_eq!(summary_size(a.len()), 16);
+        a.apply(rec(id(42, 1), 2, vec![]));
+        let (sa, sb) = (a.summary(16), b.summary(16));
+        let differ: Vec<u16> = (0..16u16)
+            .filter(|&i| sa[usize::from(i)] != sb[usize::from(i)])
+            .collect();
+        assert_eq!(differ.len(), 1);
+        // b sends the entries of the differing bucket; a answers with what b lacks there.
+        let part = b.digest_within(16, &differ);
+        assert!(part.len() < 100 && part.iter().any(|e| e.addr == id(42, 1).addr));
+        let (for_b, b_has_newer) = a.reconcile_within(&part, 16, &differ);
+        assert!(!b_has_newer);
+        assert_eq!(
+            for_b.len(),
+            1,
+            "only the newer version, nothing from other buckets"
+        );
+        for r in for_b {
+            b.apply(r);
+        }
+        assert_eq!(a.summary(16), b.summary(16));
+        // Replacing a version and going back to the same set gives the same summary.
+        let mut c = RecordStore::new(256);
+        for port in (1..=100).rev() {
+            c.apply(rec(id(port, 1), if port == 42 { 2 } else { 1 }, vec![]));
+        }
+        assert_eq!(
+            c.summary(256),
+            a.summary(256),
+            "independent of the order of arrival"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::auth::{self, AuthError, FrameAuth, Verified, TAG_LEN};
 use crate::id::NodeId;
 pub use crate::records::DigestEntry;
 use crate::records::Record;
+use crate::records::SUMMARY_BUCKETS;
 use serde::{Deserialize, Serialize};
 
 /// Version byte of the current frame format. Bumped on any incompatible change.
@@ -113,6 +114,19 @@ pub enum Message {
         reply: bool,
         complete: bool,
     },
+    /// Periodic anti-entropy, first step: the sender's store summary (bucket hashes, see
+    /// [`crate::records::RecordStore::summary`]). The receiver answers with a
+    /// [`Message::DigestPart`] of the buckets that differ, or nothing if none does.
+    Summary { buckets: Vec<u64>, complete: bool },
+    /// A digest restricted to `buckets` of a summary in `of` buckets: reconciled like a
+    /// DIGEST, but only for the addresses in those buckets.
+    DigestPart {
+        of: u16,
+        buckets: Vec<u16>,
+        entries: Vec<DigestEntry>,
+        reply: bool,
+        complete: bool,
+    },
 }
 
 impl Message {
@@ -135,10 +149,12 @@ impl Message {
             Message::Pong { .. } => 8,
             Message::Records { .. } => 9,
             Message::Digest { .. } => 10,
+            Message::Summary { .. } => 11,
+            Message::DigestPart { .. } => 12,
         }
     }
 
-    pub const KINDS: usize = 11;
+    pub const KINDS: usize = 13;
 
     /// The name of each kind, by [`Message::kind_index`] (as [`Message::kind`] spells it).
     pub const KIND_NAMES: [&'static str; Message::KINDS] = [
@@ -153,6 +169,8 @@ impl Message {
         "pong",
         "records",
         "digest",
+        "summary",
+        "digest_part",
     ];
 }
 
@@ -313,8 +331,22 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             }
             Ok(())
         }
-        Message::Digest { entries, .. } if entries.len() > limits.max_digest_entries => {
+        Message::Digest { entries, .. } | Message::DigestPart { entries, .. }
+            if entries.len() > limits.max_digest_entries =>
+        {
             Err(DecodeError::OverLimit("digest entries"))
+        }
+        Message::Summary { buckets, .. }
+            if buckets.len() > SUMMARY_BUCKETS || !buckets.len().is_power_of_two() =>
+        {
+            Err(DecodeError::OverLimit("summary buckets"))
+        }
+        Message::DigestPart { of, buckets, .. }
+            if usize::from(*of) > SUMMARY_BUCKETS
+                || !of.is_power_of_two()
+                || buckets.len() > usize::from(*of) =>
+        {
+            Err(DecodeError::OverLimit("summary buckets"))
         }
         _ => Ok(()),
     }

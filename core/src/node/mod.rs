@@ -518,6 +518,45 @@ impl Node {
             Message::Ping { echo } => self.views.on_ping(io, from, echo),
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
+            Message::Summary { buckets, complete } => {
+                let differ = self.replication.on_summary(io, from, &buckets);
+                if complete && !differ && !self.replication.complete {
+                    // A complete peer holds exactly what this node holds: caught up.
+                    self.io.counters.views_completed_by_peer += 1;
+                    self.set_complete();
+                }
+            }
+            Message::DigestPart {
+                of,
+                buckets,
+                entries,
+                reply,
+                complete,
+            } => {
+                let me = self.cfg.id.addr;
+                let own = entries
+                    .iter()
+                    .find(|e| e.addr == me)
+                    .map(|e| (e.epoch, e.seq));
+                if own.is_some_and(|v| v > self.replication.own_version()) {
+                    self.advance_incarnation(now, own.map_or(0, |v| v.0));
+                } else {
+                    let newer = self.replication.on_digest_part(
+                        io,
+                        from,
+                        usize::from(of),
+                        buckets,
+                        &entries,
+                        reply,
+                    );
+                    if complete && !newer && !self.replication.complete {
+                        // A complete peer holds nothing this node lacks in the buckets
+                        // that differ, and the same elsewhere: caught up.
+                        self.io.counters.views_completed_by_peer += 1;
+                        self.set_complete();
+                    }
+                }
+            }
             Message::Digest {
                 entries,
                 reply,

@@ -4,8 +4,11 @@
 //! Each node writes only its own record, versioned `(epoch, seq)`; a newer version replaces
 //! an older one (see [`crate::records`]). New versions are flooded once per version to
 //! every active neighbour but the one they came from, batched for `flood_delay` per
-//! neighbour; anti-entropy (on every new link and every `anti_entropy_interval` with a
-//! random neighbour) repairs what floods missed.
+//! neighbour. Anti-entropy repairs what floods missed: a full digest on every new link,
+//! and every `anti_entropy_interval` a summary (bucket hashes, about one per eight
+//! records) to a random neighbour, which answers with the digest entries of the buckets
+//! that differ (DIGEST_PART), so that two stores in step exchange a few hundred bytes, not
+//! one entry per node.
 //!
 //! Invariants:
 //! - the own record is published at most once per `publish_interval` and only when
@@ -18,7 +21,7 @@
 use super::io::Io;
 use crate::config::RecordsConfig;
 use crate::id::NodeId;
-use crate::records::{Applied, DigestEntry, Record, RecordBody, RecordStore};
+use crate::records::{summary_size, Applied, DigestEntry, Record, RecordBody, RecordStore};
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{Limits, Message};
@@ -189,8 +192,9 @@ impl Replication {
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + io.jittered(self.cfg.anti_entropy_interval);
             if let Some(peer) = pick_peer(io) {
-                let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
-                send_digest(io, &self.store, chunk, peer.addr, false, complete);
+                let buckets = self.store.summary(summary_size(self.store.len()));
+                let complete = self.complete;
+                io.send(peer.addr, Message::Summary { buckets, complete });
             }
         }
     }
@@ -239,6 +243,88 @@ impl Replication {
             send_digest(io, &self.store, chunk, from.addr, true, complete);
         }
         they_have_newer
+    }
+
+    /// Answers a summary: the entries of the buckets that differ from this store's, as a
+    /// DIGEST_PART. Returns whether any bucket differs (none: the stores hold the same
+    /// versions).
+    pub(crate) fn on_summary(&mut self, io: &mut Io, from: NodeId, theirs: &[u64]) -> bool {
+        let of = theirs.len();
+        let differ: Vec<u16> = self
+            .store
+            .summary(of)
+            .iter()
+            .zip(theirs)
+            .enumerate()
+            .filter(|(_, (mine, theirs))| mine != theirs)
+            .map(|(i, _)| i as u16)
+            .collect();
+        if differ.is_empty() {
+            return false;
+        }
+        self.send_digest_part(io, from.addr, of, differ, false);
+        true
+    }
+
+    /// Answers a DIGEST_PART like a digest, within its buckets. Returns whether `from`
+    /// holds anything there this node lacks.
+    pub(crate) fn on_digest_part(
+        &mut self,
+        io: &mut Io,
+        from: NodeId,
+        of: usize,
+        buckets: Vec<u16>,
+        entries: &[DigestEntry],
+        reply: bool,
+    ) -> bool {
+        let (missing, they_have_newer) = self.store.reconcile_within(entries, of, &buckets);
+        self.send_records(io, from.addr, missing);
+        if they_have_newer && !reply {
+            self.send_digest_part(io, from.addr, of, buckets, true);
+        }
+        they_have_newer
+    }
+
+    fn send_digest_part(
+        &mut self,
+        io: &mut Io,
+        addr: SocketAddr,
+        of: usize,
+        buckets: Vec<u16>,
+        reply: bool,
+    ) {
+        let entries = self.store.digest_within(of, &buckets);
+        let of = of as u16;
+        let complete = self.complete;
+        // An empty part still tells the peer these buckets hold nothing here.
+        let mut chunks = entries
+            .chunks(self.limits.max_digest_entries.max(1))
+            .peekable();
+        if chunks.peek().is_none() {
+            io.send(
+                addr,
+                Message::DigestPart {
+                    of,
+                    buckets,
+                    entries: Vec::new(),
+                    reply,
+                    complete,
+                },
+            );
+            return;
+        }
+        for chunk in chunks {
+            io.send(
+                addr,
+                Message::DigestPart {
+                    of,
+                    buckets: buckets.clone(),
+                    entries: chunk.to_vec(),
+                    reply,
+                    complete,
+                },
+            );
+        }
     }
 
     /// Whether the own record changed and the publish interval allows a new version now.
