@@ -392,6 +392,10 @@ pub struct RecordsConfig {
     /// How long a record waits to be flooded on, so that a burst travels in one message
     /// per neighbour. Adds at most this much per hop to propagation.
     pub flood_delay: Duration,
+    /// How long a change of the own record that only adds neighbours (a join's links)
+    /// waits before it is published, so that the links of one join travel in one version.
+    /// A change that drops a neighbour or changes services is published at once.
+    pub coalesce_additions: Duration,
 }
 
 impl RecordsConfig {
@@ -400,7 +404,8 @@ impl RecordsConfig {
         count("records.max_records", u(self.max_records))?;
         interval("records.anti_entropy_interval", self.anti_entropy_interval)?;
         duration("records.publish_interval", self.publish_interval)?;
-        duration("records.flood_delay", self.flood_delay)
+        duration("records.flood_delay", self.flood_delay)?;
+        duration("records.coalesce_additions", self.coalesce_additions)
     }
 }
 
@@ -411,6 +416,7 @@ impl Default for RecordsConfig {
             anti_entropy_interval: Duration::from_secs(1),
             publish_interval: Duration::from_millis(10),
             flood_delay: Duration::from_millis(2),
+            coalesce_additions: Duration::from_millis(200),
         }
     }
 }
@@ -551,6 +557,9 @@ mod tests {
             }),
             ("records.flood_delay", |c| {
                 c.records.flood_delay = Duration::MAX
+            }),
+            ("records.coalesce_additions", |c| {
+                c.records.coalesce_additions = Duration::MAX
             }),
             ("reachability.grace", |c| {
                 c.reachability.grace = Duration::MAX
@@ -714,6 +723,7 @@ mod tests {
                 &mut c.records.anti_entropy_interval,
                 &mut c.records.publish_interval,
                 &mut c.records.flood_delay,
+                &mut c.records.coalesce_additions,
                 &mut c.reachability.grace,
                 &mut c.reachability.recompute_interval,
             ] {

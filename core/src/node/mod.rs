@@ -729,6 +729,24 @@ impl Node {
         if self.views.take_adjacency_changed() {
             self.replication.record_changed = true;
         }
+        if self.replication.record_changed {
+            let own = self.replication.store.get(&self.cfg.id.addr);
+            let adds_only = own.is_some_and(|r| {
+                r.origin == self.cfg.id
+                    && Arc::ptr_eq(&r.body.services, &self.data.local_services)
+                    && r.body.agents == self.data.local_agents
+                    && r.body
+                        .adjacency
+                        .iter()
+                        .all(|n| self.views.has_active_addr(&n.addr))
+            });
+            let coalesce = self.cfg.records.coalesce_additions;
+            self.replication.coalesce_until = match (adds_only, self.replication.coalesce_until) {
+                (true, Some(at)) => Some(at),
+                (true, None) => Some(now + coalesce),
+                (false, _) => None,
+            };
+        }
         if self.replication.publish_ready(now) {
             let neighbours: Vec<SocketAddr> = self.views.active_addrs().copied().collect();
             self.replication.publish(

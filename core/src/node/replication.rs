@@ -49,6 +49,9 @@ pub(crate) struct Replication {
     pub(crate) record_changed: bool,
     /// When the own record was last published.
     last_publish: Option<Time>,
+    /// The pending change only adds neighbours: it waits until then, so that the links
+    /// a join opens travel in one version.
+    pub(crate) coalesce_until: Option<Time>,
     /// Records waiting to be flooded, per neighbour.
     flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
     flush_at: Option<Time>,
@@ -86,6 +89,7 @@ impl Replication {
             own_seq: 0,
             record_changed: true,
             last_publish: None,
+            coalesce_until: None,
             flood_queue: BTreeMap::new(),
             flush_at: None,
             next_anti_entropy,
@@ -164,8 +168,10 @@ impl Replication {
     /// When the changed own record may be published (`None`: unchanged).
     pub(crate) fn publish_due(&self) -> Option<Time> {
         self.record_changed.then(|| {
-            self.last_publish
-                .map_or(Time::ZERO, |t| t + self.cfg.publish_interval)
+            let at = self
+                .last_publish
+                .map_or(Time::ZERO, |t| t + self.cfg.publish_interval);
+            self.coalesce_until.map_or(at, |c| at.max(c))
         })
     }
 
@@ -343,6 +349,7 @@ impl Replication {
         neighbours: &[SocketAddr],
     ) {
         self.record_changed = false;
+        self.coalesce_until = None;
         self.last_publish = Some(now);
         self.own_seq += 1;
         let record = Record {
