@@ -392,9 +392,11 @@ pub struct RecordsConfig {
     /// How long a record waits to be flooded on, so that a burst travels in one message
     /// per neighbour. Adds at most this much per hop to propagation.
     pub flood_delay: Duration,
-    /// How long a change of the own record that only adds neighbours (a join's links)
-    /// waits before it is published, so that the links of one join travel in one version.
-    /// A change that drops a neighbour or changes services is published at once.
+    /// While this node joins (its view incomplete), how long a change of the own record
+    /// that only adds neighbours waits before it is published, so that the links of one
+    /// join travel in one version. A change that drops a neighbour or changes services,
+    /// and any change once the view is complete (a thawed or restarted host coming back
+    /// must not wait), is published at once.
     pub coalesce_additions: Duration,
 }
 

@@ -731,15 +731,19 @@ impl Node {
         }
         if self.replication.record_changed {
             let own = self.replication.store.get(&self.cfg.id.addr);
-            let adds_only = own.is_some_and(|r| {
-                r.origin == self.cfg.id
-                    && Arc::ptr_eq(&r.body.services, &self.data.local_services)
-                    && r.body.agents == self.data.local_agents
-                    && r.body
-                        .adjacency
-                        .iter()
-                        .all(|n| self.views.has_active_addr(&n.addr))
-            });
+            // Only while this node joins (its view incomplete): a link added later may be
+            // a thawed or restarted host coming back, which must not wait.
+            let joining = !self.replication.complete;
+            let adds_only = joining
+                && own.is_some_and(|r| {
+                    r.origin == self.cfg.id
+                        && Arc::ptr_eq(&r.body.services, &self.data.local_services)
+                        && r.body.agents == self.data.local_agents
+                        && r.body
+                            .adjacency
+                            .iter()
+                            .all(|n| self.views.active_view().any(|a| a == *n))
+                });
             let coalesce = self.cfg.records.coalesce_additions;
             self.replication.coalesce_until = match (adds_only, self.replication.coalesce_until) {
                 (true, Some(at)) => Some(at),
