@@ -351,27 +351,27 @@ pub fn summary_size(len: usize) -> usize {
     (len / 8).next_power_of_two().clamp(1, SUMMARY_BUCKETS)
 }
 
-/// The fine bucket of an address (the same on every node).
-fn bucket_of(addr: &SocketAddr) -> usize {
-    let mut bytes = [0u8; 18];
+/// An address as 18 bytes (IPv4 mapped into IPv6, then the port), the same on every node.
+fn addr_bytes(addr: &SocketAddr) -> [u8; 18] {
     let ip = match addr.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         std::net::IpAddr::V6(v6) => v6.octets(),
     };
+    let mut bytes = [0u8; 18];
     bytes[..16].copy_from_slice(&ip);
     bytes[16..].copy_from_slice(&addr.port().to_be_bytes());
-    (xxh3_64_with_seed(&bytes, 0x6d6d) as usize) % SUMMARY_BUCKETS
+    bytes
+}
+
+/// The fine bucket of an address (the same on every node).
+fn bucket_of(addr: &SocketAddr) -> usize {
+    (xxh3_64_with_seed(&addr_bytes(addr), 0x6d6d) as usize) % SUMMARY_BUCKETS
 }
 
 /// The hash of one held version.
 fn version_hash(addr: &SocketAddr, (epoch, seq): (u64, u64)) -> u64 {
     let mut bytes = [0u8; 34];
-    let ip = match addr.ip() {
-        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(v6) => v6.octets(),
-    };
-    bytes[..16].copy_from_slice(&ip);
-    bytes[16..18].copy_from_slice(&addr.port().to_be_bytes());
+    bytes[..18].copy_from_slice(&addr_bytes(addr));
     bytes[18..26].copy_from_slice(&epoch.to_be_bytes());
     bytes[26..].copy_from_slice(&seq.to_be_bytes());
     xxh3_64_with_seed(&bytes, 0x7673)

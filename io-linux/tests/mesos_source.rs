@@ -5,8 +5,7 @@
 //! The shared recordings in /work/shared/fixtures/mesos are read from there (never copied);
 //! the test that needs them says so and passes when they are absent.
 
-use minuteman::mesos_source::{run, LocalServices, MesosConfig, MesosSource};
-use minuteman::metrics::{ShellMetrics, Why};
+use minuteman::mesos_source::{LocalServices, MesosConfig, MesosSource};
 use minuteman_core::vip::{Backend, Protocol, Vip, VipAddr, VipSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -14,13 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+mod mesos_support;
+use mesos_support::{Running, PATIENCE};
 const AGENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9));
 const FIXTURES: &str = "/work/shared/fixtures/mesos";
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// An agent state with one running task, port `port`, labelled VIP_0 = 10.1.2.3:5000 and
 /// VIP_1 = /web:80.
@@ -232,104 +230,6 @@ async fn serve(mut stream: TcpStream, answer: Answer, seen: Arc<Mutex<Seen>>) {
 }
 
 // ---- Running the source ----
-
-struct Running {
-    metrics: ShellMetrics,
-    rx: watch::Receiver<Option<LocalServices>>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-/// Logs to the test's output with `RUST_LOG=debug cargo test ... -- --nocapture`.
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-}
-
-impl Running {
-    fn start(cfg: MesosConfig) -> Running {
-        logs();
-        let metrics = ShellMetrics::default();
-        let (tx, rx) = watch::channel(None);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(cfg, metrics.clone(), tx, shutdown.clone()));
-        Running {
-            metrics,
-            rx,
-            shutdown,
-            task,
-        }
-    }
-
-    fn failures(&self, reason: &'static str) -> u64 {
-        self.metrics
-            .mesos_poll_failures
-            .get_or_create(&Why::new(reason))
-            .get()
-    }
-
-    /// Waits until `reason` has been counted at least `at_least` times.
-    async fn wait_failures(&self, reason: &'static str, at_least: u64) {
-        let start = Instant::now();
-        while self.failures(reason) < at_least {
-            assert!(
-                start.elapsed() < PATIENCE,
-                "no {reason} failure counted (have {})",
-                self.failures(reason)
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// The next publication.
-    async fn next(&mut self) -> LocalServices {
-        tokio::time::timeout(PATIENCE, self.rx.changed())
-            .await
-            .expect("nothing published")
-            .expect("sender gone");
-        self.rx.borrow_and_update().clone().expect("None published")
-    }
-
-    fn total_failures(&self) -> u64 {
-        ["http", "status", "timeout", "too_large", "parse", "io"]
-            .iter()
-            .map(|r| self.failures(r))
-            .sum()
-    }
-
-    /// Waits for three polls in a row without a failure.
-    async fn settle(&self) {
-        let start = Instant::now();
-        loop {
-            let (polls, failed) = (self.metrics.mesos_polls.get(), self.total_failures());
-            while self.metrics.mesos_polls.get() < polls + 3 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            if self.total_failures() == failed {
-                return;
-            }
-            assert!(start.elapsed() < PATIENCE, "the polls keep failing");
-        }
-    }
-
-    fn nothing_new(&self) {
-        assert!(
-            !self.rx.has_changed().unwrap(),
-            "published: {:?}",
-            *self.rx.borrow()
-        );
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(2), self.task)
-            .await
-            .expect("run did not stop")
-            .unwrap();
-    }
-}
 
 fn fast(source: MesosSource) -> MesosConfig {
     let mut cfg = MesosConfig::new(source, AGENT);

@@ -8,20 +8,19 @@
 //! tests that need them say so and pass when they are absent. The failure tests use a small
 //! hand-written stream and always run.
 
-use minuteman::mesos_source::{run, LocalServices, MesosConfig, MesosSource};
-use minuteman::metrics::{ShellMetrics, Why};
+use minuteman::mesos_source::{LocalServices, MesosConfig, MesosSource};
 use minuteman_core::vip::{Protocol, Vip, VipAddr, VipSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
+mod mesos_support;
+use mesos_support::{Running, PATIENCE};
 const FIXTURES: &str = "/work/shared/fixtures/mesos/operator-api";
-const PATIENCE: Duration = Duration::from_secs(10);
 const TOKEN: &str = "s3cret";
 
 // ---- The fake master ----
@@ -241,105 +240,6 @@ async fn serve(mut stream: TcpStream, conns: mpsc::UnboundedSender<Conn>) {
 }
 
 // ---- Running the source ----
-
-struct Running {
-    metrics: ShellMetrics,
-    rx: watch::Receiver<Option<LocalServices>>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-/// Logs to the test's output with `RUST_LOG=debug cargo test ... -- --nocapture`.
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-}
-
-impl Running {
-    fn start(cfg: MesosConfig) -> Running {
-        Running::start_with(cfg, None)
-    }
-
-    /// Starts with `seed` in the channel, as the agent does with its saved services.
-    fn start_with(cfg: MesosConfig, seed: Option<LocalServices>) -> Running {
-        logs();
-        let metrics = ShellMetrics::default();
-        let (tx, rx) = watch::channel(seed);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(cfg, metrics.clone(), tx, shutdown.clone()));
-        Running {
-            metrics,
-            rx,
-            shutdown,
-            task,
-        }
-    }
-
-    fn failures(&self, reason: &'static str) -> u64 {
-        self.metrics
-            .mesos_poll_failures
-            .get_or_create(&Why::new(reason))
-            .get()
-    }
-
-    fn total_failures(&self) -> u64 {
-        ["http", "status", "timeout", "too_large", "parse", "io"]
-            .iter()
-            .map(|r| self.failures(r))
-            .sum()
-    }
-
-    /// Waits until `reason` has been counted at least `count` times.
-    async fn wait_failures(&self, reason: &'static str, count: u64) {
-        let start = Instant::now();
-        while self.failures(reason) < count {
-            assert!(
-                start.elapsed() < PATIENCE,
-                "no {reason} failure counted (have {})",
-                self.failures(reason)
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-
-    /// The next publication.
-    async fn next(&mut self) -> LocalServices {
-        tokio::time::timeout(PATIENCE, self.rx.changed())
-            .await
-            .expect("nothing published")
-            .expect("sender gone");
-        self.rx.borrow_and_update().clone().expect("None published")
-    }
-
-    fn nothing_new(&self) {
-        assert!(
-            !self.rx.has_changed().unwrap(),
-            "published: {:?}",
-            *self.rx.borrow()
-        );
-    }
-
-    fn current(&self) -> VipSet {
-        VipSet::clone(
-            &self
-                .rx
-                .borrow()
-                .as_ref()
-                .expect("nothing published")
-                .services,
-        )
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(2), self.task)
-            .await
-            .expect("run did not stop")
-            .unwrap();
-    }
-}
 
 fn config(url: String, agent: IpAddr, timeout: Duration) -> MesosConfig {
     let mut cfg = MesosConfig::new(

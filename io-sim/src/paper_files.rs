@@ -59,6 +59,14 @@ pub fn write(dir: &Path, outcome: &PaperOutcome) -> Result<Vec<PathBuf>, WriteEr
         ("report.json", report),
         ("paper.svg", svg),
     ];
+    write_files(dir, files)
+}
+
+/// Writes each `(name, content)` into `dir` with [`write_whole`]; the paths written.
+pub(crate) fn write_files<const N: usize>(
+    dir: &Path,
+    files: [(&str, String); N],
+) -> Result<Vec<PathBuf>, WriteError> {
     let mut written = Vec::new();
     for (name, content) in files {
         let path = dir.join(name);

@@ -14,7 +14,7 @@
 //! process's peak so far, and the report says so (`peak_is_per_run`).
 
 use crate::membership::{MembershipReport, MembershipRun};
-use crate::paper_files::{write_whole, WriteError};
+use crate::paper_files::{write_files, WriteError};
 use crate::progress::Progress;
 use crate::sim::Conditions;
 use serde::Serialize;
@@ -351,13 +351,7 @@ impl ScaleReport {
             ("scale.json", json),
             ("scale.svg", self.render_svg()),
         ];
-        let mut written = Vec::new();
-        for (name, content) in files {
-            let path = dir.join(name);
-            write_whole(&path, content.as_bytes())?;
-            written.push(path);
-        }
-        Ok(written)
+        write_files(dir, files)
     }
 }
 

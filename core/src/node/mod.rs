@@ -83,7 +83,7 @@ use crate::desired::DesiredState;
 use crate::id::NodeId;
 use crate::kernel::{KernelState, Op};
 use crate::reachability::Change;
-use crate::records::{Record, RecordBody};
+use crate::records::{DigestEntry, Record, RecordBody};
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{self, EncodeError, Envelope, FrameError, Message};
@@ -519,12 +519,9 @@ impl Node {
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
             Message::Summary { buckets, complete } => {
+                // Equal summaries: this node holds exactly what the peer holds.
                 let differ = self.replication.on_summary(io, from, &buckets);
-                if complete && !differ && !self.replication.complete {
-                    // A complete peer holds exactly what this node holds: caught up.
-                    self.io.counters.views_completed_by_peer += 1;
-                    self.set_complete();
-                }
+                self.caught_up_with(complete, !differ);
             }
             Message::DigestPart {
                 of,
@@ -533,28 +530,16 @@ impl Node {
                 reply,
                 complete,
             } => {
-                let me = self.cfg.id.addr;
-                let own = entries
-                    .iter()
-                    .find(|e| e.addr == me)
-                    .map(|e| (e.epoch, e.seq));
-                if own.is_some_and(|v| v > self.replication.own_version()) {
-                    self.advance_incarnation(now, own.map_or(0, |v| v.0));
+                if let Some(epoch) = self.newer_own_epoch(&entries) {
+                    self.advance_incarnation(now, epoch);
                 } else {
-                    let newer = self.replication.on_digest_part(
-                        io,
-                        from,
-                        usize::from(of),
-                        buckets,
-                        &entries,
-                        reply,
-                    );
-                    if complete && !newer && !self.replication.complete {
-                        // A complete peer holds nothing this node lacks in the buckets
-                        // that differ, and the same elsewhere: caught up.
-                        self.io.counters.views_completed_by_peer += 1;
-                        self.set_complete();
-                    }
+                    // Nothing lacking in the buckets that differ, and the same elsewhere.
+                    let io = &mut self.io;
+                    let of = usize::from(of);
+                    let newer = self
+                        .replication
+                        .on_digest_part(io, from, of, buckets, &entries, reply);
+                    self.caught_up_with(complete, !newer);
                 }
             }
             Message::Digest {
@@ -562,20 +547,12 @@ impl Node {
                 reply,
                 complete,
             } => {
-                let me = self.cfg.id.addr;
-                let own = entries
-                    .iter()
-                    .find(|e| e.addr == me)
-                    .map(|e| (e.epoch, e.seq));
-                if own.is_some_and(|v| v > self.replication.own_version()) {
-                    self.advance_incarnation(now, own.map_or(0, |v| v.0));
+                if let Some(epoch) = self.newer_own_epoch(&entries) {
+                    self.advance_incarnation(now, epoch);
                 } else {
+                    let io = &mut self.io;
                     let newer = self.replication.on_digest(io, from, &entries, reply);
-                    if complete && !newer && !self.replication.complete {
-                        // A complete peer holds nothing this node lacks: caught up.
-                        self.io.counters.views_completed_by_peer += 1;
-                        self.set_complete();
-                    }
+                    self.caught_up_with(complete, !newer);
                 }
             }
         }
@@ -688,6 +665,27 @@ impl Node {
         for record in fresh {
             self.replication
                 .flood(now, record, Some(from.addr), &neighbours);
+        }
+    }
+
+    /// The epoch under which a peer's digest lists this node's address at a newer version
+    /// than its own record (it lost its state, or a newer incarnation exists).
+    fn newer_own_epoch(&self, entries: &[DigestEntry]) -> Option<u64> {
+        let me = self.cfg.id.addr;
+        entries
+            .iter()
+            .find(|e| e.addr == me)
+            .map(|e| (e.epoch, e.seq))
+            .filter(|&v| v > self.replication.own_version())
+            .map(|(epoch, _)| epoch)
+    }
+
+    /// An anti-entropy exchange with a peer whose view is `peer_complete` found nothing
+    /// this node lacks (`nothing_lacking`): then this node has caught up.
+    fn caught_up_with(&mut self, peer_complete: bool, nothing_lacking: bool) {
+        if peer_complete && nothing_lacking && !self.replication.complete {
+            self.io.counters.views_completed_by_peer += 1;
+            self.set_complete();
         }
     }
 
