@@ -2,14 +2,20 @@
 //! node one backend of every VIP), turned into kernel operations.
 //!
 //! - full: every origin reports, one refresh, and the diff from an empty kernel;
-//! - one backend changes: one origin's new record (one weight flipped), the incremental
-//!   refresh and the restricted diff, which is what a node does on a record.
+//! - one backend changes, full record: one origin's new record in full (one weight
+//!   flipped), compared with the old one VIP by VIP, the incremental refresh and the
+//!   restricted diff (what a node does with a record that comes in full);
+//! - one backend changes, as a delta: the same change as a record whose services are a
+//!   one-VIP delta, applied to the store in place, then refresh and diff (what a node does
+//!   with a flooded record: work in proportion to the change).
 //! - the services evaluation itself (40 nodes, 30 s of churn) as a simulator figure.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use minuteman_core::desired::DesiredState;
 use minuteman_core::kernel::{self, KernelState};
-use minuteman_core::{Backend, Protocol, Vip, VipAddr, VipSet};
+use minuteman_core::records::{Applied, RecordStore};
+use minuteman_core::services_delta::ServicesDelta;
+use minuteman_core::{Backend, NodeId, Protocol, Record, RecordBody, Vip, VipAddr, VipSet};
 use minuteman_sim::ServicesRun;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -64,6 +70,31 @@ fn converged(reports: &[Arc<VipSet>]) -> (DesiredState, KernelState) {
     (desired, applied)
 }
 
+/// The converged state held the way a node holds it: every origin's record in a store
+/// (origin 3's set a private copy, so that a delta changes it in place), the desired state
+/// sharing the stored sets, and the kernel applied.
+fn converged_store(reports: &[Arc<VipSet>]) -> (RecordStore, DesiredState, KernelState) {
+    let mut store = RecordStore::new(64);
+    let mut desired = DesiredState::new();
+    for (o, set) in reports.iter().enumerate() {
+        let id = NodeId::new(origin(o as u8), 1);
+        let record = Record {
+            services: Arc::new((**set).clone()),
+            services_seq: 1,
+            ..Record::new(id, 1, RecordBody::default())
+        };
+        assert!(matches!(store.apply(record), Applied::New { .. }));
+        let stored = store.get(&id.addr).expect("stored");
+        desired.set_origin(id.addr, stored.services.clone());
+        desired.set_reachable(id.addr, true);
+    }
+    let touched = desired.refresh();
+    let mut applied = KernelState::default();
+    let ops = kernel::diff_services(&applied, desired.state(), &touched);
+    applied.apply_all(&ops).expect("ops apply");
+    (store, desired, applied)
+}
+
 fn desired_10k(c: &mut Criterion) {
     let vips: Vec<Vip> = (0..VIPS).map(vip).collect();
     let reports: Vec<Arc<VipSet>> = (0..ORIGINS).map(|o| Arc::new(report(o, &vips))).collect();
@@ -76,13 +107,13 @@ fn desired_10k(c: &mut Criterion) {
             desired
         })
     });
-    // One origin flips one backend's weight.
+    // One origin flips one backend's weight, reported in full: the whole set is compared.
     let mut changed = (*reports[3]).clone();
     let first = vips[4_321].clone();
     let backend = *changed.vips[&first].iter().next().expect("a backend");
     changed.vips.get_mut(&first).expect("vip").remove(&backend);
     changed.insert(
-        first,
+        first.clone(),
         Backend {
             weight: 0,
             ..backend
@@ -91,19 +122,63 @@ fn desired_10k(c: &mut Criterion) {
     let changed = Arc::new(changed);
     let (desired, applied) = converged(&reports);
     group.sample_size(50);
-    group.bench_function("one backend changes: set_origin + refresh + diff", |b| {
-        b.iter_batched(
-            || (desired.clone(), changed.clone()),
-            |(mut desired, changed)| {
-                desired.set_origin(origin(3), changed);
+    group.bench_function(
+        "one backend changes, full record: set_origin + refresh + diff",
+        |b| {
+            b.iter_batched(
+                || (desired.clone(), changed.clone()),
+                |(mut desired, changed)| {
+                    desired.set_origin(origin(3), changed);
+                    let touched = desired.refresh();
+                    let ops = kernel::diff_services(&applied, desired.state(), &touched);
+                    assert_eq!(ops.len(), 1);
+                    (ops, desired)
+                },
+                BatchSize::LargeInput,
+            )
+        },
+    );
+    // The same change as it arrives: a record whose services are a one-VIP delta, applied
+    // to the store in place, then the desired state and the ops (what a node does).
+    // Iterations alternate drain and undrain, so the state never drifts.
+    group.bench_function(
+        "one backend changes, as a delta: store apply + set_origin_changes + refresh + diff",
+        |b| {
+            let (mut store, mut desired, mut applied) = converged_store(&reports);
+            let id = NodeId::new(origin(3), 1);
+            let mut seq = 1;
+            b.iter(|| {
+                let weight = u32::from(seq % 2 == 0);
+                let mut backends = reports[3].vips[&first].clone();
+                backends.remove(&backend);
+                backends.insert(Backend { weight, ..backend });
+                let delta = ServicesDelta {
+                    base: seq,
+                    seq: seq + 1,
+                    vips: vec![(first.clone(), backends)],
+                };
+                seq += 1;
+                let record = Record {
+                    services_seq: seq,
+                    delta: Some(Arc::new(delta)),
+                    ..Record::new(id, seq, RecordBody::default())
+                };
+                desired.detach(id.addr);
+                assert!(matches!(store.apply(record), Applied::New { .. }));
+                let stored = store.get(&id.addr).expect("stored");
+                let changed = stored.delta.as_ref().expect("a delta");
+                desired.set_origin_changes(
+                    id.addr,
+                    stored.services.clone(),
+                    changed.vips.iter().map(|(vip, _)| vip),
+                );
                 let touched = desired.refresh();
                 let ops = kernel::diff_services(&applied, desired.state(), &touched);
                 assert_eq!(ops.len(), 1);
-                (ops, desired)
-            },
-            BatchSize::LargeInput,
-        )
-    });
+                applied.apply_all(&ops).expect("ops apply");
+            })
+        },
+    );
     group.finish();
 }
 

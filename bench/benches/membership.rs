@@ -8,7 +8,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use minuteman_core::wire::{self, Envelope, Limits, Message};
 use minuteman_core::{NodeId, Record, RecordBody};
 use minuteman_sim::MembershipRun;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn membership_40_nodes_30s(c: &mut Criterion) {
@@ -24,13 +23,15 @@ fn membership_40_nodes_30s(c: &mut Criterion) {
 fn codec(c: &mut Criterion) {
     let id = |i: u32| NodeId::new(minuteman_sim::node_addr(i as usize), 1);
     let records: Vec<Record> = (0..64)
-        .map(|i| Record {
-            origin: id(i),
-            seq: 7,
-            body: Arc::new(RecordBody {
-                adjacency: (0..5).map(|j| id(i + j + 1)).collect(),
-                ..Default::default()
-            }),
+        .map(|i| {
+            Record::new(
+                id(i),
+                7,
+                RecordBody {
+                    adjacency: (0..5).map(|j| id(i + j + 1)).collect(),
+                    ..Default::default()
+                },
+            )
         })
         .collect();
     let envelope = Envelope {

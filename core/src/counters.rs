@@ -144,6 +144,11 @@ pub struct Counters {
     pub records_stale: u64,
     /// Records of new nodes refused because the store is full.
     pub records_rejected_full: u64,
+    /// Records whose services delta starts from a version not held (asked for in full).
+    pub records_delta_gaps: u64,
+    /// Records with inconsistent services (a malformed delta, a services version after the
+    /// record's, or more backends than a record may hold once applied), ignored.
+    pub records_invalid: u64,
     /// Records claiming to be this node's own, ignored.
     pub records_own_ignored: u64,
     /// Outputs dropped because the queue was full.
@@ -168,7 +173,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 26] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 28] {
         [
             (
                 "stale_replies",
@@ -246,6 +251,16 @@ impl Counters {
                 "records_rejected_full",
                 "Records of new nodes refused because the store is full",
                 self.records_rejected_full,
+            ),
+            (
+                "records_delta_gaps",
+                "Records whose services delta starts from a version not held",
+                self.records_delta_gaps,
+            ),
+            (
+                "records_invalid",
+                "Records with inconsistent services or too many backends once applied",
+                self.records_invalid,
             ),
             (
                 "records_own_ignored",

@@ -23,7 +23,8 @@
 
 use crate::kernel::{Destinations, KernelState, Service, MAX_WEIGHT};
 use crate::named::{in_v4_prefix, in_v6_prefix, NameTable};
-use crate::vip::{Backend, Backends, Vip, VipAddr, VipSet};
+use crate::services_delta::changed_vips;
+use crate::vip::{Backend, Vip, VipAddr, VipSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -104,6 +105,50 @@ impl DesiredState {
                 reachable,
             },
         );
+    }
+
+    /// Records what `origin` reports now, knowing that only the VIPs in `changed` differ
+    /// from what it reported before (a record that came as a delta): work in proportion
+    /// to `changed`, not to the origin's VIPs.
+    pub fn set_origin_changes<'a>(
+        &mut self,
+        origin: SocketAddr,
+        services: Arc<VipSet>,
+        changed: impl IntoIterator<Item = &'a Vip>,
+    ) {
+        let reachable = self.origins.get(&origin).is_some_and(|o| o.reachable);
+        for vip in changed {
+            let reported = self.vips.get(vip).is_some_and(|o| o.contains(&origin));
+            match (reported, services.vips.contains_key(vip)) {
+                (false, true) => self.add_vip_origin(vip, origin),
+                (true, false) => self.remove_vip_origin(vip, origin),
+                _ => {}
+            }
+            self.dirty.insert(vip.clone());
+        }
+        self.origins.insert(
+            origin,
+            Origin {
+                services,
+                reachable,
+            },
+        );
+    }
+
+    /// Lets go of `origin`'s shared set so that its holder (the record store) can change it
+    /// in place; then [`DesiredState::set_origin_changes`] gives the changed set, or
+    /// [`DesiredState::reattach`] the unchanged one, before the next refresh.
+    pub fn detach(&mut self, origin: SocketAddr) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.services = Arc::default();
+        }
+    }
+
+    /// Gives back a detached origin's set unchanged (nothing is recomputed).
+    pub fn reattach(&mut self, origin: SocketAddr, services: Arc<VipSet>) {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            o.services = services;
+        }
     }
 
     /// Records whether `origin` is reachable.
@@ -306,41 +351,6 @@ fn merge(dests: &mut Destinations, dest: SocketAddr, backend: &Backend) {
     let incoming = backend.weight.min(MAX_WEIGHT);
     let weight = dests.entry(dest).or_insert(incoming);
     *weight = (*weight).max(incoming);
-}
-
-type ChangedVip<'a> = (&'a Vip, Option<&'a Backends>, Option<&'a Backends>);
-
-/// The VIPs whose backends differ between `old` and `new`, by a merge walk of both.
-fn changed_vips<'a>(old: &'a VipSet, new: &'a VipSet) -> Vec<ChangedVip<'a>> {
-    let mut out = Vec::new();
-    let mut a = old.vips.iter().peekable();
-    let mut b = new.vips.iter().peekable();
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                let (vip, was) = a.next().expect("peeked");
-                out.push((vip, Some(was), None));
-            }
-            std::cmp::Ordering::Greater => {
-                let (vip, is) = b.next().expect("peeked");
-                out.push((vip, None, Some(is)));
-            }
-            std::cmp::Ordering::Equal => {
-                let (vip, was) = a.next().expect("peeked");
-                let (_, is) = b.next().expect("peeked");
-                if was != is {
-                    out.push((vip, Some(was), Some(is)));
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

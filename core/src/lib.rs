@@ -16,6 +16,7 @@ pub mod node;
 pub mod ping;
 pub mod reachability;
 pub mod records;
+pub mod services_delta;
 pub mod time;
 pub mod vip;
 pub mod wire;

@@ -367,21 +367,20 @@ impl Reachability {
 mod tests {
     use super::*;
     use crate::records::{Record, RecordBody};
-    use std::sync::Arc;
 
     fn id(port: u16, epoch: u64) -> NodeId {
         NodeId::new(([10, 0, 0, 1], port).into(), epoch)
     }
 
     fn publish(store: &mut RecordStore, origin: NodeId, seq: u64, adjacency: &[NodeId]) {
-        store.apply(Record {
+        store.apply(Record::new(
             origin,
             seq,
-            body: Arc::new(RecordBody {
+            RecordBody {
                 adjacency: adjacency.to_vec(),
                 ..Default::default()
-            }),
-        });
+            },
+        ));
     }
 
     #[test]
@@ -471,7 +470,6 @@ mod incremental_tests {
     use super::*;
     use crate::records::{Record, RecordBody};
     use proptest::prelude::*;
-    use std::sync::Arc;
 
     const NODES: u16 = 10;
 
@@ -522,14 +520,14 @@ mod incremental_tests {
                     adjacency,
                 } => {
                     seq += 1;
-                    store.apply(Record {
-                        origin: id(*node, *epoch),
+                    store.apply(Record::new(
+                        id(*node, *epoch),
                         seq,
-                        body: Arc::new(RecordBody {
+                        RecordBody {
                             adjacency: adjacency.iter().map(|&(n, e)| id(n, e)).collect(),
                             ..Default::default()
-                        }),
-                    });
+                        },
+                    ));
                 }
                 Step::Epoch { node, epoch } => {
                     store.intern(id(*node, *epoch));
@@ -574,14 +572,14 @@ mod incremental_tests {
         let mut store = RecordStore::new(4096);
         let me = store.intern(node(0)).unwrap();
         for i in 0..n - 1 {
-            store.apply(Record {
-                origin: node(i),
-                seq: 1,
-                body: Arc::new(RecordBody {
+            store.apply(Record::new(
+                node(i),
+                1,
+                RecordBody {
                     adjacency: vec![node(i + 1)],
                     ..Default::default()
-                }),
-            });
+                },
+            ));
         }
         let mut reach = Reachability::default();
         let mut changes = Vec::new();
@@ -594,25 +592,21 @@ mod incremental_tests {
         );
 
         let tail = node(n);
-        store.apply(Record {
-            origin: node(n - 1),
-            seq: 2,
-            body: Arc::new(RecordBody {
+        store.apply(Record::new(
+            node(n - 1),
+            2,
+            RecordBody {
                 adjacency: vec![tail],
                 ..Default::default()
-            }),
-        });
+            },
+        ));
         changes.clear();
         reach.update(Time::ZERO, &mut store, me, &mut changes);
         assert_eq!(changes, vec![Change::Reachable(tail)]);
         assert!(reach.last_work() <= 4, "work {}", reach.last_work());
 
         // Cut after node 1500: the 501 nodes below become unreachable, nothing else is visited.
-        store.apply(Record {
-            origin: node(1500),
-            seq: 2,
-            body: Arc::new(RecordBody::default()),
-        });
+        store.apply(Record::new(node(1500), 2, RecordBody::default()));
         changes.clear();
         reach.update(Time::ZERO, &mut store, me, &mut changes);
         assert_eq!(changes.len(), 500);

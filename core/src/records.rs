@@ -16,9 +16,10 @@
 //! at existing slots.
 
 use crate::id::NodeId;
+use crate::services_delta::ServicesDelta;
 use crate::vip::VipSet;
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -31,41 +32,147 @@ pub struct DigestEntry {
     pub seq: u64,
 }
 
-/// What one node says about itself.
+/// What one node says about its links and agents: shared by every copy of one version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBody {
     /// The node's active view when it wrote the record, sorted.
     pub adjacency: Vec<NodeId>,
     /// The Mesos agent addresses this node reports for, sorted.
     pub agents: Vec<IpAddr>,
-    /// The VIP backends of those agents. Shared: a new version that only changes the
-    /// adjacency keeps pointing at the same set.
-    pub services: Arc<VipSet>,
 }
 
 /// One version of one node's record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The VIP backends are versioned on their own: `services` are those of the version
+/// `services_seq` (the last one that changed them; 0, before any, is the empty set).
+/// They travel in full, or as `delta` from an older `services_seq` (see
+/// [`crate::services_delta`]): a decoded record with a delta holds no services until the
+/// store resolves it against the version it holds ([`RecordStore::apply`]); a stored one
+/// always holds them, and keeps the delta it came with so that it is forwarded as one.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub origin: NodeId,
     pub seq: u64,
     /// Shared: a flooded record is held by many queues and stores at once.
     pub body: Arc<RecordBody>,
+    /// The VIP backends as of `services_seq`. Shared: a version that only changes the
+    /// adjacency keeps pointing at the same set.
+    pub services: Arc<VipSet>,
+    /// The `seq` of the version that last changed `services` (at most `seq`).
+    pub services_seq: u64,
+    /// How the services travel: `Some(d)` as the delta `d` (`d.seq == services_seq`),
+    /// `None` in full.
+    pub delta: Option<Arc<ServicesDelta>>,
 }
 
 impl Record {
+    /// A version with `body` and no services (`services_seq` 0), sent in full.
+    pub fn new(origin: NodeId, seq: u64, body: RecordBody) -> Record {
+        Record {
+            origin,
+            seq,
+            body: Arc::new(body),
+            services: Arc::default(),
+            services_seq: 0,
+            delta: None,
+        }
+    }
+
     /// `(epoch, seq)`: records of one address are ordered by it.
     pub fn version(&self) -> (u64, u64) {
         (self.origin.epoch, self.seq)
+    }
+
+    /// The same version, sent with its services in full (answers to digests and wants).
+    pub fn in_full(&self) -> Record {
+        Record {
+            delta: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The services of a record on the wire.
+#[derive(Serialize)]
+enum ServicesOut<'a> {
+    Full { seq: u64, set: &'a VipSet },
+    Delta(&'a ServicesDelta),
+}
+
+#[derive(Deserialize)]
+enum ServicesIn {
+    Full { seq: u64, set: VipSet },
+    Delta(ServicesDelta),
+}
+
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    origin: NodeId,
+    seq: u64,
+    body: &'a RecordBody,
+    services: ServicesOut<'a>,
+}
+
+#[derive(Deserialize)]
+struct RecordIn {
+    origin: NodeId,
+    seq: u64,
+    body: RecordBody,
+    services: ServicesIn,
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let services = match &self.delta {
+            Some(delta) => ServicesOut::Delta(delta),
+            None => ServicesOut::Full {
+                seq: self.services_seq,
+                set: &self.services,
+            },
+        };
+        RecordOut {
+            origin: self.origin,
+            seq: self.seq,
+            body: &self.body,
+            services,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Record, D::Error> {
+        let wire = RecordIn::deserialize(deserializer)?;
+        let (services, services_seq, delta) = match wire.services {
+            ServicesIn::Full { seq, set } => (Arc::new(set), seq, None),
+            ServicesIn::Delta(d) => (Arc::default(), d.seq, Some(Arc::new(d))),
+        };
+        Ok(Record {
+            origin: wire.origin,
+            seq: wire.seq,
+            body: Arc::new(wire.body),
+            services,
+            services_seq,
+            delta,
+        })
     }
 }
 
 /// Result of offering a record to the store.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Stored; `previous` is the version it replaced.
-    New { previous: Option<Record> },
+    /// Stored; `previous` is the origin and body of the version it replaced.
+    New {
+        previous: Option<(NodeId, Arc<RecordBody>)>,
+    },
     /// Not newer than what is held.
     Stale,
+    /// Newer, but its services came as a delta from a version this store does not hold
+    /// (ask the sender for the record in full).
+    Gap,
+    /// Its services are inconsistent (`services_seq` after `seq`, a malformed delta) or
+    /// would exceed the store's backend bound once applied.
+    Invalid,
     /// The store has no room for another address.
     Full,
 }
@@ -105,6 +212,8 @@ pub struct RecordStore {
     /// Per fine bucket (of an address's hash), the XOR of its held versions' hashes.
     buckets: Box<[u64; SUMMARY_BUCKETS]>,
     max_slots: usize,
+    /// Most (VIP, backend) pairs a stored record may hold.
+    max_backends: usize,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
 }
@@ -120,8 +229,15 @@ impl RecordStore {
             index: FxHashMap::default(),
             buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
+            max_backends: usize::MAX,
             dropped_edges: 0,
         }
+    }
+
+    /// Bounds the (VIP, backend) pairs of a stored record (a delta must not grow a peer's
+    /// set past what a full record may hold).
+    pub fn set_max_backends(&mut self, max: usize) {
+        self.max_backends = max;
     }
 
     pub(crate) fn slots(&self) -> &[Slot] {
@@ -219,11 +335,65 @@ impl RecordStore {
             .and_then(|s| self.slots[s as usize].record.as_ref())
     }
 
-    /// Stores `record` if it is newer than the held version of its address.
-    pub fn apply(&mut self, record: Record) -> Applied {
-        if let Some(held) = self.get(&record.origin.addr) {
-            if held.version() >= record.version() {
-                return Applied::Stale;
+    /// Stores `record` if it is newer than the held version of its address, resolving a
+    /// services delta against the held version first: the delta must start at the held
+    /// `services_seq` of the same epoch (or at 0, the empty set, when none is held), or the
+    /// record is a [`Applied::Gap`] and nothing changes. The held set is changed in place
+    /// when nothing else shares it, so a delta costs in proportion to its VIPs.
+    pub fn apply(&mut self, mut record: Record) -> Applied {
+        let addr = record.origin.addr;
+        let held = self.get(&addr);
+        if held.is_some_and(|h| h.version() >= record.version()) {
+            return Applied::Stale;
+        }
+        if record.services_seq > record.seq
+            || record
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.seq != record.services_seq || !d.is_well_formed())
+        {
+            return Applied::Invalid;
+        }
+        let same_epoch = held.filter(|h| h.origin.epoch == record.origin.epoch);
+        let held_services_seq = same_epoch.map_or(0, |h| h.services_seq);
+        match record.delta.clone() {
+            Some(delta) if delta.base != held_services_seq => return Applied::Gap,
+            Some(delta) => {
+                let held_set = same_epoch.map(|h| &h.services);
+                let count = held_set.map_or(0, |set| {
+                    let removed: usize = delta
+                        .vips
+                        .iter()
+                        .filter_map(|(vip, _)| set.vips.get(vip).map(|b| b.len()))
+                        .sum();
+                    set.backend_count() - removed
+                });
+                if count + delta.backend_count() > self.max_backends {
+                    return Applied::Invalid;
+                }
+                let mut set = match self.slot_of(&addr) {
+                    Some(slot) if same_epoch.is_some() => {
+                        let held = self.slots[slot as usize].record.as_mut().expect("held");
+                        // The held record is replaced below: its set moves to the new one.
+                        std::mem::take(&mut held.services)
+                    }
+                    _ => Arc::default(),
+                };
+                if !delta.vips.is_empty() {
+                    delta.apply_to(Arc::make_mut(&mut set));
+                }
+                record.services = set;
+            }
+            None => {
+                if record.services.backend_count() > self.max_backends {
+                    return Applied::Invalid;
+                }
+                // Unchanged services: keep sharing the held set, and forward the version
+                // as "unchanged" rather than in full.
+                if let Some(h) = same_epoch.filter(|h| h.services_seq == record.services_seq) {
+                    record.services = h.services.clone();
+                    record.delta = Some(Arc::new(ServicesDelta::unchanged(record.services_seq)));
+                }
             }
         }
         let Some(slot) = self.intern(record.origin) else {
@@ -253,7 +423,9 @@ impl RecordStore {
         if let Some(p) = &previous {
             self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
         }
-        Applied::New { previous }
+        Applied::New {
+            previous: previous.map(|p| (p.origin, p.body)),
+        }
     }
 
     /// `{addr → version}` of every held record, in slot order.
@@ -324,7 +496,7 @@ impl RecordStore {
                 Some(slot) => {
                     seen[slot as usize] = true;
                     match &self.slots[slot as usize].record {
-                        Some(r) if r.version() > their_version => missing.push(r.clone()),
+                        Some(r) if r.version() > their_version => missing.push(r.in_full()),
                         Some(r) if r.version() < their_version => they_have_newer = true,
                         Some(_) => {}
                         None => they_have_newer = true,
@@ -335,7 +507,7 @@ impl RecordStore {
         }
         for (slot, s) in self.slots.iter().enumerate() {
             if let (false, Some(r)) = (seen[slot], &s.record) {
-                missing.push(r.clone());
+                missing.push(r.in_full());
             }
         }
         (missing, they_have_newer)
@@ -398,14 +570,14 @@ mod tests {
     }
 
     fn rec(origin: NodeId, seq: u64, adjacency: Vec<NodeId>) -> Record {
-        Record {
+        Record::new(
             origin,
             seq,
-            body: Arc::new(RecordBody {
+            RecordBody {
                 adjacency,
                 ..Default::default()
-            }),
-        }
+            },
+        )
     }
 
     #[test]
@@ -423,6 +595,89 @@ mod tests {
         ));
         assert_eq!(store.apply(rec(id(1, 1), 9, vec![])), Applied::Stale);
         assert_eq!(store.known_epoch(&id(1, 0).addr), Some(2));
+    }
+
+    fn services(vips: &[u8]) -> VipSet {
+        use crate::vip::{Backend, Protocol, Vip, VipAddr};
+        let mut set = VipSet::new();
+        for &v in vips {
+            let ip = IpAddr::from([10, 0, 0, v]);
+            set.insert(
+                Vip {
+                    protocol: Protocol::Tcp,
+                    addr: VipAddr::Ip(IpAddr::from([11, 0, 0, v])),
+                    port: 80,
+                },
+                Backend {
+                    ip,
+                    port: 80,
+                    agent: ip,
+                    weight: 1,
+                },
+            );
+        }
+        set
+    }
+
+    fn with_delta(origin: NodeId, seq: u64, delta: ServicesDelta) -> Record {
+        Record {
+            services_seq: delta.seq,
+            delta: Some(Arc::new(delta)),
+            ..rec(origin, seq, vec![])
+        }
+    }
+
+    /// A delta applies only on top of the services version it starts from (0, the empty
+    /// set, when nothing is held), changes an unshared set in place, and anything else is a
+    /// gap or invalid and changes nothing.
+    #[test]
+    fn deltas_apply_on_their_base_only() {
+        let origin = id(1, 1);
+        let mut store = RecordStore::new(16);
+        let (a, b) = (services(&[1, 2, 3]), services(&[1, 3, 4]));
+        // From nothing held: a delta from base 0 builds the set.
+        let first = with_delta(origin, 1, ServicesDelta::between(&VipSet::new(), &a, 0, 1));
+        assert!(matches!(store.apply(first), Applied::New { .. }));
+        assert_eq!(*store.get(&origin.addr).unwrap().services, a);
+        let held = Arc::as_ptr(&store.get(&origin.addr).unwrap().services);
+        // A delta from a version not held is a gap.
+        let skipped = with_delta(origin, 3, ServicesDelta::between(&a, &b, 2, 3));
+        assert_eq!(store.apply(skipped), Applied::Gap);
+        assert_eq!(store.get(&origin.addr).unwrap().seq, 1);
+        // Adjacency only: still the same set, forwarded as "unchanged".
+        assert!(matches!(
+            store.apply(with_delta(origin, 2, ServicesDelta::unchanged(1))),
+            Applied::New { .. }
+        ));
+        // From the held version: applied in place (the store holds the only reference).
+        let next = with_delta(origin, 3, ServicesDelta::between(&a, &b, 1, 3));
+        assert!(matches!(store.apply(next), Applied::New { .. }));
+        let stored = store.get(&origin.addr).unwrap();
+        assert_eq!((*stored.services).clone(), b);
+        assert_eq!(Arc::as_ptr(&stored.services), held, "changed in place");
+        assert_eq!(stored.services_seq, 3);
+        // A new epoch starts from the empty set again.
+        let reborn = id(1, 2);
+        let stale_base = with_delta(reborn, 5, ServicesDelta::between(&b, &a, 3, 4));
+        assert_eq!(store.apply(stale_base), Applied::Gap);
+        // Inconsistent: services newer than the record, or past the backend bound.
+        let ahead = Record {
+            services_seq: 9,
+            ..rec(origin, 4, vec![])
+        };
+        assert_eq!(store.apply(ahead), Applied::Invalid);
+        store.set_max_backends(3);
+        let grows = with_delta(
+            origin,
+            4,
+            ServicesDelta::between(&b, &services(&[1, 3, 4, 5]), 3, 4),
+        );
+        assert_eq!(store.apply(grows), Applied::Invalid);
+        assert_eq!(
+            *store.get(&origin.addr).unwrap().services,
+            b,
+            "nothing changed"
+        );
     }
 
     #[test]

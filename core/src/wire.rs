@@ -24,11 +24,12 @@ pub use crate::records::DigestEntry;
 use crate::records::Record;
 use crate::records::SUMMARY_BUCKETS;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 
 /// Version byte of the current frame format. Bumped on any incompatible change.
 ///
 /// 2: frames end with a MAC tag.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 
 /// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:
 /// version byte, envelope sender, message and list headers, the record's origin and
@@ -127,6 +128,9 @@ pub enum Message {
         reply: bool,
         complete: bool,
     },
+    /// The sender got records of `addrs` whose services came as a delta it cannot apply
+    /// (it lacks the version the delta starts from): send them in full.
+    Want { addrs: Vec<SocketAddr> },
 }
 
 impl Message {
@@ -151,10 +155,11 @@ impl Message {
             Message::Digest { .. } => 10,
             Message::Summary { .. } => 11,
             Message::DigestPart { .. } => 12,
+            Message::Want { .. } => 13,
         }
     }
 
-    pub const KINDS: usize = 13;
+    pub const KINDS: usize = 14;
 
     /// The name of each kind, by [`Message::kind_index`] (as [`Message::kind`] spells it).
     pub const KIND_NAMES: [&'static str; Message::KINDS] = [
@@ -171,6 +176,7 @@ impl Message {
         "digest",
         "summary",
         "digest_part",
+        "want",
     ];
 }
 
@@ -324,8 +330,12 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
                 return Err(DecodeError::OverLimit("record adjacency"));
             }
             if records.iter().any(|r| {
+                let services = match &r.delta {
+                    Some(delta) => delta.backend_count(),
+                    None => r.services.backend_count(),
+                };
                 r.body.agents.len() > limits.max_record_backends
-                    || r.body.services.backend_count() > limits.max_record_backends
+                    || services > limits.max_record_backends
             }) {
                 return Err(DecodeError::OverLimit("record backends"));
             }
@@ -335,6 +345,9 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             if entries.len() > limits.max_digest_entries =>
         {
             Err(DecodeError::OverLimit("digest entries"))
+        }
+        Message::Want { addrs } if addrs.len() > limits.max_digest_entries => {
+            Err(DecodeError::OverLimit("wanted records"))
         }
         Message::Summary { buckets, .. }
             if buckets.len() > SUMMARY_BUCKETS || !buckets.len().is_power_of_two() =>
@@ -367,20 +380,81 @@ mod tests {
         let env = Envelope {
             from: id(1, 3),
             msg: Message::Records {
-                records: vec![Record {
-                    origin: id(2, 4),
-                    seq: 9,
-                    body: Arc::new(RecordBody {
+                records: vec![Record::new(
+                    id(2, 4),
+                    9,
+                    RecordBody {
                         adjacency: vec![id(3, 1), id(4, 1)],
                         ..Default::default()
-                    }),
-                }],
+                    },
+                )],
             },
         };
         let limits = Limits::default();
         let frame = encode(&env, &limits).unwrap();
         assert_eq!(frame.len(), encoded_len(&env));
         assert_eq!(decode(&frame, &limits).unwrap(), env);
+    }
+
+    /// A record with a services delta travels as the delta alone: it decodes with the
+    /// delta and no services (the store resolves them), and costs the delta's bytes, not
+    /// the set's.
+    #[test]
+    fn a_delta_record_carries_only_the_delta() {
+        use crate::services_delta::ServicesDelta;
+        use crate::vip::{Backend, Protocol, Vip, VipAddr, VipSet};
+        let mut services = VipSet::new();
+        for v in 0..200u32 {
+            let ip = std::net::IpAddr::from([10, 1, (v / 256) as u8, v as u8]);
+            let vip = Vip {
+                protocol: Protocol::Tcp,
+                addr: VipAddr::Ip(std::net::IpAddr::from([11, 0, (v / 256) as u8, v as u8])),
+                port: 80,
+            };
+            let backend = Backend {
+                ip,
+                port: 8080,
+                agent: ip,
+                weight: 1,
+            };
+            services.insert(vip, backend);
+        }
+        let mut changed = services.clone();
+        let first = changed.vips.keys().next().unwrap().clone();
+        changed.vips.remove(&first);
+        let delta = ServicesDelta::between(&services, &changed, 3, 9);
+        let full = Record {
+            services: Arc::new(changed),
+            services_seq: 9,
+            ..Record::new(id(2, 4), 9, RecordBody::default())
+        };
+        let as_delta = Record {
+            delta: Some(Arc::new(delta.clone())),
+            ..full.clone()
+        };
+        let env = |r: &Record| Envelope {
+            from: id(1, 3),
+            msg: Message::Records {
+                records: vec![r.clone()],
+            },
+        };
+        let limits = Limits::default();
+        assert_eq!(
+            decode(&encode(&env(&full), &limits).unwrap(), &limits).unwrap(),
+            env(&full)
+        );
+        let decoded = decode(&encode(&env(&as_delta), &limits).unwrap(), &limits).unwrap();
+        let Message::Records { records } = decoded.msg else {
+            panic!("records");
+        };
+        assert_eq!(records[0].delta.as_deref(), Some(&delta));
+        assert!(
+            records[0].services.is_empty(),
+            "resolved by the store, not the wire"
+        );
+        assert_eq!(records[0].services_seq, 9);
+        let (full_len, delta_len) = (encoded_len(&env(&full)), encoded_len(&env(&as_delta)));
+        assert!(full_len > 20 * delta_len, "{full_len} vs {delta_len}");
     }
 
     #[test]
@@ -558,11 +632,7 @@ mod tests {
         let env = Envelope {
             from: worst,
             msg: Message::Records {
-                records: vec![Record {
-                    origin: worst,
-                    seq: u64::MAX,
-                    body: body.clone(),
-                }],
+                records: vec![Record::new(worst, u64::MAX, (*body).clone())],
             },
         };
         let body_len = postcard::experimental::serialized_size(&*body).unwrap();

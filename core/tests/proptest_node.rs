@@ -21,7 +21,6 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// `PROPTEST_CASES` if set, else `default`.
@@ -67,13 +66,15 @@ fn record_with(
     seqs: impl Strategy<Value = u64>,
     max_adjacency: usize,
 ) -> impl Strategy<Value = Record> {
-    (ids.clone(), seqs, vec(ids, 0..=max_adjacency)).prop_map(|(origin, seq, adjacency)| Record {
-        origin,
-        seq,
-        body: Arc::new(RecordBody {
-            adjacency,
-            ..Default::default()
-        }),
+    (ids.clone(), seqs, vec(ids, 0..=max_adjacency)).prop_map(|(origin, seq, adjacency)| {
+        Record::new(
+            origin,
+            seq,
+            RecordBody {
+                adjacency,
+                ..Default::default()
+            },
+        )
     })
 }
 
@@ -670,14 +671,14 @@ impl Harness {
                 let me = self.node.id();
                 for adjacency in [vec![victim, me], vec![me]] {
                     self.cascade_seq += 1;
-                    let record = Record {
+                    let record = Record::new(
                         origin,
-                        seq: self.cascade_seq,
-                        body: Arc::new(RecordBody {
+                        self.cascade_seq,
+                        RecordBody {
                             adjacency,
                             ..Default::default()
-                        }),
-                    };
+                        },
+                    );
                     let msg = Message::Records {
                         records: vec![record],
                     };
@@ -942,14 +943,14 @@ fn self_stays_reachable_under_a_bogus_epoch_of_self() {
         Envelope {
             from: peer,
             msg: Message::Records {
-                records: vec![Record {
-                    origin: peer,
-                    seq: 0,
-                    body: Arc::new(RecordBody {
+                records: vec![Record::new(
+                    peer,
+                    0,
+                    RecordBody {
                         adjacency: vec![NodeId::new(self_addr(), 2)],
                         ..Default::default()
-                    }),
-                }],
+                    },
+                )],
             },
         },
     )

@@ -11,6 +11,7 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use minuteman_core::auth::FrameAuth;
 use minuteman_core::node::InputError;
+use minuteman_core::services_delta::ServicesDelta;
 use minuteman_core::wire::{self, DigestEntry, Priority};
 use minuteman_core::{
     Backend, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordBody, Time,
@@ -95,7 +96,7 @@ fn small_or_any(u: &mut Unstructured) -> Result<u64> {
 }
 
 fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
-    Ok(match u.int_in_range(0..=10)? {
+    Ok(match u.int_in_range(0..=11)? {
         0 => Message::Join,
         1 => Message::ForwardJoin {
             joiner: id(u)?,
@@ -133,19 +134,43 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
             let n = u.int_in_range(0..=4)?;
             let records = (0..n)
                 .map(|_| {
-                    Ok(Record {
-                        origin: id(u)?,
-                        seq: small_or_any(u)?,
-                        body: Arc::new(RecordBody {
+                    let seq = small_or_any(u)?;
+                    let record = Record::new(
+                        id(u)?,
+                        seq,
+                        RecordBody {
                             adjacency: ids(u)?,
                             agents: Vec::new(),
-                            services: Arc::new(services(u)?),
-                        }),
+                        },
+                    );
+                    let services_seq = small_or_any(u)?;
+                    let set = services(u)?;
+                    // In full, or as a delta from an arbitrary base (often not held).
+                    let delta = if u.arbitrary()? {
+                        let base = small_or_any(u)?;
+                        Some(Arc::new(ServicesDelta {
+                            base,
+                            seq: services_seq,
+                            vips: set.vips.clone().into_iter().collect(),
+                        }))
+                    } else {
+                        None
+                    };
+                    Ok(Record {
+                        services: Arc::new(set),
+                        services_seq,
+                        delta,
+                        ..record
                     })
                 })
                 .collect::<Result<_>>()?;
             Message::Records { records }
         }
+        10 => Message::Want {
+            addrs: (0..u.int_in_range(0..=4)?)
+                .map(|_| Ok(addr(u.arbitrary()?)))
+                .collect::<Result<_>>()?,
+        },
         _ => {
             let n = u.int_in_range(0..=8)?;
             let entries = (0..n)

@@ -10,7 +10,6 @@ use minuteman_sim::{ClusterConfig, Simulation};
 use minuteman_sim_tests::{
     all_reach_all, check, check_invariants, check_whole, checked_sim, replay_test,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 fn ms(n: u64) -> Time {
@@ -33,11 +32,7 @@ fn converged(n: usize, seed: u64, wire_roundtrip: bool) -> Simulation {
 
 /// A record of `origin` far newer than any it published, claiming it has no links.
 fn bogus_record(origin: NodeId) -> Record {
-    Record {
-        origin,
-        seq: 1_000_000,
-        body: Arc::new(RecordBody::default()),
-    }
+    Record::new(origin, 1_000_000, RecordBody::default())
 }
 
 fn seq_of(sim: &Simulation, at: usize, of: usize) -> Option<u64> {

@@ -258,3 +258,149 @@ fn same_seed_same_services_run() {
     };
     assert_ne!(other.run().0.trace_hash, a.trace_hash);
 }
+
+/// Backend deltas: draining one task among a thousand on its host floods that change,
+/// not the host's whole backend set. Every node gets the change, and the RECORDS bytes
+/// the whole cluster sends for it stay below the size of the host's record in full (it
+/// would be about that size times the copies per node without deltas).
+#[test]
+fn one_task_among_thousands_costs_bytes_in_proportion_to_the_change() {
+    let seed = seeds(1..=1)[0];
+    let replay = replay_test(
+        "one_task_among_thousands_costs_bytes_in_proportion_to_the_change",
+        seed,
+    );
+    let nodes = 10;
+    let mut sim = checked_sim(ClusterConfig::new(nodes), seed);
+    sim.attach_world(WorldConfig {
+        vips: 200,
+        tasks: 10_000,
+        churn_per_s: 0.0,
+        ..WorldConfig::default()
+    });
+    run_checked(&mut sim, Time::from_millis(6_000));
+    let records = minuteman_core::Message::KIND_NAMES
+        .iter()
+        .position(|k| *k == "records")
+        .expect("a records kind");
+    let world = sim.world.as_mut().unwrap();
+    let (agent, id) = (0..nodes)
+        .find_map(|a| world.agents[a].tasks.keys().next().map(|&t| (a, t)))
+        .expect("a task");
+    let host_tasks = world.agents[agent].tasks.len();
+    let ip = world.agents[agent].ip;
+    let task = world.agents[agent].tasks.get_mut(&id).unwrap();
+    task.state = TaskState::Killing;
+    let dest = SocketAddr::new(IpAddr::V4(ip), task.host_port);
+    let before = sim.traffic.by_kind[records].1;
+    run_checked_for(&mut sim, Duration::from_millis(2_500));
+    let sent = sim.traffic.by_kind[records].1 - before;
+    let full = sim
+        .node(agent)
+        .and_then(|n| {
+            n.records()
+                .find(|r| r.origin == n.id())
+                .map(|r| r.in_full())
+        })
+        .map(|r| postcard::experimental::serialized_size(&r).unwrap())
+        .expect("the host's own record");
+    println!(
+        "one drained task of {host_tasks} on its host: {sent} RECORDS bytes cluster-wide, \
+         the record in full is {full} bytes"
+    );
+    check(
+        host_tasks >= 500,
+        format!("the host runs {host_tasks} tasks"),
+        &replay,
+    );
+    check(
+        sent > 0 && sent < full as u64,
+        format!("{sent} RECORDS bytes for one change; the full record is {full} bytes"),
+        &replay,
+    );
+    let world = sim.world.as_ref().unwrap();
+    for i in sim.alive() {
+        let weights: Vec<u32> = world.kernels[i]
+            .services
+            .values()
+            .filter_map(|d| d.get(&dest).copied())
+            .collect();
+        check(
+            weights == vec![0],
+            format!("node {i}: {dest} has weights {weights:?}, expected [0]"),
+            &replay,
+        );
+    }
+}
+
+/// A record whose services delta starts from a version the receiver does not hold is not
+/// applied: the receiver counts a gap and asks the sender (WANT) for the record in full,
+/// and ends holding the same record as everyone else.
+#[test]
+fn a_delta_from_an_unknown_base_is_asked_for_in_full() {
+    use minuteman_core::services_delta::ServicesDelta;
+    use minuteman_core::{Envelope, Message, Record};
+    use std::sync::Arc;
+    let seed = seeds(1..=1)[0];
+    let replay = replay_test("a_delta_from_an_unknown_base_is_asked_for_in_full", seed);
+    let mut sim = quiet_cluster(seed, 100);
+    let (to, via, origin) = (0, 1, 2);
+    let origin_id = sim.id(origin);
+    let held = sim
+        .node(to)
+        .and_then(|n| n.records().find(|r| r.origin == origin_id).cloned())
+        .expect("node 0 holds node 2's record");
+    let want = Message::KIND_NAMES
+        .iter()
+        .position(|k| *k == "want")
+        .unwrap();
+    let wants_before = sim.node(via).unwrap().counters().messages_in[want];
+    // A version from the future whose delta starts after anything node 0 holds.
+    let bogus = Record {
+        seq: held.seq + 10,
+        services_seq: held.seq + 10,
+        delta: Some(Arc::new(ServicesDelta {
+            base: held.seq + 5,
+            seq: held.seq + 10,
+            vips: Vec::new(),
+        })),
+        ..held.clone()
+    };
+    let from = sim.id(via);
+    sim.inject(
+        via,
+        to,
+        Envelope {
+            from,
+            msg: Message::Records {
+                records: vec![bogus],
+            },
+        },
+    );
+    run_checked_for(&mut sim, Duration::from_millis(500));
+    let node = sim.node(to).unwrap();
+    check(
+        node.counters().records_delta_gaps == 1,
+        format!("gaps {}", node.counters().records_delta_gaps),
+        &replay,
+    );
+    check(
+        sim.node(via).unwrap().counters().messages_in[want] > wants_before,
+        "the sender got a WANT",
+        &replay,
+    );
+    let now_held = node.records().find(|r| r.origin == origin_id).unwrap();
+    let theirs = sim
+        .node(via)
+        .and_then(|n| n.records().find(|r| r.origin == origin_id).cloned())
+        .unwrap();
+    check(
+        now_held.version() == theirs.version() && now_held.services == theirs.services,
+        format!(
+            "node 0 holds {:?}, node 1 {:?}",
+            now_held.version(),
+            theirs.version()
+        ),
+        &replay,
+    );
+}

@@ -384,9 +384,12 @@ impl Node {
         let body = RecordBody {
             adjacency: self.active_view().collect(),
             agents,
-            services,
         };
-        let bytes = postcard::experimental::serialized_size(&body).unwrap_or(usize::MAX);
+        let full = Record {
+            services: services.clone(),
+            ..Record::new(self.cfg.id, 0, body)
+        };
+        let bytes = postcard::experimental::serialized_size(&full).unwrap_or(usize::MAX);
         if bytes > limits.max_record_bytes {
             self.io.counters.records_too_large += 1;
             return Err(RecordTooLarge::Bytes {
@@ -394,8 +397,8 @@ impl Node {
                 limit: limits.max_record_bytes,
             });
         }
-        self.data.local_agents = body.agents;
-        self.data.local_services = body.services;
+        self.data.local_agents = full.body.agents.clone();
+        self.data.local_services = services;
         self.data
             .desired
             .set_origin(self.cfg.id.addr, self.data.local_services.clone());
@@ -518,6 +521,7 @@ impl Node {
             Message::Ping { echo } => self.views.on_ping(io, from, echo),
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
+            Message::Want { addrs } => self.replication.on_want(io, from, &addrs),
             Message::Summary { buckets, complete } => {
                 // Equal summaries: this node holds exactly what the peer holds.
                 let differ = self.replication.on_summary(io, from, &buckets);
@@ -638,12 +642,26 @@ impl Node {
                 self.advance_incarnation(now, own.0);
             }
         }
+        let mut wanted = Vec::new();
         for record in records {
+            let addr = record.origin.addr;
+            // A delta that changes the services is applied in place when the store's set
+            // is not shared: the desired state lets go of it first.
+            let in_place = record.delta.as_ref().is_some_and(|d| !d.vips.is_empty());
+            if in_place {
+                self.data.desired.detach(addr);
+            }
             match self.replication.offer(&mut self.io, &record) {
-                Offered::New { previous } => {
-                    self.data
-                        .desired
-                        .set_origin(record.origin.addr, record.body.services.clone());
+                Offered::New { previous, record } => {
+                    // A delta names every VIP that changed; a full record is compared.
+                    match &record.delta {
+                        Some(delta) => self.data.desired.set_origin_changes(
+                            addr,
+                            record.services.clone(),
+                            delta.vips.iter().map(|(vip, _)| vip),
+                        ),
+                        None => self.data.desired.set_origin(addr, record.services.clone()),
+                    }
                     self.reach.dirty = true;
                     self.views
                         .cascade(now, &mut self.io, previous.as_ref(), &record);
@@ -655,8 +673,20 @@ impl Node {
                     );
                     fresh.push(record);
                 }
-                Offered::Ignored => {}
+                offered @ (Offered::Gap | Offered::Ignored) => {
+                    if in_place {
+                        if let Some(held) = self.replication.store.get(&addr) {
+                            self.data.desired.reattach(addr, held.services.clone());
+                        }
+                    }
+                    if matches!(offered, Offered::Gap) && !wanted.contains(&addr) {
+                        wanted.push(addr);
+                    }
+                }
             }
+        }
+        if !wanted.is_empty() {
+            self.io.send(from.addr, Message::Want { addrs: wanted });
         }
         if fresh.is_empty() {
             return;
@@ -735,7 +765,7 @@ impl Node {
             let adds_only = joining
                 && own.is_some_and(|r| {
                     r.origin == self.cfg.id
-                        && Arc::ptr_eq(&r.body.services, &self.data.local_services)
+                        && Arc::ptr_eq(&r.services, &self.data.local_services)
                         && r.body.agents == self.data.local_agents
                         && r.body
                             .adjacency

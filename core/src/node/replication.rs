@@ -22,6 +22,7 @@ use super::io::Io;
 use crate::config::RecordsConfig;
 use crate::id::NodeId;
 use crate::records::{summary_size, Applied, DigestEntry, Record, RecordBody, RecordStore};
+use crate::services_delta::ServicesDelta;
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{Limits, Message};
@@ -31,9 +32,16 @@ use std::sync::Arc;
 
 /// What offering a received record to the store did.
 pub(crate) enum Offered {
-    /// Stored; `previous` is the version it replaced.
-    New { previous: Option<Record> },
-    /// Ignored (own, too large, stale or no room), and counted.
+    /// Stored as `record` (its services resolved); `previous` is the origin and body of
+    /// the version it replaced.
+    New {
+        previous: Option<(NodeId, Arc<RecordBody>)>,
+        record: Record,
+    },
+    /// Newer, but its services delta starts from a version not held here: ask the sender
+    /// for it in full. Counted.
+    Gap,
+    /// Ignored (own, too large, invalid, stale or no room), and counted.
     Ignored,
 }
 
@@ -45,6 +53,9 @@ pub(crate) struct Replication {
     pub(crate) store: RecordStore,
     pub(crate) self_slot: u32,
     own_seq: u64,
+    /// The own services as last published, and the `seq` that published them.
+    published_services: Arc<VipSet>,
+    own_services_seq: u64,
     /// The own record must be published again (its content changed).
     pub(crate) record_changed: bool,
     /// When the own record was last published.
@@ -77,6 +88,7 @@ impl Replication {
         next_anti_entropy: Time,
     ) -> Replication {
         let mut store = RecordStore::new(cfg.max_records);
+        store.set_max_backends(limits.max_record_backends);
         let self_slot = store
             .intern(me)
             .expect("an empty store has room for its own node");
@@ -87,6 +99,8 @@ impl Replication {
             store,
             self_slot,
             own_seq: 0,
+            published_services: Arc::default(),
+            own_services_seq: 0,
             record_changed: true,
             last_publish: None,
             coalesce_until: None,
@@ -109,6 +123,8 @@ impl Replication {
     pub(crate) fn adopt(&mut self, new: NodeId) {
         self.me = new;
         self.own_seq = 0;
+        self.published_services = Arc::default();
+        self.own_services_seq = 0;
         self.store.intern(new);
         self.record_changed = true;
         self.last_publish = None;
@@ -211,7 +227,7 @@ impl Replication {
             io.counters.records_own_ignored += 1;
             return Offered::Ignored;
         }
-        let bytes = postcard::experimental::serialized_size(&*record.body).unwrap_or(usize::MAX);
+        let bytes = postcard::experimental::serialized_size(record).unwrap_or(usize::MAX);
         if bytes > self.limits.max_record_bytes {
             io.counters.records_rejected_size += 1;
             return Offered::Ignored;
@@ -219,10 +235,23 @@ impl Replication {
         match self.store.apply(record.clone()) {
             Applied::New { previous } => {
                 io.counters.records_applied += 1;
-                Offered::New { previous }
+                let record = self
+                    .store
+                    .get(&record.origin.addr)
+                    .expect("just stored")
+                    .clone();
+                Offered::New { previous, record }
             }
             Applied::Stale => {
                 io.counters.records_stale += 1;
+                Offered::Ignored
+            }
+            Applied::Gap => {
+                io.counters.records_delta_gaps += 1;
+                Offered::Gap
+            }
+            Applied::Invalid => {
+                io.counters.records_invalid += 1;
                 Offered::Ignored
             }
             Applied::Full => {
@@ -230,6 +259,16 @@ impl Replication {
                 Offered::Ignored
             }
         }
+    }
+
+    /// Answers a WANT: the held records of `addrs`, in full.
+    pub(crate) fn on_want(&mut self, io: &mut Io, from: NodeId, addrs: &[SocketAddr]) {
+        let records = addrs
+            .iter()
+            .filter_map(|addr| self.store.get(addr))
+            .map(Record::in_full)
+            .collect();
+        self.send_records(io, from.addr, records);
     }
 
     /// Answers a digest: the records `from` lacks, and this node's digest if `from` holds
@@ -352,16 +391,33 @@ impl Replication {
         self.coalesce_until = None;
         self.last_publish = Some(now);
         self.own_seq += 1;
+        let delta = if Arc::ptr_eq(services, &self.published_services) {
+            ServicesDelta::unchanged(self.own_services_seq)
+        } else {
+            let delta = ServicesDelta::between(
+                &self.published_services,
+                services,
+                self.own_services_seq,
+                self.own_seq,
+            );
+            self.published_services = services.clone();
+            self.own_services_seq = self.own_seq;
+            delta
+        };
         let record = Record {
             origin: self.me,
             seq: self.own_seq,
             body: Arc::new(RecordBody {
                 adjacency,
                 agents: agents.to_vec(),
-                services: services.clone(),
             }),
+            services: services.clone(),
+            services_seq: self.own_services_seq,
+            delta: Some(Arc::new(delta)),
         };
-        self.store.apply(record.clone());
+        // Stored in full: the store keeps the published set itself (a delta would be
+        // resolved against the previous one).
+        self.store.apply(record.in_full());
         self.flood(now, record, None, neighbours);
     }
 
@@ -382,7 +438,18 @@ impl Replication {
         {
             let queue = self.flood_queue.entry(addr).or_default();
             match queue.get_mut(&record.origin.addr) {
-                Some(queued) if queued.version() < record.version() => *queued = record.clone(),
+                Some(queued) if queued.version() < record.version() => {
+                    // The neighbour gets one version: its services as one delta from
+                    // where the queued one started, or in full if they do not chain.
+                    let delta = match (&queued.delta, &record.delta) {
+                        (Some(first), Some(then)) => first.then(then).map(Arc::new),
+                        _ => None,
+                    };
+                    *queued = Record {
+                        delta,
+                        ..record.clone()
+                    };
+                }
                 Some(_) => {}
                 None => {
                     queue.insert(record.origin.addr, record.clone());

@@ -19,13 +19,14 @@ use crate::config::{Config, MembershipConfig, PingConfig};
 use crate::id::NodeId;
 use crate::ping::LinkMonitor;
 use crate::reachability::Reachability;
-use crate::records::{Record, RecordStore};
+use crate::records::{Record, RecordBody, RecordStore};
 use crate::time::Time;
 use crate::wire::{Message, Priority};
 use rand::seq::{IndexedRandom, IteratorRandom};
 use rand::Rng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -807,16 +808,16 @@ impl Views {
         &mut self,
         now: Time,
         io: &mut Io,
-        previous: Option<&Record>,
+        previous: Option<&(NodeId, Arc<RecordBody>)>,
         record: &Record,
     ) {
-        let Some(previous) = previous else {
+        let Some((origin, previous)) = previous else {
             return;
         };
-        if previous.origin != record.origin {
+        if *origin != record.origin {
             return;
         }
-        for dropped in &previous.body.adjacency {
+        for dropped in &previous.adjacency {
             if record.body.adjacency.contains(dropped) {
                 continue;
             }

@@ -144,7 +144,7 @@ pub fn members(node: &Node) -> Vec<MemberView> {
                 state: state.to_owned(),
                 linked: node.is_active(&id),
                 rtt_ms: node.link_rtt(&id).map(|d| d.as_secs_f64() * 1e3),
-                backends: record.body.services.backend_count(),
+                backends: record.services.backend_count(),
                 is_self,
             }
         })
