@@ -93,16 +93,20 @@ impl Record {
 }
 
 /// The services of a record on the wire.
+/// The services of a record on the wire: in full, as a delta, or (most versions) the
+/// version they are still at, in two bytes.
 #[derive(Serialize)]
 enum ServicesOut<'a> {
     Full { seq: u64, set: &'a VipSet },
     Delta(&'a ServicesDelta),
+    Unchanged(u64),
 }
 
 #[derive(Deserialize)]
 enum ServicesIn {
     Full { seq: u64, set: VipSet },
     Delta(ServicesDelta),
+    Unchanged(u64),
 }
 
 #[derive(Serialize)]
@@ -124,6 +128,9 @@ struct RecordIn {
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let services = match &self.delta {
+            Some(delta) if delta.base == delta.seq && delta.vips.is_empty() => {
+                ServicesOut::Unchanged(delta.seq)
+            }
             Some(delta) => ServicesOut::Delta(delta),
             None => ServicesOut::Full {
                 seq: self.services_seq,
@@ -146,6 +153,11 @@ impl<'de> Deserialize<'de> for Record {
         let (services, services_seq, delta) = match wire.services {
             ServicesIn::Full { seq, set } => (Arc::new(set), seq, None),
             ServicesIn::Delta(d) => (Arc::default(), d.seq, Some(Arc::new(d))),
+            ServicesIn::Unchanged(seq) => (
+                Arc::default(),
+                seq,
+                Some(Arc::new(ServicesDelta::unchanged(seq))),
+            ),
         };
         Ok(Record {
             origin: wire.origin,

@@ -453,6 +453,24 @@ mod tests {
             "resolved by the store, not the wire"
         );
         assert_eq!(records[0].services_seq, 9);
+        // Unchanged services (most versions) cost a tag and their version number.
+        let unchanged = Record {
+            delta: Some(Arc::new(ServicesDelta::unchanged(9))),
+            ..full.clone()
+        };
+        let decoded = decode(&encode(&env(&unchanged), &limits).unwrap(), &limits).unwrap();
+        let Message::Records { records } = decoded.msg else {
+            panic!("records");
+        };
+        assert_eq!(
+            records[0].delta.as_deref(),
+            Some(&ServicesDelta::unchanged(9))
+        );
+        let bare = Record::new(id(2, 4), 9, RecordBody::default());
+        assert!(
+            encoded_len(&env(&unchanged)) < encoded_len(&env(&bare)),
+            "below an empty set in full"
+        );
         let (full_len, delta_len) = (encoded_len(&env(&full)), encoded_len(&env(&as_delta)));
         assert!(full_len > 20 * delta_len, "{full_len} vs {delta_len}");
     }

@@ -69,6 +69,12 @@ pub struct ServicesReport {
     /// The first few violations, for the replay.
     pub violation_samples: Vec<Violation>,
     pub world: WorldCounters,
+    /// RECORDS bytes sent cluster-wide from the start to the end of the churn, per task
+    /// change (adjacency versions in that window included; `None`: no change).
+    pub records_bytes_per_change: Option<f64>,
+    /// Records whose services delta started from a version the receiver lacked (each
+    /// answered by a WANT and a full record), over the nodes alive at the end.
+    pub delta_gaps: u64,
     /// Live hosts whose backends were withdrawn from some live host's kernel during the
     /// run (a crashed host's leaving is not one).
     pub false_positives: usize,
@@ -132,8 +138,15 @@ impl ServicesRun {
             progress.set_horizon(end);
             sim.set_progress(progress);
         }
+        let records = minuteman_core::Message::KIND_NAMES
+            .iter()
+            .position(|k| *k == "records")
+            .expect("a records kind");
         self.run_checked(&mut sim, churn_start);
+        let records_before = sim.traffic.by_kind[records].1;
         sim.churn_until(churn_end);
+        self.run_checked(&mut sim, churn_end);
+        let records_during = sim.traffic.by_kind[records].1 - records_before;
         self.run_checked(&mut sim, end);
         sim.finish_progress();
 
@@ -149,6 +162,13 @@ impl ServicesRun {
             violations: world.violations.len(),
             violation_samples: world.violations.iter().take(5).cloned().collect(),
             world: world.counters.clone(),
+            records_bytes_per_change: (world.counters.changes > 0)
+                .then(|| records_during as f64 / world.counters.changes as f64),
+            delta_gaps: sim
+                .alive()
+                .filter_map(|i| sim.node(i))
+                .map(|n| n.counters().records_delta_gaps)
+                .sum(),
             false_positives: world
                 .withdrawals
                 .iter()
@@ -213,6 +233,12 @@ impl ServicesReport {
         out += &format!(
             "polls            {} ({} parse errors, {} parser warnings, {} refused records)\n",
             w.polls, w.parse_errors, w.parse_warnings, w.record_errors
+        );
+        out += &format!(
+            "records          {} bytes per change cluster-wide, {} delta gaps\n",
+            self.records_bytes_per_change
+                .map_or("-".to_string(), |b| format!("{b:.0}")),
+            self.delta_gaps
         );
         out += &format!(
             "kernel ops       {} ({} failed to apply)\n",

@@ -401,8 +401,14 @@ impl Replication {
                 self.own_seq,
             );
             self.published_services = services.clone();
-            self.own_services_seq = self.own_seq;
-            delta
+            if delta.vips.is_empty() {
+                // An equal set in a new allocation: the services version stays, so a
+                // node with no services never moves past version 0 (no gap possible).
+                ServicesDelta::unchanged(self.own_services_seq)
+            } else {
+                self.own_services_seq = self.own_seq;
+                delta
+            }
         };
         let record = Record {
             origin: self.me,
