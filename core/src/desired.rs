@@ -106,6 +106,19 @@ impl DesiredState {
         );
     }
 
+    /// Forgets `origin` entirely (its record was collected): its backends leave every VIP,
+    /// even one where they were the last (the all-unreachable rule does not keep them), and
+    /// a name or reserved literal it was the last to use is released.
+    pub fn remove_origin(&mut self, origin: SocketAddr) {
+        self.set_origin(origin, Arc::new(VipSet::new()));
+        self.origins.remove(&origin);
+    }
+
+    /// Whether `origin` is known (reported a record or a reachability).
+    pub fn has_origin(&self, origin: &SocketAddr) -> bool {
+        self.origins.contains_key(origin)
+    }
+
     /// Records whether `origin` is reachable.
     pub fn set_reachable(&mut self, origin: SocketAddr, reachable: bool) {
         let Some(o) = self.origins.get_mut(&origin) else {

@@ -26,10 +26,18 @@
 //! While the owner's view is incomplete ([`Reachability::set_holding`]) nothing fades out:
 //! a node not reached may be one whose records have not arrived yet.
 //!
+//! For garbage collection ([`crate::records`]) it also keeps, per slot, since when the
+//! slot's address has been continuously *not reported* reachable ([`Reachability::down_since`]):
+//! from its report as unreachable (after the grace), or from the slot's creation if it was
+//! never reported. [`Reachability::collectable`] lists the slots whose time exceeds a
+//! horizon; the owner frees them in the store and calls [`Reachability::release`]. Free
+//! slots are skipped by every search and report. Nothing is collectable while holding.
+//!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
 //! superseded), not while holding; every change is reported once, as a [`Change`], in slot
-//! order.
+//! order; a slot in use has `down_since` exactly when it is not reported reachable (and is
+//! not self); a free slot is unreached, unreported and not down.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -71,6 +79,10 @@ pub struct Reachability {
     root: u32,
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
+    /// Per slot in use and not reported reachable (self excepted): since when.
+    down_since: Vec<Option<Time>>,
+    /// The same, ordered by time: the next slot to become collectable first.
+    down: std::collections::BTreeSet<(Time, u32)>,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
@@ -110,6 +122,7 @@ impl Reachability {
         }
         let grace = self.grace;
         let (reported, since) = (&mut self.reported, &mut self.unreached_since);
+        let (down_since, down) = (&mut self.down_since, &mut self.down);
         let mut expired = 0;
         self.fading.retain(|&slot| {
             let s = slot as usize;
@@ -118,6 +131,10 @@ impl Reachability {
                     if let Some(old) = reported[s].take() {
                         changes.push(Change::Unreachable(old));
                         expired += 1;
+                        if down_since[s].is_none() {
+                            down_since[s] = Some(now);
+                            down.insert((now, slot));
+                        }
                     }
                     since[s] = None;
                     false
@@ -127,6 +144,63 @@ impl Reachability {
             }
         });
         self.count -= expired;
+    }
+
+    /// Since when `slot` has not been reported reachable (`None`: it is, or it is self or
+    /// free).
+    pub fn down_since(&self, slot: u32) -> Option<Time> {
+        self.down_since.get(slot as usize).copied().flatten()
+    }
+
+    /// When the next slot becomes collectable for `horizon` (`None` while holding or with
+    /// nothing down).
+    pub fn next_collectable(&self, horizon: Duration) -> Option<Time> {
+        if self.holding {
+            return None;
+        }
+        self.down.first().map(|&(since, _)| since + horizon)
+    }
+
+    /// The slots not reported reachable for at least `horizon` by `now`, oldest first
+    /// (none while holding).
+    pub fn collectable(&self, now: Time, horizon: Duration) -> Vec<u32> {
+        if self.holding {
+            return Vec::new();
+        }
+        self.down
+            .iter()
+            .take_while(|&&(since, _)| since + horizon <= now)
+            .map(|&(_, slot)| slot)
+            .collect()
+    }
+
+    /// `slot` was freed in the store: forget it. It must be unreached and unreported.
+    pub fn release(&mut self, slot: u32) {
+        let s = slot as usize;
+        if s >= self.reported.len() {
+            return;
+        }
+        debug_assert!(!self.seen[s] && self.reported[s].is_none());
+        if let Some(since) = self.down_since[s].take() {
+            self.down.remove(&(since, slot));
+        }
+        self.unreached_since[s] = None;
+    }
+
+    /// Keeps `down_since` of slot `i` in step with what is reported.
+    fn track_down(&mut self, now: Time, i: usize) {
+        let down = self.reported[i].is_none() && i as u32 != self.root;
+        match (down, self.down_since[i]) {
+            (true, None) => {
+                self.down_since[i] = Some(now);
+                self.down.insert((now, i as u32));
+            }
+            (false, Some(since)) => {
+                self.down_since[i] = None;
+                self.down.remove(&(since, i as u32));
+            }
+            _ => {}
+        }
     }
 
     /// Number of nodes reported reachable, self included.
@@ -265,7 +339,9 @@ impl Reachability {
         candidates.sort_unstable();
         for &slot in &candidates {
             self.candidate_mark[slot as usize] = false;
-            self.report(now, store, slot as usize, changes);
+            if !store.is_free(slot) {
+                self.report(now, store, slot as usize, changes);
+            }
         }
         self.candidates = candidates;
         self.expire(now, changes);
@@ -293,7 +369,9 @@ impl Reachability {
         self.search_from_queue(store);
         self.last_work = n;
         for i in 0..n {
-            self.report(now, store, i, changes);
+            if !store.is_free(i as u32) {
+                self.report(now, store, i, changes);
+            }
         }
         self.expire(now, changes);
     }
@@ -305,6 +383,7 @@ impl Reachability {
         self.children.resize_with(n, Vec::new);
         self.reported.resize(n, None);
         self.unreached_since.resize(n, None);
+        self.down_since.resize(n, None);
         self.candidate_mark.resize(n, false);
     }
 
@@ -334,6 +413,17 @@ impl Reachability {
 
     /// Reconciles what slot `i` is reported as with what the search found.
     fn report(&mut self, now: Time, store: &RecordStore, i: usize, changes: &mut Vec<Change>) {
+        self.report_reach(now, store, i, changes);
+        self.track_down(now, i);
+    }
+
+    fn report_reach(
+        &mut self,
+        now: Time,
+        store: &RecordStore,
+        i: usize,
+        changes: &mut Vec<Change>,
+    ) {
         let before = self.reported[i];
         if !self.seen[i] && before.is_none() {
             return;
