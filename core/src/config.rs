@@ -538,6 +538,9 @@ mod tests {
             ("records.anti_entropy_interval", |c| {
                 c.records.anti_entropy_interval = Duration::ZERO
             }),
+            ("records.gc_horizon", |c| {
+                c.records.gc_horizon = Duration::ZERO
+            }),
             ("reachability.recompute_interval", |c| {
                 c.reachability.recompute_interval = Duration::ZERO
             }),
@@ -578,6 +581,10 @@ mod tests {
             }),
             ("reachability.grace", |c| {
                 c.reachability.grace = Duration::MAX
+            }),
+            // The tombstone lives a second horizon: twice it must fit the clock.
+            ("records.gc_horizon", |c| {
+                c.records.gc_horizon = MAX_DURATION / 2 + Duration::from_secs(1)
             }),
         ];
         for (field, change) in too_long {

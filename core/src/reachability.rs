@@ -561,6 +561,7 @@ mod incremental_tests {
     use super::*;
     use crate::records::{Record, RecordBody};
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
     use std::sync::Arc;
 
     const NODES: u16 = 10;
@@ -582,6 +583,12 @@ mod incremental_tests {
             node: u16,
             epoch: u64,
         },
+        /// Collect `node`'s slot if the incremental search has it down (as the node does
+        /// after a horizon; here at once): the store frees it, the next new address reuses
+        /// it.
+        Collect {
+            node: u16,
+        },
         Update,
     }
 
@@ -590,6 +597,7 @@ mod incremental_tests {
             6 => (0..NODES, 1..=3u64, prop::collection::vec((0..NODES, 1..=3u64), 0..5))
                 .prop_map(|(node, epoch, adjacency)| Step::Publish { node, epoch, adjacency }),
             1 => (0..NODES, 1..=3u64).prop_map(|(node, epoch)| Step::Epoch { node, epoch }),
+            2 => (1..NODES).prop_map(|node| Step::Collect { node }),
             2 => Just(Step::Update),
         ]
     }
@@ -597,6 +605,12 @@ mod incremental_tests {
     /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
     /// comparing with a full search of the same store: same changes, same reported set.
     fn check(steps: &[Step], grace: Duration) -> Result<(), TestCaseError> {
+        check_counting(steps, grace).map(|_| ())
+    }
+
+    /// [`check`], returning how many slots were collected and how many of them reused.
+    fn check_counting(steps: &[Step], grace: Duration) -> Result<(usize, usize), TestCaseError> {
+        let (mut collected, mut reused) = (0, 0);
         let mut store = RecordStore::new(64);
         let me = store.intern(id(0, 1)).unwrap();
         let mut incremental = Reachability::new(grace);
@@ -605,6 +619,7 @@ mod incremental_tests {
         let mut now = Time::ZERO;
         let last = [Step::Update];
         for step in steps.iter().chain(&last) {
+            let before = (store.len(), store.in_use());
             match step {
                 Step::Publish {
                     node,
@@ -620,9 +635,32 @@ mod incremental_tests {
                             ..Default::default()
                         }),
                     });
+                    // New addresses that took a freed slot rather than a new one.
+                    let added = store.in_use().saturating_sub(before.1);
+                    reused += added - (store.len() - before.0).min(added);
                 }
                 Step::Epoch { node, epoch } => {
                     store.intern(id(*node, *epoch));
+                }
+                Step::Collect { node } => {
+                    // Only from an up-to-date search, as the node does.
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    incremental.update(now, &mut store, me, &mut a);
+                    full.recompute(now, &store, me, &mut b);
+                    prop_assert_eq!(&a, &b);
+                    let Some(slot) = store.slot_of(&id(*node, 0).addr) else {
+                        continue;
+                    };
+                    let down = incremental.down_since(slot).is_some();
+                    prop_assert_eq!(down, full.down_since(slot).is_some());
+                    let listed = incremental.collectable(now, Duration::ZERO).contains(&slot);
+                    prop_assert_eq!(down, listed);
+                    if down {
+                        store.free(slot, now + Duration::from_secs(60));
+                        incremental.release(slot);
+                        full.release(slot);
+                        collected += 1;
+                    }
                 }
                 Step::Update => {
                     now = now + Duration::from_millis(7);
@@ -635,10 +673,20 @@ mod incremental_tests {
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
                     prop_assert_eq!(&incremental.seen, &full.seen);
+                    prop_assert_eq!(&incremental.down_since, &full.down_since);
+                    if let Err(e) = store.check() {
+                        return Err(TestCaseError::fail(e));
+                    }
+                    for slot in 0..store.len() as u32 {
+                        if store.is_free(slot) {
+                            prop_assert!(!incremental.seen[slot as usize]);
+                            prop_assert!(incremental.down_since(slot).is_none());
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        Ok((collected, reused))
     }
 
     proptest! {
@@ -653,6 +701,24 @@ mod incremental_tests {
         fn incremental_equals_full_search_with_grace(steps in prop::collection::vec(step(), 0..60)) {
             check(&steps, Duration::from_millis(20))?;
         }
+    }
+
+    /// The strategy reaches collection and reuse of slots (not a vacuous oracle).
+    #[test]
+    fn strategies_collect_and_reuse_slots() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut collected, mut reused) = (0, 0);
+        for _ in 0..256 {
+            let steps = prop::collection::vec(step(), 0..60)
+                .new_tree(&mut runner)
+                .expect("strategy")
+                .current();
+            let (c, r) = check_counting(&steps, Duration::ZERO).expect("oracle holds");
+            collected += c;
+            reused += r;
+        }
+        assert!(collected > 100, "collected {collected}");
+        assert!(reused > 20, "reused {reused}");
     }
 
     /// A chain self → 1 → 2 → … → n−1: one new edge at the far end costs a handful of

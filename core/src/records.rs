@@ -759,6 +759,91 @@ mod tests {
         );
     }
 
+    /// A freed slot's record becomes a tombstone that refuses its version and older ones
+    /// and is not asked for from a digest; a newer version replaces it; the slot is reused
+    /// by the next new address, and an edge that named the freed address does not resolve
+    /// to the new one.
+    #[test]
+    fn freeing_leaves_a_tombstone_and_reuses_the_slot() {
+        let mut store = RecordStore::new(16);
+        let (a, b, c, d) = (id(1, 1), id(2, 1), id(3, 1), id(4, 1));
+        store.apply(rec(a, 1, vec![b]));
+        store.apply(rec(c, 1, vec![b]));
+        store.apply(rec(b, 3, vec![a]));
+        let summary_before_b = {
+            let mut s = RecordStore::new(16);
+            s.apply(rec(a, 1, vec![b]));
+            s.apply(rec(c, 1, vec![b]));
+            s.summary(256)
+        };
+        let slot_b = store.slot_of(&b.addr).unwrap();
+        let len = store.len();
+        let t = Time::from_millis(1000 * 10);
+        assert_eq!(store.free(slot_b, t).map(|r| r.seq), Some(3));
+        store.check().unwrap();
+        assert_eq!(store.summary(256), summary_before_b, "b left the summary");
+        assert_eq!(store.get(&b.addr), None);
+        assert_eq!(store.tombstones(), 1);
+        assert!(store
+            .vertices()
+            .iter()
+            .all(|v| v.edges.iter().all(|e| e.0 != slot_b)));
+        // Late copies are refused; a digest naming them asks for nothing.
+        assert_eq!(store.apply(rec(b, 3, vec![a])), Applied::Tombstoned);
+        assert_eq!(store.apply(rec(b, 2, vec![a])), Applied::Tombstoned);
+        let line = |id: NodeId, seq| DigestEntry {
+            addr: id.addr,
+            epoch: id.epoch,
+            seq,
+        };
+        let (_, newer) = store.reconcile(&[line(a, 1), line(c, 1), line(b, 3)]);
+        assert!(!newer);
+        let (_, newer) = store.reconcile(&[line(a, 1), line(c, 1), line(b, 4)]);
+        assert!(newer, "a newer version is asked for");
+        // A new address takes the freed slot; a's edge to b does not resolve to it.
+        store.apply(rec(d, 1, vec![]));
+        assert_eq!(store.slot_of(&d.addr), Some(slot_b));
+        assert_eq!(store.len(), len, "the slot vector did not grow");
+        assert!(store.incoming(slot_b).is_empty());
+        store.check().unwrap();
+        // b restarts under a new epoch: accepted, the tombstone is gone.
+        assert!(matches!(
+            store.apply(rec(id(2, 2), 1, vec![])),
+            Applied::New { previous: None }
+        ));
+        assert_eq!(store.tombstones(), 0);
+        store.check().unwrap();
+    }
+
+    #[test]
+    fn tombstones_expire_and_are_bounded() {
+        let mut store = RecordStore::new(4);
+        for round in 0..10u16 {
+            let origin = id(100 + round, 1);
+            store.apply(rec(origin, 1, vec![]));
+            let slot = store.slot_of(&origin.addr).unwrap();
+            store.free(slot, Time::from_millis(1000 * (u64::from(round) + 5)));
+            store.check().unwrap();
+            assert!(store.tombstones() <= 4);
+            assert_eq!(store.len(), 1, "one slot, reused every round");
+        }
+        assert_eq!(
+            store.next_tombstone_expiry(),
+            Some(Time::from_millis(1000 * 11))
+        );
+        assert_eq!(store.expire_tombstones(Time::from_millis(1000 * 12)), 2);
+        assert_eq!(store.tombstones(), 2);
+        // Expired: a late copy is stored again (and would be collected again).
+        assert!(matches!(
+            store.apply(rec(id(106, 1), 1, vec![])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.apply(rec(id(109, 1), 1, vec![])), Applied::Tombstoned);
+        assert_eq!(store.expire_tombstones(Time::from_millis(1000 * 100)), 2);
+        assert_eq!(store.next_tombstone_expiry(), None);
+        store.check().unwrap();
+    }
+
     #[test]
     fn reconcile_finds_both_directions() {
         let mut a = RecordStore::new(16);
