@@ -868,8 +868,12 @@ impl Node {
             at = at.min(due);
         }
         let horizon = self.cfg.records.gc_horizon;
+        // While a search is pending, collection waits for it (its deadline comes first).
         let gc = [
-            self.reach.graph.next_collectable(horizon),
+            self.reach
+                .graph
+                .next_collectable(horizon)
+                .filter(|_| !self.reach.dirty),
             self.replication.store.next_tombstone_expiry(),
         ];
         for due in gc.into_iter().flatten() {
