@@ -398,6 +398,14 @@ pub struct RecordsConfig {
     /// and any change once the view is complete (a thawed or restarted host coming back
     /// must not wait), is published at once.
     pub coalesce_additions: Duration,
+    /// How long a node's origin must stay unreachable (as this node reports it, after
+    /// `reachability.grace`) before this node removes its record: the slot is freed, the
+    /// origin's backends leave the desired state and a tombstone refuses late copies of
+    /// that version for a further horizon (see [`crate::records`]). Must be above zero;
+    /// far longer than any outage a host comes back from with the same record, since a
+    /// collected host that returns before publishing again stays without backends until
+    /// its next version. Default 10 minutes.
+    pub gc_horizon: Duration,
 }
 
 impl RecordsConfig {
@@ -407,7 +415,11 @@ impl RecordsConfig {
         interval("records.anti_entropy_interval", self.anti_entropy_interval)?;
         duration("records.publish_interval", self.publish_interval)?;
         duration("records.flood_delay", self.flood_delay)?;
-        duration("records.coalesce_additions", self.coalesce_additions)
+        duration("records.coalesce_additions", self.coalesce_additions)?;
+        // Zero would collect a node the moment it is reported unreachable, and twice the
+        // horizon (the tombstone's life) must fit the clock too.
+        interval("records.gc_horizon", self.gc_horizon)?;
+        duration("records.gc_horizon", self.gc_horizon.saturating_mul(2))
     }
 }
 
@@ -419,6 +431,7 @@ impl Default for RecordsConfig {
             publish_interval: Duration::from_millis(10),
             flood_delay: Duration::from_millis(2),
             coalesce_additions: Duration::from_millis(200),
+            gc_horizon: Duration::from_secs(600),
         }
     }
 }
@@ -525,6 +538,9 @@ mod tests {
             ("records.anti_entropy_interval", |c| {
                 c.records.anti_entropy_interval = Duration::ZERO
             }),
+            ("records.gc_horizon", |c| {
+                c.records.gc_horizon = Duration::ZERO
+            }),
             ("reachability.recompute_interval", |c| {
                 c.reachability.recompute_interval = Duration::ZERO
             }),
@@ -565,6 +581,10 @@ mod tests {
             }),
             ("reachability.grace", |c| {
                 c.reachability.grace = Duration::MAX
+            }),
+            // The tombstone lives a second horizon: twice it must fit the clock.
+            ("records.gc_horizon", |c| {
+                c.records.gc_horizon = MAX_DURATION / 2 + Duration::from_secs(1)
             }),
         ];
         for (field, change) in too_long {

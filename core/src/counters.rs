@@ -151,6 +151,12 @@ pub struct Counters {
     pub records_invalid: u64,
     /// Records claiming to be this node's own, ignored.
     pub records_own_ignored: u64,
+    /// Records refused because a tombstone covers their version (a late copy of a
+    /// collected record; see [`crate::records`]).
+    pub records_tombstoned: u64,
+    /// Records (slots) collected after their origin stayed unreachable for
+    /// `records.gc_horizon`.
+    pub records_collected: u64,
     /// Outputs dropped because the queue was full.
     pub outputs_dropped: u64,
     /// Local service sets refused for exceeding the record bounds.
@@ -173,7 +179,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 28] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 30] {
         [
             (
                 "stale_replies",
@@ -266,6 +272,16 @@ impl Counters {
                 "records_own_ignored",
                 "Records claiming to be this node's own, ignored",
                 self.records_own_ignored,
+            ),
+            (
+                "records_tombstoned",
+                "Records refused because a tombstone covers their version",
+                self.records_tombstoned,
+            ),
+            (
+                "records_collected",
+                "Records of nodes unreachable for the GC horizon, removed",
+                self.records_collected,
             ),
             (
                 "outputs_dropped",

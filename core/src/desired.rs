@@ -151,6 +151,19 @@ impl DesiredState {
         }
     }
 
+    /// Forgets `origin` entirely (its record was collected): its backends leave every VIP,
+    /// even one where they were the last (the all-unreachable rule does not keep them), and
+    /// a name or reserved literal it was the last to use is released.
+    pub fn remove_origin(&mut self, origin: SocketAddr) {
+        self.set_origin(origin, Arc::new(VipSet::new()));
+        self.origins.remove(&origin);
+    }
+
+    /// Whether `origin` is known (reported a record or a reachability).
+    pub fn has_origin(&self, origin: &SocketAddr) -> bool {
+        self.origins.contains_key(origin)
+    }
+
     /// Records whether `origin` is reachable.
     pub fn set_reachable(&mut self, origin: SocketAddr, reachable: bool) {
         let Some(o) = self.origins.get_mut(&origin) else {
@@ -426,6 +439,47 @@ mod tests {
         d.refresh();
         assert_eq!(dests(d.state(), "1.2.3.4:80").len(), 2);
         assert_eq!(d.state(), &d.compute_full());
+    }
+
+    /// A collected origin leaves even a service where every origin is unreachable (the
+    /// keep-them-all rule must not keep a dead host's backends forever), and a named VIP
+    /// it was the last to use gives its address back.
+    #[test]
+    fn a_removed_origin_leaves_entirely_and_releases_its_names() {
+        let mut d = DesiredState::new();
+        let v = vip("1.2.3.4", 80);
+        let named = vip("web.marathon", 80);
+        d.set_origin(
+            origin(1),
+            set(&[
+                (v.clone(), backend("10.0.0.1", 8000, 1)),
+                (named.clone(), backend("10.0.0.1", 8001, 1)),
+            ]),
+        );
+        d.set_origin(origin(2), set(&[(v.clone(), backend("10.0.0.2", 8000, 1))]));
+        d.set_reachable(origin(1), false);
+        d.set_reachable(origin(2), false);
+        d.refresh();
+        assert_eq!(
+            dests(d.state(), "1.2.3.4:80").len(),
+            2,
+            "all unreachable: all kept"
+        );
+        assert!(d.names().v4("web.marathon").is_some());
+        d.remove_origin(origin(1));
+        d.refresh();
+        assert!(!d.has_origin(&origin(1)));
+        assert_eq!(
+            dests(d.state(), "1.2.3.4:80"),
+            vec![("10.0.0.2:8000".parse().unwrap(), 1)]
+        );
+        assert!(d.services_of(&named).is_empty());
+        assert!(d.names().v4("web.marathon").is_none(), "name released");
+        assert_eq!(d.state().services.len(), 1);
+        assert_eq!(d.state(), &d.compute_full());
+        d.remove_origin(origin(2));
+        d.refresh();
+        assert!(d.state().services.is_empty());
     }
 
     #[test]

@@ -26,10 +26,18 @@
 //! While the owner's view is incomplete ([`Reachability::set_holding`]) nothing fades out:
 //! a node not reached may be one whose records have not arrived yet.
 //!
+//! For garbage collection ([`crate::records`]) it also keeps, per slot, since when the
+//! slot's address has been continuously *not reported* reachable ([`Reachability::down_since`]):
+//! from its report as unreachable (after the grace), or from the slot's creation if it was
+//! never reported. [`Reachability::collectable`] lists the slots whose time exceeds a
+//! horizon; the owner frees them in the store and calls [`Reachability::release`]. Free
+//! slots are skipped by every search and report. Nothing is collectable while holding.
+//!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
 //! superseded), not while holding; every change is reported once, as a [`Change`], in slot
-//! order.
+//! order; a slot in use has `down_since` exactly when it is not reported reachable (and is
+//! not self); a free slot is unreached, unreported and not down.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -71,6 +79,10 @@ pub struct Reachability {
     root: u32,
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
+    /// Per slot in use and not reported reachable (self excepted): since when.
+    down_since: Vec<Option<Time>>,
+    /// The same, ordered by time: the next slot to become collectable first.
+    down: std::collections::BTreeSet<(Time, u32)>,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
@@ -110,6 +122,7 @@ impl Reachability {
         }
         let grace = self.grace;
         let (reported, since) = (&mut self.reported, &mut self.unreached_since);
+        let (down_since, down) = (&mut self.down_since, &mut self.down);
         let mut expired = 0;
         self.fading.retain(|&slot| {
             let s = slot as usize;
@@ -118,6 +131,10 @@ impl Reachability {
                     if let Some(old) = reported[s].take() {
                         changes.push(Change::Unreachable(old));
                         expired += 1;
+                        if down_since[s].is_none() {
+                            down_since[s] = Some(now);
+                            down.insert((now, slot));
+                        }
                     }
                     since[s] = None;
                     false
@@ -127,6 +144,63 @@ impl Reachability {
             }
         });
         self.count -= expired;
+    }
+
+    /// Since when `slot` has not been reported reachable (`None`: it is, or it is self or
+    /// free).
+    pub fn down_since(&self, slot: u32) -> Option<Time> {
+        self.down_since.get(slot as usize).copied().flatten()
+    }
+
+    /// When the next slot becomes collectable for `horizon` (`None` while holding or with
+    /// nothing down).
+    pub fn next_collectable(&self, horizon: Duration) -> Option<Time> {
+        if self.holding {
+            return None;
+        }
+        self.down.first().map(|&(since, _)| since + horizon)
+    }
+
+    /// The slots not reported reachable for at least `horizon` by `now`, oldest first
+    /// (none while holding).
+    pub fn collectable(&self, now: Time, horizon: Duration) -> Vec<u32> {
+        if self.holding {
+            return Vec::new();
+        }
+        self.down
+            .iter()
+            .take_while(|&&(since, _)| since + horizon <= now)
+            .map(|&(_, slot)| slot)
+            .collect()
+    }
+
+    /// `slot` was freed in the store: forget it. It must be unreached and unreported.
+    pub fn release(&mut self, slot: u32) {
+        let s = slot as usize;
+        if s >= self.reported.len() {
+            return;
+        }
+        debug_assert!(!self.seen[s] && self.reported[s].is_none());
+        if let Some(since) = self.down_since[s].take() {
+            self.down.remove(&(since, slot));
+        }
+        self.unreached_since[s] = None;
+    }
+
+    /// Keeps `down_since` of slot `i` in step with what is reported.
+    fn track_down(&mut self, now: Time, i: usize) {
+        let down = self.reported[i].is_none() && i as u32 != self.root;
+        match (down, self.down_since[i]) {
+            (true, None) => {
+                self.down_since[i] = Some(now);
+                self.down.insert((now, i as u32));
+            }
+            (false, Some(since)) => {
+                self.down_since[i] = None;
+                self.down.remove(&(since, i as u32));
+            }
+            _ => {}
+        }
     }
 
     /// Number of nodes reported reachable, self included.
@@ -265,7 +339,9 @@ impl Reachability {
         candidates.sort_unstable();
         for &slot in &candidates {
             self.candidate_mark[slot as usize] = false;
-            self.report(now, store, slot as usize, changes);
+            if !store.is_free(slot) {
+                self.report(now, store, slot as usize, changes);
+            }
         }
         self.candidates = candidates;
         self.expire(now, changes);
@@ -293,7 +369,9 @@ impl Reachability {
         self.search_from_queue(store);
         self.last_work = n;
         for i in 0..n {
-            self.report(now, store, i, changes);
+            if !store.is_free(i as u32) {
+                self.report(now, store, i, changes);
+            }
         }
         self.expire(now, changes);
     }
@@ -305,6 +383,7 @@ impl Reachability {
         self.children.resize_with(n, Vec::new);
         self.reported.resize(n, None);
         self.unreached_since.resize(n, None);
+        self.down_since.resize(n, None);
         self.candidate_mark.resize(n, false);
     }
 
@@ -334,6 +413,17 @@ impl Reachability {
 
     /// Reconciles what slot `i` is reported as with what the search found.
     fn report(&mut self, now: Time, store: &RecordStore, i: usize, changes: &mut Vec<Change>) {
+        self.report_reach(now, store, i, changes);
+        self.track_down(now, i);
+    }
+
+    fn report_reach(
+        &mut self,
+        now: Time,
+        store: &RecordStore,
+        i: usize,
+        changes: &mut Vec<Change>,
+    ) {
         let before = self.reported[i];
         if !self.seen[i] && before.is_none() {
             return;
@@ -470,6 +560,7 @@ mod incremental_tests {
     use super::*;
     use crate::records::{Record, RecordBody};
     use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
 
     const NODES: u16 = 10;
 
@@ -490,6 +581,12 @@ mod incremental_tests {
             node: u16,
             epoch: u64,
         },
+        /// Collect `node`'s slot if the incremental search has it down (as the node does
+        /// after a horizon; here at once): the store frees it, the next new address reuses
+        /// it.
+        Collect {
+            node: u16,
+        },
         Update,
     }
 
@@ -498,6 +595,7 @@ mod incremental_tests {
             6 => (0..NODES, 1..=3u64, prop::collection::vec((0..NODES, 1..=3u64), 0..5))
                 .prop_map(|(node, epoch, adjacency)| Step::Publish { node, epoch, adjacency }),
             1 => (0..NODES, 1..=3u64).prop_map(|(node, epoch)| Step::Epoch { node, epoch }),
+            2 => (1..NODES).prop_map(|node| Step::Collect { node }),
             2 => Just(Step::Update),
         ]
     }
@@ -505,6 +603,12 @@ mod incremental_tests {
     /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
     /// comparing with a full search of the same store: same changes, same reported set.
     fn check(steps: &[Step], grace: Duration) -> Result<(), TestCaseError> {
+        check_counting(steps, grace).map(|_| ())
+    }
+
+    /// [`check`], returning how many slots were collected and how many of them reused.
+    fn check_counting(steps: &[Step], grace: Duration) -> Result<(usize, usize), TestCaseError> {
+        let (mut collected, mut reused) = (0, 0);
         let mut store = RecordStore::new(64);
         let me = store.intern(id(0, 1)).unwrap();
         let mut incremental = Reachability::new(grace);
@@ -513,6 +617,7 @@ mod incremental_tests {
         let mut now = Time::ZERO;
         let last = [Step::Update];
         for step in steps.iter().chain(&last) {
+            let before = (store.len(), store.in_use());
             match step {
                 Step::Publish {
                     node,
@@ -528,9 +633,32 @@ mod incremental_tests {
                             ..Default::default()
                         },
                     ));
+                    // New addresses that took a freed slot rather than a new one.
+                    let added = store.in_use().saturating_sub(before.1);
+                    reused += added - (store.len() - before.0).min(added);
                 }
                 Step::Epoch { node, epoch } => {
                     store.intern(id(*node, *epoch));
+                }
+                Step::Collect { node } => {
+                    // Only from an up-to-date search, as the node does.
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    incremental.update(now, &mut store, me, &mut a);
+                    full.recompute(now, &store, me, &mut b);
+                    prop_assert_eq!(&a, &b);
+                    let Some(slot) = store.slot_of(&id(*node, 0).addr) else {
+                        continue;
+                    };
+                    let down = incremental.down_since(slot).is_some();
+                    prop_assert_eq!(down, full.down_since(slot).is_some());
+                    let listed = incremental.collectable(now, Duration::ZERO).contains(&slot);
+                    prop_assert_eq!(down, listed);
+                    if down {
+                        store.free(slot, now + Duration::from_secs(60));
+                        incremental.release(slot);
+                        full.release(slot);
+                        collected += 1;
+                    }
                 }
                 Step::Update => {
                     now = now + Duration::from_millis(7);
@@ -543,10 +671,20 @@ mod incremental_tests {
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
                     prop_assert_eq!(&incremental.seen, &full.seen);
+                    prop_assert_eq!(&incremental.down_since, &full.down_since);
+                    if let Err(e) = store.check() {
+                        return Err(TestCaseError::fail(e));
+                    }
+                    for slot in 0..store.len() as u32 {
+                        if store.is_free(slot) {
+                            prop_assert!(!incremental.seen[slot as usize]);
+                            prop_assert!(incremental.down_since(slot).is_none());
+                        }
+                    }
                 }
             }
         }
-        Ok(())
+        Ok((collected, reused))
     }
 
     proptest! {
@@ -561,6 +699,24 @@ mod incremental_tests {
         fn incremental_equals_full_search_with_grace(steps in prop::collection::vec(step(), 0..60)) {
             check(&steps, Duration::from_millis(20))?;
         }
+    }
+
+    /// The strategy reaches collection and reuse of slots (not a vacuous oracle).
+    #[test]
+    fn strategies_collect_and_reuse_slots() {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let (mut collected, mut reused) = (0, 0);
+        for _ in 0..256 {
+            let steps = prop::collection::vec(step(), 0..60)
+                .new_tree(&mut runner)
+                .expect("strategy")
+                .current();
+            let (c, r) = check_counting(&steps, Duration::ZERO).expect("oracle holds");
+            collected += c;
+            reused += r;
+        }
+        assert!(collected > 100, "collected {collected}");
+        assert!(reused > 20, "reused {reused}");
     }
 
     /// A chain self → 1 → 2 → … → n−1: one new edge at the far end costs a handful of

@@ -4,22 +4,54 @@
 //! `(epoch, seq)` of its origin; a newer version replaces an older one and nothing else
 //! ever merges, so replicas converge as soon as they hold the same versions.
 //!
-//! The store keeps one slot per node address. Slots are never removed, so a slot index is a
-//! stable name for an address and the reachability graph can be a plain vector graph. Each
-//! slot remembers the newest epoch heard *first-hand* for its address: from that node's own
-//! record or from a message it sent. An edge in someone else's record never raises it (a
-//! third party's claim must not retire a live incarnation); edges that name another epoch
-//! than the slot's do not count.
+//! The store keeps one slot per node address. A slot index is a stable name for an address
+//! for as long as the slot is in use, so the reachability graph can be a plain vector
+//! graph. Each slot remembers the newest epoch heard *first-hand* for its address: from
+//! that node's own record or from a message it sent. An edge in someone else's record never
+//! raises it (a third party's claim must not retire a live incarnation); edges that name
+//! another epoch than the slot's do not count.
 //!
-//! Invariants: at most `max_slots` slots; a slot's record, if any, has the slot's address;
-//! the stored version of an address never decreases; every record's resolved edges point
-//! at existing slots.
+//! # Garbage collection and tombstones
+//!
+//! A slot whose address stayed unreachable for `records.gc_horizon` (the node decides, from
+//! its own reachability result, see `Node`) is freed with [`RecordStore::free`]: its record
+//! leaves the store and the summary, its edges leave the graph, and every edge *into* it
+//! from other records is dropped (those records' adjacency still names the address, but the
+//! resolved edge is gone: a freed slot that is later reused for another address can never
+//! be reached through an edge meant for the old one). Freed slots go on a free list and are
+//! reused (last freed first) before the slot vector grows, so the vector is as long as the
+//! most addresses ever held at once, not as the addresses ever seen.
+//!
+//! Freeing a held record leaves a tombstone `(addr, epoch, seq)`: a record of that address
+//! whose version is not newer is refused ([`Applied::Tombstoned`], counted), and a digest
+//! entry it covers does not make this node ask for it. A strictly newer version (the host
+//! published again, or restarted under a new epoch) replaces the tombstone and the address
+//! is back. Tombstones expire `until` the time the caller gives (one more horizon), and at
+//! most `max_slots` are kept (the oldest goes first). A late copy that arrives after its
+//! tombstone expired is stored again, as a record whose origin nobody reaches: it is
+//! reported unreachable (it never becomes reachable, since no live record has an edge to
+//! that incarnation) and collected again one horizon later. That is safe: it never counts
+//! as reachable, so its backends are used only where a service has no reachable backend
+//! at all (the same rule as for any unreachable origin), and it costs one slot for one
+//! horizon per late copy.
+//!
+//! Invariants (checked by [`RecordStore::check`]):
+//! - at most `max_slots` slots in use, at most `max_slots` tombstones;
+//! - a slot's record, if any, has the slot's address; the index maps exactly the addresses
+//!   of the slots in use to their slots;
+//! - a free slot holds no record, no edges and no incoming edges, and no edge resolves to
+//!   a free slot; every `incoming` entry is one edge of its source;
+//! - the stored version of an address never decreases while it is held, and no held
+//!   record is covered by a tombstone;
+//! - the summary buckets are the XOR of the held versions' hashes.
 
 use crate::id::NodeId;
 use crate::services_delta::ServicesDelta;
+use crate::time::Time;
 use crate::vip::VipSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -187,6 +219,23 @@ pub enum Applied {
     Invalid,
     /// The store has no room for another address.
     Full,
+    /// A tombstone covers this version: the record was collected (a late copy).
+    Tombstoned,
+}
+
+/// What is left of a collected record: its version, refused until `until`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub epoch: u64,
+    pub seq: u64,
+    pub until: Time,
+}
+
+impl Tombstone {
+    /// Whether a record (or digest entry) at `version` is covered (not newer).
+    pub fn covers(&self, version: (u64, u64)) -> bool {
+        version <= (self.epoch, self.seq)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -226,6 +275,15 @@ pub struct RecordStore {
     max_slots: usize,
     /// Most (VIP, backend) pairs a stored record may hold.
     max_backends: usize,
+    /// Slots not in use (freed by [`RecordStore::free`]), reused last freed first.
+    free: Vec<u32>,
+    /// Per slot, whether it is on the free list.
+    is_free: Vec<bool>,
+    /// Versions of collected records, refused until they expire. Lookup only.
+    tombstones: FxHashMap<SocketAddr, Tombstone>,
+    /// Tombstones in the order they were made (their expiry order); an entry whose
+    /// tombstone was since replaced or removed is skipped.
+    tombstone_order: VecDeque<(SocketAddr, Tombstone)>,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
 }
@@ -242,6 +300,10 @@ impl RecordStore {
             buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
             max_backends: usize::MAX,
+            free: Vec::new(),
+            is_free: Vec::new(),
+            tombstones: FxHashMap::default(),
+            tombstone_order: VecDeque::new(),
             dropped_edges: 0,
         }
     }
@@ -282,8 +344,29 @@ impl RecordStore {
         }
     }
 
+    /// Length of the slot vector (slots in use and free): every slot index is below it.
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Slots in use (the addresses held).
+    pub fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Whether `slot` is on the free list (holds nothing, names no address).
+    pub fn is_free(&self, slot: u32) -> bool {
+        self.is_free.get(slot as usize).copied().unwrap_or(false)
+    }
+
+    /// Tombstones held.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// The tombstone of `addr`, if any.
+    pub fn tombstone(&self, addr: &SocketAddr) -> Option<&Tombstone> {
+        self.tombstones.get(addr)
     }
 
     /// Every record held, in slot order (the order addresses were first heard of).
@@ -318,20 +401,33 @@ impl RecordStore {
         if let Some(&slot) = self.index.get(&id.addr) {
             return Some(slot);
         }
-        if self.slots.len() >= self.max_slots {
+        if self.in_use() >= self.max_slots {
             return None;
         }
-        let slot = self.slots.len() as u32;
-        self.slots.push(Slot {
-            addr: id.addr,
-            record: None,
-        });
-        self.vertices.push(Vertex {
-            epoch: id.epoch,
-            edges: Vec::new(),
-        });
-        self.incoming.push(Vec::new());
-        self.touched_mark.push(false);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                let s = slot as usize;
+                self.is_free[s] = false;
+                self.slots[s].addr = id.addr;
+                self.vertices[s].epoch = id.epoch;
+                slot
+            }
+            None => {
+                let slot = self.slots.len() as u32;
+                self.slots.push(Slot {
+                    addr: id.addr,
+                    record: None,
+                });
+                self.vertices.push(Vertex {
+                    epoch: id.epoch,
+                    edges: Vec::new(),
+                });
+                self.incoming.push(Vec::new());
+                self.touched_mark.push(false);
+                self.is_free.push(false);
+                slot
+            }
+        };
         self.touch(slot);
         self.index.insert(id.addr, slot);
         Some(slot)
@@ -351,12 +447,20 @@ impl RecordStore {
     /// services delta against the held version first: the delta must start at the held
     /// `services_seq` of the same epoch (or at 0, the empty set, when none is held), or the
     /// record is a [`Applied::Gap`] and nothing changes. The held set is changed in place
-    /// when nothing else shares it, so a delta costs in proportion to its VIPs.
+    /// when nothing else shares it, so a delta costs in proportion to its VIPs. A version
+    /// a tombstone covers is refused; a newer one replaces the tombstone.
     pub fn apply(&mut self, mut record: Record) -> Applied {
         let addr = record.origin.addr;
         let held = self.get(&addr);
         if held.is_some_and(|h| h.version() >= record.version()) {
             return Applied::Stale;
+        }
+        if self
+            .tombstones
+            .get(&addr)
+            .is_some_and(|tomb| tomb.covers(record.version()))
+        {
+            return Applied::Tombstoned;
         }
         if record.services_seq > record.seq
             || record
@@ -408,6 +512,12 @@ impl RecordStore {
                 }
             }
         }
+        if self.tombstones.contains_key(&addr) {
+            if self.in_use() >= self.max_slots && self.slot_of(&addr).is_none() {
+                return Applied::Full;
+            }
+            self.tombstones.remove(&addr);
+        }
         let Some(slot) = self.intern(record.origin) else {
             return Applied::Full;
         };
@@ -438,6 +548,167 @@ impl RecordStore {
         Applied::New {
             previous: previous.map(|p| (p.origin, p.body)),
         }
+    }
+
+    /// Frees `slot` (not the caller's own): its record, if any, leaves the store and
+    /// becomes a tombstone kept `until`; its edges, and every edge into it, leave the
+    /// graph (the sources are marked touched). The slot goes on the free list. Returns
+    /// the record it held.
+    ///
+    /// The caller frees only a slot its reachability search does not reach (so no tree
+    /// edge involves it) and tells its [`crate::reachability::Reachability`] with
+    /// `release`.
+    pub fn free(&mut self, slot: u32, until: Time) -> Option<Record> {
+        let s = slot as usize;
+        if s >= self.slots.len() || self.is_free[s] {
+            return None;
+        }
+        let addr = self.slots[s].addr;
+        let record = self.slots[s].record.take();
+        if let Some(r) = &record {
+            self.buckets[bucket_of(&addr)] ^= version_hash(&addr, r.version());
+            let tomb = Tombstone {
+                epoch: r.origin.epoch,
+                seq: r.seq,
+                until,
+            };
+            self.tombstones.insert(addr, tomb);
+            self.tombstone_order.push_back((addr, tomb));
+            while self.tombstones.len() > self.max_slots {
+                self.pop_oldest_tombstone();
+            }
+        }
+        for (target, _) in std::mem::take(&mut self.vertices[s].edges) {
+            let sources = &mut self.incoming[target as usize];
+            if let Some(at) = sources.iter().position(|&x| x == slot) {
+                sources.swap_remove(at);
+            }
+        }
+        let mut sources = std::mem::take(&mut self.incoming[s]);
+        sources.sort_unstable();
+        sources.dedup();
+        for source in sources {
+            self.vertices[source as usize]
+                .edges
+                .retain(|&(target, _)| target != slot);
+            self.touch(source);
+        }
+        self.vertices[s].epoch = 0;
+        self.index.remove(&addr);
+        self.is_free[s] = true;
+        self.free.push(slot);
+        record
+    }
+
+    /// Drops the oldest tombstone still in force.
+    fn pop_oldest_tombstone(&mut self) {
+        while let Some((addr, tomb)) = self.tombstone_order.pop_front() {
+            if self.tombstones.get(&addr) == Some(&tomb) {
+                self.tombstones.remove(&addr);
+                return;
+            }
+        }
+    }
+
+    /// Drops the tombstones whose time ran out by `now`; returns how many.
+    pub fn expire_tombstones(&mut self, now: Time) -> usize {
+        let mut expired = 0;
+        while let Some(&(addr, tomb)) = self.tombstone_order.front() {
+            if tomb.until > now && self.tombstones.get(&addr) == Some(&tomb) {
+                break;
+            }
+            self.tombstone_order.pop_front();
+            if tomb.until <= now && self.tombstones.get(&addr) == Some(&tomb) {
+                self.tombstones.remove(&addr);
+                expired += 1;
+            }
+        }
+        expired
+    }
+
+    /// When the oldest tombstone expires.
+    pub fn next_tombstone_expiry(&self) -> Option<Time> {
+        self.tombstone_order
+            .iter()
+            .find(|(addr, tomb)| self.tombstones.get(addr) == Some(tomb))
+            .map(|(_, tomb)| tomb.until)
+    }
+
+    /// Checks the invariants of the module doc; `Err` names the first one broken.
+    pub fn check(&self) -> Result<(), String> {
+        if self.in_use() > self.max_slots {
+            return Err(format!(
+                "{} slots in use, over {}",
+                self.in_use(),
+                self.max_slots
+            ));
+        }
+        if self.tombstones.len() > self.max_slots {
+            return Err(format!(
+                "{} tombstones, over {}",
+                self.tombstones.len(),
+                self.max_slots
+            ));
+        }
+        if self.index.len() != self.in_use() {
+            return Err(format!(
+                "index holds {} addresses, {} slots in use",
+                self.index.len(),
+                self.in_use()
+            ));
+        }
+        let mut buckets = [0u64; SUMMARY_BUCKETS];
+        for (i, slot) in self.slots.iter().enumerate() {
+            let v = &self.vertices[i];
+            if self.is_free[i] {
+                if slot.record.is_some() || !v.edges.is_empty() || !self.incoming[i].is_empty() {
+                    return Err(format!("free slot {i} holds a record or edges"));
+                }
+                continue;
+            }
+            if self.index.get(&slot.addr) != Some(&(i as u32)) {
+                return Err(format!("slot {i} ({}) is not indexed", slot.addr));
+            }
+            for &(target, _) in &v.edges {
+                if self.is_free(target) {
+                    return Err(format!("slot {i} has an edge to free slot {target}"));
+                }
+                let from_here = v.edges.iter().filter(|e| e.0 == target).count();
+                let listed = self.incoming[target as usize]
+                    .iter()
+                    .filter(|&&x| x == i as u32)
+                    .count();
+                if from_here != listed {
+                    return Err(format!("incoming of {target} disagrees with edges of {i}"));
+                }
+            }
+            for &source in &self.incoming[i] {
+                if !self.vertices[source as usize]
+                    .edges
+                    .iter()
+                    .any(|e| e.0 == i as u32)
+                {
+                    return Err(format!("incoming of {i} names {source}, which has no edge"));
+                }
+            }
+            if let Some(r) = &slot.record {
+                if r.origin.addr != slot.addr {
+                    return Err(format!("slot {i} holds a record of {}", r.origin.addr));
+                }
+                if self
+                    .tombstones
+                    .get(&slot.addr)
+                    .is_some_and(|t| t.covers(r.version()))
+                {
+                    return Err(format!("held record of {} is under a tombstone", slot.addr));
+                }
+                buckets[bucket_of(&slot.addr)] ^= version_hash(&slot.addr, r.version());
+            }
+        }
+        if buckets != *self.buckets {
+            return Err("summary buckets do not match the held versions".into());
+        }
+        Ok(())
     }
 
     /// `{addr → version}` of every held record, in slot order.
@@ -504,6 +775,14 @@ impl RecordStore {
         let mut missing = Vec::new();
         for entry in theirs {
             let their_version = (entry.epoch, entry.seq);
+            if self
+                .tombstones
+                .get(&entry.addr)
+                .is_some_and(|t| t.covers(their_version))
+            {
+                // Collected here: not something to ask for.
+                continue;
+            }
             match self.slot_of(&entry.addr) {
                 Some(slot) => {
                     seen[slot as usize] = true;
@@ -748,6 +1027,91 @@ mod tests {
             a.summary(256),
             "independent of the order of arrival"
         );
+    }
+
+    /// A freed slot's record becomes a tombstone that refuses its version and older ones
+    /// and is not asked for from a digest; a newer version replaces it; the slot is reused
+    /// by the next new address, and an edge that named the freed address does not resolve
+    /// to the new one.
+    #[test]
+    fn freeing_leaves_a_tombstone_and_reuses_the_slot() {
+        let mut store = RecordStore::new(16);
+        let (a, b, c, d) = (id(1, 1), id(2, 1), id(3, 1), id(4, 1));
+        store.apply(rec(a, 1, vec![b]));
+        store.apply(rec(c, 1, vec![b]));
+        store.apply(rec(b, 3, vec![a]));
+        let summary_before_b = {
+            let mut s = RecordStore::new(16);
+            s.apply(rec(a, 1, vec![b]));
+            s.apply(rec(c, 1, vec![b]));
+            s.summary(256)
+        };
+        let slot_b = store.slot_of(&b.addr).unwrap();
+        let len = store.len();
+        let t = Time::from_millis(1000 * 10);
+        assert_eq!(store.free(slot_b, t).map(|r| r.seq), Some(3));
+        store.check().unwrap();
+        assert_eq!(store.summary(256), summary_before_b, "b left the summary");
+        assert_eq!(store.get(&b.addr), None);
+        assert_eq!(store.tombstones(), 1);
+        assert!(store
+            .vertices()
+            .iter()
+            .all(|v| v.edges.iter().all(|e| e.0 != slot_b)));
+        // Late copies are refused; a digest naming them asks for nothing.
+        assert_eq!(store.apply(rec(b, 3, vec![a])), Applied::Tombstoned);
+        assert_eq!(store.apply(rec(b, 2, vec![a])), Applied::Tombstoned);
+        let line = |id: NodeId, seq| DigestEntry {
+            addr: id.addr,
+            epoch: id.epoch,
+            seq,
+        };
+        let (_, newer) = store.reconcile(&[line(a, 1), line(c, 1), line(b, 3)]);
+        assert!(!newer);
+        let (_, newer) = store.reconcile(&[line(a, 1), line(c, 1), line(b, 4)]);
+        assert!(newer, "a newer version is asked for");
+        // A new address takes the freed slot; a's edge to b does not resolve to it.
+        store.apply(rec(d, 1, vec![]));
+        assert_eq!(store.slot_of(&d.addr), Some(slot_b));
+        assert_eq!(store.len(), len, "the slot vector did not grow");
+        assert!(store.incoming(slot_b).is_empty());
+        store.check().unwrap();
+        // b restarts under a new epoch: accepted, the tombstone is gone.
+        assert!(matches!(
+            store.apply(rec(id(2, 2), 1, vec![])),
+            Applied::New { previous: None }
+        ));
+        assert_eq!(store.tombstones(), 0);
+        store.check().unwrap();
+    }
+
+    #[test]
+    fn tombstones_expire_and_are_bounded() {
+        let mut store = RecordStore::new(4);
+        for round in 0..10u16 {
+            let origin = id(100 + round, 1);
+            store.apply(rec(origin, 1, vec![]));
+            let slot = store.slot_of(&origin.addr).unwrap();
+            store.free(slot, Time::from_millis(1000 * (u64::from(round) + 5)));
+            store.check().unwrap();
+            assert!(store.tombstones() <= 4);
+            assert_eq!(store.len(), 1, "one slot, reused every round");
+        }
+        assert_eq!(
+            store.next_tombstone_expiry(),
+            Some(Time::from_millis(1000 * 11))
+        );
+        assert_eq!(store.expire_tombstones(Time::from_millis(1000 * 12)), 2);
+        assert_eq!(store.tombstones(), 2);
+        // Expired: a late copy is stored again (and would be collected again).
+        assert!(matches!(
+            store.apply(rec(id(106, 1), 1, vec![])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.apply(rec(id(109, 1), 1, vec![])), Applied::Tombstoned);
+        assert_eq!(store.expire_tombstones(Time::from_millis(1000 * 100)), 2);
+        assert_eq!(store.next_tombstone_expiry(), None);
+        store.check().unwrap();
     }
 
     #[test]

@@ -14,6 +14,15 @@
 //!
 //! The victims of the crash are drawn at the crash among the nodes that are not stalled
 //! or frozen then (with no faults: among all, as before).
+//!
+//! Host churn (`--churn-hosts R`, per simulated minute; `--gc-horizon`): from `crash_at`
+//! on, every `60/R` seconds one live host leaves for good (a crash without restart, drawn
+//! from the run's generator among the live hosts that are not contacts and not stalled
+//! or frozen) and one new host joins with an address never used before (the cluster is
+//! built with one dormant host per arrival). Every simulated minute (and at the end) the
+//! report samples, over the live nodes, the most record slots in use, the longest slot
+//! vector and the most tombstones (`churn.samples`); `records_held_max` and
+//! `tombstones_max` are the values at the end. The crash batch, if any, is independent.
 
 use crate::faults::{FpByCause, FreezeReport, StallReport};
 use crate::progress::Progress;
@@ -37,6 +46,11 @@ pub struct MembershipRun {
     pub check_every: Duration,
     /// The model (`--net`) and the stalls and freezes.
     pub conditions: Conditions,
+    /// Hosts leaving for good and new hosts joining, each per simulated minute, from
+    /// `crash_at` on (0: none).
+    pub churn_hosts_per_min: f64,
+    /// Every node's `records.gc_horizon` (`None`: the core's default).
+    pub gc_horizon: Option<Duration>,
 }
 
 impl Default for MembershipRun {
@@ -50,6 +64,8 @@ impl Default for MembershipRun {
             loss: 0.0,
             check_every: Duration::from_millis(10),
             conditions: Conditions::default(),
+            churn_hosts_per_min: 0.0,
+            gc_horizon: None,
         }
     }
 }
@@ -95,26 +111,109 @@ pub struct MembershipReport {
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub trace_hash: String,
     pub wall_ms: f64,
+    /// At the end, the most record slots in use on one live node (addresses held).
+    pub records_held_max: usize,
+    /// At the end, the most tombstones on one live node.
+    pub tombstones_max: usize,
+    /// Host churn, when the run has it.
+    pub churn: Option<ChurnReport>,
+}
+
+/// What host churn did and what the stores held over time.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChurnReport {
+    pub hosts_per_min: f64,
+    pub gc_horizon_ms: f64,
+    /// When each host left for good (simulated ms).
+    pub left_at_ms: Vec<f64>,
+    /// Hosts that joined with new addresses.
+    pub joined: usize,
+    pub samples: Vec<RecordSample>,
+}
+
+/// The live nodes' stores at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordSample {
+    pub at_ms: f64,
+    pub live: usize,
+    /// The most slots in use (addresses held) on one live node.
+    pub records_held_max: usize,
+    /// The longest slot vector (in use and free) on one live node: its memory.
+    pub record_slots_max: usize,
+    pub tombstones_max: usize,
+}
+
+impl RecordSample {
+    fn of(sim: &Simulation) -> RecordSample {
+        let mut sample = RecordSample {
+            at_ms: sim.now().as_millis_f64(),
+            live: 0,
+            records_held_max: 0,
+            record_slots_max: 0,
+            tombstones_max: 0,
+        };
+        for i in sim.alive() {
+            let node = sim.node(i).expect("alive");
+            sample.live += 1;
+            sample.records_held_max = sample.records_held_max.max(node.records_held());
+            sample.record_slots_max = sample.record_slots_max.max(node.record_slots());
+            sample.tombstones_max = sample.tombstones_max.max(node.tombstones());
+        }
+        sample
+    }
 }
 
 impl MembershipRun {
     pub fn cluster_config(&self) -> ClusterConfig {
-        ClusterConfig::evaluation(self.nodes, self.loss, &self.conditions)
+        let arrivals = self.arrivals();
+        let mut cfg = ClusterConfig::evaluation(self.nodes + arrivals, self.loss, &self.conditions);
+        cfg.dormant = arrivals;
+        cfg.gc_horizon = self.gc_horizon;
+        cfg
+    }
+
+    /// The period of host churn (`None`: no churn).
+    fn churn_period(&self) -> Option<Duration> {
+        (self.churn_hosts_per_min > 0.0 && self.churn_hosts_per_min.is_finite())
+            .then(|| Duration::from_secs_f64(60.0 / self.churn_hosts_per_min))
+    }
+
+    /// New hosts the churn brings in over the run (one dormant host each).
+    fn arrivals(&self) -> usize {
+        match self.churn_period() {
+            Some(period) if self.duration > self.crash_at => {
+                let span = (self.duration - self.crash_at).as_secs_f64();
+                (span / period.as_secs_f64()).floor() as usize + 1
+            }
+            _ => 0,
+        }
     }
 
     /// The command line that replays this run.
     pub fn replay_command(&self) -> String {
         format!(
             "cargo run --release -p minuteman-sim -- membership --nodes {} --crash-fraction {} \
-             --crash-at {}ms --duration {}ms --seed {} --loss {}{}",
+             --crash-at {}ms --duration {}ms --seed {} --loss {}{}{}",
             self.nodes,
             self.crash_fraction,
             self.crash_at.as_millis(),
             self.duration.as_millis(),
             self.seed,
             self.loss,
-            self.conditions.replay_args()
+            self.conditions.replay_args(),
+            self.churn_args()
         )
+    }
+
+    fn churn_args(&self) -> String {
+        let mut out = String::new();
+        if self.churn_period().is_some() {
+            out += &format!(" --churn-hosts {}", self.churn_hosts_per_min);
+        }
+        if let Some(h) = self.gc_horizon {
+            out += &format!(" --gc-horizon {}ms", h.as_millis());
+        }
+        out
     }
 
     /// Runs the evaluation; also returns the simulation for further inspection.
@@ -161,8 +260,12 @@ impl MembershipRun {
                 }
             }
         }
+        let churn = self
+            .churn_period()
+            .map(|period| self.run_churn(&mut sim, period, end));
         sim.run_until(end);
         sim.finish_progress();
+        let last = RecordSample::of(&sim);
 
         let times = sim.detection_times();
         let detected: Vec<Duration> = times.iter().filter_map(|(_, t)| *t).collect();
@@ -223,8 +326,69 @@ impl MembershipRun {
                 .collect(),
             trace_hash: format!("{:016x}", sim.trace_hash()),
             wall_ms: wall.elapsed().as_secs_f64() * 1e3,
+            records_held_max: last.records_held_max,
+            tombstones_max: last.tombstones_max,
+            churn: churn.map(|(left_at_ms, joined, mut samples)| {
+                samples.push(last);
+                ChurnReport {
+                    hosts_per_min: self.churn_hosts_per_min,
+                    gc_horizon_ms: self
+                        .gc_horizon
+                        .unwrap_or(minuteman_core::RecordsConfig::default().gc_horizon)
+                        .as_secs_f64()
+                        * 1e3,
+                    left_at_ms,
+                    joined,
+                    samples,
+                }
+            }),
         };
         (report, sim)
+    }
+
+    /// Host churn from now until `end`: every `period` one live host (not a contact, not
+    /// stalled or frozen) leaves for good and the next dormant host starts; the stores
+    /// are sampled every simulated minute. Returns when hosts left, how many joined and
+    /// the samples.
+    fn run_churn(
+        &self,
+        sim: &mut Simulation,
+        period: Duration,
+        end: Time,
+    ) -> (Vec<f64>, usize, Vec<RecordSample>) {
+        let contacts = sim.contact_count();
+        let (mut left_at, mut joined, mut samples) = (Vec::new(), 0, Vec::new());
+        let mut next_sample = sim.now();
+        let mut next_churn = sim.now() + period;
+        let dormant: Vec<usize> = (0..sim.len()).filter(|&i| !sim.has_started(i)).collect();
+        let mut dormant = dormant.into_iter();
+        loop {
+            let next = next_sample.min(next_churn);
+            if next > end {
+                break;
+            }
+            sim.run_until(next);
+            if next == next_sample {
+                samples.push(RecordSample::of(sim));
+                next_sample = next_sample + Duration::from_secs(60);
+            }
+            if next == next_churn {
+                next_churn = next_churn + period;
+                let mut keep: Vec<usize> = (0..sim.len())
+                    .filter(|&i| i < contacts || !sim.is_alive(i))
+                    .collect();
+                keep.extend(sim.faulted_now());
+                if let Some(&victim) = sim.sample_nodes_except(1, &keep).first() {
+                    sim.crash(victim);
+                    left_at.push(sim.now().as_millis_f64());
+                }
+                if let Some(new) = dormant.next() {
+                    sim.start_host(new);
+                    joined += 1;
+                }
+            }
+        }
+        (left_at, joined, samples)
     }
 }
 
@@ -314,6 +478,25 @@ impl MembershipReport {
             .map(|(kind, bytes)| format!("{kind} {bytes:.0}"))
             .collect();
         out += &format!("  by kind        {}\n", kinds.join(", "));
+        out += &format!(
+            "records          {} held at most per node, {} tombstones at most (at the end)\n",
+            self.records_held_max, self.tombstones_max
+        );
+        if let Some(c) = &self.churn {
+            out += &format!(
+                "churn            {}/min: {} left, {} joined; horizon {:.0} ms\n",
+                c.hosts_per_min,
+                c.left_at_ms.len(),
+                c.joined,
+                c.gc_horizon_ms
+            );
+            for s in &c.samples {
+                out += &format!(
+                    "  at {:>8.0} ms  live {:>3}  held max {:>3}  slots max {:>3}  tombstones max {:>3}\n",
+                    s.at_ms, s.live, s.records_held_max, s.record_slots_max, s.tombstones_max
+                );
+            }
+        }
         out += &format!("trace hash       {}\n", self.trace_hash);
         out += &format!("wall clock       {:.0} ms\n", self.wall_ms);
         out

@@ -108,6 +108,12 @@ pub struct ClusterConfig {
     pub probe_backlog: u32,
     /// Every host's frame authentication at start (one cluster key by default).
     pub auth: FrameAuth,
+    /// The last `dormant` of the `nodes` hosts do not start with the cluster: they are
+    /// new hosts, with addresses never used before, that [`Simulation::start_host`]
+    /// brings in later (host churn, see [`crate::membership`]). Zero: every host starts.
+    pub dormant: usize,
+    /// Overrides every node's `records.gc_horizon` (after `tune`) when set.
+    pub gc_horizon: Option<Duration>,
 }
 
 /// Which model a run uses.
@@ -181,6 +187,8 @@ impl ClusterConfig {
             // tokio's TcpListener default (and what the agent will ask for).
             probe_backlog: 1024,
             auth: sim_cluster_auth(),
+            dormant: 0,
+            gc_horizon: None,
         }
     }
 
@@ -279,6 +287,8 @@ struct Detection {
     pending: Vec<BTreeSet<NodeId>>,
     /// Per node index: when `pending` last became empty.
     done_at: Vec<Option<Time>>,
+    /// Per node index: it was live at the crash (hosts that joined later do not count).
+    observer: Vec<bool>,
 }
 
 struct SimNode {
@@ -505,7 +515,7 @@ impl Simulation {
             delays: Vec::new(),
             events_handled: 0,
             watch: BTreeSet::new(),
-            not_started: cfg.nodes,
+            not_started: cfg.nodes - cfg.dormant.min(cfg.nodes),
             world: None,
             churn_until: Time::ZERO,
             tcp,
@@ -531,6 +541,9 @@ impl Simulation {
                 timer: None,
                 host: Host::default(),
             });
+            if i >= sim.cfg.nodes - sim.cfg.dormant.min(sim.cfg.nodes) {
+                continue;
+            }
             let spread = sim.cfg.start_spread.as_nanos() as u64;
             let at = Time::from_nanos(sim.rng.random_range(0..=spread));
             sim.schedule(at, EventKind::Start { node: i });
@@ -585,6 +598,11 @@ impl Simulation {
 
     pub fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// How many of the first nodes are contacts (join seeds).
+    pub fn contact_count(&self) -> usize {
+        self.cfg.contacts
     }
 
     pub fn is_empty(&self) -> bool {
@@ -994,6 +1012,9 @@ impl Simulation {
         let auth = self.nodes[i].auth.clone();
         let mut config = Config::new(id, self.contacts.clone(), self.rng.random(), auth);
         (self.cfg.tune)(&mut config);
+        if let Some(horizon) = self.cfg.gc_horizon {
+            config.records.gc_horizon = horizon;
+        }
         let node = Node::new(config, self.now)
             .unwrap_or_else(|e| panic!("the simulated cluster's config is invalid: {e}"));
         self.nodes[i].node = Some(node);
@@ -1386,7 +1407,9 @@ impl Simulation {
         }
         let mut pending = vec![BTreeSet::new(); self.nodes.len()];
         let mut done_at = vec![None; self.nodes.len()];
+        let mut observer = vec![false; self.nodes.len()];
         for i in self.alive().collect::<Vec<_>>() {
+            observer[i] = true;
             let core = self.nodes[i].node.as_ref().expect("alive");
             pending[i] = crashed
                 .iter()
@@ -1402,6 +1425,7 @@ impl Simulation {
             crashed,
             pending,
             done_at,
+            observer,
         });
     }
 
@@ -1412,8 +1436,24 @@ impl Simulation {
             return Vec::new();
         };
         self.alive()
+            .filter(|&i| d.observer[i])
             .map(|i| (i, d.done_at[i].map(|t| t - d.at)))
             .collect()
+    }
+
+    /// Boots dormant host `i` now (a new host joining with an address never used before);
+    /// returns false if it already started.
+    pub fn start_host(&mut self, i: usize) -> bool {
+        if self.nodes[i].host.booted {
+            return false;
+        }
+        self.boot(i);
+        true
+    }
+
+    /// Whether host `i` has booted at least once.
+    pub fn has_started(&self, i: usize) -> bool {
+        self.nodes[i].host.booted
     }
 
     /// Restarts node `i` with its state directory lost: it boots as epoch 1 again, though

@@ -69,7 +69,14 @@
 //! - the applied kernel state changes only with operations the shell received, and once
 //!   the outputs are drained it equals the desired state;
 //! - no message whose claimed sender differs from the transport's `remote` is handled;
-//! - the same config, seed and inputs give the same outputs.
+//! - the same config, seed and inputs give the same outputs;
+//! - the record store's invariants hold (slots in use and tombstones bounded by
+//!   `records.max_records`, free slots hold nothing and no edge resolves to one; see
+//!   [`crate::records`]), and once the search is up to date every slot in use but self is
+//!   tracked as down exactly when it is not reported reachable;
+//! - a slot is collected only from an up-to-date search, not while holding, never self
+//!   and never a node reported reachable: its address was not reported reachable for
+//!   `records.gc_horizon`; its origin then leaves the desired state entirely.
 
 mod dataplane;
 mod io;
@@ -286,6 +293,21 @@ impl Node {
         self.replication.store.get(addr)
     }
 
+    /// Addresses this node holds a slot for (records and the nodes they name).
+    pub fn records_held(&self) -> usize {
+        self.replication.store.in_use()
+    }
+
+    /// Length of the store's slot vector (in use and free): what its memory grows with.
+    pub fn record_slots(&self) -> usize {
+        self.replication.store.len()
+    }
+
+    /// Tombstones of collected records this node keeps.
+    pub fn tombstones(&self) -> usize {
+        self.replication.store.tombstones()
+    }
+
     /// The adaptive ping timeout of the link to `id`, if it is active.
     pub fn link_timeout(&self, id: &NodeId) -> Option<Duration> {
         self.views.link_timeout(id)
@@ -344,6 +366,28 @@ impl Node {
         }
         if self.io.outputs.len() > self.cfg.max_queued_outputs {
             return Err(format!("{me}: output queue over its bound"));
+        }
+        let store = &self.replication.store;
+        store.check().map_err(|e| format!("{me}: records: {e}"))?;
+        for (slot, s) in store.slots().iter().enumerate() {
+            let slot = slot as u32;
+            if store.is_free(slot) {
+                if self.reach.graph.down_since(slot).is_some() {
+                    return Err(format!("{me}: free slot {slot} is tracked as down"));
+                }
+                continue;
+            }
+            // A search pending: new slots are not reported yet.
+            if slot == self.replication.self_slot || self.reach.dirty {
+                continue;
+            }
+            let reported = self.reach.graph.reported(store, &s.addr).is_some();
+            if reported == self.reach.graph.down_since(slot).is_some() {
+                return Err(format!(
+                    "{me}: slot {slot} ({}) down tracking disagrees with its report",
+                    s.addr
+                ));
+            }
         }
         self.data.check().map_err(|e| format!("{me}: {e}"))
     }
@@ -817,6 +861,32 @@ impl Node {
             self.io.emit(Output::Event(event));
         }
         self.reach.recycle(changes);
+        self.collect(now);
+    }
+
+    /// Garbage collection (see [`crate::records`]): frees the slots whose address this
+    /// node has not reported reachable for `records.gc_horizon`, with a tombstone kept one
+    /// more horizon, and drops their origins from the desired state. Only from an
+    /// up-to-date search (none pending) and never while holding (an incomplete or isolated
+    /// view); never self, never a reported-reachable node.
+    fn collect(&mut self, now: Time) {
+        let horizon = self.cfg.records.gc_horizon;
+        let store = &mut self.replication.store;
+        store.expire_tombstones(now);
+        if self.reach.dirty {
+            return;
+        }
+        for slot in self.reach.graph.collectable(now, horizon) {
+            if slot == self.replication.self_slot {
+                continue;
+            }
+            let addr = store.slots()[slot as usize].addr;
+            store.free(slot, now + horizon);
+            self.reach.graph.release(slot);
+            self.data.desired.remove_origin(addr);
+            self.io.counters.records_collected += 1;
+            self.reach.dirty = true;
+        }
     }
 
     fn next_deadline(&self) -> Time {
@@ -825,6 +895,18 @@ impl Node {
             .poll_timeout()
             .min(self.replication.poll_timeout());
         if let Some(due) = self.reach.poll_timeout() {
+            at = at.min(due);
+        }
+        let horizon = self.cfg.records.gc_horizon;
+        // While a search is pending, collection waits for it (its deadline comes first).
+        let gc = [
+            self.reach
+                .graph
+                .next_collectable(horizon)
+                .filter(|_| !self.reach.dirty),
+            self.replication.store.next_tombstone_expiry(),
+        ];
+        for due in gc.into_iter().flatten() {
             at = at.min(due);
         }
         at

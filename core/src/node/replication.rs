@@ -214,7 +214,7 @@ impl Replication {
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + io.jittered(self.cfg.anti_entropy_interval);
             if let Some(peer) = pick_peer(io) {
-                let buckets = self.store.summary(summary_size(self.store.len()));
+                let buckets = self.store.summary(summary_size(self.store.in_use()));
                 let complete = self.complete;
                 io.send(peer.addr, Message::Summary { buckets, complete });
             }
@@ -256,6 +256,10 @@ impl Replication {
             }
             Applied::Full => {
                 io.counters.records_rejected_full += 1;
+                Offered::Ignored
+            }
+            Applied::Tombstoned => {
+                io.counters.records_tombstoned += 1;
                 Offered::Ignored
             }
         }

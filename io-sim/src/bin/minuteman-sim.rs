@@ -181,6 +181,14 @@ struct MembershipArgs {
     /// realistic network, on top of its background loss of 1e-4).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Host churn from --crash-at on: this many hosts per simulated minute leave for good
+    /// (a crash, never restarted), and as many new hosts join with new addresses.
+    #[arg(long, default_value_t = 0.0)]
+    churn_hosts: f64,
+    /// Every node's records.gc_horizon: how long a node stays unreachable before its
+    /// record is collected (default: the core's, 10 minutes).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    gc_horizon: Option<Duration>,
     #[command(flatten)]
     conditions: ConditionArgs,
     /// Print one JSON object instead of the table (and no progress on stderr).
@@ -404,8 +412,16 @@ fn membership(args: MembershipArgs) -> ExitCode {
         duration: args.duration,
         seed: args.seed,
         loss: args.loss,
+        churn_hosts_per_min: args.churn_hosts,
+        gc_horizon: args.gc_horizon,
         ..MembershipRun::default()
     };
+    if !(args.churn_hosts >= 0.0 && args.churn_hosts.is_finite())
+        || args.gc_horizon.is_some_and(|h| h.is_zero())
+    {
+        eprintln!("error: --churn-hosts must be finite and at least 0, --gc-horizon above 0");
+        return ExitCode::from(2);
+    }
     print_run(
         args.json,
         run.seed,
