@@ -155,8 +155,11 @@ pub struct Counters {
     /// collected record; see [`crate::records`]).
     pub records_tombstoned: u64,
     /// Records (slots) collected after their origin stayed unreachable for
-    /// `records.gc_horizon`.
+    /// `records.gc_horizon` (here, or at a peer: see `records_collected_by_peer`).
     pub records_collected: u64,
+    /// Of those, records collected because a peer had collected them (a COLLECTED message)
+    /// and this node did not reach their origin either.
+    pub records_collected_by_peer: u64,
     /// Outputs dropped because the queue was full.
     pub outputs_dropped: u64,
     /// Local service sets refused for exceeding the record bounds.
@@ -179,7 +182,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 30] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 31] {
         [
             (
                 "stale_replies",
@@ -282,6 +285,11 @@ impl Counters {
                 "records_collected",
                 "Records of nodes unreachable for the GC horizon, removed",
                 self.records_collected,
+            ),
+            (
+                "records_collected_by_peer",
+                "Records removed because a peer had collected them and their node is unreachable",
+                self.records_collected_by_peer,
             ),
             (
                 "outputs_dropped",

@@ -24,7 +24,10 @@
 //!
 //! Freeing a held record leaves a tombstone `(addr, epoch, seq)`: a record of that address
 //! whose version is not newer is refused ([`Applied::Tombstoned`], counted), and a digest
-//! entry it covers does not make this node ask for it. A strictly newer version (the host
+//! entry it covers does not make this node ask for it. Both are answered with COLLECTED
+//! ([`RecordStore::collected_in`]): a peer that still holds such a version and does not
+//! reach its origin collects it too, so a node that first heard of a dead host late (it
+//! joined after the host left) does not keep it for a horizon of its own. A strictly newer version (the host
 //! published again, or restarted under a new epoch) replaces the tombstone and the address
 //! is back. Tombstones expire `until` the time the caller gives (one more horizon), and at
 //! most `max_slots` are kept (the oldest goes first). A late copy that arrives after its
@@ -765,6 +768,22 @@ impl RecordStore {
             .filter(|r| inside(&r.origin.addr))
             .collect();
         (missing, newer)
+    }
+
+    /// The tombstones (as digest lines) that cover lines of a peer's digest: versions the
+    /// peer still holds of records this store collected.
+    pub fn collected_in(&self, theirs: &[DigestEntry]) -> Vec<DigestEntry> {
+        theirs
+            .iter()
+            .filter_map(|e| {
+                let tomb = self.tombstones.get(&e.addr)?;
+                tomb.covers((e.epoch, e.seq)).then_some(DigestEntry {
+                    addr: e.addr,
+                    epoch: tomb.epoch,
+                    seq: tomb.seq,
+                })
+            })
+            .collect()
     }
 
     /// Compares a peer's digest with this store: the records the peer lacks (held here in a

@@ -131,6 +131,10 @@ pub enum Message {
     /// The sender got records of `addrs` whose services came as a delta it cannot apply
     /// (it lacks the version the delta starts from): send them in full.
     Want { addrs: Vec<SocketAddr> },
+    /// The sender collected these versions (and older) of records of hosts it has not
+    /// reached for a whole `gc_horizon` (its tombstones): a receiver that still holds one
+    /// and does not reach it either collects it too.
+    Collected { entries: Vec<DigestEntry> },
 }
 
 impl Message {
@@ -156,10 +160,11 @@ impl Message {
             Message::Summary { .. } => 11,
             Message::DigestPart { .. } => 12,
             Message::Want { .. } => 13,
+            Message::Collected { .. } => 14,
         }
     }
 
-    pub const KINDS: usize = 14;
+    pub const KINDS: usize = 15;
 
     /// The name of each kind, by [`Message::kind_index`] (as [`Message::kind`] spells it).
     pub const KIND_NAMES: [&'static str; Message::KINDS] = [
@@ -177,6 +182,7 @@ impl Message {
         "summary",
         "digest_part",
         "want",
+        "collected",
     ];
 }
 
@@ -341,7 +347,9 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             }
             Ok(())
         }
-        Message::Digest { entries, .. } | Message::DigestPart { entries, .. }
+        Message::Digest { entries, .. }
+        | Message::DigestPart { entries, .. }
+        | Message::Collected { entries }
             if entries.len() > limits.max_digest_entries =>
         {
             Err(DecodeError::OverLimit("digest entries"))

@@ -96,7 +96,7 @@ fn small_or_any(u: &mut Unstructured) -> Result<u64> {
 }
 
 fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
-    Ok(match u.int_in_range(0..=11)? {
+    Ok(match u.int_in_range(0..=12)? {
         0 => Message::Join,
         1 => Message::ForwardJoin {
             joiner: id(u)?,
@@ -166,6 +166,17 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                 .collect::<Result<_>>()?;
             Message::Records { records }
         }
+        11 => Message::Collected {
+            entries: (0..u.int_in_range(0..=4)?)
+                .map(|_| {
+                    Ok(DigestEntry {
+                        addr: addr(u.arbitrary()?),
+                        epoch: u.int_in_range(0..=4)?,
+                        seq: small_or_any(u)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        },
         10 => Message::Want {
             addrs: (0..u.int_in_range(0..=4)?)
                 .map(|_| Ok(addr(u.arbitrary()?)))

@@ -566,6 +566,7 @@ impl Node {
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
             Message::Records { records } => self.on_records(now, from, records),
             Message::Want { addrs } => self.replication.on_want(io, from, &addrs),
+            Message::Collected { entries } => self.on_collected(now, &entries),
             Message::Summary { buckets, complete } => {
                 // Equal summaries: this node holds exactly what the peer holds.
                 let differ = self.replication.on_summary(io, from, &buckets);
@@ -686,7 +687,7 @@ impl Node {
                 self.advance_incarnation(now, own.0);
             }
         }
-        let mut wanted = Vec::new();
+        let (mut wanted, mut collected) = (Vec::new(), Vec::new());
         for record in records {
             let addr = record.origin.addr;
             // A delta that changes the services is applied in place when the store's set
@@ -717,14 +718,16 @@ impl Node {
                     );
                     fresh.push(record);
                 }
-                offered @ (Offered::Gap | Offered::Ignored) => {
+                offered => {
                     if in_place {
                         if let Some(held) = self.replication.store.get(&addr) {
                             self.data.desired.reattach(addr, held.services.clone());
                         }
                     }
-                    if matches!(offered, Offered::Gap) && !wanted.contains(&addr) {
-                        wanted.push(addr);
+                    match offered {
+                        Offered::Gap if !wanted.contains(&addr) => wanted.push(addr),
+                        Offered::Collected(line) => collected.push(line),
+                        _ => {}
                     }
                 }
             }
@@ -732,6 +735,8 @@ impl Node {
         if !wanted.is_empty() {
             self.io.send(from.addr, Message::Want { addrs: wanted });
         }
+        self.replication
+            .send_collected(&mut self.io, from.addr, collected);
         if fresh.is_empty() {
             return;
         }
@@ -877,15 +882,41 @@ impl Node {
             return;
         }
         for slot in self.reach.graph.collectable(now, horizon) {
-            if slot == self.replication.self_slot {
+            self.collect_slot(now, slot);
+        }
+    }
+
+    /// Frees `slot` (never the own one): a tombstone for one horizon, its origin out of the
+    /// desired state, a new search.
+    fn collect_slot(&mut self, now: Time, slot: u32) {
+        if slot == self.replication.self_slot {
+            return;
+        }
+        let store = &mut self.replication.store;
+        let addr = store.slots()[slot as usize].addr;
+        store.free(slot, now + self.cfg.records.gc_horizon);
+        self.reach.graph.release(slot);
+        self.data.desired.remove_origin(addr);
+        self.io.counters.records_collected += 1;
+        self.reach.dirty = true;
+    }
+
+    /// A peer collected these records: collect those held here in that version or older
+    /// whose origin this node does not reach either. A late joiner learns so that a host
+    /// is gone instead of counting a horizon of its own from when it first heard of it.
+    fn on_collected(&mut self, now: Time, entries: &[DigestEntry]) {
+        for entry in entries {
+            let store = &self.replication.store;
+            let Some(held) = store.get(&entry.addr) else {
+                continue;
+            };
+            let covered = held.version() <= (entry.epoch, entry.seq);
+            if !covered || self.reach.graph.is_reachable(store, &held.origin) {
                 continue;
             }
-            let addr = store.slots()[slot as usize].addr;
-            store.free(slot, now + horizon);
-            self.reach.graph.release(slot);
-            self.data.desired.remove_origin(addr);
-            self.io.counters.records_collected += 1;
-            self.reach.dirty = true;
+            let slot = store.slot_of(&entry.addr).expect("held");
+            self.io.counters.records_collected_by_peer += 1;
+            self.collect_slot(now, slot);
         }
     }
 

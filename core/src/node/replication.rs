@@ -41,6 +41,9 @@ pub(crate) enum Offered {
     /// Newer, but its services delta starts from a version not held here: ask the sender
     /// for it in full. Counted.
     Gap,
+    /// A tombstone covers it (this node collected that record): tell the sender, with
+    /// this line. Counted.
+    Collected(DigestEntry),
     /// Ignored (own, too large, invalid, stale or no room), and counted.
     Ignored,
 }
@@ -260,8 +263,28 @@ impl Replication {
             }
             Applied::Tombstoned => {
                 io.counters.records_tombstoned += 1;
-                Offered::Ignored
+                let addr = record.origin.addr;
+                match self.store.tombstone(&addr) {
+                    Some(tomb) => Offered::Collected(DigestEntry {
+                        addr,
+                        epoch: tomb.epoch,
+                        seq: tomb.seq,
+                    }),
+                    None => Offered::Ignored,
+                }
             }
+        }
+    }
+
+    /// Tells `addr` which records it still holds were collected here (nothing if none).
+    pub(crate) fn send_collected(&self, io: &mut Io, addr: SocketAddr, entries: Vec<DigestEntry>) {
+        for chunk in entries.chunks(self.limits.max_digest_entries.max(1)) {
+            io.send(
+                addr,
+                Message::Collected {
+                    entries: chunk.to_vec(),
+                },
+            );
         }
     }
 
@@ -287,6 +310,7 @@ impl Replication {
     ) -> bool {
         let (missing, they_have_newer) = self.store.reconcile(entries);
         self.send_records(io, from.addr, missing);
+        self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
             let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
             send_digest(io, &self.store, chunk, from.addr, true, complete);
@@ -328,6 +352,7 @@ impl Replication {
     ) -> bool {
         let (missing, they_have_newer) = self.store.reconcile_within(entries, of, &buckets);
         self.send_records(io, from.addr, missing);
+        self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
             self.send_digest_part(io, from.addr, of, buckets, true);
         }
