@@ -150,6 +150,14 @@ pub struct AgentArgs {
     #[serde(default, deserialize_with = "de_duration_opt")]
     pub reconcile_interval: Option<Duration>,
 
+    /// How long a host may stay unreachable before every agent forgets it: its record,
+    /// its backends and the named-VIP addresses only it used. A late copy of a forgotten
+    /// record is refused for as long again; a host that comes back is taken back at once.
+    /// [default: 10m]
+    #[arg(long, env = "MINUTEMAN_GC_HORIZON", value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    pub gc_horizon: Option<Duration>,
+
     /// The HTTP API (`/v1/vips`, `/v1/members`, `/v1/state`, `/metrics`, `/healthz`).
     /// [default: 127.0.0.1:61421]
     #[arg(long, env = "MINUTEMAN_API_LISTEN", value_name = "IP:PORT")]
@@ -197,6 +205,7 @@ pub struct AgentConfig {
     pub dataplane: DataPlaneKind,
     pub nft_table: String,
     pub reconcile_interval: Duration,
+    pub gc_horizon: Duration,
     pub api_listen: SocketAddr,
     pub state_dir: PathBuf,
     pub auth: FrameAuth,
@@ -307,6 +316,7 @@ impl AgentArgs {
             dataplane,
             nft_table,
             reconcile_interval,
+            gc_horizon,
             api_listen,
             state_dir,
             cluster_key_file,
@@ -432,6 +442,11 @@ impl AgentConfig {
             reconcile_interval: positive(
                 "--reconcile-interval",
                 a.reconcile_interval.unwrap_or(Duration::from_secs(10)),
+            )?,
+            gc_horizon: positive(
+                "--gc-horizon",
+                a.gc_horizon
+                    .unwrap_or(minuteman_core::RecordsConfig::default().gc_horizon),
             )?,
             api_listen: a
                 .api_listen
@@ -612,6 +627,7 @@ mod tests {
             listen = "10.0.0.5"
             contact = ["10.0.0.6", "10.0.0.7:9000"]
             mesos-poll-interval = "500ms"
+            gc-horizon = "2m"
             dataplane = "none"
             insecure = true
             "#,
@@ -625,7 +641,19 @@ mod tests {
         assert_eq!(cfg.listen, "10.0.0.5:61420".parse().unwrap());
         assert_eq!(cfg.contacts.len(), 2);
         assert_eq!(cfg.mesos_poll_interval, Duration::from_millis(500));
+        assert_eq!(cfg.gc_horizon, Duration::from_secs(120));
         assert_eq!(cfg.dataplane, DataPlaneKind::Nftables, "the flag wins");
+        let zero = AgentArgs {
+            gc_horizon: Some(Duration::ZERO),
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            ..insecure()
+        };
+        assert!(matches!(
+            AgentConfig::from_args(zero),
+            Err(ConfigError::ZeroDuration {
+                option: "--gc-horizon"
+            })
+        ));
         assert!(
             toml::from_str::<AgentArgs>("lisen = \"10.0.0.5\"").is_err(),
             "typos are errors"

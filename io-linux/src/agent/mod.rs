@@ -171,7 +171,8 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
 
     let origin = Instant::now();
     let seed: u64 = rand::random();
-    let core_cfg = Config::new(me, cfg.contacts.clone(), seed, cfg.auth.clone());
+    let mut core_cfg = Config::new(me, cfg.contacts.clone(), seed, cfg.auth.clone());
+    core_cfg.records.gc_horizon = cfg.gc_horizon;
     let mut node = Node::new(core_cfg, Time::ZERO).map_err(|e| StartError::Core(e.to_string()))?;
     node.resync_kernel(Time::ZERO, adopted.clone());
     if let Some(saved) = &saved {
