@@ -501,3 +501,54 @@ fn coalesced_additions_publish_fewer_versions_during_a_join() {
         );
     }
 }
+
+/// New links between nodes whose views are complete start with store summaries, not full
+/// digests: after five of forty nodes crash in a settled cluster, the survivors open
+/// replacement links and send no DIGEST at all (a full digest is one line per node).
+#[test]
+fn new_links_between_complete_nodes_send_summaries_not_digests() {
+    let digest = minuteman_core::Message::KIND_NAMES
+        .iter()
+        .position(|k| *k == "digest")
+        .expect("a digest kind");
+    for seed in seeds(1..=3) {
+        let replay = replay_test(
+            "new_links_between_complete_nodes_send_summaries_not_digests",
+            seed,
+        );
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
+        run_checked(&mut sim, ms(5_000), Duration::from_millis(100), &replay);
+        check(
+            sim.alive()
+                .all(|i| sim.node(i).is_some_and(|n| n.view_complete())),
+            "every view complete before the crash",
+            &replay,
+        );
+        let totals = |sim: &Simulation| {
+            sim.alive()
+                .filter_map(|i| sim.node(i))
+                .map(|n| (n.counters().links_up, n.counters().messages_out[digest]))
+                .fold((0, 0), |(l, d), (a, b)| (l + a, d + b))
+        };
+        let victims = sim.sample_nodes(5);
+        sim.crash_batch(&victims);
+        let before = totals(&sim);
+        run_checked(&mut sim, ms(8_000), Duration::from_millis(100), &replay);
+        let after = totals(&sim);
+        check(
+            after.0 > before.0,
+            format!("seed {seed}: no new link after the crash"),
+            &replay,
+        );
+        check(
+            after.1 == before.1,
+            format!(
+                "seed {seed}: {} full digests on {} new links between complete nodes",
+                after.1 - before.1,
+                after.0 - before.0
+            ),
+            &replay,
+        );
+        check(all_reach_all(&sim), "survivors reach each other", &replay);
+    }
+}

@@ -587,7 +587,7 @@ impl Node {
                     let of = usize::from(of);
                     let newer = self
                         .replication
-                        .on_digest_part(io, from, of, buckets, &entries, reply);
+                        .on_digest_part(now, io, from, of, buckets, &entries, reply, complete);
                     self.caught_up_with(complete, !newer);
                 }
             }
@@ -600,7 +600,9 @@ impl Node {
                     self.advance_incarnation(now, epoch);
                 } else {
                     let io = &mut self.io;
-                    let newer = self.replication.on_digest(io, from, &entries, reply);
+                    let newer = self
+                        .replication
+                        .on_digest(now, io, from, &entries, reply, complete);
                     self.caught_up_with(complete, !newer);
                 }
             }

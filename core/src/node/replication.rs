@@ -75,13 +75,42 @@ pub(crate) struct Replication {
     pub(crate) complete: bool,
     /// When the view counts as complete anyway (set at the first link).
     pub(crate) complete_at: Option<Time>,
-    /// When each address last got a digest line telling it that it is stale (bounded by
-    /// `MAX_STALE_REPLIES`, the oldest forgotten first).
-    stale_replies: BTreeMap<SocketAddr, Time>,
+    /// When each address last got a digest line telling it that it is stale.
+    stale_replies: PerPeerLimit,
+    /// When each incomplete peer last got a closing summary after an exchange.
+    closing_summaries: PerPeerLimit,
 }
 
-/// Most addresses remembered for rate-limiting stale-incarnation replies.
-const MAX_STALE_REPLIES: usize = 256;
+/// Most addresses a [`PerPeerLimit`] remembers.
+const MAX_LIMITED_PEERS: usize = 256;
+
+/// "At most once per interval per address", remembering at most [`MAX_LIMITED_PEERS`]
+/// addresses (the one sent to longest ago is forgotten first).
+#[derive(Default)]
+struct PerPeerLimit {
+    last: BTreeMap<SocketAddr, Time>,
+}
+
+impl PerPeerLimit {
+    /// Whether `addr` may be sent to at `now`; if so, it is noted as sent.
+    fn allow(&mut self, now: Time, addr: SocketAddr, interval: std::time::Duration) -> bool {
+        if self.last.get(&addr).is_some_and(|&t| now < t + interval) {
+            return false;
+        }
+        if self.last.len() >= MAX_LIMITED_PEERS && !self.last.contains_key(&addr) {
+            let oldest = self
+                .last
+                .iter()
+                .min_by_key(|(addr, t)| (**t, **addr))
+                .map(|(addr, _)| *addr);
+            if let Some(oldest) = oldest {
+                self.last.remove(&oldest);
+            }
+        }
+        self.last.insert(addr, now);
+        true
+    }
+}
 
 impl Replication {
     pub(crate) fn new(
@@ -110,7 +139,8 @@ impl Replication {
             flood_queue: BTreeMap::new(),
             flush_at: None,
             next_anti_entropy,
-            stale_replies: BTreeMap::new(),
+            stale_replies: PerPeerLimit::default(),
+            closing_summaries: PerPeerLimit::default(),
             complete: false,
             complete_at: None,
         }
@@ -140,27 +170,12 @@ impl Replication {
     /// most once per anti-entropy interval per address, so that a live node that lost its
     /// state learns its old epoch and supersedes it.
     pub(crate) fn tell_stale(&mut self, now: Time, io: &mut Io, from: NodeId) {
-        let interval = self.cfg.anti_entropy_interval;
-        if self
+        if !self
             .stale_replies
-            .get(&from.addr)
-            .is_some_and(|&t| now < t + interval)
+            .allow(now, from.addr, self.cfg.anti_entropy_interval)
         {
             return;
         }
-        if self.stale_replies.len() >= MAX_STALE_REPLIES
-            && !self.stale_replies.contains_key(&from.addr)
-        {
-            let oldest = self
-                .stale_replies
-                .iter()
-                .min_by_key(|(addr, t)| (**t, **addr))
-                .map(|(addr, _)| *addr);
-            if let Some(oldest) = oldest {
-                self.stale_replies.remove(&oldest);
-            }
-        }
-        self.stale_replies.insert(from.addr, now);
         let entry = match self.store.get(&from.addr) {
             Some(r) => DigestEntry {
                 addr: from.addr,
@@ -217,9 +232,7 @@ impl Replication {
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + io.jittered(self.cfg.anti_entropy_interval);
             if let Some(peer) = pick_peer(io) {
-                let buckets = self.store.summary(summary_size(self.store.in_use()));
-                let complete = self.complete;
-                io.send(peer.addr, Message::Summary { buckets, complete });
+                self.send_summary(io, peer.addr);
             }
         }
     }
@@ -303,19 +316,52 @@ impl Replication {
     /// holds anything this node lacks.
     pub(crate) fn on_digest(
         &mut self,
+        now: Time,
         io: &mut Io,
         from: NodeId,
         entries: &[DigestEntry],
         reply: bool,
+        peer_complete: bool,
     ) -> bool {
         let (missing, they_have_newer) = self.store.reconcile(entries);
+        let sent = !missing.is_empty();
         self.send_records(io, from.addr, missing);
         self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
             let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
             send_digest(io, &self.store, chunk, from.addr, true, complete);
         }
+        self.close_exchange(now, io, from, sent, peer_complete);
         they_have_newer
+    }
+
+    /// After records sent to an incomplete peer in answer to its digest, a complete node
+    /// sends its summary on the same (ordered) link: once the peer has applied them, equal
+    /// summaries tell it that it caught up with a complete peer. At most once per
+    /// anti-entropy interval per peer, so a peer that cannot take the records (its store
+    /// is full, or it holds a tombstone) does not keep the exchange going.
+    fn close_exchange(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        to: NodeId,
+        sent: bool,
+        peer_complete: bool,
+    ) {
+        let interval = self.cfg.anti_entropy_interval;
+        if !sent
+            || peer_complete
+            || !self.complete
+            || !self.closing_summaries.allow(now, to.addr, interval)
+        {
+            return;
+        }
+        self.send_summary(io, to.addr);
+    }
+
+    /// Sends this store's summary (and whether this node's view is complete) to `addr`.
+    pub(crate) fn send_summary(&self, io: &mut Io, addr: SocketAddr) {
+        send_summary(io, &self.store, addr, self.complete);
     }
 
     /// Answers a summary: the entries of the buckets that differ from this store's, as a
@@ -341,21 +387,26 @@ impl Replication {
 
     /// Answers a DIGEST_PART like a digest, within its buckets. Returns whether `from`
     /// holds anything there this node lacks.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_digest_part(
         &mut self,
+        now: Time,
         io: &mut Io,
         from: NodeId,
         of: usize,
         buckets: Vec<u16>,
         entries: &[DigestEntry],
         reply: bool,
+        peer_complete: bool,
     ) -> bool {
         let (missing, they_have_newer) = self.store.reconcile_within(entries, of, &buckets);
+        let sent = !missing.is_empty();
         self.send_records(io, from.addr, missing);
         self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
             self.send_digest_part(io, from.addr, of, buckets, true);
         }
+        self.close_exchange(now, io, from, sent, peer_complete);
         they_have_newer
     }
 
@@ -537,6 +588,12 @@ impl Replication {
             io.send(addr, Message::Records { records: batch });
         }
     }
+}
+
+/// Sends `store`'s summary to `addr`, with whether the sender's view is `complete`.
+pub(crate) fn send_summary(io: &mut Io, store: &RecordStore, addr: SocketAddr, complete: bool) {
+    let buckets = store.summary(summary_size(store.in_use()));
+    io.send(addr, Message::Summary { buckets, complete });
 }
 
 /// Sends this store's digest to `addr`, in chunks of at most `chunk` entries.

@@ -638,10 +638,13 @@ impl Views {
         self.adjacency_changed = true;
         io.emit(Output::Event(Event::NeighborUp(id)));
         // Anti-entropy on every new link; one side starts it, and a node still catching up
-        // always does.
-        if self.me.addr < id.addr || !self.view_complete {
-            let complete = self.view_complete;
-            super::replication::send_digest(io, store, self.digest_chunk, id.addr, false, complete);
+        // always does, with its whole digest. A complete node starts with its summary: two
+        // complete stores in step exchange a few hundred bytes, not a line per node (the
+        // peer answers differing buckets with their lines).
+        if !self.view_complete {
+            super::replication::send_digest(io, store, self.digest_chunk, id.addr, false, false);
+        } else if self.me.addr < id.addr {
+            super::replication::send_summary(io, store, id.addr, true);
         }
     }
 
