@@ -5,6 +5,7 @@
 //! [`Node::poll_output`] until it yields [`Output::Timeout`]. See `DESIGN.md`.
 
 pub mod auth;
+pub mod body_diff;
 pub mod config;
 pub mod counters;
 pub mod desired;

@@ -48,6 +48,7 @@
 //!   record is covered by a tombstone;
 //! - the summary buckets are the XOR of the held versions' hashes.
 
+use crate::body_diff::BodyDiff;
 use crate::id::NodeId;
 use crate::services_delta::ServicesDelta;
 use crate::time::Time;
@@ -98,6 +99,21 @@ pub struct Record {
     /// How the services travel: `Some(d)` as the delta `d` (`d.seq == services_seq`),
     /// `None` in full.
     pub delta: Option<Arc<ServicesDelta>>,
+    /// How the body (links and agents) travels.
+    pub body_form: BodyForm,
+}
+
+/// How a record's body travels (what its sender does with it, not part of the version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyForm {
+    /// In full.
+    Full,
+    /// As its change from version `seq` of the same epoch, whose body the sender has as
+    /// `base` (the diff is computed when the record is encoded).
+    From { seq: u64, base: Arc<RecordBody> },
+    /// Decoded from a diff: `body` is empty until the store applies the diff to the
+    /// version it starts from ([`RecordStore::apply`]).
+    Unresolved(Arc<BodyDiff>),
 }
 
 impl Record {
@@ -110,6 +126,7 @@ impl Record {
             services: Arc::default(),
             services_seq: 0,
             delta: None,
+            body_form: BodyForm::Full,
         }
     }
 
@@ -118,16 +135,29 @@ impl Record {
         (self.origin.epoch, self.seq)
     }
 
-    /// The same version, sent with its services in full (answers to digests and wants).
+    /// The same version, sent in full (answers to digests and wants).
     pub fn in_full(&self) -> Record {
         Record {
             delta: None,
+            body_form: BodyForm::Full,
             ..self.clone()
         }
     }
 }
 
-/// The services of a record on the wire.
+/// The body of a record on the wire: in full, or as a diff from an earlier version.
+#[derive(Serialize)]
+enum BodyOut<'a> {
+    Full(&'a RecordBody),
+    Diff(std::borrow::Cow<'a, BodyDiff>),
+}
+
+#[derive(Deserialize)]
+enum BodyIn {
+    Full(RecordBody),
+    Diff(BodyDiff),
+}
+
 /// The services of a record on the wire: in full, as a delta, or (most versions) the
 /// version they are still at, in two bytes.
 #[derive(Serialize)]
@@ -148,7 +178,7 @@ enum ServicesIn {
 struct RecordOut<'a> {
     origin: NodeId,
     seq: u64,
-    body: &'a RecordBody,
+    body: BodyOut<'a>,
     services: ServicesOut<'a>,
 }
 
@@ -156,7 +186,7 @@ struct RecordOut<'a> {
 struct RecordIn {
     origin: NodeId,
     seq: u64,
-    body: RecordBody,
+    body: BodyIn,
     services: ServicesIn,
 }
 
@@ -172,10 +202,17 @@ impl Serialize for Record {
                 set: &self.services,
             },
         };
+        let body = match &self.body_form {
+            BodyForm::Full => BodyOut::Full(&self.body),
+            BodyForm::From { seq, base } => BodyOut::Diff(std::borrow::Cow::Owned(
+                BodyDiff::between(*seq, base, &self.body),
+            )),
+            BodyForm::Unresolved(diff) => BodyOut::Diff(std::borrow::Cow::Borrowed(diff)),
+        };
         RecordOut {
             origin: self.origin,
             seq: self.seq,
-            body: &self.body,
+            body,
             services,
         }
         .serialize(serializer)
@@ -194,13 +231,18 @@ impl<'de> Deserialize<'de> for Record {
                 Some(Arc::new(ServicesDelta::unchanged(seq))),
             ),
         };
+        let (body, body_form) = match wire.body {
+            BodyIn::Full(body) => (Arc::new(body), BodyForm::Full),
+            BodyIn::Diff(diff) => (Arc::default(), BodyForm::Unresolved(Arc::new(diff))),
+        };
         Ok(Record {
             origin: wire.origin,
             seq: wire.seq,
-            body: Arc::new(wire.body),
+            body,
             services,
             services_seq,
             delta,
+            body_form,
         })
     }
 }
@@ -214,11 +256,12 @@ pub enum Applied {
     },
     /// Not newer than what is held.
     Stale,
-    /// Newer, but its services came as a delta from a version this store does not hold
-    /// (ask the sender for the record in full).
+    /// Newer, but its body or services came as a change from a version this store does
+    /// not hold (ask the sender for the record in full).
     Gap,
-    /// Its services are inconsistent (`services_seq` after `seq`, a malformed delta) or
-    /// would exceed the store's backend bound once applied.
+    /// Its services or body are inconsistent (`services_seq` after `seq`, a malformed
+    /// delta, a diff that does not fit its base) or would exceed the store's backend or
+    /// neighbour bound once applied.
     Invalid,
     /// The store has no room for another address.
     Full,
@@ -278,6 +321,8 @@ pub struct RecordStore {
     max_slots: usize,
     /// Most (VIP, backend) pairs a stored record may hold.
     max_backends: usize,
+    /// Most neighbours a stored record may list.
+    max_adjacency: usize,
     /// Slots not in use (freed by [`RecordStore::free`]), reused last freed first.
     free: Vec<u32>,
     /// Per slot, whether it is on the free list.
@@ -303,6 +348,7 @@ impl RecordStore {
             buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
             max_backends: usize::MAX,
+            max_adjacency: usize::MAX,
             free: Vec::new(),
             is_free: Vec::new(),
             tombstones: FxHashMap::default(),
@@ -315,6 +361,12 @@ impl RecordStore {
     /// set past what a full record may hold).
     pub fn set_max_backends(&mut self, max: usize) {
         self.max_backends = max;
+    }
+
+    /// Bounds the neighbours of a stored record (a diff must not grow a peer's adjacency
+    /// past what a full record may list).
+    pub fn set_max_adjacency(&mut self, max: usize) {
+        self.max_adjacency = max;
     }
 
     pub(crate) fn slots(&self) -> &[Slot] {
@@ -474,6 +526,35 @@ impl RecordStore {
             return Applied::Invalid;
         }
         let same_epoch = held.filter(|h| h.origin.epoch == record.origin.epoch);
+        // The body: a diff must start at the held version (0, the empty body, if none).
+        let held_seq = same_epoch.map_or(0, |h| h.seq);
+        let held_body = same_epoch.map_or_else(Arc::default, |h| h.body.clone());
+        match &record.body_form {
+            BodyForm::Full => {}
+            BodyForm::From { seq, .. } if *seq != held_seq => return Applied::Gap,
+            BodyForm::Unresolved(diff) if diff.base != held_seq => return Applied::Gap,
+            BodyForm::From { base, .. } => {
+                // Handed over in memory (the simulator): the body is already the result
+                // of the diff, and the base the same version as the one held here.
+                debug_assert_eq!(**base, *held_body);
+            }
+            BodyForm::Unresolved(diff) => match diff.apply(&held_body) {
+                Some(body) => record.body = Arc::new(body),
+                None => return Applied::Invalid,
+            },
+        }
+        if record.body.adjacency.len() > self.max_adjacency {
+            return Applied::Invalid;
+        }
+        // Sent on as the change from the version held here, which its neighbours hold too
+        // when versions flow in order.
+        record.body_form = match same_epoch {
+            Some(_) => BodyForm::From {
+                seq: held_seq,
+                base: held_body,
+            },
+            None => BodyForm::Full,
+        };
         let held_services_seq = same_epoch.map_or(0, |h| h.services_seq);
         match record.delta.clone() {
             Some(delta) if delta.base != held_services_seq => return Applied::Gap,
@@ -988,6 +1069,59 @@ mod tests {
             b,
             "nothing changed"
         );
+    }
+
+    /// A body diff applies only on top of the version it starts from; a stored record is
+    /// sent on as its change from the version held before it.
+    #[test]
+    fn body_diffs_apply_on_their_base_only() {
+        use crate::body_diff::BodyDiff;
+        let origin = id(1, 1);
+        let mut store = RecordStore::new(16);
+        let v1 = rec(origin, 1, vec![id(2, 1), id(3, 1)]);
+        assert!(matches!(store.apply(v1.clone()), Applied::New { .. }));
+        let v2_body = RecordBody {
+            adjacency: vec![id(2, 1), id(4, 1)],
+            ..Default::default()
+        };
+        let diff = |base: u64| Record {
+            body: Arc::default(),
+            body_form: BodyForm::Unresolved(Arc::new(BodyDiff::between(base, &v1.body, &v2_body))),
+            ..rec(origin, 2, vec![])
+        };
+        assert_eq!(
+            store.apply(diff(5)),
+            Applied::Gap,
+            "starts from a version not held"
+        );
+        assert!(matches!(store.apply(diff(1)), Applied::New { .. }));
+        let stored = store.get(&origin.addr).unwrap();
+        assert_eq!(*stored.body, v2_body);
+        assert!(matches!(&stored.body_form, BodyForm::From { seq: 1, base } if **base == *v1.body));
+        // A diff that does not fit the held body is refused and changes nothing.
+        let misfit = Record {
+            body: Arc::default(),
+            body_form: BodyForm::Unresolved(Arc::new(BodyDiff {
+                base: 2,
+                removed: vec![id(9, 1)],
+                ..Default::default()
+            })),
+            ..rec(origin, 3, vec![])
+        };
+        assert_eq!(store.apply(misfit), Applied::Invalid);
+        assert_eq!(store.get(&origin.addr).unwrap().seq, 2);
+        // Past the neighbour bound once applied.
+        store.set_max_adjacency(2);
+        let grows = Record {
+            body: Arc::default(),
+            body_form: BodyForm::Unresolved(Arc::new(BodyDiff {
+                base: 2,
+                added: vec![id(5, 1)],
+                ..Default::default()
+            })),
+            ..rec(origin, 3, vec![])
+        };
+        assert_eq!(store.apply(grows), Applied::Invalid);
     }
 
     #[test]

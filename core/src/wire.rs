@@ -21,8 +21,8 @@
 use crate::auth::{self, AuthError, FrameAuth, Verified, TAG_LEN};
 use crate::id::NodeId;
 pub use crate::records::DigestEntry;
-use crate::records::Record;
 use crate::records::SUMMARY_BUCKETS;
+use crate::records::{BodyForm, Record};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -329,10 +329,13 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             if records.len() > limits.max_records_per_message {
                 return Err(DecodeError::OverLimit("records per message"));
             }
-            if records
-                .iter()
-                .any(|r| r.body.adjacency.len() > limits.max_adjacency)
-            {
+            if records.iter().any(|r| {
+                let listed = match &r.body_form {
+                    BodyForm::Unresolved(diff) => diff.added.len().max(diff.removed.len()),
+                    _ => r.body.adjacency.len(),
+                };
+                listed > limits.max_adjacency
+            }) {
                 return Err(DecodeError::OverLimit("record adjacency"));
             }
             if records.iter().any(|r| {
@@ -340,8 +343,11 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
                     Some(delta) => delta.backend_count(),
                     None => r.services.backend_count(),
                 };
-                r.body.agents.len() > limits.max_record_backends
-                    || services > limits.max_record_backends
+                let agents = match &r.body_form {
+                    BodyForm::Unresolved(diff) => diff.agents.as_ref().map_or(0, Vec::len),
+                    _ => r.body.agents.len(),
+                };
+                agents > limits.max_record_backends || services > limits.max_record_backends
             }) {
                 return Err(DecodeError::OverLimit("record backends"));
             }
@@ -402,6 +408,49 @@ mod tests {
         let frame = encode(&env, &limits).unwrap();
         assert_eq!(frame.len(), encoded_len(&env));
         assert_eq!(decode(&frame, &limits).unwrap(), env);
+    }
+
+    /// A record whose body travels as a change from an earlier version decodes as that
+    /// diff (resolved by the store), and one changed neighbour costs less than the list.
+    #[test]
+    fn a_body_diff_carries_only_the_change() {
+        use crate::body_diff::BodyDiff;
+        let base = Arc::new(RecordBody {
+            adjacency: (1..=6).map(|p| id(p, 7)).collect(),
+            ..Default::default()
+        });
+        let mut next = (*base).clone();
+        next.adjacency[5] = id(9, 7);
+        let full = Record::new(id(2, 4), 9, next.clone());
+        let as_diff = Record {
+            body_form: BodyForm::From {
+                seq: 8,
+                base: base.clone(),
+            },
+            ..full.clone()
+        };
+        let env = |r: &Record| Envelope {
+            from: id(1, 3),
+            msg: Message::Records {
+                records: vec![r.clone()],
+            },
+        };
+        let limits = Limits::default();
+        let decoded = decode(&encode(&env(&as_diff), &limits).unwrap(), &limits).unwrap();
+        let Message::Records { records } = decoded.msg else {
+            panic!("records");
+        };
+        let expected = BodyDiff::between(8, &base, &next);
+        assert_eq!(
+            records[0].body_form,
+            BodyForm::Unresolved(Arc::new(expected))
+        );
+        assert!(
+            records[0].body.adjacency.is_empty(),
+            "resolved by the store"
+        );
+        let (full_len, diff_len) = (encoded_len(&env(&full)), encoded_len(&env(&as_diff)));
+        assert!(diff_len + 20 < full_len, "{diff_len} vs {full_len}");
     }
 
     /// A record with a services delta travels as the delta alone: it decodes with the

@@ -10,7 +10,9 @@
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use minuteman_core::auth::FrameAuth;
+use minuteman_core::body_diff::BodyDiff;
 use minuteman_core::node::InputError;
+use minuteman_core::records::BodyForm;
 use minuteman_core::services_delta::ServicesDelta;
 use minuteman_core::wire::{self, DigestEntry, Priority};
 use minuteman_core::{
@@ -156,10 +158,22 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                     } else {
                         None
                     };
+                    // The body in full, or as a diff from an arbitrary base.
+                    let body_form = if u.arbitrary()? {
+                        BodyForm::Unresolved(Arc::new(BodyDiff {
+                            base: small_or_any(u)?,
+                            added: ids(u)?,
+                            removed: ids(u)?,
+                            agents: None,
+                        }))
+                    } else {
+                        BodyForm::Full
+                    };
                     Ok(Record {
                         services: Arc::new(set),
                         services_seq,
                         delta,
+                        body_form,
                         ..record
                     })
                 })

@@ -21,7 +21,9 @@
 use super::io::Io;
 use crate::config::RecordsConfig;
 use crate::id::NodeId;
-use crate::records::{summary_size, Applied, DigestEntry, Record, RecordBody, RecordStore};
+use crate::records::{
+    summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
+};
 use crate::services_delta::ServicesDelta;
 use crate::time::Time;
 use crate::vip::VipSet;
@@ -121,6 +123,7 @@ impl Replication {
     ) -> Replication {
         let mut store = RecordStore::new(cfg.max_records);
         store.set_max_backends(limits.max_record_backends);
+        store.set_max_adjacency(limits.max_adjacency);
         let self_slot = store
             .intern(me)
             .expect("an empty store has room for its own node");
@@ -490,6 +493,14 @@ impl Replication {
                 delta
             }
         };
+        // The links travel as their change from the previous version of this epoch.
+        let body_form = match self.store.get(&self.me.addr) {
+            Some(previous) if previous.origin == self.me => BodyForm::From {
+                seq: previous.seq,
+                base: previous.body.clone(),
+            },
+            _ => BodyForm::Full,
+        };
         let record = Record {
             origin: self.me,
             seq: self.own_seq,
@@ -500,6 +511,7 @@ impl Replication {
             services: services.clone(),
             services_seq: self.own_services_seq,
             delta: Some(Arc::new(delta)),
+            body_form,
         };
         // Stored in full: the store keeps the published set itself (a delta would be
         // resolved against the previous one).
@@ -531,8 +543,17 @@ impl Replication {
                         (Some(first), Some(then)) => first.then(then).map(Arc::new),
                         _ => None,
                     };
+                    // The body as its change from where the queued one started.
+                    let body_form = match (&queued.body_form, &record.body_form) {
+                        (BodyForm::From { seq, base }, BodyForm::From { .. }) => BodyForm::From {
+                            seq: *seq,
+                            base: base.clone(),
+                        },
+                        _ => BodyForm::Full,
+                    };
                     *queued = Record {
                         delta,
+                        body_form,
                         ..record.clone()
                     };
                 }
