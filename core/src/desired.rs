@@ -85,26 +85,16 @@ impl DesiredState {
 
     /// Records what `origin` reports now. A new origin starts unreachable.
     pub fn set_origin(&mut self, origin: SocketAddr, services: Arc<VipSet>) {
-        let (old, reachable) = match self.origins.get(&origin) {
+        let old = match self.origins.get(&origin) {
             Some(o) if Arc::ptr_eq(&o.services, &services) => return,
-            Some(o) => (o.services.clone(), o.reachable),
-            None => (Arc::new(VipSet::new()), false),
+            Some(o) => o.services.clone(),
+            None => Arc::new(VipSet::new()),
         };
-        for (vip, was, is) in changed_vips(&old, &services) {
-            match (was.is_some(), is.is_some()) {
-                (false, true) => self.add_vip_origin(vip, origin),
-                (true, false) => self.remove_vip_origin(vip, origin),
-                _ => {}
-            }
-            self.dirty.insert(vip.clone());
-        }
-        self.origins.insert(
-            origin,
-            Origin {
-                services,
-                reachable,
-            },
-        );
+        let changed: Vec<Vip> = changed_vips(&old, &services)
+            .into_iter()
+            .map(|(vip, _, _)| vip.clone())
+            .collect();
+        self.set_origin_changes(origin, services, &changed);
     }
 
     /// Records what `origin` reports now, knowing that only the VIPs in `changed` differ

@@ -410,6 +410,28 @@ mod tests {
         assert_eq!(decode(&frame, &limits).unwrap(), env);
     }
 
+    /// One record in a RECORDS envelope.
+    fn env(record: &Record) -> Envelope {
+        Envelope {
+            from: id(1, 3),
+            msg: Message::Records {
+                records: vec![record.clone()],
+            },
+        }
+    }
+
+    /// `record` as a peer decodes it.
+    fn through_the_wire(record: &Record) -> Record {
+        let limits = Limits::default();
+        match decode(&encode(&env(record), &limits).unwrap(), &limits)
+            .unwrap()
+            .msg
+        {
+            Message::Records { mut records } => records.remove(0),
+            other => panic!("records, not {other:?}"),
+        }
+    }
+
     /// A record whose body travels as a change from an earlier version decodes as that
     /// diff (resolved by the store), and one changed neighbour costs less than the list.
     #[test]
@@ -429,26 +451,10 @@ mod tests {
             },
             ..full.clone()
         };
-        let env = |r: &Record| Envelope {
-            from: id(1, 3),
-            msg: Message::Records {
-                records: vec![r.clone()],
-            },
-        };
-        let limits = Limits::default();
-        let decoded = decode(&encode(&env(&as_diff), &limits).unwrap(), &limits).unwrap();
-        let Message::Records { records } = decoded.msg else {
-            panic!("records");
-        };
+        let decoded = through_the_wire(&as_diff);
         let expected = BodyDiff::between(8, &base, &next);
-        assert_eq!(
-            records[0].body_form,
-            BodyForm::Unresolved(Arc::new(expected))
-        );
-        assert!(
-            records[0].body.adjacency.is_empty(),
-            "resolved by the store"
-        );
+        assert_eq!(decoded.body_form, BodyForm::Unresolved(Arc::new(expected)));
+        assert!(decoded.body.adjacency.is_empty(), "resolved by the store");
         let (full_len, diff_len) = (encoded_len(&env(&full)), encoded_len(&env(&as_diff)));
         assert!(diff_len + 20 < full_len, "{diff_len} vs {full_len}");
     }
@@ -489,38 +495,21 @@ mod tests {
             delta: Some(Arc::new(delta.clone())),
             ..full.clone()
         };
-        let env = |r: &Record| Envelope {
-            from: id(1, 3),
-            msg: Message::Records {
-                records: vec![r.clone()],
-            },
-        };
-        let limits = Limits::default();
-        assert_eq!(
-            decode(&encode(&env(&full), &limits).unwrap(), &limits).unwrap(),
-            env(&full)
-        );
-        let decoded = decode(&encode(&env(&as_delta), &limits).unwrap(), &limits).unwrap();
-        let Message::Records { records } = decoded.msg else {
-            panic!("records");
-        };
-        assert_eq!(records[0].delta.as_deref(), Some(&delta));
+        assert_eq!(through_the_wire(&full), full);
+        let decoded = through_the_wire(&as_delta);
+        assert_eq!(decoded.delta.as_deref(), Some(&delta));
         assert!(
-            records[0].services.is_empty(),
+            decoded.services.is_empty(),
             "resolved by the store, not the wire"
         );
-        assert_eq!(records[0].services_seq, 9);
+        assert_eq!(decoded.services_seq, 9);
         // Unchanged services (most versions) cost a tag and their version number.
         let unchanged = Record {
             delta: Some(Arc::new(ServicesDelta::unchanged(9))),
             ..full.clone()
         };
-        let decoded = decode(&encode(&env(&unchanged), &limits).unwrap(), &limits).unwrap();
-        let Message::Records { records } = decoded.msg else {
-            panic!("records");
-        };
         assert_eq!(
-            records[0].delta.as_deref(),
+            through_the_wire(&unchanged).delta.as_deref(),
             Some(&ServicesDelta::unchanged(9))
         );
         let bare = Record::new(id(2, 4), 9, RecordBody::default());

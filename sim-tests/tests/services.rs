@@ -207,6 +207,23 @@ fn a_restarted_host_comes_back_empty_and_every_kernel_follows() {
     }
 }
 
+/// Every live kernel holds `dest` once, with weight 0.
+fn drained_everywhere(sim: &Simulation, dest: SocketAddr, replay: &str) {
+    let world = sim.world.as_ref().unwrap();
+    for i in sim.alive() {
+        let weights: Vec<u32> = world.kernels[i]
+            .services
+            .values()
+            .filter_map(|d| d.get(&dest).copied())
+            .collect();
+        check(
+            weights == vec![0],
+            format!("node {i}: {dest} has weights {weights:?}, expected [0]"),
+            replay,
+        );
+    }
+}
+
 #[test]
 fn a_draining_task_gets_weight_zero_on_every_kernel() {
     let seed = seeds(1..=1)[0];
@@ -221,19 +238,7 @@ fn a_draining_task_gets_weight_zero_on_every_kernel() {
     task.state = TaskState::Killing;
     let dest = SocketAddr::new(IpAddr::V4(ip), task.host_port);
     run_checked_for(&mut sim, Duration::from_millis(2_500));
-    let world = sim.world.as_ref().unwrap();
-    for i in sim.alive() {
-        let weights: Vec<u32> = world.kernels[i]
-            .services
-            .values()
-            .filter_map(|d| d.get(&dest).copied())
-            .collect();
-        check(
-            weights == vec![0],
-            format!("node {i}: {dest} has weights {weights:?}, expected [0]"),
-            &replay,
-        );
-    }
+    drained_everywhere(&sim, dest, &replay);
 }
 
 #[test]
@@ -318,19 +323,7 @@ fn one_task_among_thousands_costs_bytes_in_proportion_to_the_change() {
         format!("{sent} RECORDS bytes for one change; the full record is {full} bytes"),
         &replay,
     );
-    let world = sim.world.as_ref().unwrap();
-    for i in sim.alive() {
-        let weights: Vec<u32> = world.kernels[i]
-            .services
-            .values()
-            .filter_map(|d| d.get(&dest).copied())
-            .collect();
-        check(
-            weights == vec![0],
-            format!("node {i}: {dest} has weights {weights:?}, expected [0]"),
-            &replay,
-        );
-    }
+    drained_everywhere(&sim, dest, &replay);
 }
 
 /// A record whose services delta starts from a version the receiver does not hold is not
