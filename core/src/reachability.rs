@@ -152,6 +152,14 @@ impl Reachability {
         self.down_since.get(slot as usize).copied().flatten()
     }
 
+    /// Whether `slot` may be collected on a peer's word now: it is not reported reachable
+    /// (it has a `down_since`) and nothing is held back (the same rule as
+    /// [`Reachability::collectable`] without the horizon). Call only with the search up to
+    /// date.
+    pub fn is_down(&self, slot: u32) -> bool {
+        !self.holding && self.down_since(slot).is_some()
+    }
+
     /// When the next slot becomes collectable for `horizon` (`None` while holding or with
     /// nothing down).
     pub fn next_collectable(&self, horizon: Duration) -> Option<Time> {

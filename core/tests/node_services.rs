@@ -247,3 +247,72 @@ fn a_restarting_node_removes_nothing_until_its_view_is_complete() {
         n.check_invariants().unwrap();
     }
 }
+
+/// A peer's COLLECTED never removes a host this node reaches: here the held record is of
+/// an older incarnation (epoch 1) while the newer one (epoch 2) is reachable through a
+/// neighbour's record. Found by the `node_input` fuzz target: the node checked only that
+/// the held incarnation was unreachable, and freed the slot of a reachable host.
+#[test]
+fn a_peer_collection_never_removes_a_reachable_host() {
+    use minuteman_core::records::RecordBody;
+    use minuteman_core::wire::DigestEntry;
+    use minuteman_core::{Envelope, Message, Record};
+    let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
+    let (me, c) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
+    let (h1, h2) = (NodeId::new(addr(3), 1), NodeId::new(addr(3), 2));
+    let cfg = Config::new(me, vec![c.addr], 7, FrameAuth::Insecure);
+    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
+    let mut at = 1;
+    // Each message, then 20 ms of timers (the search runs at most every 10 ms).
+    let mut deliver = |n: &mut Node, from: NodeId, msg: Message| {
+        at += 1;
+        n.handle_message(
+            Time::from_millis(at),
+            from.addr.ip(),
+            Envelope { from, msg },
+        )
+        .unwrap();
+        kernel_ops(n);
+        at += 20;
+        n.handle_timeout(Time::from_millis(at));
+        kernel_ops(n);
+    };
+    let record = |origin: NodeId, seq: u64, adjacency: Vec<NodeId>| {
+        Record::new(
+            origin,
+            seq,
+            RecordBody {
+                adjacency,
+                ..Default::default()
+            },
+        )
+    };
+    deliver(&mut n, c, Message::NeighborReply { accepted: true });
+    let caught_up = Message::Digest {
+        entries: Vec::new(),
+        reply: true,
+        complete: true,
+    };
+    deliver(&mut n, c, caught_up);
+    assert!(n.view_complete());
+    let records = vec![record(c, 1, vec![me, h1]), record(h1, 1, vec![c])];
+    deliver(&mut n, c, Message::Records { records });
+    assert!(n.is_reachable(&h1));
+    // The host restarted as epoch 2: it speaks first-hand, and the neighbour links to it;
+    // its new record has not arrived yet, so the held one is still epoch 1's.
+    deliver(&mut n, h2, Message::Ping { echo: 1 });
+    let records = vec![record(c, 2, vec![me, h2])];
+    deliver(&mut n, c, Message::Records { records });
+    assert!(n.is_reachable(&h2));
+    assert_eq!(n.record(&h1.addr).map(|r| r.origin), Some(h1));
+    // A peer says it collected epoch 1's record.
+    let entries = vec![DigestEntry {
+        addr: h1.addr,
+        epoch: 1,
+        seq: 1,
+    }];
+    deliver(&mut n, c, Message::Collected { entries });
+    assert_eq!(n.counters().records_collected_by_peer, 0);
+    assert!(n.is_reachable(&h2), "a reachable host was collected");
+    n.check_invariants().unwrap();
+}

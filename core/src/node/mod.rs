@@ -906,17 +906,24 @@ impl Node {
     /// A peer collected these records: collect those held here in that version or older
     /// whose origin this node does not reach either. A late joiner learns so that a host
     /// is gone instead of counting a horizon of its own from when it first heard of it.
+    ///
+    /// Only from an up-to-date search (a pending one may be about to reach it, and peers
+    /// say it again on the next exchange), and only for a slot this node reports down (not
+    /// just this incarnation: a newer one of the same address may be reachable).
     fn on_collected(&mut self, now: Time, entries: &[DigestEntry]) {
+        if self.reach.dirty {
+            return;
+        }
         for entry in entries {
             let store = &self.replication.store;
             let Some(held) = store.get(&entry.addr) else {
                 continue;
             };
+            let slot = store.slot_of(&entry.addr).expect("held");
             let covered = held.version() <= (entry.epoch, entry.seq);
-            if !covered || self.reach.graph.is_reachable(store, &held.origin) {
+            if !covered || slot == self.replication.self_slot || !self.reach.graph.is_down(slot) {
                 continue;
             }
-            let slot = store.slot_of(&entry.addr).expect("held");
             self.io.counters.records_collected_by_peer += 1;
             self.collect_slot(now, slot);
         }
