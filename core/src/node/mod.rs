@@ -734,8 +734,10 @@ impl Node {
                 }
             }
         }
-        if !wanted.is_empty() {
-            self.io.send(from.addr, Message::Want { addrs: wanted });
+        // In messages a peer accepts (a WANT is bounded like a digest).
+        for addrs in wanted.chunks(self.cfg.limits.max_digest_entries.max(1)) {
+            let addrs = addrs.to_vec();
+            self.io.send(from.addr, Message::Want { addrs });
         }
         self.replication
             .send_collected(&mut self.io, from.addr, collected);
