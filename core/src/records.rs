@@ -130,6 +130,18 @@ impl Record {
         }
     }
 
+    /// A version listing `adjacency` and nothing else (no agents, no services).
+    pub fn with_links(origin: NodeId, seq: u64, adjacency: Vec<NodeId>) -> Record {
+        Record::new(
+            origin,
+            seq,
+            RecordBody {
+                adjacency,
+                ..Default::default()
+            },
+        )
+    }
+
     /// `(epoch, seq)`: records of one address are ordered by it.
     pub fn version(&self) -> (u64, u64) {
         (self.origin.epoch, self.seq)
@@ -961,14 +973,7 @@ mod tests {
     }
 
     fn rec(origin: NodeId, seq: u64, adjacency: Vec<NodeId>) -> Record {
-        Record::new(
-            origin,
-            seq,
-            RecordBody {
-                adjacency,
-                ..Default::default()
-            },
-        )
+        Record::with_links(origin, seq, adjacency)
     }
 
     #[test]

@@ -254,7 +254,6 @@ fn a_restarting_node_removes_nothing_until_its_view_is_complete() {
 /// the held incarnation was unreachable, and freed the slot of a reachable host.
 #[test]
 fn a_peer_collection_never_removes_a_reachable_host() {
-    use minuteman_core::records::RecordBody;
     use minuteman_core::wire::DigestEntry;
     use minuteman_core::{Envelope, Message, Record};
     let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
@@ -277,16 +276,6 @@ fn a_peer_collection_never_removes_a_reachable_host() {
         n.handle_timeout(Time::from_millis(at));
         kernel_ops(n);
     };
-    let record = |origin: NodeId, seq: u64, adjacency: Vec<NodeId>| {
-        Record::new(
-            origin,
-            seq,
-            RecordBody {
-                adjacency,
-                ..Default::default()
-            },
-        )
-    };
     deliver(&mut n, c, Message::NeighborReply { accepted: true });
     let caught_up = Message::Digest {
         entries: Vec::new(),
@@ -295,13 +284,16 @@ fn a_peer_collection_never_removes_a_reachable_host() {
     };
     deliver(&mut n, c, caught_up);
     assert!(n.view_complete());
-    let records = vec![record(c, 1, vec![me, h1]), record(h1, 1, vec![c])];
+    let records = vec![
+        Record::with_links(c, 1, vec![me, h1]),
+        Record::with_links(h1, 1, vec![c]),
+    ];
     deliver(&mut n, c, Message::Records { records });
     assert!(n.is_reachable(&h1));
     // The host restarted as epoch 2: it speaks first-hand, and the neighbour links to it;
     // its new record has not arrived yet, so the held one is still epoch 1's.
     deliver(&mut n, h2, Message::Ping { echo: 1 });
-    let records = vec![record(c, 2, vec![me, h2])];
+    let records = vec![Record::with_links(c, 2, vec![me, h2])];
     deliver(&mut n, c, Message::Records { records });
     assert!(n.is_reachable(&h2));
     assert_eq!(n.record(&h1.addr).map(|r| r.origin), Some(h1));

@@ -66,16 +66,8 @@ fn record_with(
     seqs: impl Strategy<Value = u64>,
     max_adjacency: usize,
 ) -> impl Strategy<Value = Record> {
-    (ids.clone(), seqs, vec(ids, 0..=max_adjacency)).prop_map(|(origin, seq, adjacency)| {
-        Record::new(
-            origin,
-            seq,
-            RecordBody {
-                adjacency,
-                ..Default::default()
-            },
-        )
-    })
+    (ids.clone(), seqs, vec(ids, 0..=max_adjacency))
+        .prop_map(|(origin, seq, adjacency)| Record::with_links(origin, seq, adjacency))
 }
 
 fn digest_entry_with(
