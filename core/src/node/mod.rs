@@ -98,7 +98,7 @@ use dataplane::DataPlane;
 use io::Io;
 use rand::Rng;
 use reach::Reach;
-use replication::{Offered, Replication};
+use replication::{DigestScope, Offered, Replication};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -579,33 +579,17 @@ impl Node {
                 reply,
                 complete,
             } => {
-                if let Some(epoch) = self.newer_own_epoch(&entries) {
-                    self.advance_incarnation(now, epoch);
-                } else {
-                    // Nothing lacking in the buckets that differ, and the same elsewhere.
-                    let io = &mut self.io;
-                    let of = usize::from(of);
-                    let newer = self
-                        .replication
-                        .on_digest_part(now, io, from, of, buckets, &entries, reply, complete);
-                    self.caught_up_with(complete, !newer);
-                }
+                let scope = DigestScope::Within {
+                    of: usize::from(of),
+                    buckets,
+                };
+                self.on_digest(now, from, scope, &entries, reply, complete)
             }
             Message::Digest {
                 entries,
                 reply,
                 complete,
-            } => {
-                if let Some(epoch) = self.newer_own_epoch(&entries) {
-                    self.advance_incarnation(now, epoch);
-                } else {
-                    let io = &mut self.io;
-                    let newer = self
-                        .replication
-                        .on_digest(now, io, from, &entries, reply, complete);
-                    self.caught_up_with(complete, !newer);
-                }
-            }
+            } => self.on_digest(now, from, DigestScope::All, &entries, reply, complete),
         }
         self.after_input(now);
     }
@@ -749,6 +733,29 @@ impl Node {
             self.replication
                 .flood(now, record, Some(from.addr), &neighbours);
         }
+    }
+
+    /// A digest or digest part: a newer version of this node's own address makes it the
+    /// next incarnation; otherwise the exchange is answered, and a complete peer that holds
+    /// nothing this node lacks (in those buckets; the rest is equal) means it caught up.
+    fn on_digest(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        scope: DigestScope,
+        entries: &[DigestEntry],
+        reply: bool,
+        peer_complete: bool,
+    ) {
+        if let Some(epoch) = self.newer_own_epoch(entries) {
+            self.advance_incarnation(now, epoch);
+            return;
+        }
+        let io = &mut self.io;
+        let newer = self
+            .replication
+            .on_digest(now, io, from, scope, entries, reply, peer_complete);
+        self.caught_up_with(peer_complete, !newer);
     }
 
     /// The epoch under which a peer's digest lists this node's address at a newer version

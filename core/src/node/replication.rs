@@ -32,6 +32,12 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+/// What a digest covers: the whole store, or the buckets of a summary in `of` buckets.
+pub(crate) enum DigestScope {
+    All,
+    Within { of: usize, buckets: Vec<u16> },
+}
+
 /// What offering a received record to the store did.
 pub(crate) enum Offered {
     /// Stored as `record` (its services resolved); `previous` is the origin and body of
@@ -314,25 +320,41 @@ impl Replication {
         self.send_records(io, from.addr, records);
     }
 
-    /// Answers a digest: the records `from` lacks, and this node's digest if `from` holds
-    /// something newer (unless the digest was itself an answer). Returns whether `from`
-    /// holds anything this node lacks.
+    /// Answers a digest (or, `Within` a summary's buckets, a DIGEST_PART): the records
+    /// `from` lacks there, the collections it has not heard of, this node's own lines if
+    /// `from` holds something newer (unless the digest was itself an answer), and a closing
+    /// summary for an incomplete peer. Returns whether `from` holds anything this node
+    /// lacks.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_digest(
         &mut self,
         now: Time,
         io: &mut Io,
         from: NodeId,
+        scope: DigestScope,
         entries: &[DigestEntry],
         reply: bool,
         peer_complete: bool,
     ) -> bool {
-        let (missing, they_have_newer) = self.store.reconcile(entries);
+        let (missing, they_have_newer) = match &scope {
+            DigestScope::All => self.store.reconcile(entries),
+            DigestScope::Within { of, buckets } => {
+                self.store.reconcile_within(entries, *of, buckets)
+            }
+        };
         let sent = !missing.is_empty();
         self.send_records(io, from.addr, missing);
         self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
-            let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
-            send_digest(io, &self.store, chunk, from.addr, true, complete);
+            match scope {
+                DigestScope::All => {
+                    let (chunk, complete) = (self.limits.max_digest_entries, self.complete);
+                    send_digest(io, &self.store, chunk, from.addr, true, complete);
+                }
+                DigestScope::Within { of, buckets } => {
+                    self.send_digest_part(io, from.addr, of, buckets, true)
+                }
+            }
         }
         self.close_exchange(now, io, from, sent, peer_complete);
         they_have_newer
@@ -386,31 +408,6 @@ impl Replication {
         }
         self.send_digest_part(io, from.addr, of, differ, false);
         true
-    }
-
-    /// Answers a DIGEST_PART like a digest, within its buckets. Returns whether `from`
-    /// holds anything there this node lacks.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn on_digest_part(
-        &mut self,
-        now: Time,
-        io: &mut Io,
-        from: NodeId,
-        of: usize,
-        buckets: Vec<u16>,
-        entries: &[DigestEntry],
-        reply: bool,
-        peer_complete: bool,
-    ) -> bool {
-        let (missing, they_have_newer) = self.store.reconcile_within(entries, of, &buckets);
-        let sent = !missing.is_empty();
-        self.send_records(io, from.addr, missing);
-        self.send_collected(io, from.addr, self.store.collected_in(entries));
-        if they_have_newer && !reply {
-            self.send_digest_part(io, from.addr, of, buckets, true);
-        }
-        self.close_exchange(now, io, from, sent, peer_complete);
-        they_have_newer
     }
 
     fn send_digest_part(
