@@ -142,6 +142,8 @@ pub struct Counters {
     pub neighbor_timeouts: u64,
     pub records_applied: u64,
     pub records_stale: u64,
+    /// Queued flood copies dropped because that neighbour sent the same version first.
+    pub floods_cancelled: u64,
     /// Records of new nodes refused because the store is full.
     pub records_rejected_full: u64,
     /// Records whose services delta starts from a version not held (asked for in full).
@@ -182,7 +184,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 31] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 32] {
         [
             (
                 "stale_replies",
@@ -255,6 +257,11 @@ impl Counters {
                 "records_stale",
                 "Peer records older than the one held",
                 self.records_stale,
+            ),
+            (
+                "floods_cancelled",
+                "Queued flood copies dropped because that neighbour sent the version first",
+                self.floods_cancelled,
             ),
             (
                 "records_rejected_full",

@@ -676,6 +676,8 @@ impl Node {
         let (mut wanted, mut collected) = (Vec::new(), Vec::new());
         for record in records {
             let addr = record.origin.addr;
+            self.replication
+                .peer_holds(&mut self.io, &from.addr, &addr, record.version());
             // A delta that changes the services is applied in place when the store's set
             // is not shared: the desired state lets go of it first.
             let in_place = record.delta.as_ref().is_some_and(|d| !d.vips.is_empty());

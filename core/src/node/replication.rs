@@ -4,8 +4,9 @@
 //! Each node writes only its own record, versioned `(epoch, seq)`; a newer version replaces
 //! an older one (see [`crate::records`]). New versions are flooded once per version to
 //! every active neighbour but the one they came from, batched for `flood_delay` per
-//! neighbour. Anti-entropy repairs what floods missed: a full digest on every new link,
-//! and every `anti_entropy_interval` a summary (bucket hashes, about one per eight
+//! neighbour; a queued copy is dropped when that neighbour sends the same version (or a
+//! newer one) first, since the two copies would only cross (a quarter of all copies).
+//! Anti-entropy repairs what floods missed: a full digest on every new link, and every `anti_entropy_interval` a summary (bucket hashes, about one per eight
 //! records) to a random neighbour, which answers with the digest entries of the buckets
 //! that differ (DIGEST_PART), so that two stores in step exchange a few hundred bytes, not
 //! one entry per node.
@@ -562,6 +563,23 @@ impl Replication {
         }
         if self.flush_at.is_none() && !self.flood_queue.is_empty() {
             self.flush_at = Some(now + self.cfg.flood_delay);
+        }
+    }
+
+    /// `peer` holds `origin`'s version `version` (it just sent it): a queued copy of that
+    /// version or an older one would bring it nothing, so it is dropped.
+    pub(crate) fn peer_holds(
+        &mut self,
+        io: &mut Io,
+        peer: &SocketAddr,
+        origin: &SocketAddr,
+        version: (u64, u64),
+    ) {
+        if let Some(queue) = self.flood_queue.get_mut(peer) {
+            if queue.get(origin).is_some_and(|r| r.version() <= version) {
+                queue.remove(origin);
+                io.counters.floods_cancelled += 1;
+            }
         }
     }
 
