@@ -164,12 +164,13 @@ fn desired_10k(c: &mut Criterion) {
                     ..Record::new(id, seq, RecordBody::default())
                 };
                 desired.detach(id.addr);
-                assert!(matches!(store.apply(record), Applied::New { .. }));
-                let stored = store.get(&id.addr).expect("stored");
-                let changed = stored.delta.as_ref().expect("a delta");
+                let Applied::New { forward, .. } = store.apply(record) else {
+                    panic!("the delta starts at the held version");
+                };
+                let changed = forward.delta.as_ref().expect("a delta");
                 desired.set_origin_changes(
                     id.addr,
-                    stored.services.clone(),
+                    forward.services.clone(),
                     changed.vips.iter().map(|(vip, _)| vip),
                 );
                 let touched = desired.refresh();

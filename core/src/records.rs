@@ -84,7 +84,8 @@ pub struct RecordBody {
 /// They travel in full, or as `delta` from an older `services_seq` (see
 /// [`crate::services_delta`]): a decoded record with a delta holds no services until the
 /// store resolves it against the version it holds ([`RecordStore::apply`]); a stored one
-/// always holds them, and keeps the delta it came with so that it is forwarded as one.
+/// always holds them and is kept in full (no delta, no base body: memory per record stays
+/// one body), while the form to forward it in is handed back once, by the apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub origin: NodeId,
@@ -262,9 +263,13 @@ impl<'de> Deserialize<'de> for Record {
 /// Result of offering a record to the store.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Stored; `previous` is the origin and body of the version it replaced.
+    /// Stored (in full); `previous` is the origin and body of the version it replaced, and
+    /// `forward` the stored version in the form to send on: its services as the delta from
+    /// the services version held before, its body as the change from the version held
+    /// before (in full when none of that epoch was held).
     New {
         previous: Option<(NodeId, Arc<RecordBody>)>,
+        forward: Box<Record>,
     },
     /// Not newer than what is held.
     Stale,
@@ -637,12 +642,13 @@ impl RecordStore {
         self.touch(slot);
         let bucket = bucket_of(&record.origin.addr);
         self.buckets[bucket] ^= version_hash(&record.origin.addr, record.version());
-        let previous = self.slots[slot as usize].record.replace(record);
+        let previous = self.slots[slot as usize].record.replace(record.in_full());
         if let Some(p) = &previous {
             self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
         }
         Applied::New {
             previous: previous.map(|p| (p.origin, p.body)),
+            forward: Box::new(record),
         }
     }
 
@@ -979,15 +985,18 @@ mod tests {
     #[test]
     fn newer_versions_replace_older_ones_only() {
         let mut store = RecordStore::new(16);
-        assert_eq!(
+        assert!(matches!(
             store.apply(rec(id(1, 1), 2, vec![])),
-            Applied::New { previous: None }
-        );
+            Applied::New { previous: None, .. }
+        ));
         assert_eq!(store.apply(rec(id(1, 1), 2, vec![])), Applied::Stale);
         assert_eq!(store.apply(rec(id(1, 1), 1, vec![])), Applied::Stale);
         assert!(matches!(
             store.apply(rec(id(1, 2), 0, vec![])),
-            Applied::New { previous: Some(_) }
+            Applied::New {
+                previous: Some(_),
+                ..
+            }
         ));
         assert_eq!(store.apply(rec(id(1, 1), 9, vec![])), Applied::Stale);
         assert_eq!(store.known_epoch(&id(1, 0).addr), Some(2));
@@ -1099,10 +1108,17 @@ mod tests {
             Applied::Gap,
             "starts from a version not held"
         );
-        assert!(matches!(store.apply(diff(1)), Applied::New { .. }));
+        let Applied::New { forward, .. } = store.apply(diff(1)) else {
+            panic!("the diff fits the held version");
+        };
         let stored = store.get(&origin.addr).unwrap();
         assert_eq!(*stored.body, v2_body);
-        assert!(matches!(&stored.body_form, BodyForm::From { seq: 1, base } if **base == *v1.body));
+        // Kept in full; forwarded as the change from the version held before.
+        assert_eq!(stored.body_form, BodyForm::Full);
+        assert!(
+            matches!(&forward.body_form, BodyForm::From { seq: 1, base } if **base == *v1.body)
+        );
+        assert_eq!(forward.body, stored.body);
         // A diff that does not fit the held body is refused and changes nothing.
         let misfit = Record {
             body: Arc::default(),
@@ -1237,7 +1253,7 @@ mod tests {
         // b restarts under a new epoch: accepted, the tombstone is gone.
         assert!(matches!(
             store.apply(rec(id(2, 2), 1, vec![])),
-            Applied::New { previous: None }
+            Applied::New { previous: None, .. }
         ));
         assert_eq!(store.tombstones(), 0);
         store.check().unwrap();

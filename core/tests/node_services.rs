@@ -308,3 +308,89 @@ fn a_peer_collection_never_removes_a_reachable_host() {
     assert!(n.is_reachable(&h2), "a reachable host was collected");
     n.check_invariants().unwrap();
 }
+
+/// A host's agent restarted (a new epoch) and its first record lists no services yet, sent
+/// as "unchanged since version 0": the VIP backends of the old incarnation leave the
+/// desired state. (The delta names no VIP; the VIPs the old epoch served were once left as
+/// they were, and stayed in every kernel while the host stayed reachable.)
+#[test]
+fn a_new_incarnation_without_services_clears_the_old_ones() {
+    use minuteman_core::services_delta::ServicesDelta;
+    use minuteman_core::{Envelope, Message, Record, RecordBody};
+    use std::sync::Arc;
+    let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
+    let (me, c) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
+    let (h1, h2) = (NodeId::new(addr(3), 1), NodeId::new(addr(3), 2));
+    let host = h1.addr.ip();
+    let cfg = Config::new(me, vec![c.addr], 7, FrameAuth::Insecure);
+    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
+    let mut at = 1;
+    let mut deliver = |n: &mut Node, from: NodeId, msg: Message| {
+        at += 1;
+        n.handle_message(
+            Time::from_millis(at),
+            from.addr.ip(),
+            Envelope { from, msg },
+        )
+        .unwrap();
+        kernel_ops(n);
+        at += 20;
+        n.handle_timeout(Time::from_millis(at));
+        kernel_ops(n);
+    };
+    deliver(&mut n, c, Message::NeighborReply { accepted: true });
+    let caught_up = Message::Digest {
+        entries: Vec::new(),
+        reply: true,
+        complete: true,
+    };
+    deliver(&mut n, c, caught_up);
+    let mut services = VipSet::new();
+    let vip = Vip {
+        protocol: Protocol::Tcp,
+        addr: VipAddr::Ip("1.2.3.4".parse().unwrap()),
+        port: 80,
+    };
+    let backend = Backend {
+        ip: host,
+        port: 20_000,
+        agent: host,
+        weight: 1,
+    };
+    services.insert(vip, backend);
+    let body = |links: Vec<NodeId>| RecordBody {
+        adjacency: links,
+        agents: vec![host],
+    };
+    let old = Record {
+        services: Arc::new(services),
+        services_seq: 1,
+        ..Record::new(h1, 1, body(vec![c]))
+    };
+    let records = vec![Record::with_links(c, 1, vec![me, h1]), old];
+    deliver(&mut n, c, Message::Records { records });
+    let on_host = |n: &Node| {
+        n.desired_kernel()
+            .services
+            .values()
+            .flat_map(|dests| dests.keys())
+            .filter(|d| d.ip() == host)
+            .count()
+    };
+    assert_eq!(on_host(&n), 1, "the old incarnation's backend is desired");
+    // Epoch 2's first record: its services unchanged from nothing (version 0).
+    let new = Record {
+        delta: Some(Arc::new(ServicesDelta::unchanged(0))),
+        ..Record::new(h2, 1, body(vec![c]))
+    };
+    let records = vec![Record::with_links(c, 2, vec![me, h2]), new];
+    deliver(&mut n, c, Message::Records { records });
+    assert!(n.is_reachable(&h2));
+    assert_eq!(n.record(&h2.addr).map(|r| r.origin), Some(h2));
+    assert_eq!(
+        on_host(&n),
+        0,
+        "the old incarnation's backend is still desired"
+    );
+    n.check_invariants().unwrap();
+}

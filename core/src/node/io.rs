@@ -53,6 +53,16 @@ impl Io {
         self.outputs.push_back(output);
     }
 
+    /// Gives back what a burst grew the (empty) output queue to beyond a small reserve, so
+    /// that a node's memory is not its largest burst's: one answer to a joiner's digest
+    /// can queue hundreds of messages.
+    pub(crate) fn release_spare_capacity(&mut self) {
+        const RESERVE: usize = 32;
+        if self.outputs.is_empty() && self.outputs.capacity() > 4 * RESERVE {
+            self.outputs.shrink_to(RESERVE);
+        }
+    }
+
     pub(crate) fn random_duration(&mut self, max: Duration) -> Duration {
         let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
         if nanos == 0 {

@@ -614,6 +614,7 @@ impl Node {
         if let Some(output) = self.io.outputs.pop_front() {
             return output;
         }
+        self.io.release_spare_capacity();
         if let Some(ops) = self.data.poll_kernel(&mut self.io.counters) {
             return Output::Kernel(ops);
         }
@@ -686,8 +687,13 @@ impl Node {
             }
             match self.replication.offer(&mut self.io, &record) {
                 Offered::New { previous, record } => {
-                    // A delta names every VIP that changed; a full record is compared.
-                    match &record.delta {
+                    // A delta names every VIP that changed since the version held before,
+                    // of the same incarnation; otherwise (a full record, a first one, a new
+                    // epoch whose delta starts from nothing) the sets are compared.
+                    let same_epoch = previous
+                        .as_ref()
+                        .is_some_and(|(origin, _)| *origin == record.origin);
+                    match record.delta.as_ref().filter(|_| same_epoch) {
                         Some(delta) => self.data.desired.set_origin_changes(
                             addr,
                             record.services.clone(),

@@ -6,10 +6,11 @@
 //! every active neighbour but the one they came from, batched for `flood_delay` per
 //! neighbour; a queued copy is dropped when that neighbour sends the same version (or a
 //! newer one) first, since the two copies would only cross (a quarter of all copies).
-//! Anti-entropy repairs what floods missed: a full digest on every new link, and every `anti_entropy_interval` a summary (bucket hashes, about one per eight
-//! records) to a random neighbour, which answers with the digest entries of the buckets
-//! that differ (DIGEST_PART), so that two stores in step exchange a few hundred bytes, not
-//! one entry per node.
+//! Anti-entropy repairs what floods missed: a full digest on every new link, and every
+//! `anti_entropy_interval` a summary (bucket hashes, about one per eight records) to a
+//! random neighbour, which answers with the digest entries of the buckets that differ
+//! (DIGEST_PART), so that two stores in step exchange a few hundred bytes, not one entry
+//! per node.
 //!
 //! Invariants:
 //! - the own record is published at most once per `publish_interval` and only when
@@ -41,8 +42,9 @@ pub(crate) enum DigestScope {
 
 /// What offering a received record to the store did.
 pub(crate) enum Offered {
-    /// Stored as `record` (its services resolved); `previous` is the origin and body of
-    /// the version it replaced.
+    /// Stored; `record` is that version in the form to forward it in (its services
+    /// resolved, and a delta and body change from the version held before); `previous` is
+    /// the origin and body of the version it replaced.
     New {
         previous: Option<(NodeId, Arc<RecordBody>)>,
         record: Record,
@@ -259,14 +261,12 @@ impl Replication {
             return Offered::Ignored;
         }
         match self.store.apply(record.clone()) {
-            Applied::New { previous } => {
+            Applied::New { previous, forward } => {
                 io.counters.records_applied += 1;
-                let record = self
-                    .store
-                    .get(&record.origin.addr)
-                    .expect("just stored")
-                    .clone();
-                Offered::New { previous, record }
+                Offered::New {
+                    previous,
+                    record: *forward,
+                }
             }
             Applied::Stale => {
                 io.counters.records_stale += 1;
