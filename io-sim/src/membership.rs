@@ -98,7 +98,13 @@ pub struct MembershipReport {
     /// The transport's counters (`None` on the ideal network's datagrams).
     pub tcp: Option<TcpStats>,
     pub msgs_per_node_per_s: f64,
+    /// Over the whole run: the cold start (every node learns every record at least once,
+    /// a cost per node that grows with the cluster) and the crash repair included.
     pub bytes_per_node_per_s: f64,
+    /// Per live node per second from [`SETTLED_AFTER`] past the crash to the end: the
+    /// steady cost (pings, shuffles, anti-entropy) once the join and the repair are over.
+    /// `None` when that window is shorter than [`SETTLED_MIN`] or hosts churn.
+    pub settled_bytes_per_node_per_s: Option<f64>,
     /// Record versions each live node stored, on average (new versions it learnt of).
     pub record_versions_per_node: f64,
     /// Record copies received per version stored (1 is the least a broadcast can do; a
@@ -118,6 +124,12 @@ pub struct MembershipReport {
     /// Host churn, when the run has it.
     pub churn: Option<ChurnReport>,
 }
+
+/// How long after the crash the settled window of
+/// [`MembershipReport::settled_bytes_per_node_per_s`] starts.
+pub const SETTLED_AFTER: Duration = Duration::from_secs(10);
+/// The shortest settled window measured.
+pub const SETTLED_MIN: Duration = Duration::from_secs(5);
 
 /// What host churn did and what the stores held over time.
 #[derive(Clone, Debug, Serialize)]
@@ -263,6 +275,11 @@ impl MembershipRun {
         let churn = self
             .churn_period()
             .map(|period| self.run_churn(&mut sim, period, end));
+        let settled_from = (crash_at + SETTLED_AFTER).max(sim.now());
+        let settled = (churn.is_none() && settled_from + SETTLED_MIN <= end).then(|| {
+            sim.run_until(settled_from);
+            (sim.traffic.bytes_sent, sim.alive().count())
+        });
         sim.run_until(end);
         sim.finish_progress();
         let last = RecordSample::of(&sim);
@@ -301,6 +318,10 @@ impl MembershipRun {
             tcp: sim.tcp_stats().cloned(),
             msgs_per_node_per_s: sim.traffic.messages_sent as f64 / node_seconds,
             bytes_per_node_per_s: sim.traffic.bytes_sent as f64 / node_seconds,
+            settled_bytes_per_node_per_s: settled.map(|(bytes_before, live)| {
+                let seconds = end.saturating_since(settled_from).as_secs_f64();
+                (sim.traffic.bytes_sent - bytes_before) as f64 / (live.max(1) as f64 * seconds)
+            }),
             record_versions_per_node: {
                 let (applied, live) = sim.alive().fold((0u64, 0u64), |(a, n), i| {
                     (
@@ -460,9 +481,13 @@ impl MembershipReport {
             None => out += " (datagrams)\n",
         }
         out += &format!(
-            "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s\n",
+            "traffic          {:.1} msgs/node/s, {:.0} bytes/node/s",
             self.msgs_per_node_per_s, self.bytes_per_node_per_s
         );
+        match self.settled_bytes_per_node_per_s {
+            Some(b) => out += &format!(" ({b:.0} once settled)\n"),
+            None => out += "\n",
+        }
         out += &format!(
             "records          {:.1} versions stored per node, {:.2} copies received per version\n",
             self.record_versions_per_node, self.record_copies_per_version

@@ -53,6 +53,8 @@ pub struct ScaleRow {
     pub crashed: usize,
     pub msgs_per_node_per_s: f64,
     pub bytes_per_node_per_s: f64,
+    /// Once the join and the crash repair are over (see the membership report).
+    pub settled_bytes_per_node_per_s: Option<f64>,
     pub bytes_per_node_per_s_by_kind: BTreeMap<String, f64>,
     /// The simulator's model of the agents' CPU time (not a measurement).
     pub cpu_ms_per_node_per_s: f64,
@@ -169,6 +171,7 @@ fn row(
         crashed: r.crashed,
         msgs_per_node_per_s: r.msgs_per_node_per_s,
         bytes_per_node_per_s: r.bytes_per_node_per_s,
+        settled_bytes_per_node_per_s: r.settled_bytes_per_node_per_s,
         bytes_per_node_per_s_by_kind: r.bytes_per_node_per_s_by_kind.clone(),
         cpu_ms_per_node_per_s: r.cpu_ms_per_node_per_s,
         rss_end_mib: mib(rss_end),
@@ -269,9 +272,12 @@ impl ScaleReport {
             self.crash_fraction * 100.0,
             self.command
         );
-        out += "| nodes | msgs/node/s | bytes/node/s | CPU ms/node/s | RSS end (MiB) | peak RSS (MiB) \
-                | false positives | detection p50 / p99 (ms) | converged (ms) | events | wall (s) | sim CPU (s) |\n";
-        out += "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+        out += "| nodes | msgs/node/s | bytes/node/s | settled bytes/node/s | CPU ms/node/s \
+                | RSS end (MiB) | peak RSS (MiB) | false positives | detection p50 / p99 (ms) \
+                | converged (ms) | events | wall (s) | sim CPU (s) |\n";
+        out +=
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+                | ---: |\n";
         for r in &self.rows {
             let detection = match (r.detection_p50_ms, r.detection_p99_ms) {
                 (Some(p50), Some(p99)) => format!("{p50:.0} / {p99:.0}"),
@@ -279,10 +285,12 @@ impl ScaleReport {
                 _ => format!("{} undetected", r.undetected),
             };
             out += &format!(
-                "| {} | {:.0} | {} | {:.2} | {} | {}{} | {} | {} | {} | {} | {:.1} | {} |\n",
+                "| {} | {:.0} | {} | {} | {:.2} | {} | {}{} | {} | {} | {} | {} | {:.1} | {} |\n",
                 thousands(r.nodes as f64),
                 r.msgs_per_node_per_s,
                 thousands(r.bytes_per_node_per_s),
+                r.settled_bytes_per_node_per_s
+                    .map_or_else(|| "-".to_string(), thousands),
                 r.cpu_ms_per_node_per_s,
                 opt(r.rss_end_mib, 1),
                 opt(r.peak_rss_mib, 1),
@@ -356,6 +364,7 @@ impl ScaleReport {
 }
 
 const TOTAL: &str = "#1f77b4";
+const SETTLED: &str = "#ff7f0e";
 const KIND_COLORS: [&str; 3] = ["#d62728", "#2ca02c", "#9467bd"];
 
 /// One line of a panel.
@@ -386,9 +395,12 @@ fn panels(report: &ScaleReport) -> Vec<Panel> {
             .filter(|p| p.1 > 0.0 && p.1.is_finite())
             .collect(),
     };
-    let mut bytes = vec![series("all kinds", TOTAL, 2.5, &|r| {
-        Some(r.bytes_per_node_per_s)
-    })];
+    let mut bytes = vec![
+        series("all kinds", TOTAL, 2.5, &|r| Some(r.bytes_per_node_per_s)),
+        series("all kinds, once settled", SETTLED, 2.5, &|r| {
+            r.settled_bytes_per_node_per_s
+        }),
+    ];
     for (kind, color) in kinds_by_weight(rows).into_iter().zip(KIND_COLORS) {
         bytes.push(series(&kind, color, 1.5, &|r| {
             r.bytes_per_node_per_s_by_kind.get(&kind).copied()

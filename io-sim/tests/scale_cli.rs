@@ -54,7 +54,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
             "--nodes",
             "10,20",
             "--duration",
-            "8s",
+            "20s",
             "--seed",
             "3",
             "--out",
@@ -71,26 +71,28 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
     let rows = first_table(&stdout);
     assert_eq!(rows.len(), 2, "{stdout}");
     for (row, nodes) in rows.iter().zip([10.0, 20.0]) {
-        assert_eq!(row.len(), 12, "{row:?}");
+        assert_eq!(row.len(), 13, "{row:?}");
         assert_eq!(number(&row[0]), nodes);
         let msgs = number(&row[1]);
         let bytes = number(&row[2]);
-        let cpu = number(&row[3]);
+        let settled = number(&row[3]);
+        let cpu = number(&row[4]);
         assert!(msgs > 10.0 && msgs < 10_000.0, "msgs/node/s {msgs}");
         assert!(bytes > 10.0 * msgs, "bytes/node/s {bytes} for {msgs} msgs");
+        assert!(settled > 0.0 && settled < 2.0 * bytes, "settled {settled}");
         assert!(cpu > 0.0 && cpu < 1000.0, "CPU ms/node/s {cpu}");
-        let (rss_end, peak) = (number(&row[4]), number(&row[5]));
+        let (rss_end, peak) = (number(&row[5]), number(&row[6]));
         assert!(
             rss_end > 0.0 && peak >= rss_end,
             "RSS {rss_end}, peak {peak}"
         );
-        assert_eq!(number(&row[6]), 0.0, "false positives at {nodes} nodes");
-        let (p50, p99) = row[7].split_once(" / ").expect("p50 / p99");
+        assert_eq!(number(&row[7]), 0.0, "false positives at {nodes} nodes");
+        let (p50, p99) = row[8].split_once(" / ").expect("p50 / p99");
         let (p50, p99) = (number(p50), number(p99));
         assert!(p50 > 0.0 && p50 <= p99 && p99 < 2_000.0, "{p50} / {p99}");
-        assert!(number(&row[8]) > 0.0, "converged");
-        assert!(number(&row[10]) >= 0.0, "wall");
-        assert!(number(&row[11]) >= 0.0, "simulator CPU");
+        assert!(number(&row[9]) > 0.0, "converged");
+        assert!(number(&row[11]) >= 0.0, "wall");
+        assert!(number(&row[12]) >= 0.0, "simulator CPU");
     }
     // The split by kind: a second table with the same rows, records among the kinds.
     let by_kind = stdout
@@ -104,7 +106,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
     let md = std::fs::read_to_string(out.join("scale.md")).unwrap();
     assert_eq!(md, stdout.split_once('\n').unwrap().1);
     assert!(
-        md.contains("scale --nodes 10,20 --seed 3 --duration 8000ms"),
+        md.contains("scale --nodes 10,20 --seed 3 --duration 20000ms"),
         "{md}"
     );
 
@@ -174,7 +176,7 @@ fn a_tiny_sweep_writes_one_row_per_size_and_a_picture() {
         "{stderr}"
     );
     assert!(
-        progress.iter().any(|l| l.contains("t=8.0s/8s simulated")),
+        progress.iter().any(|l| l.contains("t=20.0s/20s simulated")),
         "a last line at the end of each run: {stderr}"
     );
     assert!(!stderr.contains('\r'));
