@@ -932,6 +932,11 @@ pub fn summary_size(len: usize) -> usize {
     (len / 8).next_power_of_two().clamp(1, SUMMARY_BUCKETS)
 }
 
+/// Most buckets of a periodic summary: 128 bytes, whatever the store's size. Stores in
+/// step (the common case) exchange no more; where some differ, the finer summary of just
+/// those follows, then the digest entries of the finest that still differ.
+pub const COARSE_SUMMARY: usize = 16;
+
 /// An address as 18 bytes (IPv4 mapped into IPv6, then the port), the same on every node.
 fn addr_bytes(addr: &SocketAddr) -> [u8; 18] {
     let ip = match addr.ip() {
@@ -959,7 +964,7 @@ fn version_hash(addr: &SocketAddr, (epoch, seq): (u64, u64)) -> u64 {
 }
 
 /// Membership of the buckets `buckets` of a summary in `of` (clamped) buckets.
-fn bucket_set(of: usize, buckets: &[u16]) -> Vec<bool> {
+pub(crate) fn bucket_set(of: usize, buckets: &[u16]) -> Vec<bool> {
     let of = of.clamp(1, SUMMARY_BUCKETS);
     let mut set = vec![false; of];
     for &b in buckets {

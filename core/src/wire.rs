@@ -28,8 +28,8 @@ use std::net::SocketAddr;
 
 /// Version byte of the current frame format. Bumped on any incompatible change.
 ///
-/// 2: frames end with a MAC tag.
-pub const WIRE_VERSION: u8 = 3;
+/// 2: frames end with a MAC tag. 4: SUMMARY names its size and may list some buckets.
+pub const WIRE_VERSION: u8 = 4;
 
 /// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:
 /// version byte, envelope sender, message and list headers, the record's origin and
@@ -115,10 +115,17 @@ pub enum Message {
         reply: bool,
         complete: bool,
     },
-    /// Periodic anti-entropy, first step: the sender's store summary (bucket hashes, see
-    /// [`crate::records::RecordStore::summary`]). The receiver answers with a
-    /// [`Message::DigestPart`] of the buckets that differ, or nothing if none does.
-    Summary { buckets: Vec<u64>, complete: bool },
+    /// Periodic anti-entropy: the sender's store summary in `of` buckets (bucket hashes,
+    /// see [`crate::records::RecordStore::summary`]): all of them in order when `buckets`
+    /// is empty, else the hashes of the listed buckets. The receiver answers the buckets
+    /// that differ with a finer SUMMARY of just them (when its store is large enough to
+    /// fold into more buckets) or with a [`Message::DigestPart`]; nothing if none differs.
+    Summary {
+        of: u16,
+        buckets: Vec<u16>,
+        hashes: Vec<u64>,
+        complete: bool,
+    },
     /// A digest restricted to `buckets` of a summary in `of` buckets: reconciled like a
     /// DIGEST, but only for the addresses in those buckets.
     DigestPart {
@@ -363,8 +370,20 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
         Message::Want { addrs } if addrs.len() > limits.max_digest_entries => {
             Err(DecodeError::OverLimit("wanted records"))
         }
-        Message::Summary { buckets, .. }
-            if buckets.len() > SUMMARY_BUCKETS || !buckets.len().is_power_of_two() =>
+        Message::Summary {
+            of,
+            buckets,
+            hashes,
+            ..
+        } if usize::from(*of) > SUMMARY_BUCKETS
+            || !of.is_power_of_two()
+            || hashes.len()
+                != if buckets.is_empty() {
+                    usize::from(*of)
+                } else {
+                    buckets.len()
+                }
+            || buckets.iter().any(|b| b >= of) =>
         {
             Err(DecodeError::OverLimit("summary buckets"))
         }

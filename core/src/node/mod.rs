@@ -567,10 +567,17 @@ impl Node {
             Message::Records { records } => self.on_records(now, from, records),
             Message::Want { addrs } => self.replication.on_want(io, from, &addrs),
             Message::Collected { entries } => self.on_collected(now, &entries),
-            Message::Summary { buckets, complete } => {
-                // Equal summaries: this node holds exactly what the peer holds.
-                let differ = self.replication.on_summary(io, from, &buckets);
-                self.caught_up_with(complete, !differ);
+            Message::Summary {
+                of,
+                buckets,
+                hashes,
+                complete,
+            } => {
+                let differ =
+                    self.replication
+                        .on_summary(io, from, usize::from(of), &buckets, &hashes);
+                // Equal whole summaries: this node holds exactly what the peer holds.
+                self.caught_up_with(complete, !differ && buckets.is_empty());
             }
             Message::DigestPart {
                 of,

@@ -6,11 +6,12 @@
 //! every active neighbour but the one they came from, batched for `flood_delay` per
 //! neighbour; a queued copy is dropped when that neighbour sends the same version (or a
 //! newer one) first, since the two copies would only cross (a quarter of all copies).
-//! Anti-entropy repairs what floods missed: a full digest on every new link, and every
-//! `anti_entropy_interval` a summary (bucket hashes, about one per eight records) to a
-//! random neighbour, which answers with the digest entries of the buckets that differ
-//! (DIGEST_PART), so that two stores in step exchange a few hundred bytes, not one entry
-//! per node.
+//! Anti-entropy repairs what floods missed: a full digest on a joiner's new links (a
+//! summary between complete nodes), and every `anti_entropy_interval` a summary (at most
+//! 16 bucket hashes) to a random neighbour, which answers the buckets that differ with its
+//! finer summary of them (about one bucket per eight records); those that still differ
+//! are answered with their digest entries (DIGEST_PART). Two stores in step exchange 128
+//! bytes a second, whatever their size, not one entry per node.
 //!
 //! Invariants:
 //! - the own record is published at most once per `publish_interval` and only when
@@ -24,7 +25,8 @@ use super::io::Io;
 use crate::config::RecordsConfig;
 use crate::id::NodeId;
 use crate::records::{
-    summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
+    bucket_set, summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
+    COARSE_SUMMARY,
 };
 use crate::services_delta::ServicesDelta;
 use crate::time::Time;
@@ -390,24 +392,56 @@ impl Replication {
         send_summary(io, &self.store, addr, self.complete);
     }
 
-    /// Answers a summary: the entries of the buckets that differ from this store's, as a
-    /// DIGEST_PART. Returns whether any bucket differs (none: the stores hold the same
-    /// versions).
-    pub(crate) fn on_summary(&mut self, io: &mut Io, from: NodeId, theirs: &[u64]) -> bool {
-        let of = theirs.len();
-        let differ: Vec<u16> = self
-            .store
-            .summary(of)
-            .iter()
-            .zip(theirs)
-            .enumerate()
-            .filter(|(_, (mine, theirs))| mine != theirs)
-            .map(|(i, _)| i as u16)
+    /// Answers a summary in `of` buckets (`buckets` lists those its `hashes` are for;
+    /// empty: all of them). The buckets that differ from this store's are answered with
+    /// this store's finer summary of just them when it folds into more buckets than `of`,
+    /// else with their digest entries (DIGEST_PART). Returns whether any bucket differs
+    /// (none: the stores hold the same versions there).
+    pub(crate) fn on_summary(
+        &mut self,
+        io: &mut Io,
+        from: NodeId,
+        of: usize,
+        buckets: &[u16],
+        hashes: &[u64],
+    ) -> bool {
+        let mine = self.store.summary(of);
+        let listed: Vec<u16> = if buckets.is_empty() {
+            (0..of as u16).collect()
+        } else {
+            buckets.to_vec()
+        };
+        let differ: Vec<u16> = listed
+            .into_iter()
+            .zip(hashes)
+            .filter(|(b, theirs)| mine.get(usize::from(*b)) != Some(theirs))
+            .map(|(b, _)| b)
             .collect();
         if differ.is_empty() {
             return false;
         }
-        self.send_digest_part(io, from.addr, of, differ, false);
+        let fine = summary_size(self.store.in_use());
+        if fine > of {
+            // Fine bucket j folds into bucket j % of: list the fine ones under those that
+            // differ (the sizes are powers of two).
+            let hashes = self.store.summary(fine);
+            let wanted = bucket_set(of, &differ);
+            let buckets: Vec<u16> = (0..fine as u16)
+                .filter(|j| wanted[usize::from(*j) % of])
+                .collect();
+            let hashes = buckets.iter().map(|&j| hashes[usize::from(j)]).collect();
+            io.send(
+                from.addr,
+                Message::Summary {
+                    of: fine as u16,
+                    buckets,
+                    hashes,
+                    complete: self.complete,
+                },
+            );
+        } else {
+            self.send_digest_part(io, from.addr, of, differ, false);
+        }
         true
     }
 
@@ -626,10 +660,19 @@ impl Replication {
     }
 }
 
-/// Sends `store`'s summary to `addr`, with whether the sender's view is `complete`.
+/// Sends `store`'s summary to `addr` in at most [`COARSE_SUMMARY`] buckets, with whether
+/// the sender's view is `complete`.
 pub(crate) fn send_summary(io: &mut Io, store: &RecordStore, addr: SocketAddr, complete: bool) {
-    let buckets = store.summary(summary_size(store.in_use()));
-    io.send(addr, Message::Summary { buckets, complete });
+    let of = summary_size(store.in_use()).min(COARSE_SUMMARY);
+    io.send(
+        addr,
+        Message::Summary {
+            of: of as u16,
+            buckets: Vec::new(),
+            hashes: store.summary(of),
+            complete,
+        },
+    );
 }
 
 /// Sends this store's digest to `addr`, in chunks of at most `chunk` entries.
