@@ -377,6 +377,7 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
             ..
         } if usize::from(*of) > SUMMARY_BUCKETS
             || !of.is_power_of_two()
+            || buckets.len() > usize::from(*of)
             || hashes.len()
                 != if buckets.is_empty() {
                     usize::from(*of)
@@ -586,6 +587,44 @@ mod tests {
             decode(&frame, &limits),
             Err(DecodeError::OverLimit("shuffle nodes"))
         );
+    }
+
+    /// A SUMMARY names its size; what it lists must fit it: a size that is no power of
+    /// two or over the store's bucket count, more buckets than the size, a bucket outside
+    /// it, or hashes that do not match the list are refused whole.
+    #[test]
+    fn malformed_summaries_are_refused() {
+        let limits = Limits::default();
+        let summary = |of: u16, buckets: Vec<u16>, hashes: Vec<u64>| Envelope {
+            from: id(1, 1),
+            msg: Message::Summary {
+                of,
+                buckets,
+                hashes,
+                complete: true,
+            },
+        };
+        let decoded = |env: &Envelope| decode(&encode(env, &limits).unwrap(), &limits);
+        for good in [
+            summary(16, vec![], vec![7; 16]),
+            summary(64, vec![3, 35], vec![1, 2]),
+        ] {
+            assert_eq!(decoded(&good), Ok(good));
+        }
+        for bad in [
+            summary(12, vec![], vec![7; 12]),
+            summary(512, vec![], vec![7; 512]),
+            summary(16, vec![], vec![7; 15]),
+            summary(4, vec![0, 1, 2, 3, 0], vec![1; 5]),
+            summary(16, vec![16], vec![1]),
+            summary(16, vec![1, 2], vec![1]),
+        ] {
+            assert_eq!(
+                decoded(&bad),
+                Err(DecodeError::OverLimit("summary buckets")),
+                "{bad:?}"
+            );
+        }
     }
 
     fn keyed(byte: u8) -> FrameAuth {
