@@ -4,7 +4,8 @@
 use minuteman_core::auth::FrameAuth;
 use minuteman_core::kernel::{KernelState, Op};
 use minuteman_core::{
-    Backend, Config, Node, NodeId, Output, Protocol, RecordTooLarge, Time, Vip, VipAddr, VipSet,
+    Backend, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordTooLarge,
+    Time, Vip, VipAddr, VipSet,
 };
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -248,6 +249,58 @@ fn a_restarting_node_removes_nothing_until_its_view_is_complete() {
     }
 }
 
+/// A node (10.0.0.1) linked to `c` (10.0.0.2) and caught up with it (its view complete),
+/// with host 10.0.0.3 as epochs 1 (`h1`) and 2 (`h2`). Each message is followed by 20 ms
+/// of timers (the search runs at most every 10 ms).
+struct Linked {
+    node: Node,
+    at: u64,
+    me: NodeId,
+    c: NodeId,
+    h1: NodeId,
+    h2: NodeId,
+}
+
+impl Linked {
+    fn new() -> Linked {
+        let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
+        let (me, c) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
+        let cfg = Config::new(me, vec![c.addr], 7, FrameAuth::Insecure);
+        let mut linked = Linked {
+            node: Node::new(cfg, Time::ZERO).expect("valid config"),
+            at: 1,
+            me,
+            c,
+            h1: NodeId::new(addr(3), 1),
+            h2: NodeId::new(addr(3), 2),
+        };
+        linked.deliver(c, Message::NeighborReply { accepted: true });
+        let caught_up = Message::Digest {
+            entries: Vec::new(),
+            reply: true,
+            complete: true,
+        };
+        linked.deliver(c, caught_up);
+        assert!(linked.node.view_complete());
+        linked
+    }
+
+    fn deliver(&mut self, from: NodeId, msg: Message) {
+        self.at += 1;
+        self.node
+            .handle_message(
+                Time::from_millis(self.at),
+                from.addr.ip(),
+                Envelope { from, msg },
+            )
+            .unwrap();
+        kernel_ops(&mut self.node);
+        self.at += 20;
+        self.node.handle_timeout(Time::from_millis(self.at));
+        kernel_ops(&mut self.node);
+    }
+}
+
 /// A peer's COLLECTED never removes a host this node reaches: here the held record is of
 /// an older incarnation (epoch 1) while the newer one (epoch 2) is reachable through a
 /// neighbour's record. Found by the `node_input` fuzz target: the node checked only that
@@ -255,58 +308,31 @@ fn a_restarting_node_removes_nothing_until_its_view_is_complete() {
 #[test]
 fn a_peer_collection_never_removes_a_reachable_host() {
     use minuteman_core::wire::DigestEntry;
-    use minuteman_core::{Envelope, Message, Record};
-    let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
-    let (me, c) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
-    let (h1, h2) = (NodeId::new(addr(3), 1), NodeId::new(addr(3), 2));
-    let cfg = Config::new(me, vec![c.addr], 7, FrameAuth::Insecure);
-    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
-    let mut at = 1;
-    // Each message, then 20 ms of timers (the search runs at most every 10 ms).
-    let mut deliver = |n: &mut Node, from: NodeId, msg: Message| {
-        at += 1;
-        n.handle_message(
-            Time::from_millis(at),
-            from.addr.ip(),
-            Envelope { from, msg },
-        )
-        .unwrap();
-        kernel_ops(n);
-        at += 20;
-        n.handle_timeout(Time::from_millis(at));
-        kernel_ops(n);
-    };
-    deliver(&mut n, c, Message::NeighborReply { accepted: true });
-    let caught_up = Message::Digest {
-        entries: Vec::new(),
-        reply: true,
-        complete: true,
-    };
-    deliver(&mut n, c, caught_up);
-    assert!(n.view_complete());
+    let mut l = Linked::new();
+    let (me, c, h1, h2) = (l.me, l.c, l.h1, l.h2);
     let records = vec![
         Record::with_links(c, 1, vec![me, h1]),
         Record::with_links(h1, 1, vec![c]),
     ];
-    deliver(&mut n, c, Message::Records { records });
-    assert!(n.is_reachable(&h1));
+    l.deliver(c, Message::Records { records });
+    assert!(l.node.is_reachable(&h1));
     // The host restarted as epoch 2: it speaks first-hand, and the neighbour links to it;
     // its new record has not arrived yet, so the held one is still epoch 1's.
-    deliver(&mut n, h2, Message::Ping { echo: 1 });
+    l.deliver(h2, Message::Ping { echo: 1 });
     let records = vec![Record::with_links(c, 2, vec![me, h2])];
-    deliver(&mut n, c, Message::Records { records });
-    assert!(n.is_reachable(&h2));
-    assert_eq!(n.record(&h1.addr).map(|r| r.origin), Some(h1));
+    l.deliver(c, Message::Records { records });
+    assert!(l.node.is_reachable(&h2));
+    assert_eq!(l.node.record(&h1.addr).map(|r| r.origin), Some(h1));
     // A peer says it collected epoch 1's record.
     let entries = vec![DigestEntry {
         addr: h1.addr,
         epoch: 1,
         seq: 1,
     }];
-    deliver(&mut n, c, Message::Collected { entries });
-    assert_eq!(n.counters().records_collected_by_peer, 0);
-    assert!(n.is_reachable(&h2), "a reachable host was collected");
-    n.check_invariants().unwrap();
+    l.deliver(c, Message::Collected { entries });
+    assert_eq!(l.node.counters().records_collected_by_peer, 0);
+    assert!(l.node.is_reachable(&h2), "a reachable host was collected");
+    l.node.check_invariants().unwrap();
 }
 
 /// A host's agent restarted (a new epoch) and its first record lists no services yet, sent
@@ -316,35 +342,11 @@ fn a_peer_collection_never_removes_a_reachable_host() {
 #[test]
 fn a_new_incarnation_without_services_clears_the_old_ones() {
     use minuteman_core::services_delta::ServicesDelta;
-    use minuteman_core::{Envelope, Message, Record, RecordBody};
+    use minuteman_core::RecordBody;
     use std::sync::Arc;
-    let addr = |i: u8| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, i)), 61420);
-    let (me, c) = (NodeId::new(addr(1), 1), NodeId::new(addr(2), 1));
-    let (h1, h2) = (NodeId::new(addr(3), 1), NodeId::new(addr(3), 2));
+    let mut l = Linked::new();
+    let (me, c, h1, h2) = (l.me, l.c, l.h1, l.h2);
     let host = h1.addr.ip();
-    let cfg = Config::new(me, vec![c.addr], 7, FrameAuth::Insecure);
-    let mut n = Node::new(cfg, Time::ZERO).expect("valid config");
-    let mut at = 1;
-    let mut deliver = |n: &mut Node, from: NodeId, msg: Message| {
-        at += 1;
-        n.handle_message(
-            Time::from_millis(at),
-            from.addr.ip(),
-            Envelope { from, msg },
-        )
-        .unwrap();
-        kernel_ops(n);
-        at += 20;
-        n.handle_timeout(Time::from_millis(at));
-        kernel_ops(n);
-    };
-    deliver(&mut n, c, Message::NeighborReply { accepted: true });
-    let caught_up = Message::Digest {
-        entries: Vec::new(),
-        reply: true,
-        complete: true,
-    };
-    deliver(&mut n, c, caught_up);
     let mut services = VipSet::new();
     let vip = Vip {
         protocol: Protocol::Tcp,
@@ -368,7 +370,7 @@ fn a_new_incarnation_without_services_clears_the_old_ones() {
         ..Record::new(h1, 1, body(vec![c]))
     };
     let records = vec![Record::with_links(c, 1, vec![me, h1]), old];
-    deliver(&mut n, c, Message::Records { records });
+    l.deliver(c, Message::Records { records });
     let on_host = |n: &Node| {
         n.desired_kernel()
             .services
@@ -377,20 +379,24 @@ fn a_new_incarnation_without_services_clears_the_old_ones() {
             .filter(|d| d.ip() == host)
             .count()
     };
-    assert_eq!(on_host(&n), 1, "the old incarnation's backend is desired");
+    assert_eq!(
+        on_host(&l.node),
+        1,
+        "the old incarnation's backend is desired"
+    );
     // Epoch 2's first record: its services unchanged from nothing (version 0).
     let new = Record {
         delta: Some(Arc::new(ServicesDelta::unchanged(0))),
         ..Record::new(h2, 1, body(vec![c]))
     };
     let records = vec![Record::with_links(c, 2, vec![me, h2]), new];
-    deliver(&mut n, c, Message::Records { records });
-    assert!(n.is_reachable(&h2));
-    assert_eq!(n.record(&h2.addr).map(|r| r.origin), Some(h2));
+    l.deliver(c, Message::Records { records });
+    assert!(l.node.is_reachable(&h2));
+    assert_eq!(l.node.record(&h2.addr).map(|r| r.origin), Some(h2));
     assert_eq!(
-        on_host(&n),
+        on_host(&l.node),
         0,
         "the old incarnation's backend is still desired"
     );
-    n.check_invariants().unwrap();
+    l.node.check_invariants().unwrap();
 }
