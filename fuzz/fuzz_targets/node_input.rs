@@ -98,7 +98,7 @@ fn small_or_any(u: &mut Unstructured) -> Result<u64> {
 }
 
 fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
-    Ok(match u.int_in_range(0..=12)? {
+    Ok(match u.int_in_range(0..=14)? {
         0 => Message::Join,
         1 => Message::ForwardJoin {
             joiner: id(u)?,
@@ -191,6 +191,51 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                 })
                 .collect::<Result<_>>()?,
         },
+        12 => {
+            // As a decoded frame allows them (the decoder's own target and tests cover
+            // the malformed ones): a size of 2^k, at most that many buckets, below it.
+            let of = 1u16 << u.int_in_range(0..=8)?;
+            let buckets: Vec<u16> = (0..u.int_in_range(0..=of.min(6))?)
+                .map(|_| u.int_in_range(0..=of - 1))
+                .collect::<Result<_>>()?;
+            let count = if buckets.is_empty() {
+                of
+            } else {
+                buckets.len() as u16
+            };
+            let hashes = (0..count)
+                .map(|_| {
+                    // Mostly in step with nothing (0), sometimes any hash.
+                    Ok(if u.arbitrary()? { 0 } else { u.arbitrary()? })
+                })
+                .collect::<Result<_>>()?;
+            Message::Summary {
+                of,
+                buckets,
+                hashes,
+                complete: u.arbitrary()?,
+            }
+        }
+        13 => {
+            let of = 1u16 << u.int_in_range(0..=8)?;
+            Message::DigestPart {
+                of,
+                buckets: (0..u.int_in_range(0..=of.min(6))?)
+                    .map(|_| u.int_in_range(0..=of - 1))
+                    .collect::<Result<_>>()?,
+                entries: (0..u.int_in_range(0..=4)?)
+                    .map(|_| {
+                        Ok(DigestEntry {
+                            addr: addr(u.arbitrary()?),
+                            epoch: u.int_in_range(0..=4)?,
+                            seq: small_or_any(u)?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                reply: u.arbitrary()?,
+                complete: u.arbitrary()?,
+            }
+        }
         10 => Message::Want {
             addrs: (0..u.int_in_range(0..=4)?)
                 .map(|_| Ok(addr(u.arbitrary()?)))

@@ -26,7 +26,7 @@ use crate::config::RecordsConfig;
 use crate::id::NodeId;
 use crate::records::{
     bucket_set, summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
-    COARSE_SUMMARY,
+    COARSE_SUMMARY, SUMMARY_BUCKETS,
 };
 use crate::services_delta::ServicesDelta;
 use crate::time::Time;
@@ -405,6 +405,10 @@ impl Replication {
         buckets: &[u16],
         hashes: &[u64],
     ) -> bool {
+        if !of.is_power_of_two() || of > SUMMARY_BUCKETS {
+            // Malformed (a decoded frame never is): no answer, and no sign of being in step.
+            return true;
+        }
         let mine = self.store.summary(of);
         let listed: Vec<u16> = if buckets.is_empty() {
             (0..of as u16).collect()
