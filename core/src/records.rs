@@ -1125,28 +1125,24 @@ mod tests {
         );
         assert_eq!(forward.body, stored.body);
         // A diff that does not fit the held body is refused and changes nothing.
-        let misfit = Record {
+        // Version 3 as a diff from version 2.
+        let from_2 = |diff: BodyDiff| Record {
             body: Arc::default(),
-            body_form: BodyForm::Unresolved(Arc::new(BodyDiff {
-                base: 2,
-                removed: vec![id(9, 1)],
-                ..Default::default()
-            })),
+            body_form: BodyForm::Unresolved(Arc::new(BodyDiff { base: 2, ..diff })),
             ..rec(origin, 3, vec![])
         };
+        let misfit = from_2(BodyDiff {
+            removed: vec![id(9, 1)],
+            ..Default::default()
+        });
         assert_eq!(store.apply(misfit), Applied::Invalid);
         assert_eq!(store.get(&origin.addr).unwrap().seq, 2);
         // Past the neighbour bound once applied.
         store.set_max_adjacency(2);
-        let grows = Record {
-            body: Arc::default(),
-            body_form: BodyForm::Unresolved(Arc::new(BodyDiff {
-                base: 2,
-                added: vec![id(5, 1)],
-                ..Default::default()
-            })),
-            ..rec(origin, 3, vec![])
-        };
+        let grows = from_2(BodyDiff {
+            added: vec![id(5, 1)],
+            ..Default::default()
+        });
         assert_eq!(store.apply(grows), Applied::Invalid);
     }
 

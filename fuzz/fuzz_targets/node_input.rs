@@ -97,6 +97,19 @@ fn small_or_any(u: &mut Unstructured) -> Result<u64> {
     })
 }
 
+/// Up to `max` digest lines of arbitrary addresses, early epochs and small or any versions.
+fn entries(u: &mut Unstructured, max: usize) -> Result<Vec<DigestEntry>> {
+    (0..u.int_in_range(0..=max)?)
+        .map(|_| {
+            Ok(DigestEntry {
+                addr: addr(u.arbitrary()?),
+                epoch: u.int_in_range(0..=4)?,
+                seq: small_or_any(u)?,
+            })
+        })
+        .collect()
+}
+
 fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
     Ok(match u.int_in_range(0..=14)? {
         0 => Message::Join,
@@ -181,15 +194,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
             Message::Records { records }
         }
         11 => Message::Collected {
-            entries: (0..u.int_in_range(0..=4)?)
-                .map(|_| {
-                    Ok(DigestEntry {
-                        addr: addr(u.arbitrary()?),
-                        epoch: u.int_in_range(0..=4)?,
-                        seq: small_or_any(u)?,
-                    })
-                })
-                .collect::<Result<_>>()?,
+            entries: entries(u, 4)?,
         },
         12 => {
             // As a decoded frame allows them (the decoder's own target and tests cover
@@ -223,15 +228,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                 buckets: (0..u.int_in_range(0..=of.min(6))?)
                     .map(|_| u.int_in_range(0..=of - 1))
                     .collect::<Result<_>>()?,
-                entries: (0..u.int_in_range(0..=4)?)
-                    .map(|_| {
-                        Ok(DigestEntry {
-                            addr: addr(u.arbitrary()?),
-                            epoch: u.int_in_range(0..=4)?,
-                            seq: small_or_any(u)?,
-                        })
-                    })
-                    .collect::<Result<_>>()?,
+                entries: entries(u, 4)?,
                 reply: u.arbitrary()?,
                 complete: u.arbitrary()?,
             }
@@ -241,23 +238,11 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                 .map(|_| Ok(addr(u.arbitrary()?)))
                 .collect::<Result<_>>()?,
         },
-        _ => {
-            let n = u.int_in_range(0..=8)?;
-            let entries = (0..n)
-                .map(|_| {
-                    Ok(DigestEntry {
-                        addr: addr(u.arbitrary()?),
-                        epoch: u.int_in_range(0..=4)?,
-                        seq: small_or_any(u)?,
-                    })
-                })
-                .collect::<Result<_>>()?;
-            Message::Digest {
-                entries,
-                reply: u.arbitrary()?,
-                complete: u.arbitrary()?,
-            }
-        }
+        _ => Message::Digest {
+            entries: entries(u, 8)?,
+            reply: u.arbitrary()?,
+            complete: u.arbitrary()?,
+        },
     })
 }
 
