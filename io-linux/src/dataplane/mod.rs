@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 mod genid;
+pub mod ipvs;
 pub mod listing;
 pub mod nft;
 mod worker;

@@ -1,0 +1,8 @@
+//! The IPVS data plane: the core's kernel operations as generic netlink requests to the
+//! kernel's `IPVS` family (module `msg` encodes and decodes them, module `socket` talks to
+//! the kernel).
+//!
+//! Invariants: see each module.
+
+pub mod msg;
+pub mod socket;
