@@ -34,12 +34,10 @@ enum Command {
     /// Run the agent on this host (peers over TCP, Mesos polling, the kernel data plane,
     /// the HTTP API). Every option can also come from a MINUTEMAN_* variable or --config.
     Agent(Box<minuteman::agent::config::AgentArgs>),
-    /// Remove everything the agent installed in the kernel (its nftables table).
-    Cleanup {
-        /// The nftables table the agent used.
-        #[arg(long, env = "MINUTEMAN_NFT_TABLE", default_value = "minuteman")]
-        nft_table: String,
-    },
+    /// Remove everything the agent installed in the kernel: its nftables table; with IPVS,
+    /// its services (those at the dummy interface's addresses or in the named-VIP ranges),
+    /// the dummy interface and the masquerade rule. What is absent is skipped.
+    Cleanup(CleanupArgs),
     /// Show the VIPs the local agent balances, with their backends.
     Vips(client_cmd::ClientArgs),
     /// Show the cluster's members as the local agent sees them.
@@ -111,33 +109,76 @@ fn agent(args: minuteman::agent::config::AgentArgs) -> ExitCode {
     }
 }
 
-fn cleanup(nft_table: String) -> ExitCode {
-    use minuteman::dataplane::{self, DataPlaneConfig, DataPlaneKind};
-    let cfg = DataPlaneConfig {
-        kind: DataPlaneKind::Nftables,
-        nft: minuteman_core::kernel::nft::NftConfig {
-            table: nft_table,
-            ..Default::default()
-        },
-        nft_binary: "nft".into(),
-        reconcile_interval: std::time::Duration::from_secs(10),
+#[derive(clap::Args)]
+struct CleanupArgs {
+    /// Which data plane to clean up; both when not given.
+    #[arg(long, env = "MINUTEMAN_DATAPLANE", value_enum)]
+    dataplane: Option<minuteman::agent::config::DataPlaneArg>,
+    /// The nftables table the agent used.
+    #[arg(long, env = "MINUTEMAN_NFT_TABLE", default_value = "minuteman")]
+    nft_table: String,
+    /// The dummy interface the IPVS data plane used.
+    #[arg(long, env = "MINUTEMAN_IPVS_INTERFACE", default_value = "minuteman")]
+    ipvs_interface: String,
+    /// Whether the IPVS data plane added the masquerade rule (`iptables`) or not (`none`).
+    #[arg(
+        long,
+        env = "MINUTEMAN_IPVS_MASQUERADE",
+        value_enum,
+        default_value = "iptables"
+    )]
+    ipvs_masquerade: minuteman::agent::config::MasqueradeArg,
+}
+
+fn cleanup(args: CleanupArgs) -> ExitCode {
+    use minuteman::agent::config::DataPlaneArg;
+    use minuteman::dataplane::{self, DataPlaneConfig, DataPlaneKind, IpvsConfig};
+    minuteman::agent::init_logging(minuteman::agent::config::LogFormat::Human);
+    let kinds = match args.dataplane {
+        Some(DataPlaneArg::None) => vec![],
+        Some(kind) => vec![DataPlaneKind::from(kind)],
+        None => vec![DataPlaneKind::Nftables, DataPlaneKind::Ipvs],
     };
-    match dataplane::cleanup(&cfg) {
-        Ok(()) => {
-            println!("removed table inet {}", cfg.nft.table_name());
-            ExitCode::SUCCESS
+    let mut failed = false;
+    for kind in kinds {
+        let mut cfg = DataPlaneConfig::new(kind);
+        cfg.nft.table = args.nft_table.clone();
+        cfg.ipvs = IpvsConfig {
+            interface: args.ipvs_interface.clone(),
+            masquerade: args.ipvs_masquerade.into(),
+            ..IpvsConfig::default()
+        };
+        match (dataplane::cleanup(&cfg), kind) {
+            (Ok(()), DataPlaneKind::Nftables) => {
+                println!("removed table inet {}", cfg.nft.table_name());
+            }
+            (Ok(()), _) => println!(
+                "removed the IPVS services, interface {} and the masquerade rule",
+                cfg.ipvs.interface
+            ),
+            // Without nft on the host, no table can have been installed.
+            (Err(error @ dataplane::DataPlaneError::Spawn { .. }), _)
+                if args.dataplane.is_none() =>
+            {
+                println!("skipped nftables: {error}");
+            }
+            (Err(error), _) => {
+                eprintln!("error: {error}");
+                failed = true;
+            }
         }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Agent(args) => agent(*args),
-        Command::Cleanup { nft_table } => cleanup(nft_table),
+        Command::Cleanup(args) => cleanup(args),
         Command::Demo(args) => demo::run(args),
         Command::Vips(args) => client_cmd::vips(args),
         Command::Members(args) => client_cmd::members(args),

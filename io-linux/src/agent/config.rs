@@ -12,6 +12,7 @@
 //!   the node's identity in the cluster.
 //! - Authentication is explicit: a cluster key file, or `--insecure`.
 
+use crate::dataplane::ipvs::host::Masquerade;
 use crate::dataplane::DataPlaneKind;
 use clap::{Args, ValueEnum};
 use minuteman_core::auth::{ClusterKey, FrameAuth};
@@ -36,9 +37,29 @@ pub enum LogFormat {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum MasqueradeArg {
+    /// The iptables rule for IPVS-originated, masqueraded connections.
+    Iptables,
+    /// No rule.
+    None,
+}
+
+impl From<MasqueradeArg> for Masquerade {
+    fn from(arg: MasqueradeArg) -> Masquerade {
+        match arg {
+            MasqueradeArg::Iptables => Masquerade::Iptables,
+            MasqueradeArg::None => Masquerade::None,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DataPlaneArg {
     /// One private nftables table, changed in `nft -f -` transactions.
     Nftables,
+    /// IPVS over generic netlink, VIP addresses on a dummy interface, the masquerade rule.
+    Ipvs,
     /// Compute and log the kernel operations, touch nothing.
     None,
 }
@@ -47,6 +68,7 @@ impl From<DataPlaneArg> for DataPlaneKind {
     fn from(arg: DataPlaneArg) -> DataPlaneKind {
         match arg {
             DataPlaneArg::Nftables => DataPlaneKind::Nftables,
+            DataPlaneArg::Ipvs => DataPlaneKind::Ipvs,
             DataPlaneArg::None => DataPlaneKind::None,
         }
     }
@@ -135,10 +157,26 @@ pub struct AgentArgs {
     #[arg(long, env = "MINUTEMAN_MESOS_CA_FILE", value_name = "FILE")]
     pub mesos_ca_file: Option<PathBuf>,
 
-    /// Where VIP traffic is balanced: `nftables` (one private table, `inet minuteman`) or
-    /// `none` (compute and log only). [default: nftables]
+    /// Where VIP traffic is balanced: `nftables` (one private table, `inet minuteman`),
+    /// `ipvs` (the kernel's IPVS over generic netlink: needs the ip_vs and ip_vs_wlc
+    /// modules; VIP addresses go on a dummy interface; sets net.ipv4.vs.conntrack=1 and
+    /// net.ipv4.vs.expire_nodest_conn=1) or `none` (compute and log only).
+    /// [default: nftables]
     #[arg(long, env = "MINUTEMAN_DATAPLANE", value_enum)]
     pub dataplane: Option<DataPlaneArg>,
+
+    /// With `--dataplane ipvs`: the dummy interface that holds the VIP addresses, created
+    /// if absent. IPVS services at its addresses or in the named-VIP ranges (11.0.0.0/8,
+    /// fd01:c::/64) are minuteman's; no other IPVS service is touched. [default: minuteman]
+    #[arg(long, env = "MINUTEMAN_IPVS_INTERFACE", value_name = "NAME")]
+    pub ipvs_interface: Option<String>,
+
+    /// With `--dataplane ipvs`: how replies from backends come back through this host.
+    /// `iptables` adds the rule `-t nat POSTROUTING -m ipvs --ipvs --vdir ORIGINAL
+    /// --vmethod MASQ -j MASQUERADE` (and its ip6tables twin) unless present; `none`
+    /// leaves it to the operator. [default: iptables]
+    #[arg(long, env = "MINUTEMAN_IPVS_MASQUERADE", value_enum)]
+    pub ipvs_masquerade: Option<MasqueradeArg>,
 
     /// The nftables table minuteman owns. [default: minuteman]
     #[arg(long, env = "MINUTEMAN_NFT_TABLE", value_name = "NAME")]
@@ -204,6 +242,8 @@ pub struct AgentConfig {
     pub mesos_ca_file: Option<PathBuf>,
     pub dataplane: DataPlaneKind,
     pub nft_table: String,
+    pub ipvs_interface: String,
+    pub ipvs_masquerade: Masquerade,
     pub reconcile_interval: Duration,
     pub gc_horizon: Duration,
     pub api_listen: SocketAddr,
@@ -255,6 +295,8 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+    #[error("--ipvs-interface {0:?} is not an interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
+    BadInterface(String),
     #[error("{option} must be positive")]
     ZeroDuration { option: &'static str },
 }
@@ -315,6 +357,8 @@ impl AgentArgs {
             mesos_ca_file,
             dataplane,
             nft_table,
+            ipvs_interface,
+            ipvs_masquerade,
             reconcile_interval,
             gc_horizon,
             api_listen,
@@ -342,6 +386,23 @@ fn read_key(option: &'static str, path: &Path) -> Result<ClusterKey, ConfigError
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), none of `/`, `:`,
+/// whitespace, not `.` or `..`.
+fn interface_name(name: String) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(name)
+    } else {
+        Err(ConfigError::BadInterface(name))
+    }
 }
 
 fn positive(option: &'static str, d: Duration) -> Result<Duration, ConfigError> {
@@ -439,6 +500,11 @@ impl AgentConfig {
             mesos_ca_file: a.mesos_ca_file,
             dataplane: a.dataplane.unwrap_or(DataPlaneArg::Nftables).into(),
             nft_table: a.nft_table.unwrap_or_else(|| "minuteman".to_owned()),
+            ipvs_interface: interface_name(
+                a.ipvs_interface
+                    .unwrap_or_else(|| crate::dataplane::ipvs::link::DEFAULT_NAME.to_owned()),
+            )?,
+            ipvs_masquerade: a.ipvs_masquerade.unwrap_or(MasqueradeArg::Iptables).into(),
             reconcile_interval: positive(
                 "--reconcile-interval",
                 a.reconcile_interval.unwrap_or(Duration::from_secs(10)),

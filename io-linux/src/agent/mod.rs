@@ -20,7 +20,7 @@ pub mod pump;
 pub mod transport;
 pub mod views;
 
-use crate::dataplane::{self, DataPlaneConfig};
+use crate::dataplane::{self, DataPlaneConfig, IpvsConfig};
 use crate::mesos_source::{self, MesosConfig, MesosSource};
 use crate::metrics::{ShellMetrics, Why};
 use config::{AgentConfig, LogFormat, MesosOrigin};
@@ -90,6 +90,11 @@ pub fn dataplane_config(cfg: &AgentConfig) -> DataPlaneConfig {
         },
         nft_binary: PathBuf::from("nft"),
         reconcile_interval: cfg.reconcile_interval,
+        ipvs: IpvsConfig {
+            interface: cfg.ipvs_interface.clone(),
+            masquerade: cfg.ipvs_masquerade,
+            ..IpvsConfig::default()
+        },
     }
 }
 

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 mod genid;
 pub mod ipvs;
 pub mod listing;
+pub mod netlink;
 pub mod nft;
 mod worker;
 
@@ -40,6 +41,7 @@ mod worker;
 #[serde(rename_all = "lowercase")]
 pub enum DataPlaneKind {
     Nftables,
+    Ipvs,
     None,
 }
 
@@ -52,6 +54,30 @@ pub struct DataPlaneConfig {
     pub nft_binary: PathBuf,
     /// How often the kernel is compared with the committed state.
     pub reconcile_interval: Duration,
+    /// The IPVS data plane's host side.
+    pub ipvs: IpvsConfig,
+}
+
+/// The IPVS data plane's host side.
+#[derive(Clone, Debug)]
+pub struct IpvsConfig {
+    /// The dummy interface that holds the VIP addresses (default `minuteman`).
+    pub interface: String,
+    /// How replies are brought back through this host (default: the iptables rule).
+    pub masquerade: ipvs::host::Masquerade,
+    /// The `iptables` binary (default `iptables`, found on `PATH`; `ip6tables` beside it
+    /// is used for IPv6 when present).
+    pub iptables: String,
+}
+
+impl Default for IpvsConfig {
+    fn default() -> Self {
+        IpvsConfig {
+            interface: ipvs::link::DEFAULT_NAME.to_owned(),
+            masquerade: ipvs::host::Masquerade::Iptables,
+            iptables: "iptables".to_owned(),
+        }
+    }
 }
 
 /// Default of [`DataPlaneConfig::reconcile_interval`].
@@ -66,6 +92,7 @@ impl DataPlaneConfig {
             nft: NftConfig::default(),
             nft_binary: PathBuf::from("nft"),
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
+            ipvs: IpvsConfig::default(),
         }
     }
 }
@@ -83,10 +110,16 @@ pub enum DataPlaneError {
     Refused { stderr: String },
     #[error("cannot read the table back: {0}")]
     Listing(String),
+    #[error("IPVS: {0}")]
+    Ipvs(#[from] ipvs::socket::IpvsError),
+    #[error("the VIP interface: {0}")]
+    Link(#[from] ipvs::link::LinkError),
+    #[error("the host for IPVS: {0}")]
+    Host(#[from] ipvs::host::HostError),
 }
 
 /// What the handle and the worker share: the pending ops and the last committed state.
-struct Shared {
+pub(crate) struct Shared {
     pending: Mutex<Vec<Op>>,
     wake: Notify,
     committed: Mutex<Arc<KernelState>>,
@@ -152,7 +185,9 @@ impl Drop for DataPlaneHandle {
 
 /// Starts the worker; returns the handle and what the kernel holds now (adopted state).
 ///
-/// Must be called inside a tokio runtime. For `nftables`, checks that the binary runs and
+/// Must be called inside a tokio runtime. For `ipvs`, opens the IPVS family, checks
+/// the sysctls, the dummy interface and the masquerade rule, and adopts the services
+/// minuteman owns (module `ipvs::worker`; blocking, once). For `nftables`, checks that the binary runs and
 /// lists the table (blocking: once, at start); a table that is absent is adopted as the
 /// empty state (and created empty at once), one that cannot be parsed is adopted as empty
 /// and replaced by the first transaction. Never flushes or rewrites a readable table.
@@ -161,39 +196,66 @@ pub fn spawn(
     metrics: ShellMetrics,
     resync: mpsc::Sender<KernelState>,
 ) -> Result<(DataPlaneHandle, KernelState), DataPlaneError> {
-    let (nft, adopted, start) = match cfg.kind {
-        DataPlaneKind::None => (None, KernelState::default(), worker::Start::Ready(None)),
-        DataPlaneKind::Nftables => {
-            let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
-            let version = nft.version()?;
-            let (adopted, start) = adopt(&nft, &cfg)?;
+    let shared = |adopted: &KernelState| {
+        metrics
+            .kernel_services
+            .set(i64::try_from(adopted.services.len()).unwrap_or(i64::MAX));
+        Arc::new(Shared {
+            pending: Mutex::new(Vec::new()),
+            wake: Notify::new(),
+            committed: Mutex::new(Arc::new(adopted.clone())),
+        })
+    };
+    let stop = CancellationToken::new();
+    let (shared, adopted, task) = match cfg.kind {
+        DataPlaneKind::Ipvs => {
+            let (kernel, adopted) = ipvs::worker::IpvsKernel::start(&cfg)?;
             tracing::info!(
-                "nftables data plane ({version}): adopted {} services from table inet {}",
+                "IPVS data plane: adopted {} services (interface {})",
                 adopted.services.len(),
-                cfg.nft.table_name()
+                cfg.ipvs.interface
             );
-            (Some(nft), adopted, start)
+            let shared = shared(&adopted);
+            let worker = ipvs::worker::IpvsWorker::new(
+                kernel,
+                cfg,
+                Arc::new(adopted.clone()),
+                shared.clone(),
+                metrics,
+                resync,
+            );
+            let task = tokio::spawn(worker.run(stop.clone()));
+            (shared, adopted, task)
+        }
+        DataPlaneKind::None | DataPlaneKind::Nftables => {
+            let (nft, adopted, start) = match cfg.kind {
+                DataPlaneKind::Nftables => {
+                    let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
+                    let version = nft.version()?;
+                    let (adopted, start) = adopt(&nft, &cfg)?;
+                    tracing::info!(
+                        "nftables data plane ({version}): adopted {} services from table inet {}",
+                        adopted.services.len(),
+                        cfg.nft.table_name()
+                    );
+                    (Some(nft), adopted, start)
+                }
+                _ => (None, KernelState::default(), worker::Start::Ready(None)),
+            };
+            let shared = shared(&adopted);
+            let worker = worker::Worker::new(
+                nft,
+                cfg,
+                Arc::new(adopted.clone()),
+                start,
+                shared.clone(),
+                metrics,
+                resync,
+            );
+            let task = tokio::spawn(worker.run(stop.clone()));
+            (shared, adopted, task)
         }
     };
-    let shared = Arc::new(Shared {
-        pending: Mutex::new(Vec::new()),
-        wake: Notify::new(),
-        committed: Mutex::new(Arc::new(adopted.clone())),
-    });
-    metrics
-        .kernel_services
-        .set(i64::try_from(adopted.services.len()).unwrap_or(i64::MAX));
-    let stop = CancellationToken::new();
-    let worker = worker::Worker::new(
-        nft,
-        cfg,
-        Arc::new(adopted.clone()),
-        start,
-        shared.clone(),
-        metrics,
-        resync,
-    );
-    let task = tokio::spawn(worker.run(stop.clone()));
     Ok((
         DataPlaneHandle {
             shared,
@@ -241,13 +303,73 @@ fn adopt(
 }
 
 /// `minuteman cleanup`: removes everything the data plane installed (for `nftables`, the
-/// table; absent is fine). `none` installed nothing.
+/// table; for `ipvs`, minuteman's services, the dummy interface and the masquerade rule;
+/// absent is fine). `none` installed nothing.
 pub fn cleanup(cfg: &DataPlaneConfig) -> Result<(), DataPlaneError> {
     match cfg.kind {
         DataPlaneKind::None => Ok(()),
+        DataPlaneKind::Ipvs => {
+            let removed = ipvs::worker::cleanup(cfg)?;
+            tracing::info!(
+                "removed {removed} IPVS services, interface {} and the masquerade rule",
+                cfg.ipvs.interface
+            );
+            Ok(())
+        }
         DataPlaneKind::Nftables => {
             let nft = nft::Nft::new(&cfg.nft_binary, cfg.nft.table_name());
             nft.run_blocking(&nft.delete_script())
         }
+    }
+}
+
+/// At most this many ops are logged one by one per batch by the `none` data plane.
+const LOGGED_OPS: usize = 1000;
+
+/// Each op as the state it asks for, whatever the state holds: a service added or kept,
+/// a destination set to its weight (created with its service when missing), removals of
+/// what is absent ignored. A destination of the other address family is kept as asked
+/// (the rendering leaves it out): refusing it would make the core ask again after every
+/// resync.
+pub(crate) fn apply_leniently(state: &mut KernelState, ops: &[Op]) {
+    for op in ops {
+        match *op {
+            Op::AddService(service) => {
+                state.services.entry(service).or_default();
+            }
+            Op::AddDestination {
+                service,
+                dest,
+                weight,
+            }
+            | Op::SetWeight {
+                service,
+                dest,
+                weight,
+            } => {
+                Arc::make_mut(state.services.entry(service).or_default()).insert(dest, weight);
+            }
+            Op::RemoveDestination { service, dest } => {
+                if let Some(dests) = state.services.get_mut(&service) {
+                    Arc::make_mut(dests).remove(&dest);
+                }
+            }
+            Op::RemoveService(service) => {
+                state.services.remove(&service);
+            }
+        }
+    }
+}
+
+/// The `none` data plane's output: every op at info (up to [`LOGGED_OPS`] per batch).
+pub(crate) fn log_ops(ops: &[Op]) {
+    for op in ops.iter().take(LOGGED_OPS) {
+        tracing::info!(?op, "kernel op (data plane none)");
+    }
+    if ops.len() > LOGGED_OPS {
+        tracing::info!(
+            "... and {} more kernel ops (data plane none)",
+            ops.len() - LOGGED_OPS
+        );
     }
 }

@@ -25,8 +25,8 @@
 //! - On stop, the pending batch is applied, then the task ends; the table stays.
 
 use super::nft::Nft;
+use super::{apply_leniently, log_ops, DataPlaneConfig, DataPlaneError, Shared};
 use super::{genid, listing};
-use super::{DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::nft::{render_delta, render_full};
 use minuteman_core::kernel::{KernelState, Op};
@@ -47,9 +47,6 @@ pub(crate) enum Start {
     /// transaction is the full table.
     NeedsFull,
 }
-
-/// At most this many ops are logged one by one per batch by the `none` data plane.
-const LOGGED_OPS: usize = 1000;
 
 pub(crate) struct Worker {
     /// `None`: the `none` data plane, which computes and logs only.
@@ -344,54 +341,6 @@ async fn read_back(nft: &Nft) -> Result<KernelState, DataPlaneError> {
         Some(text) => listing::parse(&text)
             .map(|l| l.state)
             .map_err(|e| DataPlaneError::Listing(e.to_string())),
-    }
-}
-
-/// Each op as the state it asks for, whatever the state holds: a service added or kept,
-/// a destination set to its weight (created with its service when missing), removals of
-/// what is absent ignored. A destination of the other address family is kept as asked
-/// (the rendering leaves it out): refusing it would make the core ask again after every
-/// resync.
-fn apply_leniently(state: &mut KernelState, ops: &[Op]) {
-    for op in ops {
-        match *op {
-            Op::AddService(service) => {
-                state.services.entry(service).or_default();
-            }
-            Op::AddDestination {
-                service,
-                dest,
-                weight,
-            }
-            | Op::SetWeight {
-                service,
-                dest,
-                weight,
-            } => {
-                Arc::make_mut(state.services.entry(service).or_default()).insert(dest, weight);
-            }
-            Op::RemoveDestination { service, dest } => {
-                if let Some(dests) = state.services.get_mut(&service) {
-                    Arc::make_mut(dests).remove(&dest);
-                }
-            }
-            Op::RemoveService(service) => {
-                state.services.remove(&service);
-            }
-        }
-    }
-}
-
-/// The `none` data plane's output: every op at info (up to [`LOGGED_OPS`] per batch).
-fn log_ops(ops: &[Op]) {
-    for op in ops.iter().take(LOGGED_OPS) {
-        tracing::info!(?op, "kernel op (data plane none)");
-    }
-    if ops.len() > LOGGED_OPS {
-        tracing::info!(
-            "... and {} more kernel ops (data plane none)",
-            ops.len() - LOGGED_OPS
-        );
     }
 }
 

@@ -4,5 +4,8 @@
 //!
 //! Invariants: see each module.
 
+pub mod host;
+pub mod link;
 pub mod msg;
 pub mod socket;
+pub(crate) mod worker;

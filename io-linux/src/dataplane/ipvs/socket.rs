@@ -6,8 +6,7 @@
 //!   up to [`BATCH`] requests goes out in one `send`, and the socket is read until each
 //!   request's sequence number has its ACK or error. A refusal is typed by its errno
 //!   ([`IpvsError::Refused`]); nothing is retried or absorbed here.
-//! - A read never waits forever: the socket has a receive timeout ([`RECV_TIMEOUT`]).
-//! - Replies that belong to no request in flight (stale sequence numbers) are skipped.
+//! - Reads time out and stale replies are skipped (module `netlink`).
 //! - Errors that say the kernel cannot do IPVS at all are their own variants:
 //!   [`IpvsError::FamilyMissing`], [`IpvsError::Permission`],
 //!   [`IpvsError::SchedulerMissing`].
@@ -16,31 +15,21 @@ use super::msg::{
     decode_dest, decode_service, CmdAttr, DecodeError, DumpedDest, DumpedService, EncodeError,
     IpvsMessage, Request, FAMILY_NAME,
 };
+use crate::dataplane::netlink::{Conn, NetlinkError};
 use minuteman_core::kernel::Service;
 use neli::consts::genl::{CtrlAttr, CtrlCmd};
 use neli::consts::nl::{GenlId, NlmF};
-use neli::consts::socket::{Msg, NlFamily};
+use neli::consts::socket::NlFamily;
 use neli::genl::{AttrTypeBuilder, Genlmsghdr, GenlmsghdrBuilder, NlattrBuilder};
-use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
-use neli::socket::NlSocket;
-use neli::types::{Buffer, GenlBuffer};
-use neli::utils::Groups;
-use neli::{FromBytes, FromBytesWithInput, ToBytes};
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::types::GenlBuffer;
+use neli::FromBytesWithInput;
 use std::collections::BTreeMap;
 use std::io::{self, Cursor};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 /// At most this many requests go out in one `send` (their ACKs must fit the receive
 /// buffer: about 36 bytes each, or the whole request echoed back with an error).
 pub const BATCH: usize = 128;
-/// A read of the socket gives up after this long (the kernel answers at once; this is a
-/// guard against a lost reply, not a wait for work).
-pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
-/// The receive buffer asked of the kernel.
-const RECV_BUFFER: usize = 1 << 20;
-/// One read: the largest netlink message a dump sends fits.
-const READ_SIZE: usize = 64 * 1024;
 
 /// What went wrong talking to IPVS.
 #[derive(Debug, thiserror::Error)]
@@ -57,10 +46,8 @@ pub enum IpvsError {
     SchedulerMissing,
     #[error("the kernel refused {request}: {}", io::Error::from_raw_os_error(*errno))]
     Refused { request: String, errno: i32 },
-    #[error("netlink I/O: {0}")]
-    Io(io::Error),
-    #[error("no answer from the kernel within {RECV_TIMEOUT:?}")]
-    Timeout,
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
     #[error("unreadable reply from the kernel: {0}")]
     Reply(String),
     #[error(transparent)]
@@ -141,28 +128,15 @@ pub struct DumpedEntry {
 
 /// The socket. Blocking: call it from a thread that may block (`spawn_blocking`).
 pub struct IpvsSocket {
-    socket: NlSocket,
+    conn: Conn,
     family: u16,
-    seq: u32,
-    read: Vec<u8>,
 }
 
 impl IpvsSocket {
     /// Opens a socket in the calling thread's network namespace and resolves the family.
     pub fn open() -> Result<IpvsSocket, IpvsError> {
-        let socket = NlSocket::connect(NlFamily::Generic, None, Groups::empty())
-            .map_err(IpvsError::Socket)?;
-        socket.block().map_err(IpvsError::Socket)?;
-        socket
-            .set_recv_buffer_size(RECV_BUFFER)
-            .map_err(IpvsError::Socket)?;
-        set_recv_timeout(&socket, RECV_TIMEOUT).map_err(IpvsError::Socket)?;
-        let mut this = IpvsSocket {
-            socket,
-            family: 0,
-            seq: 0,
-            read: vec![0; READ_SIZE],
-        };
+        let conn = Conn::open(NlFamily::Generic).map_err(IpvsError::Socket)?;
+        let mut this = IpvsSocket { conn, family: 0 };
         this.family = this.resolve_family()?;
         Ok(this)
     }
@@ -172,23 +146,19 @@ impl IpvsSocket {
         self.family
     }
 
-    fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {
+        let reply_err = |e: &dyn std::fmt::Display| IpvsError::Reply(e.to_string());
         let attrs = std::iter::once(
             NlattrBuilder::default()
                 .nla_type(
                     AttrTypeBuilder::default()
                         .nla_type(CtrlAttr::FamilyName)
                         .build()
-                        .map_err(|e| IpvsError::Reply(e.to_string()))?,
+                        .map_err(|e| reply_err(&e))?,
                 )
                 .nla_payload(FAMILY_NAME)
                 .build()
-                .map_err(|e| IpvsError::Reply(e.to_string()))?,
+                .map_err(|e| reply_err(&e))?,
         )
         .collect::<GenlBuffer<_, _>>();
         let genl = GenlmsghdrBuilder::default()
@@ -196,99 +166,52 @@ impl IpvsSocket {
             .version(2)
             .attrs(attrs)
             .build()
-            .map_err(|e| IpvsError::Reply(e.to_string()))?;
-        let seq = self.next_seq();
+            .map_err(|e| reply_err(&e))?;
+        let seq = self.conn.next_seq();
         let msg = NlmsghdrBuilder::default()
             .nl_type(GenlId::Ctrl)
             .nl_flags(NlmF::REQUEST | NlmF::ACK)
             .nl_seq(seq)
             .nl_payload(NlPayload::Payload(genl))
             .build()
-            .map_err(|e| IpvsError::Reply(e.to_string()))?;
-        let mut out = Cursor::new(Vec::new());
-        msg.to_bytes(&mut out)
-            .map_err(|e| IpvsError::Reply(e.to_string()))?;
-        self.send(out.get_ref())?;
-        let mut family = None;
-        loop {
-            for reply in self.read_messages()? {
-                if *reply.nl_seq() != seq {
-                    continue;
-                }
-                match reply.nl_payload() {
-                    NlPayload::Payload(body) => {
-                        let genl = Genlmsghdr::<CtrlCmd, CtrlAttr>::from_bytes_with_input(
-                            &mut Cursor::new(body.as_ref()),
-                            body.len(),
-                        )
-                        .map_err(|e| IpvsError::Reply(e.to_string()))?;
-                        family = genl
-                            .attrs()
-                            .get_attr_handle()
-                            .get_attr_payload_as::<u16>(CtrlAttr::FamilyId)
-                            .ok();
-                    }
-                    NlPayload::Ack(_) => {
-                        return family.ok_or_else(|| {
-                            IpvsError::Reply("the family reply has no id".to_owned())
-                        });
-                    }
-                    NlPayload::Err(e) => {
-                        return Err(match -*e.error() {
-                            libc::ENOENT => IpvsError::FamilyMissing,
-                            libc::EPERM | libc::EACCES => IpvsError::Permission {
-                                what: "the lookup of the IPVS family".to_owned(),
-                            },
-                            errno => IpvsError::Io(io::Error::from_raw_os_error(errno)),
-                        });
-                    }
-                    _ => {}
+            .map_err(|e| reply_err(&e))?;
+        self.conn.send_msg(&msg)?;
+        let (payloads, outcome) = self.conn.ack(seq)?;
+        match outcome {
+            Ok(()) => {}
+            Err(libc::ENOENT) => return Err(IpvsError::FamilyMissing),
+            Err(libc::EPERM | libc::EACCES) => {
+                return Err(IpvsError::Permission {
+                    what: "the lookup of the IPVS family".to_owned(),
+                })
+            }
+            Err(errno) => {
+                return Err(IpvsError::Netlink(NetlinkError::Io(
+                    io::Error::from_raw_os_error(errno),
+                )))
+            }
+        }
+        for reply in payloads {
+            if let NlPayload::Payload(body) = reply.nl_payload() {
+                let genl = Genlmsghdr::<CtrlCmd, CtrlAttr>::from_bytes_with_input(
+                    &mut Cursor::new(body.as_ref()),
+                    body.len(),
+                )
+                .map_err(|e| reply_err(&e))?;
+                if let Ok(id) = genl
+                    .attrs()
+                    .get_attr_handle()
+                    .get_attr_payload_as::<u16>(CtrlAttr::FamilyId)
+                {
+                    return Ok(id);
                 }
             }
         }
+        Err(IpvsError::Reply("the family reply has no id".to_owned()))
     }
 
-    fn send(&self, bytes: &[u8]) -> Result<(), IpvsError> {
-        let sent = self
-            .socket
-            .send(bytes, Msg::empty())
-            .map_err(IpvsError::Io)?;
-        if sent != bytes.len() {
-            return Err(IpvsError::Io(io::Error::other(format!(
-                "sent {sent} of {} bytes",
-                bytes.len()
-            ))));
-        }
-        Ok(())
-    }
-
-    /// One read: every netlink message in it.
-    fn read_messages(&mut self) -> Result<Vec<Nlmsghdr<u16, Buffer>>, IpvsError> {
-        let (n, _) = match self.socket.recv(&mut self.read[..], Msg::empty()) {
-            Ok(read) => read,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(IpvsError::Timeout)
-            }
-            Err(e) => return Err(IpvsError::Io(e)),
-        };
-        let mut cursor = Cursor::new(&self.read[..n]);
-        let mut out = Vec::new();
-        while (cursor.position() as usize) < n {
-            let msg = Nlmsghdr::<u16, Buffer>::from_bytes(&mut cursor)
-                .map_err(|e| IpvsError::Reply(e.to_string()))?;
-            out.push(msg);
-        }
-        Ok(out)
-    }
-
-    /// Carries out `requests` in order; one result per request. Dumps are refused here
-    /// (use [`IpvsSocket::dump`]). A failure of the socket itself fails every request
-    /// not yet answered.
+    /// Carries out `requests` in order; one result per request. A failure of the socket
+    /// itself fails every request not yet answered.
     pub fn execute(&mut self, requests: &[Request]) -> Vec<Result<(), IpvsError>> {
         let mut results: Vec<Result<(), IpvsError>> = Vec::with_capacity(requests.len());
         for batch in requests.chunks(BATCH) {
@@ -298,7 +221,7 @@ impl IpvsSocket {
                     let message = e.to_string();
                     results.push(Err(e));
                     while results.len() < requests.len() {
-                        results.push(Err(IpvsError::Io(io::Error::other(message.clone()))));
+                        results.push(Err(IpvsError::Reply(format!("not sent: {message}"))));
                     }
                     return results;
                 }
@@ -320,16 +243,16 @@ impl IpvsSocket {
                     describe(request)
                 )));
             }
-            let seq = self.next_seq();
+            let seq = self.conn.next_seq();
             bytes.extend(request.encode(self.family, seq)?);
             pending.insert(seq, i);
         }
-        self.send(&bytes)?;
+        self.conn.send(&bytes)?;
         let mut results: Vec<Option<Result<(), IpvsError>>> =
             (0..batch.len()).map(|_| None).collect();
         while !pending.is_empty() {
-            for reply in self.read_messages()? {
-                let (seq, outcome) = match reply.nl_payload() {
+            for reply in self.conn.read()? {
+                let (seq, errno) = match reply.nl_payload() {
                     NlPayload::Ack(ack) => (*ack.nlmsg().nl_seq(), 0),
                     NlPayload::Err(err) => (*err.nlmsg().nl_seq(), -*err.error()),
                     _ => continue,
@@ -337,10 +260,10 @@ impl IpvsSocket {
                 let Some(i) = pending.remove(&seq) else {
                     continue;
                 };
-                results[i] = Some(if outcome == 0 {
+                results[i] = Some(if errno == 0 {
                     Ok(())
                 } else {
-                    Err(IpvsError::from_errno(&batch[i], outcome))
+                    Err(IpvsError::from_errno(&batch[i], errno))
                 });
             }
         }
@@ -352,38 +275,26 @@ impl IpvsSocket {
 
     /// Runs one dump request; the IPVS messages it returns.
     fn dump_request(&mut self, request: &Request) -> Result<Vec<IpvsMessage>, IpvsError> {
-        let seq = self.next_seq();
+        let seq = self.conn.next_seq();
         let bytes = request.encode(self.family, seq)?;
-        self.send(&bytes)?;
-        let mut out = Vec::new();
-        loop {
-            for reply in self.read_messages()? {
-                if *reply.nl_seq() != seq {
-                    continue;
-                }
-                match reply.nl_payload() {
-                    NlPayload::Payload(body) if *reply.nl_type() == self.family => {
-                        let genl = IpvsMessage::from_bytes_with_input(
-                            &mut Cursor::new(body.as_ref()),
-                            body.len(),
-                        )
+        self.conn.send(&bytes)?;
+        let replies = self
+            .conn
+            .dump(seq)?
+            .map_err(|errno| IpvsError::from_errno(request, errno))?;
+        let mut out = Vec::with_capacity(replies.len());
+        for reply in replies {
+            if *reply.nl_type() != self.family {
+                continue;
+            }
+            if let NlPayload::Payload(body) = reply.nl_payload() {
+                let genl =
+                    IpvsMessage::from_bytes_with_input(&mut Cursor::new(body.as_ref()), body.len())
                         .map_err(|e| IpvsError::Reply(e.to_string()))?;
-                        out.push(genl);
-                    }
-                    NlPayload::Err(err) => {
-                        return Err(IpvsError::from_errno(request, -*err.error()))
-                    }
-                    // NLMSG_DONE ends the dump (with or without an extended ACK).
-                    NlPayload::Empty | NlPayload::DumpExtAck(_) => return Ok(out),
-                    NlPayload::Payload(_)
-                        if *reply.nl_type() == u16::from(neli::consts::nl::Nlmsg::Done) =>
-                    {
-                        return Ok(out)
-                    }
-                    _ => {}
-                }
+                out.push(genl);
             }
         }
+        Ok(out)
     }
 
     /// Every service in the kernel with its destinations.
@@ -417,27 +328,5 @@ impl IpvsSocket {
             }
         }
         Ok(dests)
-    }
-}
-
-fn set_recv_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
-    };
-    // SAFETY: setsockopt reads `size_of::<timeval>()` bytes from a valid timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
