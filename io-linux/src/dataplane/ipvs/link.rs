@@ -6,7 +6,8 @@
 //!   an existing interface of that name is used as it is (a restart keeps its addresses,
 //!   so traffic keeps flowing).
 //! - Addresses are host routes (/32, /128; IPv6 without duplicate address detection) of
-//!   scope global. Adding one present or removing one absent succeeds (idempotent).
+//!   scope global; only those are listed (the kernel's own IPv6 link-local address is
+//!   not minuteman's). Adding one present or removing one absent succeeds (idempotent).
 //! - Blocking; every kernel refusal is a typed [`LinkError`] naming the interface.
 
 use crate::dataplane::netlink::{Conn, NetlinkError, Reply};
@@ -214,7 +215,7 @@ impl DummyLink {
             .map(|_| ())
     }
 
-    /// The addresses on the interface.
+    /// The addresses of scope global on the interface (the VIP addresses).
     pub fn addresses(&mut self) -> Result<BTreeSet<IpAddr>, LinkError> {
         let seq = self.conn.next_seq();
         let msg = NlmsghdrBuilder::default()
@@ -248,7 +249,11 @@ impl DummyLink {
             else {
                 continue;
             };
-            if i64::from(*addr.ifa_index()) != i64::from(self.index) {
+            // Only the addresses of scope global: the kernel adds an IPv6 link-local one
+            // to every interface, which is not minuteman's.
+            if i64::from(*addr.ifa_index()) != i64::from(self.index)
+                || *addr.ifa_scope() != RtScope::Universe
+            {
                 continue;
             }
             let attrs = addr.rtattrs().get_attr_handle();
