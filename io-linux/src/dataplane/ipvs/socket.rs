@@ -300,16 +300,7 @@ impl IpvsSocket {
     /// Every service in the kernel with its destinations.
     pub fn dump(&mut self) -> Result<Vec<DumpedEntry>, IpvsError> {
         let mut entries = Vec::new();
-        for msg in self.dump_request(&Request::DumpServices)? {
-            let Some(nested) = msg
-                .attrs()
-                .get_attr_handle()
-                .get_attribute(CmdAttr::Service)
-                .cloned()
-            else {
-                continue;
-            };
-            let service = decode_service(&nested)?;
+        for service in self.dump_services()? {
             let dests = match &service {
                 DumpedService::Virtual { service, .. } => self.dump_dests(service)?,
                 DumpedService::Other { .. } => Vec::new(),
@@ -317,6 +308,21 @@ impl IpvsSocket {
             entries.push(DumpedEntry { service, dests });
         }
         Ok(entries)
+    }
+
+    /// Every service in the kernel, without destinations (one dump).
+    pub fn dump_services(&mut self) -> Result<Vec<DumpedService>, IpvsError> {
+        let mut services = Vec::new();
+        for msg in self.dump_request(&Request::DumpServices)? {
+            if let Some(nested) = msg
+                .attrs()
+                .get_attr_handle()
+                .get_attribute(CmdAttr::Service)
+            {
+                services.push(decode_service(nested)?);
+            }
+        }
+        Ok(services)
     }
 
     /// The destinations of one service.

@@ -17,9 +17,12 @@
 //!   every request succeeded; otherwise what a dump reads after the repair (the dump's
 //!   difference from the target is applied request by request first). The core gets a
 //!   resync whenever `committed` is not the target it asked for.
-//! - Reconcile (every `reconcile_interval`) dumps the kernel and, when the minuteman part
+//! - Reconcile (every `reconcile_interval`) reads the service list and the VIP addresses
+//!   whole, and the destinations of a rotating window of [`RECONCILE_DEST_DUMPS`]
+//!   services (IPVS dumps destinations one service at a time); when the minuteman part
 //!   differs from `committed` (as IPVS can hold it: same-family destinations, weights
-//!   clamped), repairs it and counts a restore. It never changes `committed`.
+//!   clamped), it repairs the kernel from a full read and counts a restore. It never
+//!   changes `committed`.
 //! - Blocking netlink work runs on tokio's blocking pool, one call at a time.
 
 use super::host;
@@ -28,10 +31,11 @@ use super::msg::{DumpedService, Request, FORWARD_MASQ, SCHEDULER};
 use super::socket::{describe, IpvsError, IpvsSocket};
 use crate::dataplane::{apply_leniently, DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
-use minuteman_core::kernel::{diff, KernelState, Op, MAX_WEIGHT};
+use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::named::{in_v4_prefix, in_v6_prefix};
+use minuteman_core::Protocol;
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -72,6 +76,40 @@ pub fn visible(state: &KernelState) -> KernelState {
 /// The VIP addresses `state` uses.
 fn addresses(state: &KernelState) -> BTreeSet<IpAddr> {
     state.services.keys().map(|s| s.addr.ip()).collect()
+}
+
+/// Whether any service of `state` is at `ip` (either protocol, any port).
+fn uses(state: &KernelState, ip: IpAddr) -> bool {
+    [Protocol::Tcp, Protocol::Udp].into_iter().any(|protocol| {
+        let first = Service::new(protocol, SocketAddr::new(ip, 0));
+        let last = Service::new(protocol, SocketAddr::new(ip, u16::MAX));
+        state.services.range(first..=last).next().is_some()
+    })
+}
+
+/// The VIP addresses that `ops` (from `from` to `target`) bring in and take out: only the
+/// addresses of services added or removed are looked at, so one change costs nothing in
+/// proportion to the table.
+fn address_changes(
+    from: &KernelState,
+    target: &KernelState,
+    ops: &[Op],
+) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+    let mut added = BTreeSet::new();
+    let mut removed = BTreeSet::new();
+    for op in ops {
+        let ip = op.service().addr.ip();
+        match op {
+            Op::AddService(_) if !uses(from, ip) && uses(target, ip) => {
+                added.insert(ip);
+            }
+            Op::RemoveService(_) if uses(from, ip) && !uses(target, ip) => {
+                removed.insert(ip);
+            }
+            _ => {}
+        }
+    }
+    (added, removed)
 }
 
 /// What a dump found: minuteman's services as a state, and the requests that rewrite the
@@ -149,7 +187,7 @@ impl IpvsKernel {
             if scheduler != SCHEDULER || flags != 0 || timeout != 0 {
                 reading.fixes.push(Request::SetService(service));
             }
-            let mut dests = minuteman_core::kernel::Destinations::new();
+            let mut dests = Destinations::new();
             for dest in entry.dests {
                 if dest.forward != FORWARD_MASQ {
                     reading.fixes.push(Request::SetDest {
@@ -173,9 +211,8 @@ impl IpvsKernel {
         target: &KernelState,
         ops: &[Op],
     ) -> Vec<(Request, IpvsError)> {
-        let before = addresses(from);
-        let after = addresses(target);
-        for ip in after.difference(&before) {
+        let (added, removed) = address_changes(from, target, ops);
+        for ip in &added {
             if let Err(e) = self.link.add(*ip) {
                 tracing::warn!("cannot add VIP address {ip}: {e}");
             }
@@ -187,7 +224,7 @@ impl IpvsKernel {
             .zip(results)
             .filter_map(|(r, result)| result.err().map(|e| (r, e)))
             .collect();
-        for ip in before.difference(&after) {
+        for ip in &removed {
             if let Err(e) = self.link.remove(*ip) {
                 tracing::warn!("cannot remove VIP address {ip}: {e}");
             }
@@ -224,34 +261,86 @@ impl IpvsKernel {
     }
 
     /// Whether the kernel's minuteman part, and the VIP addresses, are `committed`; the
-    /// first difference when not.
-    fn compare(&mut self, committed: &KernelState) -> Result<Option<String>, DataPlaneError> {
-        let reading = self.read()?;
+    /// first difference when not. Reads every service (one dump) but the destinations of
+    /// at most [`RECONCILE_DEST_DUMPS`] services, the ones after `cursor` in order
+    /// (wrapping), and returns where to go on next time: a dump per service is what a
+    /// full read costs (4.7 s for 10,000 services in the test VM).
+    fn compare(
+        &mut self,
+        committed: &KernelState,
+        cursor: Option<Service>,
+    ) -> Result<(Option<String>, Option<Service>), DataPlaneError> {
+        let on_link = self.link.addresses()?;
         let want = visible(committed);
-        if let Some(request) = reading.fixes.first() {
-            return Ok(Some(format!("programmed otherwise: {}", describe(request))));
+        let mut found = BTreeSet::new();
+        for dumped in self.socket.dump_services()? {
+            let DumpedService::Virtual {
+                service,
+                scheduler,
+                flags,
+                timeout,
+            } = dumped
+            else {
+                continue;
+            };
+            if !in_named_range(service.addr.ip()) && !on_link.contains(&service.addr.ip()) {
+                continue;
+            }
+            if scheduler != SCHEDULER || flags != 0 || timeout != 0 {
+                return Ok((Some(format!("{service} is programmed otherwise")), cursor));
+            }
+            found.insert(service);
         }
-        if reading.state != want {
-            let ops = diff(&reading.state, &want);
-            return Ok(Some(format!(
-                "{} ops from the kernel to the committed state, first {:?}",
-                ops.len(),
-                ops.first()
-            )));
+        let wanted: BTreeSet<Service> = want.services.keys().copied().collect();
+        if found != wanted {
+            let missing = wanted.difference(&found).count();
+            let extra = found.difference(&wanted).count();
+            return Ok((
+                Some(format!("{missing} services missing, {extra} not committed")),
+                cursor,
+            ));
         }
-        let have = self.link.addresses()?;
-        let want = addresses(committed);
-        if have != want {
-            return Ok(Some(format!(
-                "the VIP addresses on {} differ ({} present, {} wanted)",
-                self.link.name(),
-                have.len(),
-                want.len()
-            )));
+        let want_addrs = addresses(committed);
+        if on_link != want_addrs {
+            return Ok((
+                Some(format!(
+                    "the VIP addresses on {} differ ({} present, {} wanted)",
+                    self.link.name(),
+                    on_link.len(),
+                    want_addrs.len()
+                )),
+                cursor,
+            ));
         }
-        Ok(None)
+        let after = want
+            .services
+            .iter()
+            .filter(|(s, _)| cursor.is_none_or(|c| **s > c));
+        let window: Vec<(&Service, &Arc<Destinations>)> = after
+            .chain(want.services.iter())
+            .take(RECONCILE_DEST_DUMPS.min(want.services.len()))
+            .collect();
+        let mut next = cursor;
+        for (service, dests) in window {
+            let kernel: Destinations = self
+                .socket
+                .dump_dests(service)?
+                .into_iter()
+                .map(|d| (d.addr, d.weight))
+                .collect();
+            if kernel != **dests {
+                return Ok((Some(format!("the destinations of {service} differ")), next));
+            }
+            next = Some(*service);
+        }
+        Ok((None, next))
     }
 }
+
+/// At most this many services have their destinations read per reconcile (a full pass
+/// over 10,000 services takes 20 reconciles, 200 s at the default interval; a difference
+/// in the service list or the addresses is seen at the next one).
+pub const RECONCILE_DEST_DUMPS: usize = 500;
 
 /// Removes everything minuteman installed for IPVS: its services, the dummy interface
 /// with its addresses, the masquerade rule.
@@ -301,6 +390,8 @@ pub(crate) struct IpvsWorker {
     shared: Arc<Shared>,
     metrics: ShellMetrics,
     resync: mpsc::Sender<KernelState>,
+    /// Where the next reconcile goes on reading destinations.
+    cursor: Option<Service>,
 }
 
 impl IpvsWorker {
@@ -319,6 +410,7 @@ impl IpvsWorker {
             shared,
             metrics,
             resync,
+            cursor: None,
         }
     }
 
@@ -456,9 +548,16 @@ impl IpvsWorker {
     async fn reconcile(&mut self) {
         self.metrics.kernel_reconciles.inc();
         let committed = self.committed.clone();
-        let difference = match self.blocking(move |k| k.compare(&committed)).await {
-            Ok(None) => return,
-            Ok(Some(why)) => why,
+        let cursor = self.cursor;
+        let difference = match self.blocking(move |k| k.compare(&committed, cursor)).await {
+            Ok((None, next)) => {
+                self.cursor = next;
+                return;
+            }
+            Ok((Some(why), next)) => {
+                self.cursor = next;
+                why
+            }
             Err(e) => {
                 tracing::warn!("reconcile cannot read IPVS: {e}");
                 return;
@@ -470,5 +569,66 @@ impl IpvsWorker {
         if let Err(e) = self.blocking(move |k| k.repair(&committed)).await {
             tracing::warn!("cannot restore IPVS: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(services: &[(Protocol, &str)]) -> KernelState {
+        KernelState {
+            services: services
+                .iter()
+                .map(|(p, a)| (Service::new(*p, a.parse().unwrap()), Arc::default()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn address_changes_follow_the_first_and_last_service_of_an_address() {
+        let from = state(&[
+            (Protocol::Tcp, "10.0.0.1:80"),
+            (Protocol::Udp, "10.0.0.2:53"),
+        ]);
+        let target = state(&[
+            (Protocol::Tcp, "10.0.0.1:80"),
+            (Protocol::Udp, "10.0.0.1:53"),
+            (Protocol::Tcp, "10.0.0.3:80"),
+        ]);
+        let ops = diff(&from, &target);
+        let (added, removed) = address_changes(&from, &target, &ops);
+        // 10.0.0.1 gains a UDP service but was in use already.
+        assert_eq!(added, BTreeSet::from(["10.0.0.3".parse().unwrap()]));
+        assert_eq!(removed, BTreeSet::from(["10.0.0.2".parse().unwrap()]));
+        // The same as comparing the whole address sets.
+        let all_added: BTreeSet<IpAddr> = addresses(&target)
+            .difference(&addresses(&from))
+            .copied()
+            .collect();
+        let all_removed: BTreeSet<IpAddr> = addresses(&from)
+            .difference(&addresses(&target))
+            .copied()
+            .collect();
+        assert_eq!((added, removed), (all_added, all_removed));
+    }
+
+    #[test]
+    fn visible_keeps_what_ipvs_can_hold() {
+        let service = Service::new(Protocol::Tcp, "10.0.0.1:80".parse().unwrap());
+        let dests: Destinations = [
+            ("10.1.0.1:80".parse().unwrap(), u32::MAX),
+            ("[fd00::1]:80".parse().unwrap(), 1),
+        ]
+        .into_iter()
+        .collect();
+        let state = KernelState {
+            services: [(service, Arc::new(dests))].into_iter().collect(),
+        };
+        let shown = visible(&state);
+        assert_eq!(
+            *shown.services[&service],
+            Destinations::from([("10.1.0.1:80".parse().unwrap(), MAX_WEIGHT)])
+        );
     }
 }
