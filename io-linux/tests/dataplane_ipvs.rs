@@ -369,7 +369,8 @@ impl BackendNet {
     }
 
     /// HTTP on 8080 and UDP on 8081 answering `name` (the lab's backend), plus a held
-    /// TCP service on 9090: greets with `name`, then echoes lines.
+    /// TCP service on 9090: greets with `name` and the source address it sees, then
+    /// echoes lines.
     fn serve(&self, name: &str) {
         let bound = in_netns(&self.ns, || Bound::new(Some(8080), Some(8081)))
             .unwrap()
@@ -391,7 +392,9 @@ impl BackendNet {
                 let label = label.clone();
                 std::thread::spawn(move || {
                     let mut writer = stream.try_clone().unwrap();
-                    if writeln!(writer, "{label}").is_err() {
+                    let peer = stream.peer_addr().map(|a| a.ip().to_canonical());
+                    let peer = peer.map_or_else(|e| format!("? ({e})"), |ip| ip.to_string());
+                    if writeln!(writer, "{label} {peer}").is_err() {
                         return;
                     }
                     for line in BufReader::new(stream).lines() {
@@ -412,11 +415,13 @@ impl Drop for BackendNet {
     }
 }
 
-/// A connection held open through a VIP: who answered, and an echo on demand.
+/// A connection held open through a VIP: who answered, the source address the backend
+/// saw, and an echo on demand.
 struct Held {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
     backend: String,
+    seen_from: String,
 }
 
 impl Held {
@@ -427,12 +432,14 @@ impl Held {
             .unwrap();
         let writer = stream.try_clone().unwrap();
         let mut reader = BufReader::new(stream);
-        let mut backend = String::new();
-        reader.read_line(&mut backend).unwrap();
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).unwrap();
+        let (backend, seen_from) = greeting.trim().split_once(' ').unwrap();
         Held {
+            backend: backend.to_owned(),
+            seen_from: seen_from.to_owned(),
             reader,
             writer,
-            backend: backend.trim().to_owned(),
         }
     }
 
@@ -605,6 +612,13 @@ fn the_data_plane_carries_tcp_and_udp_through_vips_drains_and_restores() {
     // ones avoid it.
     let mut held = Held::open(held4.addr);
     let drained = held.backend.clone();
+    // Masqueraded: the backend sees this host's address on its link, not the VIP.
+    let n = &drained[1..];
+    assert_eq!(
+        held.seen_from,
+        format!("10.66.{n}.1"),
+        "the masquerade rule"
+    );
     let other = if drained == "b1" { "b2" } else { "b1" };
     let drained_addr = if drained == "b1" {
         "10.66.1.2:9090"
