@@ -573,6 +573,42 @@ mod tests {
     }
 
     #[test]
+    fn the_ipvs_options_default_and_refuse_bad_interface_names() {
+        let base = AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            dataplane: Some(DataPlaneArg::Ipvs),
+            ..insecure()
+        };
+        let cfg = AgentConfig::from_args(base.clone()).unwrap();
+        assert_eq!(cfg.dataplane, DataPlaneKind::Ipvs);
+        assert_eq!(cfg.ipvs_interface, "minuteman");
+        assert_eq!(cfg.ipvs_masquerade, Masquerade::Iptables);
+        for bad in ["", "a/b", "a b", "sixteen-bytes-xx", "..", "eth0:1"] {
+            let args = AgentArgs {
+                ipvs_interface: Some(bad.into()),
+                ..base.clone()
+            };
+            assert!(
+                matches!(
+                    AgentConfig::from_args(args),
+                    Err(ConfigError::BadInterface(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let args = AgentArgs {
+            ipvs_interface: Some("mm-vips".into()),
+            ipvs_masquerade: Some(MasqueradeArg::None),
+            ..base
+        };
+        let cfg = AgentConfig::from_args(args).unwrap();
+        assert_eq!(
+            (cfg.ipvs_interface.as_str(), cfg.ipvs_masquerade),
+            ("mm-vips", Masquerade::None)
+        );
+    }
+
+    #[test]
     fn refuses_what_it_cannot_run_with() {
         assert!(matches!(
             AgentConfig::from_args(insecure()),

@@ -784,6 +784,69 @@ mod tests {
         }
     }
 
+    fn arb_addr() -> impl proptest::strategy::Strategy<Value = SocketAddr> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        ]
+    }
+
+    fn arb_op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let service = (any::<bool>(), arb_addr()).prop_map(|(tcp, addr)| {
+            Service::new(if tcp { Protocol::Tcp } else { Protocol::Udp }, addr)
+        });
+        (service, arb_addr(), any::<u32>(), 0..5u8).prop_map(|(service, dest, weight, kind)| {
+            match kind {
+                0 => Op::AddService(service),
+                1 => Op::RemoveService(service),
+                2 => Op::AddDestination {
+                    service,
+                    dest,
+                    weight,
+                },
+                3 => Op::SetWeight {
+                    service,
+                    dest,
+                    weight,
+                },
+                _ => Op::RemoveDestination { service, dest },
+            }
+        })
+    }
+
+    proptest::proptest! {
+        /// Any op of the core: its request (when IPVS can hold it) survives encoding and
+        /// decoding, and says what the op says (weights clamped).
+        #[test]
+        fn any_op_round_trips_through_its_netlink_message(op in arb_op(), seq in proptest::prelude::any::<u32>()) {
+            let Some(request) = Request::from_op(&op) else {
+                let (Op::AddDestination { service, dest, .. }
+                | Op::SetWeight { service, dest, .. }
+                | Op::RemoveDestination { service, dest }) = op else {
+                    panic!("only destinations of the other family have no request: {op:?}");
+                };
+                proptest::prop_assert_ne!(service.addr.is_ipv4(), dest.is_ipv4());
+                return Ok(());
+            };
+            let bytes = request.encode(FAMILY, seq).unwrap();
+            let msg = Nlmsghdr::<u16, IpvsMessage>::from_bytes(&mut Cursor::new(&bytes[..])).unwrap();
+            proptest::prop_assert_eq!(*msg.nl_seq(), seq);
+            let NlPayload::Payload(genl) = msg.nl_payload() else {
+                panic!("no payload");
+            };
+            let decoded = Request::decode(genl).unwrap();
+            let clamp = |w: u32| w.min(MAX_WEIGHT);
+            let expected = match request {
+                Request::NewDest { service, dest, weight } => Request::NewDest { service, dest, weight: clamp(weight) },
+                Request::SetDest { service, dest, weight } => Request::SetDest { service, dest, weight: clamp(weight) },
+                other => other,
+            };
+            proptest::prop_assert_eq!(decoded, expected);
+        }
+    }
+
     #[test]
     fn full_entries_carry_what_the_kernel_insists_on() {
         let v4 = svc(Protocol::Tcp, "10.1.2.3:80");
