@@ -17,6 +17,8 @@
 //! skip into a failure. Outside the VM each test re-runs itself in a fresh network
 //! namespace (`unshare --net`), so a host's own IPVS table is never touched.
 
+mod kernel_support;
+use kernel_support::runtime;
 use minuteman::dataplane::ipvs::host::Masquerade;
 use minuteman::dataplane::ipvs::link::{DummyLink, LinkError};
 use minuteman::dataplane::ipvs::msg::{DumpedService, Request};
@@ -191,18 +193,6 @@ fn ipvsadm() -> (String, KernelState) {
         }
     }
     (text, out)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("minuteman=info")
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {

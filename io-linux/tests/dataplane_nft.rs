@@ -16,6 +16,8 @@
 //! says why it is skipped and passes, unless `MINUTEMAN_REQUIRE_ROOT_SUITES=1`.
 //! `MINUTEMAN_CAPTURE_LISTINGS=DIR` writes the listings of the examples to DIR.
 
+mod kernel_support;
+use kernel_support::runtime;
 use minuteman::dataplane::listing::{self, compare, visible};
 use minuteman::dataplane::nft::Nft;
 use minuteman::dataplane::{
@@ -102,19 +104,6 @@ fn inside_netns(name: &str) -> bool {
         "{name} failed inside its namespace"
     );
     false
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // The data plane's warnings, in the test's output.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("minuteman=info")
-        .with_test_writer()
-        .try_init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
 }
 
 fn sa(addr: &str) -> SocketAddr {

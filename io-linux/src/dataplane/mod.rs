@@ -323,6 +323,51 @@ pub fn cleanup(cfg: &DataPlaneConfig) -> Result<(), DataPlaneError> {
     }
 }
 
+/// The state `ops` lead to from `committed`: applied strictly (as IPVS would), or, when
+/// they do not follow it, each op applied as the state it asks for, with the reason.
+pub(crate) fn target_of(
+    committed: &KernelState,
+    ops: &[Op],
+) -> (KernelState, Option<minuteman_core::kernel::ApplyError>) {
+    let mut target = committed.clone();
+    match target.apply_all(ops) {
+        Ok(()) => (target, None),
+        Err(e) => {
+            let mut target = committed.clone();
+            apply_leniently(&mut target, ops);
+            (target, Some(e))
+        }
+    }
+}
+
+/// Sends `state` to the pump for `Node::resync_kernel`. Waits for room, unless the worker
+/// is stopping (then the pump may no longer read, and the next start adopts the kernel).
+pub(crate) async fn send_resync(
+    resync: &mpsc::Sender<KernelState>,
+    state: KernelState,
+    stop: &CancellationToken,
+) {
+    match resync.try_send(state) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Full(state)) => {
+            tokio::select! {
+                _ = resync.send(state) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Makes `state` the committed one for the handle, and its size the gauge's.
+    fn commit(&self, metrics: &ShellMetrics, state: Arc<KernelState>) {
+        metrics
+            .kernel_services
+            .set(i64::try_from(state.services.len()).unwrap_or(i64::MAX));
+        self.publish(state);
+    }
+}
+
 /// At most this many ops are logged one by one per batch by the `none` data plane.
 const LOGGED_OPS: usize = 1000;
 
@@ -371,5 +416,44 @@ pub(crate) fn log_ops(ops: &[Op]) {
             "... and {} more kernel ops (data plane none)",
             ops.len() - LOGGED_OPS
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minuteman_core::kernel::Service;
+    use minuteman_core::Protocol;
+
+    #[test]
+    fn lenient_application_reaches_what_the_ops_ask() {
+        let s = Service::new(Protocol::Tcp, "10.0.0.1:80".parse().unwrap());
+        let d = "10.1.0.1:80".parse().unwrap();
+        let v6 = "[fd00::1]:80".parse().unwrap();
+        let mut state = KernelState::default();
+        apply_leniently(
+            &mut state,
+            &[
+                Op::SetWeight {
+                    service: s,
+                    dest: d,
+                    weight: 3,
+                },
+                Op::AddService(s),
+                Op::AddDestination {
+                    service: s,
+                    dest: v6,
+                    weight: 1,
+                },
+                Op::RemoveDestination {
+                    service: s,
+                    dest: v6,
+                },
+                Op::RemoveService(Service::new(Protocol::Udp, s.addr)),
+            ],
+        );
+        assert_eq!(state.services.len(), 1);
+        assert_eq!(state.services[&s].get(&d), Some(&3));
+        assert_eq!(state.services[&s].len(), 1, "{state:?}");
     }
 }

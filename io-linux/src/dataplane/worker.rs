@@ -25,8 +25,8 @@
 //! - On stop, the pending batch is applied, then the task ends; the table stays.
 
 use super::nft::Nft;
-use super::{apply_leniently, log_ops, DataPlaneConfig, DataPlaneError, Shared};
 use super::{genid, listing};
+use super::{log_ops, send_resync, target_of, DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::nft::{render_delta, render_full};
 use minuteman_core::kernel::{KernelState, Op};
@@ -193,11 +193,8 @@ impl Worker {
     }
 
     fn commit(&mut self, state: Arc<KernelState>) {
-        self.metrics
-            .kernel_services
-            .set(i64::try_from(state.services.len()).unwrap_or(i64::MAX));
         self.committed = state.clone();
-        self.shared.publish(state);
+        self.shared.commit(&self.metrics, state);
     }
 
     /// Applies everything pending as one batch.
@@ -207,19 +204,14 @@ impl Worker {
             return;
         }
         self.metrics.kernel_ops.inc_by(ops.len() as u64);
-        let mut target = (*self.committed).clone();
-        let followed = match target.apply_all(&ops) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(
-                    "{} kernel ops do not follow the committed state ({e}); applying them leniently, rewriting the table and resyncing the core",
-                    ops.len()
-                );
-                target = (*self.committed).clone();
-                apply_leniently(&mut target, &ops);
-                false
-            }
-        };
+        let (target, refusal) = target_of(&self.committed, &ops);
+        if let Some(e) = &refusal {
+            tracing::warn!(
+                "{} kernel ops do not follow the committed state ({e}); applying them leniently, rewriting the table and resyncing the core",
+                ops.len()
+            );
+        }
+        let followed = refusal.is_none();
         let target = Arc::new(target);
         let Some(nft) = self.nft.clone() else {
             log_ops(&ops);
@@ -281,17 +273,7 @@ impl Worker {
     /// Sends the committed state to the pump. Waits for room, unless the worker is
     /// stopping (then the pump may no longer read, and the next start adopts the kernel).
     async fn send_resync(&self, stop: &CancellationToken) {
-        let state = (*self.committed).clone();
-        match self.resync.try_send(state) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(state)) => {
-                tokio::select! {
-                    _ = self.resync.send(state) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        }
+        send_resync(&self.resync, (*self.committed).clone(), stop).await;
     }
 
     /// Lists the table and rewrites it when it is not `committed`.
@@ -341,44 +323,5 @@ async fn read_back(nft: &Nft) -> Result<KernelState, DataPlaneError> {
         Some(text) => listing::parse(&text)
             .map(|l| l.state)
             .map_err(|e| DataPlaneError::Listing(e.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use minuteman_core::kernel::Service;
-    use minuteman_core::Protocol;
-
-    #[test]
-    fn lenient_application_reaches_what_the_ops_ask() {
-        let s = Service::new(Protocol::Tcp, "10.0.0.1:80".parse().unwrap());
-        let d = "10.1.0.1:80".parse().unwrap();
-        let v6 = "[fd00::1]:80".parse().unwrap();
-        let mut state = KernelState::default();
-        apply_leniently(
-            &mut state,
-            &[
-                Op::SetWeight {
-                    service: s,
-                    dest: d,
-                    weight: 3,
-                },
-                Op::AddService(s),
-                Op::AddDestination {
-                    service: s,
-                    dest: v6,
-                    weight: 1,
-                },
-                Op::RemoveDestination {
-                    service: s,
-                    dest: v6,
-                },
-                Op::RemoveService(Service::new(Protocol::Udp, s.addr)),
-            ],
-        );
-        assert_eq!(state.services.len(), 1);
-        assert_eq!(state.services[&s].get(&d), Some(&3));
-        assert_eq!(state.services[&s].len(), 1, "{state:?}");
     }
 }

@@ -52,6 +52,18 @@ fn encode_err(e: impl std::fmt::Display) -> LinkError {
     LinkError::Encode(e.to_string())
 }
 
+/// One route attribute of type `ty` holding `payload`.
+fn rtattr<T: neli::consts::rtnl::RtaType, P: Size + ToBytes>(
+    ty: T,
+    payload: P,
+) -> Result<neli::rtnl::Rtattr<T, Buffer>, LinkError> {
+    RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(payload)
+        .build()
+        .map_err(encode_err)
+}
+
 impl DummyLink {
     /// Finds the interface `name` or creates it (kind dummy), and sets it up.
     pub fn ensure(name: &str) -> Result<DummyLink, LinkError> {
@@ -138,13 +150,7 @@ impl DummyLink {
     /// The index of the interface, `None` when there is none of that name.
     fn lookup(&mut self) -> Result<Option<i32>, LinkError> {
         let mut attrs = RtBuffer::new();
-        attrs.push(
-            RtattrBuilder::default()
-                .rta_type(Ifla::Ifname)
-                .rta_payload(self.name.as_str())
-                .build()
-                .map_err(encode_err)?,
-        );
+        attrs.push(rtattr(Ifla::Ifname, self.name.as_str())?);
         let msg = IfinfomsgBuilder::default()
             .ifi_family(RtAddrFamily::Unspecified)
             .rtattrs(attrs)
@@ -168,28 +174,10 @@ impl DummyLink {
 
     fn create(&mut self) -> Result<(), LinkError> {
         let mut info = RtBuffer::<IflaInfo, Buffer>::new();
-        info.push(
-            RtattrBuilder::default()
-                .rta_type(IflaInfo::Kind)
-                .rta_payload("dummy")
-                .build()
-                .map_err(encode_err)?,
-        );
+        info.push(rtattr(IflaInfo::Kind, "dummy")?);
         let mut attrs = RtBuffer::new();
-        attrs.push(
-            RtattrBuilder::default()
-                .rta_type(Ifla::Ifname)
-                .rta_payload(self.name.as_str())
-                .build()
-                .map_err(encode_err)?,
-        );
-        attrs.push(
-            RtattrBuilder::default()
-                .rta_type(Ifla::Linkinfo)
-                .rta_payload(info)
-                .build()
-                .map_err(encode_err)?,
-        );
+        attrs.push(rtattr(Ifla::Ifname, self.name.as_str())?);
+        attrs.push(rtattr(Ifla::Linkinfo, info)?);
         let msg = IfinfomsgBuilder::default()
             .ifi_family(RtAddrFamily::Unspecified)
             .rtattrs(attrs)
@@ -281,13 +269,7 @@ impl DummyLink {
         };
         let mut attrs = RtBuffer::new();
         for ty in [Ifa::Local, Ifa::Address] {
-            attrs.push(
-                RtattrBuilder::default()
-                    .rta_type(ty)
-                    .rta_payload(octets.clone())
-                    .build()
-                    .map_err(encode_err)?,
-            );
+            attrs.push(rtattr(ty, octets.clone())?);
         }
         IfaddrmsgBuilder::default()
             .ifa_family(family)

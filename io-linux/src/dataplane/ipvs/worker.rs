@@ -29,7 +29,7 @@ use super::host;
 use super::link::DummyLink;
 use super::msg::{DumpedService, Request, FORWARD_MASQ, SCHEDULER};
 use super::socket::{describe, IpvsError, IpvsSocket};
-use crate::dataplane::{apply_leniently, DataPlaneConfig, DataPlaneError, Shared};
+use crate::dataplane::{send_resync, target_of, DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::named::{in_v4_prefix, in_v6_prefix};
@@ -451,11 +451,8 @@ impl IpvsWorker {
     }
 
     fn commit(&mut self, state: Arc<KernelState>) {
-        self.metrics
-            .kernel_services
-            .set(i64::try_from(state.services.len()).unwrap_or(i64::MAX));
         self.committed = state.clone();
-        self.shared.publish(state);
+        self.shared.commit(&self.metrics, state);
     }
 
     fn count(&self, label: &'static str) {
@@ -471,19 +468,14 @@ impl IpvsWorker {
             return;
         }
         self.metrics.kernel_ops.inc_by(ops.len() as u64);
-        let mut target = (*self.committed).clone();
-        let followed = match target.apply_all(&ops) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(
-                    "{} kernel ops do not follow the committed state ({e}); applying them leniently, repairing IPVS from a dump and resyncing the core",
-                    ops.len()
-                );
-                target = (*self.committed).clone();
-                apply_leniently(&mut target, &ops);
-                false
-            }
-        };
+        let (target, refusal) = target_of(&self.committed, &ops);
+        if let Some(e) = &refusal {
+            tracing::warn!(
+                "{} kernel ops do not follow the committed state ({e}); applying them leniently, repairing IPVS from a dump and resyncing the core",
+                ops.len()
+            );
+        }
+        let followed = refusal.is_none();
         let target = Arc::new(target);
         let started = Instant::now();
         if followed {
@@ -533,16 +525,7 @@ impl IpvsWorker {
     }
 
     async fn send_resync(&self, stop: &CancellationToken) {
-        let state = (*self.committed).clone();
-        match self.resync.try_send(state) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(state)) => {
-                tokio::select! {
-                    _ = self.resync.send(state) => {}
-                    () = stop.cancelled() => {}
-                }
-            }
-        }
+        send_resync(&self.resync, (*self.committed).clone(), stop).await;
     }
 
     async fn reconcile(&mut self) {
