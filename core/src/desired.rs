@@ -48,6 +48,8 @@ pub struct DesiredState {
     reserved6: BTreeMap<Ipv6Addr, usize>,
     names: NameTable,
     names_dirty: bool,
+    /// Counts the refreshes that changed `names` (a name came, went or moved).
+    names_version: u64,
     vip_services: BTreeMap<Vip, Vec<Service>>,
     state: KernelState,
     dirty: BTreeSet<Vip>,
@@ -66,6 +68,12 @@ impl DesiredState {
     /// The current addresses of named VIPs.
     pub fn names(&self) -> &NameTable {
         &self.names
+    }
+
+    /// Changes whenever [`DesiredState::names`] does (a shell republishes the names, for
+    /// DNS, only then).
+    pub fn names_version(&self) -> u64 {
+        self.names_version
     }
 
     /// Whether a `refresh` has work to do.
@@ -198,6 +206,7 @@ impl DesiredState {
                 .collect();
             self.names = names;
             if !changed.is_empty() {
+                self.names_version += 1;
                 let moved = self.vips.keys().filter(|vip| match &vip.addr {
                     VipAddr::Named(name) => changed.contains(name),
                     VipAddr::Ip(_) => false,

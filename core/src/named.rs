@@ -89,6 +89,13 @@ impl NameTable {
         self.v4.len()
     }
 
+    /// Every name with its addresses, in byte order of the name.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+        self.v4
+            .iter()
+            .map(|(name, v4)| (name.as_str(), Some(*v4), self.v6.get(name).copied()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.v4.is_empty()
     }

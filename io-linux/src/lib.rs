@@ -1,7 +1,8 @@
 //! `minuteman`, the Linux shell around `minuteman-core`: the agent daemon and the CLI.
 //!
 //! - [`agent`]: `minuteman agent`, the tokio shell that pumps one core node;
-//! - [`dataplane`]: the kernel side (`nftables`, `none`), behind one handle;
+//! - [`dataplane`]: the kernel side (`nftables`, `ipvs`, `none`), behind one handle;
+//! - [`dns`]: named VIPs served over DNS by every agent;
 //! - [`mesos_source`]: the local Mesos agent's VIP backends, polled over HTTP or from a file;
 //! - [`metrics`]: the Prometheus exposition;
 //! - [`lab`]: a cluster in network namespaces on one machine, for `minuteman demo` and the
@@ -9,6 +10,7 @@
 
 pub mod agent;
 pub mod dataplane;
+pub mod dns;
 pub mod lab;
 pub mod mesos_source;
 pub mod metrics;
