@@ -187,3 +187,33 @@ pub fn status(args: ClientArgs) -> ExitCode {
         println!("local backends {local} in {} VIPs", s.local.len());
     })
 }
+
+/// `minuteman resolve NAME`: the addresses the local agent's DNS gives a named VIP
+/// (`web.marathon`, or the full `web.marathon.l4lb.thisdcos.directory`).
+pub fn resolve(name: &str, args: ClientArgs) -> ExitCode {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    {
+        eprintln!("error: {name:?} is not a DNS name");
+        return ExitCode::from(2);
+    }
+    report(
+        fetch::<minuteman::agent::api::ResolveView>(&args.api, &format!("/v1/resolve?name={name}")),
+        |(view, text)| {
+            if args.json {
+                println!("{text}");
+                return;
+            }
+            for ip in view
+                .ipv4
+                .map(|ip| ip.to_string())
+                .into_iter()
+                .chain(view.ipv6.map(|ip| ip.to_string()))
+            {
+                println!("{}\t{ip}", view.name);
+            }
+        },
+    )
+}

@@ -44,6 +44,14 @@ enum Command {
     Members(client_cmd::ClientArgs),
     /// Show the local agent's own state.
     Status(client_cmd::ClientArgs),
+    /// Show the addresses the local agent's DNS gives a named VIP (`web.marathon`, or the
+    /// full `web.marathon.l4lb.thisdcos.directory`); exits 1 when it has none.
+    Resolve {
+        /// The name.
+        name: String,
+        #[command(flatten)]
+        client: client_cmd::ClientArgs,
+    },
     /// Show minuteman at work on a throwaway cluster on this machine (needs root, iproute2
     /// and nftables).
     #[command(
@@ -183,6 +191,7 @@ fn main() -> ExitCode {
         Command::Vips(args) => client_cmd::vips(args),
         Command::Members(args) => client_cmd::members(args),
         Command::Status(args) => client_cmd::status(args),
+        Command::Resolve { name, client } => client_cmd::resolve(&name, client),
         Command::Wire { command } => wire_cmd::run(command),
         Command::Mesos { command } => mesos_cmd::run(command),
         Command::LabBackend { name, http, udp } => {

@@ -88,6 +88,11 @@ pub struct ShellMetrics {
     pub api_requests: Counter,
     /// Inputs dropped because the node's inbox was full, by kind.
     pub inbox_drops: Family<Why, Counter>,
+    // DNS.
+    /// Queries, by outcome (`answer`, `nodata`, `nxdomain`, `refused`, `formerr`, ...).
+    pub dns_queries: Family<Why, Counter>,
+    /// Relays to the upstream, by result (`ok`, `timeout`, `error`, `overload`).
+    pub dns_forwards: Family<Why, Counter>,
 }
 
 impl Default for ShellMetrics {
@@ -119,6 +124,8 @@ impl Default for ShellMetrics {
             state_writes: Family::default(),
             api_requests: Counter::default(),
             inbox_drops: Family::default(),
+            dns_queries: Family::default(),
+            dns_forwards: Family::default(),
         }
     }
 }
@@ -231,6 +238,16 @@ fn register_shell(registry: &mut Registry, m: &ShellMetrics) {
         "mesos_rejected",
         "Local VIP sets the core refused as over the record bounds",
         m.mesos_rejected.clone(),
+    );
+    r.register(
+        "dns_queries",
+        "DNS queries, by outcome (answer, nodata, nxdomain, refused, formerr, notimp, truncated, forward, dropped_*)",
+        m.dns_queries.clone(),
+    );
+    r.register(
+        "dns_forwards",
+        "DNS queries relayed to the upstream, by result",
+        m.dns_forwards.clone(),
     );
     r.register(
         "kernel_syncs",

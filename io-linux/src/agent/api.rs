@@ -1,4 +1,5 @@
-//! The HTTP API (axum): `GET /v1/vips`, `/v1/members`, `/v1/state`, `/healthz`, `/metrics`.
+//! The HTTP API (axum): `GET /v1/vips`, `/v1/members`, `/v1/state`, `/v1/resolve?name=`,
+//! `/healthz`, `/metrics`.
 //!
 //! Handlers never touch the node: each sends a [`Query`] to the node's task and waits for
 //! its answer (bounded queue, bounded wait), so the node stays owned by one task.
@@ -9,6 +10,7 @@
 //! - `/metrics` is the Prometheus text format (OpenMetrics), see [`crate::metrics`].
 
 use super::views::{MemberView, StateView, VipView};
+use crate::dns::server::SharedTable;
 use crate::metrics::{self, CoreSnapshot, ShellMetrics};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -36,6 +38,49 @@ pub enum Query {
 struct ApiState {
     queries: mpsc::Sender<Query>,
     metrics: ShellMetrics,
+    dns: SharedTable,
+}
+
+/// What `/v1/resolve?name=NAME` answers: the addresses the agent's DNS gives `name`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResolveView {
+    /// The full name, lower case, without the trailing dot.
+    pub name: String,
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResolveQuery {
+    name: String,
+}
+
+/// The addresses of a named VIP, from the table the DNS listeners answer from. A name
+/// without the zone gets it appended (`web.marathon` → `web.marathon.ZONE`). 404 for a
+/// name the local kernel does not serve.
+async fn resolve(
+    State(state): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<ResolveQuery>,
+) -> Response {
+    state.metrics.api_requests.inc();
+    let table = state.dns.load();
+    let mut name = q.name.trim_end_matches('.').to_ascii_lowercase();
+    if !table.in_zone(&name) {
+        name = format!("{name}.{}", table.zone());
+    }
+    match table.lookup(&name) {
+        Some(addrs) => Json(ResolveView {
+            name,
+            ipv4: addrs.v4,
+            ipv6: addrs.v6,
+        })
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("{name}: no such named VIP in the local kernel\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn ask<T>(
@@ -126,14 +171,19 @@ async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Resp
 }
 
 /// The API's routes.
-pub fn router(queries: mpsc::Sender<Query>, metrics: ShellMetrics) -> Router {
+pub fn router(queries: mpsc::Sender<Query>, metrics: ShellMetrics, dns: SharedTable) -> Router {
     Router::new()
         .route("/v1/vips", get(vips))
+        .route("/v1/resolve", get(resolve))
         .route("/v1/members", get(members))
         .route("/v1/state", get(own_state))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(ApiState { queries, metrics })
+        .with_state(ApiState {
+            queries,
+            metrics,
+            dns,
+        })
 }
 
 /// Serves the API on `listener` until `shutdown`.

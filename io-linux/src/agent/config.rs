@@ -196,6 +196,30 @@ pub struct AgentArgs {
     #[serde(default, deserialize_with = "de_duration_opt")]
     pub gc_horizon: Option<Duration>,
 
+    /// Serve DNS on this address, UDP and TCP (repeat for more; e.g. `127.0.0.1:53`): every
+    /// named VIP the local kernel holds as `NAME.FRAMEWORK.ZONE` (A and AAAA, TTL 5 s),
+    /// NXDOMAIN for unknown names inside the zone, and REFUSED (or a relay to
+    /// `--dns-upstream`) outside it. [default: no DNS]
+    #[arg(
+        long = "dns-listen",
+        env = "MINUTEMAN_DNS_LISTEN",
+        value_name = "IP:PORT",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub dns_listen: Vec<SocketAddr>,
+
+    /// The zone of named VIPs. [default: l4lb.thisdcos.directory]
+    #[arg(long, env = "MINUTEMAN_DNS_ZONE", value_name = "ZONE")]
+    pub dns_zone: Option<String>,
+
+    /// Relay queries for names outside the zone to this server (IP or IP:PORT, port 53 by
+    /// default), instead of refusing them; relays that time out (2 s) or fail are answered
+    /// SERVFAIL and counted.
+    #[arg(long, env = "MINUTEMAN_DNS_UPSTREAM", value_name = "IP[:PORT]", value_parser = parse_dns_addr)]
+    #[serde(default, deserialize_with = "de_dns_addr_opt")]
+    pub dns_upstream: Option<SocketAddr>,
+
     /// The HTTP API (`/v1/vips`, `/v1/members`, `/v1/state`, `/metrics`, `/healthz`).
     /// [default: 127.0.0.1:61421]
     #[arg(long, env = "MINUTEMAN_API_LISTEN", value_name = "IP:PORT")]
@@ -244,6 +268,9 @@ pub struct AgentConfig {
     pub nft_table: String,
     pub ipvs_interface: String,
     pub ipvs_masquerade: Masquerade,
+    pub dns_listen: Vec<SocketAddr>,
+    pub dns_zone: String,
+    pub dns_upstream: Option<SocketAddr>,
     pub reconcile_interval: Duration,
     pub gc_horizon: Duration,
     pub api_listen: SocketAddr,
@@ -295,6 +322,8 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+    #[error("--dns-zone {0:?} is not a DNS zone (labels of letters, digits and '-')")]
+    BadZone(String),
     #[error("--ipvs-interface {0:?} is not an interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
     BadInterface(String),
     #[error("{option} must be positive")]
@@ -359,6 +388,8 @@ impl AgentArgs {
             nft_table,
             ipvs_interface,
             ipvs_masquerade,
+            dns_zone,
+            dns_upstream,
             reconcile_interval,
             gc_horizon,
             api_listen,
@@ -369,6 +400,9 @@ impl AgentArgs {
         );
         if self.contact.is_empty() {
             self.contact = file.contact;
+        }
+        if self.dns_listen.is_empty() {
+            self.dns_listen = file.dns_listen;
         }
         self.insecure |= file.insecure;
         self
@@ -386,6 +420,43 @@ fn read_key(option: &'static str, path: &Path) -> Result<ClusterKey, ConfigError
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// `IP` or `IP:PORT`, port 53 by default.
+fn parse_dns_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{text:?} is not IP or IP:PORT"))
+}
+
+fn de_dns_addr_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| parse_dns_addr(&t).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// A DNS zone: dot-separated labels of letters, digits and `-`, each 1 to 63 bytes.
+fn dns_zone(zone: String) -> Result<String, ConfigError> {
+    let normalized = crate::dns::table::normalize_zone(&zone);
+    let ok = !normalized.is_empty()
+        && normalized.len() <= 200
+        && normalized.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(normalized)
+    } else {
+        Err(ConfigError::BadZone(zone))
+    }
 }
 
 /// A Linux interface name: 1 to 15 bytes (IFNAMSIZ less the NUL), none of `/`, `:`,
@@ -505,6 +576,12 @@ impl AgentConfig {
                     .unwrap_or_else(|| crate::dataplane::ipvs::link::DEFAULT_NAME.to_owned()),
             )?,
             ipvs_masquerade: a.ipvs_masquerade.unwrap_or(MasqueradeArg::Iptables).into(),
+            dns_listen: a.dns_listen,
+            dns_zone: dns_zone(
+                a.dns_zone
+                    .unwrap_or_else(|| crate::dns::table::DEFAULT_ZONE.to_owned()),
+            )?,
+            dns_upstream: a.dns_upstream,
             reconcile_interval: positive(
                 "--reconcile-interval",
                 a.reconcile_interval.unwrap_or(Duration::from_secs(10)),

@@ -21,8 +21,11 @@ pub mod transport;
 pub mod views;
 
 use crate::dataplane::{self, DataPlaneConfig, IpvsConfig};
+use crate::dns::server::{NameList, SharedTable};
+use crate::dns::table::DnsTable;
 use crate::mesos_source::{self, MesosConfig, MesosSource};
 use crate::metrics::{ShellMetrics, Why};
+use arc_swap::ArcSwap;
 use config::{AgentConfig, LogFormat, MesosOrigin};
 use inbox::Inbox;
 use minuteman_core::config::Config;
@@ -31,8 +34,9 @@ use minuteman_core::kernel::nft::NftConfig;
 use minuteman_core::node::Node;
 use minuteman_core::time::Time;
 use persist::SavedState;
-use pump::{Pump, PumpInputs};
+use pump::{Published, Pump, PumpInputs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +66,8 @@ pub enum StartError {
     },
     #[error("data plane: {0}")]
     DataPlane(#[from] dataplane::DataPlaneError),
+    #[error(transparent)]
+    DnsListen(#[from] crate::dns::server::BindError),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -167,6 +173,7 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
             addr: cfg.listen,
             source,
         })?;
+    let dns_bound = crate::dns::server::bind(&cfg.dns_listen).await?;
     let api_listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|source| StartError::ApiListen {
@@ -248,9 +255,32 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         inbox.clone(),
         shutdown.clone(),
     ));
+    // The DNS table: kept current from the names and the committed kernel state; read by
+    // the DNS listeners and by the API's /v1/resolve.
+    let dns_table: SharedTable = Arc::new(ArcSwap::from_pointee(DnsTable::empty(&cfg.dns_zone)));
+    let (names_tx, names_rx) = watch::channel(Arc::new(NameList::new()));
+    let dns_maintainer = tokio::spawn(crate::dns::server::maintain_table(
+        dns_table.clone(),
+        cfg.dns_zone.clone(),
+        names_rx,
+        dataplane.watch_committed(),
+        shutdown.clone(),
+    ));
+    if !cfg.dns_listen.is_empty() {
+        tracing::info!(
+            listen = ?dns_bound.local_addrs(), zone = %cfg.dns_zone,
+            upstream = ?cfg.dns_upstream, "serving DNS"
+        );
+    }
+    let dns = dns_bound.spawn(
+        dns_table.clone(),
+        cfg.dns_upstream,
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let api = tokio::spawn(api::serve(
         api_listener,
-        api::router(query_tx, metrics.clone()),
+        api::router(query_tx, metrics.clone(), dns_table),
         shutdown.clone(),
     ));
 
@@ -266,7 +296,10 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         probe::Prober::new(MAX_PROBES, metrics.clone(), inbox),
         dataplane,
         metrics.clone(),
-        persist_tx,
+        Published {
+            persist: persist_tx,
+            names: names_tx,
+        },
     );
     let inputs = PumpInputs {
         inbox: inbox_rx,
@@ -286,7 +319,10 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         let _ = tokio::time::timeout_at(deadline, writer).await;
     }
     dataplane.shutdown().await;
-    let _ = tokio::join!(mesos, accept, api);
+    let _ = tokio::join!(mesos, accept, api, dns_maintainer);
+    for task in dns {
+        let _ = task.await;
+    }
     // The pump (the state's last sender) is gone: the writer saves what is left and ends.
     let _ = writer.await;
     tracing::info!("stopped; the kernel state stays in place");

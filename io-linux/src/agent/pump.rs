@@ -17,6 +17,7 @@ use super::probe::Prober;
 use super::transport::Outbound;
 use super::views;
 use crate::dataplane::DataPlaneHandle;
+use crate::dns::server::NameList;
 use crate::mesos_source::LocalServices;
 use crate::metrics::{CoreSnapshot, ShellMetrics};
 use minuteman_core::kernel::KernelState;
@@ -24,6 +25,7 @@ use minuteman_core::node::{Event, Node, Output};
 use minuteman_core::time::Time;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -44,6 +46,12 @@ pub struct PumpInputs {
     pub queries: mpsc::Receiver<Query>,
 }
 
+/// What the pump publishes for other tasks: the state to persist, the names for DNS.
+pub struct Published {
+    pub persist: watch::Sender<SavedState>,
+    pub names: watch::Sender<Arc<NameList>>,
+}
+
 /// The node and everything its outputs go to.
 pub struct Pump {
     pub node: Node,
@@ -53,6 +61,9 @@ pub struct Pump {
     pub dataplane: DataPlaneHandle,
     pub metrics: ShellMetrics,
     pub persist: watch::Sender<SavedState>,
+    /// The named VIPs with their addresses, republished when they change (for DNS).
+    pub names: watch::Sender<Arc<NameList>>,
+    names_version: Option<u64>,
     /// Inbound connection → the advertised address of the peer that speaks on it.
     conns: HashMap<u64, SocketAddr>,
     stall_log: StallLog,
@@ -84,8 +95,9 @@ impl Pump {
         prober: Prober,
         dataplane: DataPlaneHandle,
         metrics: ShellMetrics,
-        persist: watch::Sender<SavedState>,
+        published: Published,
     ) -> Pump {
+        let Published { persist, names } = published;
         Pump {
             node,
             origin,
@@ -94,6 +106,8 @@ impl Pump {
             dataplane,
             metrics,
             persist,
+            names,
+            names_version: None,
             conns: HashMap::new(),
             stall_log: StallLog::default(),
         }
@@ -111,6 +125,7 @@ impl Pump {
         shutdown: CancellationToken,
     ) -> (DataPlaneHandle, Vec<tokio::task::JoinHandle<()>>) {
         let mut deadline = self.drain();
+        self.publish_names();
         let mut mesos_open = true;
         loop {
             let wake = self.origin
@@ -141,9 +156,27 @@ impl Pump {
                 }
             }
             deadline = self.drain();
+            self.publish_names();
         }
         let writers = self.outbound.close_all();
         (self.dataplane, writers)
+    }
+
+    /// Hands the named VIPs to the DNS table when they changed since the last time.
+    fn publish_names(&mut self) {
+        let version = self.node.desired().names_version();
+        if self.names_version == Some(version) {
+            return;
+        }
+        self.names_version = Some(version);
+        let list: NameList = self
+            .node
+            .desired()
+            .names()
+            .entries()
+            .map(|(name, v4, v6)| (name.to_owned(), v4, v6))
+            .collect();
+        self.names.send_replace(Arc::new(list));
     }
 
     fn handle_input(&mut self, input: Input) {

@@ -26,7 +26,7 @@ use minuteman_core::kernel::{KernelState, Op};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 mod genid;
@@ -123,6 +123,8 @@ pub(crate) struct Shared {
     pending: Mutex<Vec<Op>>,
     wake: Notify,
     committed: Mutex<Arc<KernelState>>,
+    /// The committed state again, for those who wait for it to change (the DNS table).
+    committed_watch: watch::Sender<Arc<KernelState>>,
 }
 
 impl Shared {
@@ -131,7 +133,8 @@ impl Shared {
     }
 
     fn publish(&self, state: Arc<KernelState>) {
-        *lock(&self.committed) = state;
+        *lock(&self.committed) = state.clone();
+        self.committed_watch.send_replace(state);
     }
 }
 
@@ -164,6 +167,11 @@ impl DataPlaneHandle {
     /// shares the worker's copy.
     pub fn committed(&self) -> Arc<KernelState> {
         lock(&self.shared.committed).clone()
+    }
+
+    /// The committed state, and each change of it.
+    pub fn watch_committed(&self) -> watch::Receiver<Arc<KernelState>> {
+        self.shared.committed_watch.subscribe()
     }
 
     /// Waits for queued transactions to finish, then stops the worker. The table stays.
@@ -204,6 +212,7 @@ pub fn spawn(
             pending: Mutex::new(Vec::new()),
             wake: Notify::new(),
             committed: Mutex::new(Arc::new(adopted.clone())),
+            committed_watch: watch::Sender::new(Arc::new(adopted.clone())),
         })
     };
     let stop = CancellationToken::new();

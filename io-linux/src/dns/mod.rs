@@ -6,4 +6,5 @@
 //! - [`server`]: the UDP and TCP listeners, the upstream relay, the counters.
 
 pub mod answer;
+pub mod server;
 pub mod table;
