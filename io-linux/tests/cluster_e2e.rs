@@ -506,3 +506,166 @@ fn cpu_stress_never_makes_a_live_host_unreachable() {
         "stress: {seconds} s of stress-ng --cpu 2, no host declared unreachable"
     ));
 }
+
+/// Removes the namespaces' `resolv.conf` files (`/etc/netns/NS/`) when dropped.
+struct NetnsResolvConf(Vec<std::path::PathBuf>);
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `dig @127.0.0.1 NAME TYPE +short` in `ns`: the answers, one per line.
+fn dig(c: &Cluster, ns: &str, name: &str, ty: &str) -> Vec<String> {
+    let out = c.exec(
+        ns,
+        &[
+            "dig",
+            "@127.0.0.1",
+            "+time=1",
+            "+tries=2",
+            name,
+            ty,
+            "+short",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "dig in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every agent serves DNS on its host's 127.0.0.1:53; each host's resolver points there
+/// (`/etc/netns/NS/resolv.conf`, which `ip netns exec` puts in place). The named VIP has
+/// the same address on every host, `curl` by name reaches every backend, the name keeps
+/// working when a host dies, and a garbage datagram is counted without harm.
+#[test]
+fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e", &["nft", "curl", "ip", "dig", "bash"]) {
+        return;
+    }
+    let s: u8 = 66;
+    let mut c = Cluster::new(s, ClusterOptions::default());
+    let mut resolv = NetnsResolvConf(Vec::new());
+    for i in 1..=c.hosts {
+        c.write_tasks(i, &tasks(&c, i));
+        let dir = std::path::PathBuf::from("/etc/netns").join(c.ns(i));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+        resolv.0.push(dir);
+        c.start_agent(i, &["--dns-listen", "127.0.0.1:53"]);
+    }
+    let name = "web.marathon.l4lb.thisdcos.directory";
+    let want = c.hosts;
+    let vip = format!("{}:80", vip4(&c));
+    c.wait_until(
+        Duration::from_secs(15),
+        "every host holds every backend and answers the name",
+        |c| {
+            (1..=c.hosts).all(|i| {
+                api_backends(c, i, &vip).len() == want && dig(c, &c.ns(i), name, "A").len() == 1
+            })
+        },
+    );
+    let answers: BTreeSet<Vec<String>> = (1..=c.hosts)
+        .map(|i| dig(&c, &c.ns(i), name, "A"))
+        .collect();
+    assert_eq!(answers.len(), 1, "hosts disagree: {answers:?}");
+    let address = answers.into_iter().next().unwrap().remove(0);
+    assert!(address.starts_with("11."), "a named-VIP address: {address}");
+    // The API and `minuteman resolve` say the same.
+    let resolved = c
+        .api(1, "/v1/resolve?name=web.marathon")
+        .expect("/v1/resolve");
+    assert_eq!(resolved["ipv4"], address.as_str());
+    let out = c.exec(
+        &c.ns(1),
+        &[
+            support::agent_binary().to_str().unwrap(),
+            "resolve",
+            "web.marathon",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&address),
+        "minuteman resolve: {out:?}"
+    );
+    // Unknown names inside the zone: NXDOMAIN; the name over TCP too.
+    let out = c.exec(
+        &c.ns(2),
+        &[
+            "dig",
+            "@127.0.0.1",
+            "+time=1",
+            "nope.marathon.l4lb.thisdcos.directory",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status: NXDOMAIN"),
+        "{out:?}"
+    );
+    let out = c.exec(&c.ns(2), &["dig", "@127.0.0.1", "+tcp", "+short", name]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), address);
+
+    // HTTP by name, through each host's resolver.
+    let url = format!("http://{name}/");
+    for i in 1..=c.hosts {
+        assert_eq!(
+            spread(&c, &c.ns(i), &url, 20),
+            all_hosts(&c),
+            "curl by name from h{i}"
+        );
+    }
+    support::report_line(&format!(
+        "dns: {name} is {address} on all {} hosts; curl by name reached every backend from every host",
+        c.hosts
+    ));
+
+    // A host dies: the name still answers and still reaches the live backends.
+    c.kill_agent(3);
+    c.set_link(3, false);
+    let dead = format!("10.77.{s}.3 . 8080");
+    c.wait_until(Duration::from_secs(3), "h3 leaves h1's table", |c| {
+        !in_table(c, 1, &dead)
+    });
+    for i in 1..=2 {
+        assert_eq!(
+            dig(&c, &c.ns(i), name, "A"),
+            [address.clone()],
+            "h{i} after the failover"
+        );
+        let seen = spread(&c, &c.ns(i), &url, 20);
+        assert_eq!(
+            seen,
+            BTreeSet::from(["h1".to_owned(), "h2".to_owned()]),
+            "curl by name from h{i}"
+        );
+    }
+
+    // Garbage and a truncated query: answered FORMERR or dropped, counted, the agent lives.
+    let before = c.metric(1, "minuteman_dns_queries_total");
+    c.exec(&c.ns(1), &["bash", "-c", "printf 'not-dns' > /dev/udp/127.0.0.1/53; printf '\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x03www' > /dev/udp/127.0.0.1/53"]);
+    c.wait_until(Duration::from_secs(3), "the bad queries counted", |c| {
+        c.metric(1, "minuteman_dns_queries_total") >= before + 2.0
+    });
+    let text = c.metrics(1);
+    for reason in ["dropped_short", "formerr"] {
+        assert!(
+            text.contains(&format!(
+                "minuteman_dns_queries_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} not counted"
+        );
+    }
+    assert_eq!(dig(&c, &c.ns(1), name, "A"), [address]);
+    support::report_line("dns: garbage and a truncated query counted (dropped_short, formerr); the agent kept answering");
+}
