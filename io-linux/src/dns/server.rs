@@ -175,6 +175,42 @@ pub struct BindError {
     pub source: std::io::Error,
 }
 
+/// The receive buffer asked for each UDP socket: room for a burst of about 8,000 queries
+/// while the readers are busy (beyond `net.core.rmem_max` only with CAP_NET_ADMIN).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+/// A UDP socket on `addr` with a large receive buffer.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    force_recv_buffer(&socket, UDP_RECV_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// SO_RCVBUFFORCE (past `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF.
+fn force_recv_buffer(socket: &socket2::Socket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    let forced = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = socket.set_recv_buffer_size(bytes);
+    }
+}
+
 /// Binds UDP and TCP on each address.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, BindError> {
     let mut bound = Bound {
@@ -182,7 +218,7 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, BindError> {
         tcp: Vec::new(),
     };
     for &addr in addrs {
-        let udp = UdpSocket::bind(addr).await.map_err(|source| BindError {
+        let udp = bind_udp(addr).map_err(|source| BindError {
             addr,
             proto: "udp",
             source,
