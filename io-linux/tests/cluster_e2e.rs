@@ -640,7 +640,7 @@ fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
     for i in 1..=2 {
         assert_eq!(
             dig(&c, &c.ns(i), name, "A"),
-            [address.clone()],
+            std::slice::from_ref(&address),
             "h{i} after the failover"
         );
         let seen = spread(&c, &c.ns(i), &url, 20);
