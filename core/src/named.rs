@@ -35,6 +35,12 @@ pub fn in_v6_prefix(ip: Ipv6Addr) -> bool {
     ip.segments()[..4] == NAMED_V6_PREFIX.segments()[..4]
 }
 
+/// The IPv4 address `name` wants first (what it gets unless a smaller name or a literal
+/// VIP holds it): two names collide when these are equal.
+pub fn first_choice_v4(name: &str) -> Ipv4Addr {
+    v4_host(xxh3_64_with_seed(name.as_bytes(), 0) % V4_HOSTS)
+}
+
 /// The address of every name, for one set of names.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NameTable {
@@ -54,7 +60,7 @@ impl NameTable {
         let mut taken4: BTreeSet<Ipv4Addr> = reserved4.clone();
         let mut taken6: BTreeSet<Ipv6Addr> = reserved6.clone();
         for name in names {
-            let first = xxh3_64_with_seed(name.as_bytes(), 0) % V4_HOSTS;
+            let first = u64::from(u32::from(first_choice_v4(name)) & 0x00ff_ffff);
             let v4 = (0..V4_HOSTS)
                 .map(|i| v4_host((first + i) % V4_HOSTS))
                 .find(|ip| usable_v4(*ip) && !taken4.contains(ip));

@@ -28,7 +28,8 @@ pub struct VipSpec {
 
 /// The VIPs of a run: even indices are IP VIPs in 10.200.0.0/16, odd ones named; every
 /// fifth is UDP.
-pub fn vip_catalogue(count: usize) -> Vec<VipSpec> {
+pub fn vip_catalogue(count: usize, names: &[String]) -> Vec<VipSpec> {
+    let mut names = names.iter();
     (0..count)
         .map(|i| {
             let protocol = if i % 5 == 4 {
@@ -48,11 +49,12 @@ pub fn vip_catalogue(count: usize) -> Vec<VipSpec> {
                     },
                 }
             } else {
+                let name = names.next().cloned().unwrap_or_else(|| format!("svc-{i}"));
                 VipSpec {
-                    label: format!("/svc-{i}:{port}"),
+                    label: format!("/{name}:{port}"),
                     vip: Vip {
                         protocol,
-                        addr: VipAddr::Named(format!("svc-{i}.{FRAMEWORK}")),
+                        addr: VipAddr::Named(format!("{name}.{FRAMEWORK}")),
                         port,
                     },
                 }

@@ -58,6 +58,9 @@ pub struct WorldConfig {
     pub deadline: Duration,
     /// Quiet time (beyond `poll_interval`) after which kernels must match exactly.
     pub settle: Duration,
+    /// The names of the named VIPs, in catalogue order (the `svc-K` defaults past its end);
+    /// e.g. names whose addresses collide.
+    pub names: Vec<String>,
 }
 
 impl Default for WorldConfig {
@@ -69,6 +72,7 @@ impl Default for WorldConfig {
             poll_interval: Duration::from_secs(2),
             deadline: Duration::from_secs(1),
             settle: Duration::from_secs(1),
+            names: Vec::new(),
         }
     }
 }
@@ -166,7 +170,7 @@ pub struct ServiceWorld {
 impl ServiceWorld {
     /// A world of `nodes` hosts (agent IPs `ips`) with `cfg.tasks` tasks spread at random.
     pub fn new(cfg: WorldConfig, ips: &[Ipv4Addr], rng: &mut ChaCha8Rng) -> ServiceWorld {
-        let catalogue = vip_catalogue(cfg.vips.max(1));
+        let catalogue = vip_catalogue(cfg.vips.max(1), &cfg.names);
         let mut agents: Vec<SimAgent> = ips.iter().map(|ip| SimAgent::new(*ip)).collect();
         let mut next_task = 0;
         for t in 0..cfg.tasks {

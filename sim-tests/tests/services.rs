@@ -9,6 +9,7 @@ use minuteman_sim::{ClusterConfig, ServicesRun, Simulation};
 use minuteman_sim_tests::{
     check, check_invariants, checked_sim, replay_test, seeds, world_violations,
 };
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -396,4 +397,111 @@ fn a_delta_from_an_unknown_base_is_asked_for_in_full() {
         ),
         &replay,
     );
+}
+
+/// Named VIPs whose names want the same first address (found by brute force over
+/// `c0`, `c1`, …): tasks start and stop on random hosts for 4 s, so every node learns the
+/// names in its own order; then, quiet, every node holds the same name table, every kernel
+/// equals the rules applied to the truth (the world's quiet check), colliding names got
+/// distinct addresses, and of each colliding group the smallest name kept the first choice.
+#[test]
+fn colliding_names_get_the_same_addresses_on_every_node() {
+    use minuteman_core::named::first_choice_v4;
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    let mut groups: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    for k in 0..200_000 {
+        let name = format!("c{k}");
+        groups
+            .entry(first_choice_v4(&format!("{name}.marathon")))
+            .or_default()
+            .push(name);
+    }
+    let colliding: Vec<Vec<String>> = groups
+        .into_values()
+        .filter(|g| g.len() >= 2)
+        .take(20)
+        .collect();
+    assert_eq!(
+        colliding.len(),
+        20,
+        "not enough collisions among 200,000 names"
+    );
+    let names: Vec<String> = colliding.iter().flatten().cloned().collect();
+    for seed in seeds(1..=3) {
+        let replay = replay_test("colliding_names_get_the_same_addresses_on_every_node", seed);
+        let mut sim = checked_sim(ClusterConfig::new(40), seed);
+        sim.attach_world(WorldConfig {
+            // Every other VIP of the catalogue is named: all the colliding names, and more.
+            vips: 2 * names.len() + 10,
+            tasks: 600,
+            churn_per_s: 20.0,
+            names: names.clone(),
+            ..WorldConfig::default()
+        });
+        sim.churn_until(Time::from_millis(4_000));
+        run_checked(&mut sim, Time::from_millis(10_000));
+        let violations = world_violations(&sim);
+        check(
+            violations.is_empty(),
+            format!("seed {seed}: {violations:?}"),
+            &replay,
+        );
+        let tables: Vec<Vec<(String, Option<Ipv4Addr>, Option<std::net::Ipv6Addr>)>> = sim
+            .alive()
+            .map(|i| {
+                sim.node(i)
+                    .expect("alive")
+                    .desired()
+                    .names()
+                    .entries()
+                    .map(|(n, v4, v6)| (n.to_owned(), v4, v6))
+                    .collect()
+            })
+            .collect();
+        check(
+            tables.windows(2).all(|w| w[0] == w[1]),
+            format!("seed {seed}: the nodes' name tables differ"),
+            &replay,
+        );
+        let table: BTreeMap<&str, Option<Ipv4Addr>> = tables[0]
+            .iter()
+            .map(|(n, v4, _)| (n.as_str(), *v4))
+            .collect();
+        let mut checked = 0;
+        for group in &colliding {
+            let present: Vec<String> = group
+                .iter()
+                .map(|n| format!("{n}.marathon"))
+                .filter(|n| table.contains_key(n.as_str()))
+                .collect();
+            if present.len() < 2 {
+                continue;
+            }
+            checked += 1;
+            let addrs: BTreeSet<Option<Ipv4Addr>> =
+                present.iter().map(|n| table[n.as_str()]).collect();
+            check(
+                addrs.len() == present.len(),
+                format!("seed {seed}: colliding names share an address: {present:?} -> {addrs:?}"),
+                &replay,
+            );
+            let smallest = present.iter().min().expect("two or more");
+            check(
+                table[smallest.as_str()] == Some(first_choice_v4(smallest)),
+                format!("seed {seed}: {smallest} lost its first choice"),
+                &replay,
+            );
+        }
+        check(
+            checked >= 5,
+            format!("seed {seed}: only {checked} colliding groups had tasks at the end"),
+            &replay,
+        );
+        println!(
+            "seed {seed}: {} names alike on {} nodes, {checked} colliding groups checked",
+            table.len(),
+            tables.len()
+        );
+    }
 }
