@@ -447,7 +447,8 @@ fn colliding_names_get_the_same_addresses_on_every_node() {
             format!("seed {seed}: {violations:?}"),
             &replay,
         );
-        let tables: Vec<Vec<(String, Option<Ipv4Addr>, Option<std::net::Ipv6Addr>)>> = sim
+        type Row = (String, Option<Ipv4Addr>, Option<std::net::Ipv6Addr>);
+        let tables: Vec<Vec<Row>> = sim
             .alive()
             .map(|i| {
                 sim.node(i)
