@@ -9,6 +9,7 @@ pub mod body_diff;
 pub mod config;
 pub mod counters;
 pub mod desired;
+pub mod dns;
 pub mod id;
 pub mod kernel;
 pub mod mesos;

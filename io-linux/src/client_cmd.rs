@@ -89,7 +89,10 @@ pub fn vips(args: ClientArgs) -> ExitCode {
                 println!("{text}");
                 return;
             }
-            println!("{:<5} {:<40} {:<28} BACKENDS", "PROTO", "VIP", "ADDRESS");
+            println!(
+                "{:<5} {:<28} {:<44} {:<28} BACKENDS",
+                "PROTO", "VIP", "DNS NAME", "ADDRESS"
+            );
             for vip in vips {
                 for service in &vip.services {
                     let backends: Vec<String> = service
@@ -104,9 +107,10 @@ pub fn vips(args: ClientArgs) -> ExitCode {
                         })
                         .collect();
                     println!(
-                        "{:<5} {:<40} {:<28} {}",
+                        "{:<5} {:<28} {:<44} {:<28} {}",
                         vip.protocol,
                         vip.vip,
+                        vip.dns.as_deref().unwrap_or("-"),
                         service.address.to_string(),
                         backends.join(", ")
                     );

@@ -102,7 +102,13 @@ async fn ask<T>(
 
 async fn vips(State(state): State<ApiState>) -> Response {
     match ask(&state, Query::Vips).await {
-        Ok(v) => Json(v).into_response(),
+        Ok(mut v) => {
+            let zone = state.dns.load().zone().to_owned();
+            for vip in &mut v {
+                vip.dns = vip.name.as_ref().map(|name| format!("{name}.{zone}"));
+            }
+            Json(v).into_response()
+        }
         Err(r) => r,
     }
 }

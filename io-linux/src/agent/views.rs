@@ -20,6 +20,10 @@ pub struct VipView {
     /// For a named VIP, its DNS-form name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// For a named VIP, the full name the agent's DNS answers
+    /// (`web.marathon.l4lb.thisdcos.directory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
     pub services: Vec<ServiceView>,
 }
 
@@ -101,6 +105,7 @@ pub fn vips(node: &Node) -> Vec<VipView> {
             VipView {
                 protocol: vip.protocol.to_string(),
                 vip: label,
+                dns: None,
                 name,
                 services: services
                     .iter()

@@ -1,10 +1,8 @@
 //! The agent's DNS: named VIPs answered on every host from the replicated state
 //! (`NAME.FRAMEWORK.l4lb.thisdcos.directory`), everything else refused or forwarded.
 //!
-//! - [`table`]: the names the local kernel serves, swapped in whole on every change;
-//! - [`answer`]: one query in, one reply (or forward, or drop) out; pure;
+//! - [`table`], [`answer`]: the core's (`minuteman_core::dns`), re-exported;
 //! - [`server`]: the UDP and TCP listeners, the upstream relay, the counters.
 
-pub mod answer;
+pub use minuteman_core::dns::{answer, table};
 pub mod server;
-pub mod table;

@@ -18,7 +18,7 @@ use super::answer::{answer, Outcome, Transport, MAX_QUERY};
 use super::table::DnsTable;
 use crate::metrics::{ShellMetrics, Why};
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Message, OpCode, ResponseCode};
+use minuteman_core::dns::hickory::op::{Message, OpCode, ResponseCode};
 use minuteman_core::kernel::KernelState;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -417,5 +417,125 @@ async fn serve_connection(mut stream: TcpStream, ctx: &Ctx) {
             ctx.count("send_error");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minuteman_core::dns::hickory::op::{MessageType, Query};
+    use minuteman_core::dns::hickory::rr::rdata::A;
+    use minuteman_core::dns::hickory::rr::{Name, RData, Record, RecordType};
+    use minuteman_core::dns::table::DEFAULT_ZONE;
+
+    fn query(id: u16, name: &str) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    /// An upstream answering every query with 192.0.2.7.
+    async fn fake_upstream() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let q = Message::from_vec(&buf[..n]).unwrap();
+                let mut r = Message::response(q.metadata.id, OpCode::Query);
+                r.add_query(q.queries[0].clone());
+                r.add_answer(Record::from_rdata(
+                    q.queries[0].name().clone(),
+                    60,
+                    RData::A(A([192, 0, 2, 7].into())),
+                ));
+                let _ = socket.send_to(&r.to_vec().unwrap(), peer).await;
+            }
+        });
+        addr
+    }
+
+    async fn server(upstream: Option<SocketAddr>) -> (SocketAddr, ShellMetrics, CancellationToken) {
+        let bound = bind(&["127.0.0.1:0".parse().unwrap()]).await.unwrap();
+        let addr = bound.local_addrs()[0];
+        let metrics = ShellMetrics::default();
+        let stop = CancellationToken::new();
+        let table: SharedTable = Arc::new(ArcSwap::from_pointee(DnsTable::empty(DEFAULT_ZONE)));
+        bound.spawn(table, upstream, metrics.clone(), stop.clone());
+        (addr, metrics, stop)
+    }
+
+    async fn ask_udp(server: SocketAddr, q: &[u8]) -> Message {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(q, server).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        Message::from_vec(&buf[..n]).unwrap()
+    }
+
+    fn count(
+        family: &prometheus_client::metrics::family::Family<
+            Why,
+            prometheus_client::metrics::counter::Counter,
+        >,
+        label: &'static str,
+    ) -> u64 {
+        family.get_or_create(&Why::new(label)).get()
+    }
+
+    #[tokio::test]
+    async fn names_outside_the_zone_are_relayed_and_a_silent_upstream_gets_servfail() {
+        let upstream = fake_upstream().await;
+        let (addr, metrics, stop) = server(Some(upstream)).await;
+        let reply = ask_udp(addr, &query(0x4242, "example.com.")).await;
+        assert_eq!(reply.metadata.id, 0x4242);
+        assert_eq!(reply.answers[0].data, RData::A(A([192, 0, 2, 7].into())));
+        assert_eq!(count(&metrics.dns_forwards, "ok"), 1);
+        assert_eq!(count(&metrics.dns_queries, "forward"), 1);
+        stop.cancel();
+
+        // An upstream that never answers: SERVFAIL after the relay's timeout, counted.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (addr, metrics, stop) = server(Some(silent.local_addr().unwrap())).await;
+        let reply = ask_udp(addr, &query(7, "example.org.")).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(count(&metrics.dns_forwards, "timeout"), 1);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn tcp_queries_are_answered_and_refused_without_an_upstream() {
+        let (addr, metrics, stop) = server(None).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        for (id, name, code) in [
+            (1, "nope.l4lb.thisdcos.directory.", ResponseCode::NXDomain),
+            (2, "example.com.", ResponseCode::Refused),
+        ] {
+            let q = query(id, name);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend(q);
+            stream.write_all(&framed).await.unwrap();
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await.unwrap();
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut body).await.unwrap();
+            let reply = Message::from_vec(&body).unwrap();
+            assert_eq!(
+                (reply.metadata.id, reply.metadata.response_code),
+                (id, code)
+            );
+        }
+        assert_eq!(count(&metrics.dns_queries, "nxdomain"), 1);
+        assert_eq!(count(&metrics.dns_queries, "refused"), 1);
+        // An oversized length prefix closes the connection, counted.
+        stream.write_all(&[0xff, 0xff]).await.unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+        assert!(rest.is_empty());
+        assert_eq!(count(&metrics.dns_queries, "dropped_oversized"), 1);
+        stop.cancel();
     }
 }

@@ -198,9 +198,9 @@ fn soa(table: &DnsTable) -> Record {
 mod tests {
     use super::*;
     use crate::dns::table::DEFAULT_ZONE;
+    use crate::kernel::{KernelState, Service};
+    use crate::Protocol;
     use hickory_proto::op::Query;
-    use minuteman_core::kernel::{KernelState, Service};
-    use minuteman_core::Protocol;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
     use std::sync::Arc;
 

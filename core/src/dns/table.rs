@@ -9,7 +9,7 @@
 //! - Names are lower case without the trailing dot; lookups lower-case the question.
 //! - The map is only looked up, never iterated, so its order reaches no output.
 
-use minuteman_core::kernel::KernelState;
+use crate::kernel::KernelState;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -104,8 +104,8 @@ impl DnsTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use minuteman_core::kernel::Service;
-    use minuteman_core::Protocol;
+    use crate::kernel::Service;
+    use crate::Protocol;
     use std::sync::Arc;
 
     #[test]
