@@ -370,14 +370,16 @@ fn a_killed_host_leaves_every_table_within_a_second_and_rejoins_within_five() {
         withdrawn <= Duration::from_secs(1),
         "withdrawal took {withdrawn:?}"
     );
+    // Only requests sent before the tables dropped h3 may fail: one sent to h3 before its
+    // link was cut ends when the client gives up (1 s later), whatever minuteman does, so
+    // when a failure ends says nothing; when it was sent does.
     assert!(
+        failed.iter().all(|a| a.sent <= kill_at + withdrawn),
+        "a request sent after h3 left both tables ({} ms) failed: {:?}",
+        withdrawn.as_millis(),
         failed
             .iter()
-            .all(|a| a.done <= kill_at + Duration::from_secs(1)),
-        "a request failed later than 1 s after the kill: {:?}",
-        failed
-            .iter()
-            .map(|a| (a.done.saturating_duration_since(kill_at), &a.result))
+            .map(|a| (a.sent.saturating_duration_since(kill_at), &a.result))
             .collect::<Vec<_>>()
     );
     // A request in flight when the link was cut may fail; none may fail before the kill.
