@@ -650,6 +650,46 @@ mod tests {
     }
 
     #[test]
+    fn the_dns_options_parse_and_refuse_bad_zones() {
+        assert_eq!(
+            parse_dns_addr("10.0.0.2").unwrap(),
+            "10.0.0.2:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_addr("[fd00::2]").unwrap(),
+            "[fd00::2]:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_dns_addr("10.0.0.2:5353").unwrap(),
+            "10.0.0.2:5353".parse().unwrap()
+        );
+        assert!(parse_dns_addr("resolver.example").is_err());
+        let base = AgentArgs {
+            agent_ip: Some("10.0.0.5".parse().unwrap()),
+            ..insecure()
+        };
+        let cfg = AgentConfig::from_args(base.clone()).unwrap();
+        assert_eq!(cfg.dns_zone, "l4lb.thisdcos.directory");
+        assert!(cfg.dns_listen.is_empty() && cfg.dns_upstream.is_none());
+        let cfg = AgentConfig::from_args(AgentArgs {
+            dns_zone: Some("VIPs.Example.".into()),
+            ..base.clone()
+        })
+        .unwrap();
+        assert_eq!(cfg.dns_zone, "vips.example");
+        for bad in ["", ".", "a..b", "under_score.x", &"x".repeat(64)] {
+            let args = AgentArgs {
+                dns_zone: Some(bad.to_owned()),
+                ..base.clone()
+            };
+            assert!(
+                matches!(AgentConfig::from_args(args), Err(ConfigError::BadZone(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_ipvs_options_default_and_refuse_bad_interface_names() {
         let base = AgentArgs {
             agent_ip: Some("10.0.0.5".parse().unwrap()),

@@ -2,11 +2,17 @@
 //!
 //! The pump calls [`spawn`] once at start, adopts the returned state with
 //! `Node::resync_kernel`, then hands every `Output::Kernel(ops)` to
-//! [`DataPlaneHandle::submit`]. One worker task (module `worker`) owns the committed state
-//! and applies the ops as `nft -f -` transactions (module `nft`), reading the table back
-//! (module `listing`) only at start, after a failure and on the periodic reconcile (and
-//! then only when the ruleset generation, module `genid`, moved since the kernel was last
-//! known to hold the committed state).
+//! [`DataPlaneHandle::submit`]. One worker task owns the committed state:
+//! - `nftables` (module `worker`): the ops as `nft -f -` transactions (module `nft`),
+//!   reading the table back (module `listing`) only at start, after a failure and on the
+//!   periodic reconcile (and then only when the ruleset generation, module `genid`, moved
+//!   since the kernel was last known to hold the committed state);
+//! - `ipvs` (module [`ipvs`]): the ops as generic netlink requests, the VIP addresses on a
+//!   dummy interface, repairs and reconciles from dumps;
+//! - `none`: the ops logged, nothing touched.
+//!
+//! [`DataPlaneHandle::watch_committed`] tells those who follow the committed state (the
+//! DNS table) of each change.
 //!
 //! Invariants:
 //! - [`DataPlaneHandle::submit`] never blocks and never drops: ops are appended to one
