@@ -338,20 +338,48 @@ pub fn cleanup(cfg: &DataPlaneConfig) -> Result<(), DataPlaneError> {
     }
 }
 
-/// The state `ops` lead to from `committed`: applied strictly (as IPVS would), or, when
-/// they do not follow it, each op applied as the state it asks for, with the reason.
-pub(crate) fn target_of(
-    committed: &KernelState,
-    ops: &[Op],
-) -> (KernelState, Option<minuteman_core::kernel::ApplyError>) {
-    let mut target = committed.clone();
-    match target.apply_all(ops) {
-        Ok(()) => (target, None),
-        Err(e) => {
-            let mut target = committed.clone();
-            apply_leniently(&mut target, ops);
-            (target, Some(e))
+/// One batch of a worker: every op pending when it woke, and the state they lead to.
+pub(crate) struct Batch {
+    pub ops: Vec<Op>,
+    pub target: Arc<KernelState>,
+    /// Whether the ops follow the committed state (strictly, as IPVS applies them); when
+    /// not, `target` has each op applied as the state it asks for.
+    pub followed: bool,
+}
+
+impl Shared {
+    /// Takes everything pending (counted in `kernel_ops`) with the state it leads to from
+    /// `committed`; `None` when nothing is pending. Ops that do not follow `committed` are
+    /// logged with what the worker does about them (`remedy`).
+    fn next_batch(
+        &self,
+        metrics: &ShellMetrics,
+        committed: &KernelState,
+        remedy: &str,
+    ) -> Option<Batch> {
+        let ops = self.take();
+        if ops.is_empty() {
+            return None;
         }
+        metrics.kernel_ops.inc_by(ops.len() as u64);
+        let mut target = committed.clone();
+        let followed = match target.apply_all(&ops) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "{} kernel ops do not follow the committed state ({e}); applying them leniently, {remedy}",
+                    ops.len()
+                );
+                target = committed.clone();
+                apply_leniently(&mut target, &ops);
+                false
+            }
+        };
+        Some(Batch {
+            ops,
+            target: Arc::new(target),
+            followed,
+        })
     }
 }
 

@@ -26,7 +26,7 @@
 
 use super::nft::Nft;
 use super::{genid, listing};
-use super::{log_ops, send_resync, target_of, DataPlaneConfig, DataPlaneError, Shared};
+use super::{log_ops, send_resync, Batch, DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::nft::{render_delta, render_full};
 use minuteman_core::kernel::{KernelState, Op};
@@ -199,20 +199,18 @@ impl Worker {
 
     /// Applies everything pending as one batch.
     async fn sync(&mut self, stop: &CancellationToken) {
-        let ops = self.shared.take();
-        if ops.is_empty() {
+        let Some(Batch {
+            ops,
+            target,
+            followed,
+        }) = self.shared.next_batch(
+            &self.metrics,
+            &self.committed,
+            "rewriting the table and resyncing the core",
+        )
+        else {
             return;
-        }
-        self.metrics.kernel_ops.inc_by(ops.len() as u64);
-        let (target, refusal) = target_of(&self.committed, &ops);
-        if let Some(e) = &refusal {
-            tracing::warn!(
-                "{} kernel ops do not follow the committed state ({e}); applying them leniently, rewriting the table and resyncing the core",
-                ops.len()
-            );
-        }
-        let followed = refusal.is_none();
-        let target = Arc::new(target);
+        };
         let Some(nft) = self.nft.clone() else {
             log_ops(&ops);
             self.metrics

@@ -262,20 +262,6 @@ impl Request {
         matches!(self, Request::DumpServices | Request::DumpDests(_))
     }
 
-    /// The service the request acts on, if any.
-    pub fn service(&self) -> Option<&Service> {
-        match self {
-            Request::NewService(s)
-            | Request::SetService(s)
-            | Request::DelService(s)
-            | Request::DumpDests(s)
-            | Request::NewDest { service: s, .. }
-            | Request::SetDest { service: s, .. }
-            | Request::DelDest { service: s, .. } => Some(s),
-            Request::DumpServices | Request::Flush => None,
-        }
-    }
-
     /// The generic netlink message (header and attributes).
     pub fn message(&self) -> Result<IpvsMessage, EncodeError> {
         let mut attrs = GenlBuffer::new();

@@ -68,17 +68,6 @@ impl IpvsError {
             if *errno == libc::ENOENT || *errno == libc::ESRCH)
     }
 
-    /// The error says IPVS cannot be used at all (not that one request was wrong).
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            IpvsError::Socket(_)
-                | IpvsError::FamilyMissing
-                | IpvsError::Permission { .. }
-                | IpvsError::SchedulerMissing
-        )
-    }
-
     fn from_errno(request: &Request, errno: i32) -> IpvsError {
         match errno {
             libc::EPERM | libc::EACCES => IpvsError::Permission {
@@ -139,11 +128,6 @@ impl IpvsSocket {
         let mut this = IpvsSocket { conn, family: 0 };
         this.family = this.resolve_family()?;
         Ok(this)
-    }
-
-    /// The family's id in this kernel.
-    pub fn family(&self) -> u16 {
-        self.family
     }
 
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {

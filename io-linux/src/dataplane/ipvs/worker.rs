@@ -29,7 +29,7 @@ use super::host;
 use super::link::DummyLink;
 use super::msg::{DumpedService, Request, FORWARD_MASQ, SCHEDULER};
 use super::socket::{describe, IpvsError, IpvsSocket};
-use crate::dataplane::{send_resync, target_of, DataPlaneConfig, DataPlaneError, Shared};
+use crate::dataplane::{send_resync, Batch, DataPlaneConfig, DataPlaneError, Shared};
 use crate::metrics::{ShellMetrics, Why};
 use minuteman_core::kernel::{diff, Destinations, KernelState, Op, Service, MAX_WEIGHT};
 use minuteman_core::named::{in_v4_prefix, in_v6_prefix};
@@ -463,20 +463,18 @@ impl IpvsWorker {
     }
 
     async fn sync(&mut self, stop: &CancellationToken) {
-        let ops = self.shared.take();
-        if ops.is_empty() {
+        let Some(Batch {
+            ops,
+            target,
+            followed,
+        }) = self.shared.next_batch(
+            &self.metrics,
+            &self.committed,
+            "repairing IPVS from a dump and resyncing the core",
+        )
+        else {
             return;
-        }
-        self.metrics.kernel_ops.inc_by(ops.len() as u64);
-        let (target, refusal) = target_of(&self.committed, &ops);
-        if let Some(e) = &refusal {
-            tracing::warn!(
-                "{} kernel ops do not follow the committed state ({e}); applying them leniently, repairing IPVS from a dump and resyncing the core",
-                ops.len()
-            );
-        }
-        let followed = refusal.is_none();
-        let target = Arc::new(target);
+        };
         let started = Instant::now();
         if followed {
             let from = self.committed.clone();
