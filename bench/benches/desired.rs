@@ -156,6 +156,7 @@ fn desired_10k(c: &mut Criterion) {
                     base: seq,
                     seq: seq + 1,
                     vips: vec![(first.clone(), backends)],
+                    tasks: Vec::new(),
                 };
                 seq += 1;
                 let record = Record {

@@ -51,6 +51,7 @@
 use crate::body_diff::BodyDiff;
 use crate::id::NodeId;
 use crate::services_delta::ServicesDelta;
+use crate::tasks::TaskSet;
 use crate::time::Time;
 use crate::vip::VipSet;
 use rustc_hash::FxHashMap;
@@ -95,6 +96,8 @@ pub struct Record {
     /// The VIP backends as of `services_seq`. Shared: a version that only changes the
     /// adjacency keeps pointing at the same set.
     pub services: Arc<VipSet>,
+    /// The running tasks' DNS records as of `services_seq` (versioned with the backends).
+    pub tasks: Arc<TaskSet>,
     /// The `seq` of the version that last changed `services` (at most `seq`).
     pub services_seq: u64,
     /// How the services travel: `Some(d)` as the delta `d` (`d.seq == services_seq`),
@@ -125,6 +128,7 @@ impl Record {
             seq,
             body: Arc::new(body),
             services: Arc::default(),
+            tasks: Arc::default(),
             services_seq: 0,
             delta: None,
             body_form: BodyForm::Full,
@@ -175,14 +179,22 @@ enum BodyIn {
 /// version they are still at, in two bytes.
 #[derive(Serialize)]
 enum ServicesOut<'a> {
-    Full { seq: u64, set: &'a VipSet },
+    Full {
+        seq: u64,
+        set: &'a VipSet,
+        tasks: &'a TaskSet,
+    },
     Delta(&'a ServicesDelta),
     Unchanged(u64),
 }
 
 #[derive(Deserialize)]
 enum ServicesIn {
-    Full { seq: u64, set: VipSet },
+    Full {
+        seq: u64,
+        set: VipSet,
+        tasks: TaskSet,
+    },
     Delta(ServicesDelta),
     Unchanged(u64),
 }
@@ -206,13 +218,12 @@ struct RecordIn {
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let services = match &self.delta {
-            Some(delta) if delta.base == delta.seq && delta.vips.is_empty() => {
-                ServicesOut::Unchanged(delta.seq)
-            }
+            Some(delta) if delta.is_unchanged() => ServicesOut::Unchanged(delta.seq),
             Some(delta) => ServicesOut::Delta(delta),
             None => ServicesOut::Full {
                 seq: self.services_seq,
                 set: &self.services,
+                tasks: &self.tasks,
             },
         };
         let body = match &self.body_form {
@@ -235,10 +246,11 @@ impl Serialize for Record {
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Record, D::Error> {
         let wire = RecordIn::deserialize(deserializer)?;
-        let (services, services_seq, delta) = match wire.services {
-            ServicesIn::Full { seq, set } => (Arc::new(set), seq, None),
-            ServicesIn::Delta(d) => (Arc::default(), d.seq, Some(Arc::new(d))),
+        let (services, tasks, services_seq, delta) = match wire.services {
+            ServicesIn::Full { seq, set, tasks } => (Arc::new(set), Arc::new(tasks), seq, None),
+            ServicesIn::Delta(d) => (Arc::default(), Arc::default(), d.seq, Some(Arc::new(d))),
             ServicesIn::Unchanged(seq) => (
+                Arc::default(),
                 Arc::default(),
                 seq,
                 Some(Arc::new(ServicesDelta::unchanged(seq))),
@@ -253,6 +265,7 @@ impl<'de> Deserialize<'de> for Record {
             seq: wire.seq,
             body,
             services,
+            tasks,
             services_seq,
             delta,
             body_form,
@@ -576,39 +589,55 @@ impl RecordStore {
         match record.delta.clone() {
             Some(delta) if delta.base != held_services_seq => return Applied::Gap,
             Some(delta) => {
-                let held_set = same_epoch.map(|h| &h.services);
-                let count = held_set.map_or(0, |set| {
+                // Backends and task endpoints share the bound.
+                let count = same_epoch.map_or(0, |held| {
                     let removed: usize = delta
                         .vips
                         .iter()
-                        .filter_map(|(vip, _)| set.vips.get(vip).map(|b| b.len()))
+                        .filter_map(|(vip, _)| held.services.vips.get(vip).map(|b| b.len()))
                         .sum();
-                    set.backend_count() - removed
+                    let removed_tasks: usize = delta
+                        .tasks
+                        .iter()
+                        .filter_map(|(name, _)| held.tasks.names.get(name).map(|e| e.len()))
+                        .sum();
+                    held.services.backend_count() - removed + held.tasks.endpoint_count()
+                        - removed_tasks
                 });
-                if count + delta.backend_count() > self.max_backends {
+                if count + delta.backend_count() + delta.endpoint_count() > self.max_backends {
                     return Applied::Invalid;
                 }
-                let mut set = match self.slot_of(&addr) {
+                let (mut set, mut tasks) = match self.slot_of(&addr) {
                     Some(slot) if same_epoch.is_some() => {
                         let held = self.slots[slot as usize].record.as_mut().expect("held");
-                        // The held record is replaced below: its set moves to the new one.
-                        std::mem::take(&mut held.services)
+                        // The held record is replaced below: its sets move to the new one.
+                        (
+                            std::mem::take(&mut held.services),
+                            std::mem::take(&mut held.tasks),
+                        )
                     }
-                    _ => Arc::default(),
+                    _ => (Arc::default(), Arc::default()),
                 };
                 if !delta.vips.is_empty() {
                     delta.apply_to(Arc::make_mut(&mut set));
                 }
+                if !delta.tasks.is_empty() {
+                    delta.apply_tasks_to(Arc::make_mut(&mut tasks));
+                }
                 record.services = set;
+                record.tasks = tasks;
             }
             None => {
-                if record.services.backend_count() > self.max_backends {
+                if record.services.backend_count() + record.tasks.endpoint_count()
+                    > self.max_backends
+                {
                     return Applied::Invalid;
                 }
-                // Unchanged services: keep sharing the held set, and forward the version
+                // Unchanged services: keep sharing the held sets, and forward the version
                 // as "unchanged" rather than in full.
                 if let Some(h) = same_epoch.filter(|h| h.services_seq == record.services_seq) {
                     record.services = h.services.clone();
+                    record.tasks = h.tasks.clone();
                     record.delta = Some(Arc::new(ServicesDelta::unchanged(record.services_seq)));
                 }
             }

@@ -29,7 +29,8 @@ use std::net::SocketAddr;
 /// Version byte of the current frame format. Bumped on any incompatible change.
 ///
 /// 2: frames end with a MAC tag. 4: SUMMARY names its size and may list some buckets.
-pub const WIRE_VERSION: u8 = 4;
+/// 5: records carry their host's task records (DNS) beside the VIP backends.
+pub const WIRE_VERSION: u8 = 5;
 
 /// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:
 /// version byte, envelope sender, message and list headers, the record's origin and

@@ -505,3 +505,101 @@ fn inspect_detects_every_shape() {
         assert_eq!(inspection.format.to_string(), format, "{name}");
     }
 }
+
+/// One line per task endpoint: `web.marathon A 10.0.0.1`, `web.marathon tcp 10.0.0.1:80`.
+fn task_rows(extracted: &Extracted) -> Vec<String> {
+    use minuteman_core::tasks::TaskEndpoint;
+    let mut rows = Vec::new();
+    for (name, endpoints) in &extracted.tasks.names {
+        for endpoint in endpoints.iter() {
+            rows.push(match *endpoint {
+                TaskEndpoint::Address(ip) => format!("{name} address {ip}"),
+                TaskEndpoint::Port { protocol, ip, port } => {
+                    format!("{name} {protocol} {}", render::socket(ip, port))
+                }
+            });
+        }
+    }
+    rows
+}
+
+/// The task records (DNS) of fixtures of every shape: host ports from discovery, from the
+/// `ports` resource, container scope over IPv4 and IPv6, a bridge port mapping, a killed
+/// task left out, the operator API's task names.
+#[test]
+fn task_records_of_the_fixtures() {
+    let Some(dir) = shared_dir() else { return };
+    let cases: &[(&str, &[&str])] = &[
+        // The killed task with `1.2.3.4:5000` has no record.
+        (
+            "state/minuteman-named-base-vips.json",
+            &[
+                "catsmeow.marathon address 10.0.0.243",
+                "catsmeow.marathon tcp 10.0.0.243:12049",
+            ],
+        ),
+        // No discovery ports: the `ports` resource, as tcp and udp.
+        (
+            "state/minuteman-two-healthcheck-free-vips-state.json",
+            &[
+                "greg.marathon address 33.33.33.1",
+                "greg.marathon tcp 33.33.33.1:31215",
+                "greg.marathon tcp 33.33.33.1:31290",
+                "greg.marathon udp 33.33.33.1:31215",
+                "greg.marathon udp 33.33.33.1:31290",
+                "tyler.marathon address 33.33.33.1",
+                "tyler.marathon tcp 33.33.33.1:31362",
+                "tyler.marathon tcp 33.33.33.1:31634",
+                "tyler.marathon udp 33.33.33.1:31362",
+                "tyler.marathon udp 33.33.33.1:31634",
+            ],
+        ),
+        (
+            "state/minuteman-overlay.json",
+            &[
+                "http-1.marathon address 9.0.1.130",
+                "http-1.marathon tcp 9.0.1.130:80",
+            ],
+        ),
+        (
+            "state/dcos-net-state_ipv6.json",
+            &[
+                "foo.marathon address 12.0.1.4",
+                "foo.marathon address fd01::1:8000:4",
+                "foo.marathon tcp 12.0.1.4:80",
+                "foo.marathon tcp [fd01::1:8000:4]:80",
+            ],
+        ),
+        // Bridge mode: the container's address, the port mapped on the agent.
+        (
+            "state/dcos-net-ucr-bridge-mode-net-info.json",
+            &[
+                "foo.marathon address 172.31.254.2",
+                "foo.marathon tcp 10.0.2.5:29025",
+            ],
+        ),
+        (
+            "operator-api/vip-labels.json",
+            &[
+                "app.marathon address 172.17.0.3",
+                "app.marathon tcp 172.17.0.3:9999",
+                "app.marathon tcp 172.17.0.3:10000",
+                "app.marathon tcp 172.17.0.3:10001",
+                "app.marathon tcp 172.17.0.3:10002",
+            ],
+        ),
+        // Unhealthy still has its records (DNS says where a task is, not whether to use
+        // it); container scope.
+        (
+            "operator-api/unhealthy.json",
+            &[
+                "app.marathon address 9.0.1.6",
+                "app.marathon tcp 9.0.1.6:80",
+            ],
+        ),
+    ];
+    for (name, expected) in cases {
+        let (_, extracted) = extract_file(&dir, name);
+        assert_eq!(task_rows(&extracted), *expected, "{name}");
+    }
+}

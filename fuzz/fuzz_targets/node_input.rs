@@ -167,6 +167,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                             base,
                             seq: services_seq,
                             vips: set.vips.clone().into_iter().collect(),
+                            tasks: Vec::new(),
                         }))
                     } else {
                         None

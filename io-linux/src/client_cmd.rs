@@ -192,8 +192,9 @@ pub fn status(args: ClientArgs) -> ExitCode {
     })
 }
 
-/// `minuteman resolve NAME`: the addresses the local agent's DNS gives a named VIP
-/// (`web.marathon`, or the full `web.marathon.l4lb.thisdcos.directory`).
+/// `minuteman resolve NAME`: the records the local agent's DNS gives a named VIP
+/// (`web.marathon`, or the full `web.marathon.l4lb.thisdcos.directory`) or a task
+/// (`web.marathon.mesos`, `_web._tcp.marathon.mesos`).
 pub fn resolve(name: &str, args: ClientArgs) -> ExitCode {
     if name.is_empty()
         || !name
@@ -210,13 +211,12 @@ pub fn resolve(name: &str, args: ClientArgs) -> ExitCode {
                 println!("{text}");
                 return;
             }
-            for ip in view
-                .ipv4
-                .map(|ip| ip.to_string())
-                .into_iter()
-                .chain(view.ipv6.map(|ip| ip.to_string()))
+            let ips = view.ipv4.iter().map(ToString::to_string);
+            for record in ips
+                .chain(view.ipv6.iter().map(ToString::to_string))
+                .chain(view.srv.iter().map(|srv| format!("SRV {srv}")))
             {
-                println!("{}\t{ip}", view.name);
+                println!("{}\t{record}", view.name);
             }
         },
     )

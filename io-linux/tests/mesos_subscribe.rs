@@ -661,6 +661,7 @@ async fn recovered_agents_as_the_agent_sees_it() {
     let seed = LocalServices {
         agents: vec![four],
         services: saved.into(),
+        tasks: Default::default(),
     };
     let mut master = Master::start().await;
     let mut running = Running::start_with(config(master.url(), four, PATIENCE), Some(seed));

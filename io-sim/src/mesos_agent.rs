@@ -154,7 +154,8 @@ impl SimAgent {
                 };
                 json!({
                     "id": format!("task-{id}"),
-                    "name": format!("task-{id}"),
+                    // As Marathon names them: by app, every instance alike.
+                    "name": format!("app-{}", task.vip),
                     "framework_id": framework_id,
                     "state": state,
                     "resources": {"ports": format!("[{0}-{0}]", task.host_port)},

@@ -1062,9 +1062,10 @@ impl Simulation {
         let core = self.nodes[i].node.as_mut().expect("alive");
         let world = self.world.as_mut().expect("checked above");
         match parsed {
-            Ok((set, warnings)) => {
+            Ok((set, tasks, warnings)) => {
                 world.counters.parse_warnings += warnings as u64;
-                match core.set_local_services(self.now, vec![agent_ip], set.clone()) {
+                // The task records travel too, as the agent's do (for DNS).
+                match core.set_local_report(self.now, vec![agent_ip], set.clone(), tasks) {
                     Ok(()) => world.on_polled(self.now, i, set),
                     Err(_) => world.counters.record_errors += 1,
                 }

@@ -36,6 +36,7 @@ use crate::mesos_agent::{vip_catalogue, SimAgent, TaskState, VipSpec};
 use minuteman_core::kernel::{KernelState, Op, Service};
 use minuteman_core::mesos;
 use minuteman_core::named::NameTable;
+use minuteman_core::tasks::TaskSet;
 use minuteman_core::{Time, Vip, VipAddr, VipSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -605,10 +606,10 @@ impl ServiceWorld {
 
 /// What a node extracts from its agent's `/state` document, through the core's parser.
 /// Warnings (malformed labels) are returned with the set: the simulated tasks have none.
-pub fn parse_agent_state(doc: &[u8]) -> Result<(VipSet, usize), String> {
+pub fn parse_agent_state(doc: &[u8]) -> Result<(VipSet, TaskSet, usize), String> {
     let extracted = mesos::parse_and_extract(doc, &mesos::ExtractOptions::default())
         .map_err(|e| e.to_string())?;
-    Ok((extracted.vips, extracted.warnings.len()))
+    Ok((extracted.vips, extracted.tasks, extracted.warnings.len()))
 }
 
 /// Whether `kernel` shows `change`'s destination with its weight (or without it).

@@ -357,6 +357,7 @@ fn a_delta_from_an_unknown_base_is_asked_for_in_full() {
             base: held.seq + 5,
             seq: held.seq + 10,
             vips: Vec::new(),
+            tasks: Vec::new(),
         })),
         ..held.clone()
     };

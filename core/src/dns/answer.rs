@@ -7,17 +7,19 @@
 //!   header gets FORMERR with its id; one shorter than a header, or a response (a
 //!   reflection attempt), is dropped. Every outcome has its [`Outcome::label`], which
 //!   the server counts.
-//! - Inside the zone the server is authoritative: A/AAAA (and ANY) from the table, TTL
-//!   [`TTL`]; a known name without the asked type is NODATA, an unknown one NXDOMAIN,
-//!   both with the zone's SOA (negative TTL [`TTL`]). Outside the zone: REFUSED, or
-//!   [`Outcome::Forward`] when an upstream is configured.
+//! - Inside its zones (named VIPs, and task records when enabled) the server is
+//!   authoritative: A/AAAA/SRV (and ANY) from the table, TTL [`TTL`], an SRV answer
+//!   carrying its targets' addresses in the additional section; a known name without the
+//!   asked type is NODATA, an unknown one NXDOMAIN, both with the zone's SOA (negative
+//!   TTL [`TTL`]). Outside the zones: REFUSED, or [`Outcome::Forward`] when an upstream
+//!   is configured.
 //! - A reply never exceeds the size the client can take (512 bytes, or its EDNS payload
 //!   size, at most [`MAX_UDP_PAYLOAD`]; 65,535 over TCP): a larger one is sent truncated
 //!   (TC set, no records) so the client retries over TCP.
 
-use super::table::DnsTable;
+use super::table::{DnsTable, Entry};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// The TTL of every answer and of negative answers: short, so a name follows its VIP.
@@ -90,13 +92,13 @@ pub fn answer(query: &[u8], table: &DnsTable, transport: Transport, forwarding: 
     };
     let qname = question.name().to_lowercase().to_ascii();
     let qname = qname.trim_end_matches('.');
-    if !table.in_zone(qname) {
+    let Some(zone) = table.zone_of(qname) else {
         return if forwarding {
             Outcome::Forward
         } else {
             error(id, op, ResponseCode::Refused, "refused")
         };
-    }
+    };
 
     let mut reply = Message::response(id, op);
     reply.metadata.authoritative = true;
@@ -118,33 +120,44 @@ pub fn answer(query: &[u8], table: &DnsTable, transport: Transport, forwarding: 
     let found = if class_ok { table.lookup(qname) } else { None };
     let qtype = question.query_type();
     let label = match found {
-        Some(addrs) => {
-            if let (Some(ip), RecordType::A | RecordType::ANY) = (addrs.v4, qtype) {
-                reply.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(ip))));
+        Some(entry) => {
+            let any = qtype == RecordType::ANY;
+            if any || qtype == RecordType::A || qtype == RecordType::AAAA {
+                add_addresses(&mut reply, &name, entry, qtype, false);
             }
-            if let (Some(ip), RecordType::AAAA | RecordType::ANY) = (addrs.v6, qtype) {
-                reply.add_answer(Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(ip))));
+            if any || qtype == RecordType::SRV {
+                for srv in &entry.srv {
+                    // A target that is not a valid name is left out (never a failed reply).
+                    let Ok(target) = Name::from_ascii(format!("{}.", srv.target)) else {
+                        continue;
+                    };
+                    let rdata = RData::SRV(SRV::new(0, 1, srv.port, target.clone()));
+                    reply.add_answer(Record::from_rdata(name.clone(), TTL, rdata));
+                    if let Some(addresses) = table.lookup(&srv.target) {
+                        add_addresses(&mut reply, &target, addresses, RecordType::ANY, true);
+                    }
+                }
             }
             if reply.answers.is_empty() {
-                reply.add_authority(soa(table));
+                reply.add_authority(soa(zone, table.serial()));
                 "nodata"
             } else {
                 "answer"
             }
         }
-        None if class_ok && qname == table.zone() => {
+        None if class_ok && qname == zone => {
             if matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                reply.add_answer(soa(table));
+                reply.add_answer(soa(zone, table.serial()));
                 "answer"
             } else {
-                reply.add_authority(soa(table));
+                reply.add_authority(soa(zone, table.serial()));
                 "nodata"
             }
         }
         None if !class_ok => return error(id, op, ResponseCode::Refused, "refused"),
         None => {
             reply.metadata.response_code = ResponseCode::NXDomain;
-            reply.add_authority(soa(table));
+            reply.add_authority(soa(zone, table.serial()));
             "nxdomain"
         }
     };
@@ -175,9 +188,35 @@ fn error(id: u16, op: OpCode, code: ResponseCode, label: &'static str) -> Outcom
     }
 }
 
+/// The A/AAAA records of `entry` for `qtype` (A, AAAA or ANY), as answers or, for an SRV
+/// target, as additional records.
+fn add_addresses(
+    reply: &mut Message,
+    name: &Name,
+    entry: &Entry,
+    qtype: RecordType,
+    additional: bool,
+) {
+    let mut records = Vec::new();
+    if matches!(qtype, RecordType::A | RecordType::ANY) {
+        records.extend(entry.v4.iter().map(|&ip| RData::A(A(ip))));
+    }
+    if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+        records.extend(entry.v6.iter().map(|&ip| RData::AAAA(AAAA(ip))));
+    }
+    for rdata in records {
+        let record = Record::from_rdata(name.clone(), TTL, rdata);
+        if additional {
+            reply.add_additional(record);
+        } else {
+            reply.add_answer(record);
+        }
+    }
+}
+
 /// The zone's SOA record (negative answers are cached for [`TTL`]).
-fn soa(table: &DnsTable) -> Record {
-    let zone = Name::from_ascii(format!("{}.", table.zone())).unwrap_or_else(|_| Name::root());
+fn soa(zone: &str, serial: u32) -> Record {
+    let zone = Name::from_ascii(format!("{zone}.")).unwrap_or_else(|_| Name::root());
     let host = |label: &str| zone.prepend_label(label).unwrap_or_else(|_| zone.clone());
     Record::from_rdata(
         zone.clone(),
@@ -185,7 +224,7 @@ fn soa(table: &DnsTable) -> Record {
         RData::SOA(SOA::new(
             host("ns"),
             host("hostmaster"),
-            table.serial(),
+            serial,
             60,
             30,
             86_400,
@@ -245,6 +284,95 @@ mod tests {
             Outcome::Reply { bytes, label } => (Message::from_vec(&bytes).unwrap(), label),
             other => panic!("no reply: {other:?}"),
         }
+    }
+
+    /// The VIP table with a tasks zone: `web.marathon` runs twice (10.0.0.1 with a TCP
+    /// port, 10.0.0.2 with a UDP port).
+    fn tasks_table() -> DnsTable {
+        use crate::tasks::{TaskEndpoint, TaskName};
+        let ip1: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip2: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut tasks = std::collections::BTreeMap::new();
+        tasks.insert(
+            TaskName {
+                task: "web".into(),
+                framework: "marathon".into(),
+            },
+            vec![
+                TaskEndpoint::Address(ip1),
+                TaskEndpoint::Address(ip2),
+                TaskEndpoint::Port {
+                    protocol: Protocol::Tcp,
+                    ip: ip1,
+                    port: 31000,
+                },
+                TaskEndpoint::Port {
+                    protocol: Protocol::Udp,
+                    ip: ip2,
+                    port: 53,
+                },
+            ],
+        );
+        table().with_tasks(".Mesos.", &tasks)
+    }
+
+    #[test]
+    fn task_records_answer_addresses_and_srv_with_their_targets() {
+        let t = tasks_table();
+        let ask = |name: &str, ty| reply(answer(&query(name, ty, true), &t, Transport::Udp, false));
+        let (m, label) = ask("WEB.marathon.mesos.", RecordType::A);
+        assert_eq!(label, "answer");
+        let ips: Vec<_> = m.answers.iter().map(|r| r.data.clone()).collect();
+        assert_eq!(
+            ips,
+            [
+                RData::A(A(Ipv4Addr::new(10, 0, 0, 1))),
+                RData::A(A(Ipv4Addr::new(10, 0, 0, 2)))
+            ]
+        );
+        let (m, label) = ask("_web._tcp.marathon.mesos.", RecordType::SRV);
+        assert_eq!(label, "answer");
+        assert_eq!(m.answers.len(), 1);
+        let RData::SRV(srv) = &m.answers[0].data else {
+            panic!("not SRV: {:?}", m.answers[0]);
+        };
+        assert_eq!(srv.port, 31000);
+        assert_eq!(srv.target.to_ascii(), "10-0-0-1.web.marathon.mesos.");
+        assert_eq!(
+            m.additionals
+                .iter()
+                .map(|r| (r.name.to_ascii(), r.data.clone()))
+                .collect::<Vec<_>>(),
+            [(
+                "10-0-0-1.web.marathon.mesos.".to_string(),
+                RData::A(A(Ipv4Addr::new(10, 0, 0, 1)))
+            )]
+        );
+        let (m, _) = ask("_web._udp.marathon.mesos.", RecordType::SRV);
+        assert_eq!(m.answers.len(), 1);
+        // The target answers its one address.
+        let (m, _) = ask("10-0-0-2.web.marathon.mesos.", RecordType::A);
+        assert_eq!(m.answers[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 2))));
+        // No SRV at the address name, no address at the SRV name: NODATA.
+        let (_, label) = ask("web.marathon.mesos.", RecordType::SRV);
+        assert_eq!(label, "nodata");
+        let (m, label) = ask("db.marathon.mesos.", RecordType::A);
+        assert_eq!(label, "nxdomain");
+        assert_eq!(m.authorities[0].name.to_ascii(), "mesos.");
+        let (m, label) = ask("mesos.", RecordType::SOA);
+        assert_eq!(label, "answer");
+        assert_eq!(m.answers[0].name.to_ascii(), "mesos.");
+        // The VIP zone still answers from the same table.
+        let (_, label) = ask("web.marathon.l4lb.thisdcos.directory.", RecordType::A);
+        assert_eq!(label, "answer");
+        // A table without a tasks zone refuses it.
+        let (m, _) = reply(answer(
+            &query("web.marathon.mesos.", RecordType::A, false),
+            &table(),
+            Transport::Udp,
+            false,
+        ));
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
     }
 
     #[test]

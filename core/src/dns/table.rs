@@ -1,33 +1,78 @@
 //! What the agent's DNS answers from: the named VIPs whose address the local kernel holds,
-//! by full name (`web.marathon.l4lb.thisdcos.directory`).
+//! by full name (`web.marathon.l4lb.thisdcos.directory`), and, in a second zone, the
+//! cluster's running tasks in the style of Mesos-DNS (`web.marathon.mesos`).
+//!
+//! Task records, for each task name `TASK.FRAMEWORK` of the [`crate::tasks`] directory:
+//! - `TASK.FRAMEWORK.ZONE` `A`/`AAAA`: the address of every running instance;
+//! - `_TASK._PROTO.FRAMEWORK.ZONE` `SRV` (`PROTO` `tcp` or `udp`): one per instance port,
+//!   priority 0, weight 1, with the target `IP.TASK.FRAMEWORK.ZONE` (`IP` the address with
+//!   `-` for `.` and `:`, IPv6 written out in full: `fd01-0-0-0-0-0-0-5`), whose `A`/`AAAA`
+//!   is that one address, so a client pairs each port with the address it is at.
 //!
 //! Invariants:
-//! - A table is immutable; a new one is built whenever the names or the committed kernel
-//!   state change, and swapped in whole, so a query never sees half an update.
-//! - A name is in the table only while the local kernel holds a service at its address:
-//!   it appears once the kernel has its VIP and disappears with it (per address family).
+//! - A table is immutable; a new one is built whenever the names, the task records or the
+//!   committed kernel state change, and swapped in whole, so a query never sees half an
+//!   update.
+//! - A named VIP is in the table only while the local kernel holds a service at its
+//!   address: it appears once the kernel has its VIP and disappears with it (per address
+//!   family).
 //! - Names are lower case without the trailing dot; lookups lower-case the question.
-//! - The map is only looked up, never iterated, so its order reaches no output.
+//!   Names over 253 characters (not expressible in DNS) are left out.
+//! - Every entry's lists are sorted without repeats; the map is only looked up, never
+//!   iterated, so its order reaches no output.
 
 use crate::kernel::KernelState;
-use std::collections::{BTreeSet, HashMap};
+use crate::tasks::{TaskEndpoint, TaskName};
+use crate::vip::Protocol;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The default zone of named VIPs, as dcos-dns served it.
 pub const DEFAULT_ZONE: &str = "l4lb.thisdcos.directory";
+/// The default zone of task records, as Mesos-DNS served it.
+pub const DEFAULT_TASKS_ZONE: &str = "mesos";
+/// The longest name DNS can carry (without the trailing dot).
+const MAX_NAME: usize = 253;
 
-/// The addresses of one name.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Addrs {
-    pub v4: Option<Ipv4Addr>,
-    pub v6: Option<Ipv6Addr>,
+/// One `SRV` record's port and target.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Srv {
+    pub port: u16,
+    pub target: String,
 }
 
-/// The names of one zone.
+/// What one name answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+    pub srv: Vec<Srv>,
+}
+
+impl Entry {
+    fn push_ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(ip) => self.v4.push(ip),
+            IpAddr::V6(ip) => self.v6.push(ip),
+        }
+    }
+
+    fn normalize(&mut self) {
+        self.v4.sort_unstable();
+        self.v4.dedup();
+        self.v6.sort_unstable();
+        self.v6.dedup();
+        self.srv.sort_unstable();
+        self.srv.dedup();
+    }
+}
+
+/// The names of the VIP zone and, when enabled, the tasks zone.
 #[derive(Clone, Debug, Default)]
 pub struct DnsTable {
     zone: String,
-    names: HashMap<String, Addrs>,
+    tasks_zone: Option<String>,
+    names: HashMap<String, Entry>,
     /// Counts the tables built (the SOA serial).
     serial: u32,
 }
@@ -35,6 +80,27 @@ pub struct DnsTable {
 /// `zone` lower-cased, without surrounding dots.
 pub fn normalize_zone(zone: &str) -> String {
     zone.trim_matches('.').to_ascii_lowercase()
+}
+
+/// Whether `name` is `zone` or inside it.
+fn within(name: &str, zone: &str) -> bool {
+    name == zone
+        || (name.len() > zone.len()
+            && name.ends_with(zone)
+            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+}
+
+/// `ip` as one DNS label: `10-0-0-5`, `fd01-0-0-0-0-0-0-5`.
+pub fn ip_label(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string().replace('.', "-"),
+        IpAddr::V6(ip) => ip
+            .segments()
+            .iter()
+            .map(|s| format!("{s:x}"))
+            .collect::<Vec<_>>()
+            .join("-"),
+    }
 }
 
 impl DnsTable {
@@ -50,19 +116,71 @@ impl DnsTable {
         let held: BTreeSet<IpAddr> = kernel.services.keys().map(|s| s.addr.ip()).collect();
         let mut table = HashMap::new();
         for (name, v4, v6) in names {
-            let addrs = Addrs {
-                v4: v4.filter(|ip| held.contains(&IpAddr::V4(*ip))),
-                v6: v6.filter(|ip| held.contains(&IpAddr::V6(*ip))),
+            let entry = Entry {
+                v4: v4
+                    .filter(|ip| held.contains(&IpAddr::V4(*ip)))
+                    .into_iter()
+                    .collect(),
+                v6: v6
+                    .filter(|ip| held.contains(&IpAddr::V6(*ip)))
+                    .into_iter()
+                    .collect(),
+                srv: Vec::new(),
             };
-            if addrs.v4.is_some() || addrs.v6.is_some() {
-                table.insert(format!("{}.{zone}", name.to_ascii_lowercase()), addrs);
+            let full = format!("{}.{zone}", name.to_ascii_lowercase());
+            if (!entry.v4.is_empty() || !entry.v6.is_empty()) && full.len() <= MAX_NAME {
+                table.insert(full, entry);
             }
         }
         DnsTable {
             zone,
+            tasks_zone: None,
             names: table,
             serial,
         }
+    }
+
+    /// This table with the tasks zone `zone` holding `tasks` (the cluster's merged task
+    /// records). A tasks zone equal to, or inside or around, the VIP zone is refused by
+    /// the configuration, not here: the VIP zone is then simply matched first.
+    pub fn with_tasks(
+        mut self,
+        zone: &str,
+        tasks: &BTreeMap<TaskName, Vec<TaskEndpoint>>,
+    ) -> DnsTable {
+        let zone = normalize_zone(zone);
+        for (name, endpoints) in tasks {
+            let (task, framework) = (&name.task, &name.framework);
+            let base = format!("{task}.{framework}.{zone}");
+            for endpoint in endpoints {
+                match *endpoint {
+                    TaskEndpoint::Address(ip) => self.entry(&base).push_ip(ip),
+                    TaskEndpoint::Port { protocol, ip, port } => {
+                        let proto = match protocol {
+                            Protocol::Tcp => "tcp",
+                            Protocol::Udp => "udp",
+                        };
+                        let target = format!("{}.{base}", ip_label(ip));
+                        if target.len() > MAX_NAME {
+                            continue;
+                        }
+                        self.entry(&target).push_ip(ip);
+                        let srv = format!("_{task}._{proto}.{framework}.{zone}");
+                        self.entry(&srv).srv.push(Srv { port, target });
+                    }
+                }
+            }
+        }
+        self.names.retain(|name, _| name.len() <= MAX_NAME);
+        for entry in self.names.values_mut() {
+            entry.normalize();
+        }
+        self.tasks_zone = Some(zone);
+        self
+    }
+
+    fn entry(&mut self, name: &str) -> &mut Entry {
+        self.names.entry(name.to_owned()).or_default()
     }
 
     /// An empty table of `zone`.
@@ -70,26 +188,37 @@ impl DnsTable {
         DnsTable::build(zone, std::iter::empty(), &KernelState::default(), 0)
     }
 
-    /// The zone, lower case, without dots at either end.
+    /// The VIP zone, lower case, without dots at either end.
     pub fn zone(&self) -> &str {
         &self.zone
+    }
+
+    /// The tasks zone, if task records are served.
+    pub fn tasks_zone(&self) -> Option<&str> {
+        self.tasks_zone.as_deref()
     }
 
     pub fn serial(&self) -> u32 {
         self.serial
     }
 
-    /// Whether `name` (lower case, no trailing dot) is the zone or inside it.
-    pub fn in_zone(&self, name: &str) -> bool {
-        name == self.zone
-            || (name.len() > self.zone.len()
-                && name.ends_with(&self.zone)
-                && name.as_bytes()[name.len() - self.zone.len() - 1] == b'.')
+    /// The zone `name` (lower case, no trailing dot) is in, or is: the VIP zone first,
+    /// then the tasks zone.
+    pub fn zone_of(&self, name: &str) -> Option<&str> {
+        if within(name, &self.zone) {
+            return Some(&self.zone);
+        }
+        self.tasks_zone.as_deref().filter(|z| within(name, z))
     }
 
-    /// The addresses of `name` (lower case, no trailing dot).
-    pub fn lookup(&self, name: &str) -> Option<Addrs> {
-        self.names.get(name).copied()
+    /// Whether `name` (lower case, no trailing dot) is a zone or inside one.
+    pub fn in_zone(&self, name: &str) -> bool {
+        self.zone_of(name).is_some()
+    }
+
+    /// What `name` (lower case, no trailing dot) answers.
+    pub fn lookup(&self, name: &str) -> Option<&Entry> {
+        self.names.get(name)
     }
 
     pub fn len(&self) -> usize {
@@ -127,9 +256,9 @@ mod tests {
         let table = DnsTable::build(DEFAULT_ZONE, names, &kernel, 2);
         assert_eq!(
             table.lookup("web.marathon.l4lb.thisdcos.directory"),
-            Some(Addrs {
-                v4: Some(v4),
-                v6: None
+            Some(&Entry {
+                v4: vec![v4],
+                ..Entry::default()
             })
         );
         assert_eq!(table.lookup("db.marathon.l4lb.thisdcos.directory"), None);
@@ -137,5 +266,11 @@ mod tests {
         assert!(table.in_zone("x.l4lb.thisdcos.directory"));
         assert!(!table.in_zone("xl4lb.thisdcos.directory"));
         assert!(!table.in_zone("thisdcos.directory"));
+    }
+
+    #[test]
+    fn address_labels_are_one_label_each() {
+        assert_eq!(ip_label("10.0.0.5".parse().unwrap()), "10-0-0-5");
+        assert_eq!(ip_label("fd01::5".parse().unwrap()), "fd01-0-0-0-0-0-0-5");
     }
 }

@@ -17,6 +17,8 @@ use super::cluster::Resolver;
 use super::cluster::{AgentIpError, ClusterState};
 use super::labels::{self, LabelError, VipHost};
 use super::task::{PortMap, RawPort, Task, TaskPort, TaskState};
+use super::task_records::task_records;
+use crate::tasks::TaskSet;
 use crate::vip::{Backend, Backends, Protocol, Vip, VipAddr, VipSet};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,6 +27,8 @@ use std::net::IpAddr;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extracted {
     pub vips: VipSet,
+    /// The running tasks by name, for DNS (see [`super::task_records`]).
+    pub tasks: TaskSet,
     /// One line per problem, naming the task (malformed labels, unknown agents, ...).
     pub warnings: Vec<String>,
 }
@@ -140,7 +144,7 @@ fn target(host: VipHost) -> Target {
 
 /// The host port of a non-container-scope discovery port: the number itself, unless it is
 /// the container side of a port mapping (then that mapping's host port).
-fn host_port(number: u64, protocol: Protocol, mappings: &[PortMap]) -> u64 {
+pub(crate) fn host_port(number: u64, protocol: Protocol, mappings: &[PortMap]) -> u64 {
     let matches_protocol = |m: &PortMap| match &m.protocol {
         None => protocol == Protocol::Tcp,
         Some(p) => p
@@ -268,6 +272,21 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
+/// The address of `task`'s agent.
+fn agent_ip(
+    state: &ClusterState,
+    task: &Task,
+    options: &ExtractOptions<'_>,
+) -> Result<IpAddr, AgentIpError> {
+    match options.agent_ip {
+        Some(ip) => Ok(ip),
+        None => match state.agents.get(&task.agent_id) {
+            Some(agent) => agent.resolve(options.resolve),
+            None => Err(AgentIpError::UnknownAgent),
+        },
+    }
+}
+
 fn extract_task(
     state: &ClusterState,
     task: &Task,
@@ -286,23 +305,14 @@ fn extract_task(
     if candidates.is_empty() {
         return;
     }
-    let agent = match options.agent_ip {
-        Some(ip) => ip,
-        None => {
-            let resolved = match state.agents.get(&task.agent_id) {
-                Some(agent) => agent.resolve(options.resolve),
-                None => Err(AgentIpError::UnknownAgent),
-            };
-            match resolved {
-                Ok(ip) => ip,
-                Err(e) => {
-                    warn.push(format!(
-                        "task {}: no backend: agent {}: {e}",
-                        task.id, task.agent_id
-                    ));
-                    return;
-                }
-            }
+    let agent = match agent_ip(state, task, options) {
+        Ok(ip) => ip,
+        Err(e) => {
+            warn.push(format!(
+                "task {}: no backend: agent {}: {e}",
+                task.id, task.agent_id
+            ));
+            return;
         }
     };
     let framework = state.frameworks.get(&task.framework_id);
@@ -398,8 +408,16 @@ pub fn extract_state(state: &ClusterState, options: &ExtractOptions<'_>) -> Extr
     // Backends are gathered unsorted and each VIP's set is sorted once, at its final size.
     let mut gathered = BTreeMap::new();
     let mut warn = Warnings::default();
+    let mut tasks = TaskSet::new();
     for task in state.tasks.values() {
         extract_task(state, task, options, &mut gathered, &mut warn);
+        // A task whose agent has no address has no record (its VIPs, if any, warned).
+        let framework = state.frameworks.get(&task.framework_id);
+        if let (Some(framework), Ok(agent)) = (framework, agent_ip(state, task, options)) {
+            if let Some((name, endpoints)) = task_records(task, framework, agent) {
+                tasks.insert(name, endpoints);
+            }
+        }
     }
     let vips = VipSet {
         vips: gathered
@@ -409,6 +427,7 @@ pub fn extract_state(state: &ClusterState, options: &ExtractOptions<'_>) -> Extr
     };
     Extracted {
         vips,
+        tasks,
         warnings: warn.finish(),
     }
 }

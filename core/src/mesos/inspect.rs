@@ -146,6 +146,7 @@ pub fn inspect(bytes: &[u8], options: &ExtractOptions<'_>) -> Result<Inspection,
         format: InputFormat::Document(document.kind()),
         extracted: Extracted {
             vips: extracted.vips,
+            tasks: extracted.tasks,
             warnings,
         },
         counters: None,

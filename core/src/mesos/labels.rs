@@ -137,6 +137,14 @@ fn push_dns_labels(out: &mut String, text: &str) {
     }
 }
 
+/// `text` turned into DNS labels joined with dots (`My_App.grp` → `my-app.grp`); `None` if
+/// nothing is left.
+pub fn dns_labels(text: &str) -> Option<String> {
+    let mut name = String::new();
+    push_dns_labels(&mut name, text);
+    (!name.is_empty()).then_some(name)
+}
+
 /// The name of a named VIP: the label host and the framework name, each turned into DNS
 /// labels, joined with dots (`/api.hello-world` on `marathon` → `api.hello-world.marathon`).
 /// `None` if either yields no label.

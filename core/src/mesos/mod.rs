@@ -31,6 +31,7 @@ pub mod recordio;
 pub mod render;
 pub mod stream;
 pub mod task;
+pub mod task_records;
 
 pub use cluster::{Agent, ClusterState, Resolver};
 pub use diff::{VipDiff, VipSetDiff};
@@ -49,6 +50,7 @@ pub fn extract(document: &Document<'_>, options: &ExtractOptions<'_>) -> Extract
     warnings.extend(extracted.warnings);
     Extracted {
         vips: extracted.vips,
+        tasks: extracted.tasks,
         warnings,
     }
 }

@@ -204,6 +204,8 @@ pub struct StateTask<'a> {
     #[serde(borrow)]
     pub id: Option<Text<'a>>,
     #[serde(borrow)]
+    pub name: Option<Text<'a>>,
+    #[serde(borrow)]
     pub framework_id: Option<Text<'a>>,
     #[serde(borrow)]
     pub slave_id: Option<Text<'a>>,
@@ -304,6 +306,8 @@ pub struct AgentInfo<'a> {
 pub struct ApiTask<'a> {
     #[serde(borrow)]
     pub task_id: Option<Id<'a>>,
+    #[serde(borrow)]
+    pub name: Option<Text<'a>>,
     #[serde(borrow)]
     pub framework_id: Option<Id<'a>>,
     #[serde(borrow)]

@@ -223,6 +223,8 @@ impl PortRanges {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
     pub id: String,
+    /// The task's name (empty when Mesos gave none): its DNS record's name.
+    pub name: String,
     pub framework_id: String,
     pub agent_id: String,
     pub state: TaskState,
@@ -475,6 +477,7 @@ impl Task {
             .unwrap_or_default();
         Some(Task {
             id,
+            name: model::text_str(&task.name).unwrap_or("").to_string(),
             framework_id: model::text_str(&task.framework_id)
                 .unwrap_or(framework_id)
                 .to_string(),
@@ -514,6 +517,7 @@ impl Task {
             .collect();
         Ok(Task {
             id: id.to_string(),
+            name: model::text_str(&task.name).unwrap_or("").to_string(),
             framework_id: framework_id.to_string(),
             agent_id: agent_id.to_string(),
             state: common.state,

@@ -15,6 +15,7 @@
 use crate::counters::Counters;
 use crate::desired::DesiredState;
 use crate::kernel::{self, KernelState, Op, Service};
+use crate::tasks::{TaskDirectory, TaskSet};
 use crate::vip::VipSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +24,11 @@ pub(crate) struct DataPlane {
     /// What the own record reports for the local Mesos agent.
     pub(crate) local_agents: Vec<IpAddr>,
     pub(crate) local_services: Arc<VipSet>,
+    /// What the own record reports of the local agent's running tasks.
+    pub(crate) local_tasks: Arc<TaskSet>,
     pub(crate) desired: DesiredState,
+    /// Every node's task records, for DNS (reachability kept like `desired`'s).
+    pub(crate) tasks: TaskDirectory,
     /// The kernel state the operations handed to the shell lead to.
     pub(crate) applied: KernelState,
     /// Services the kernel held at the last resync: compared on the next poll.
@@ -39,10 +44,14 @@ impl DataPlane {
     pub(crate) fn new(me: SocketAddr) -> DataPlane {
         let mut desired = DesiredState::new();
         desired.set_reachable(me, true);
+        let mut tasks = TaskDirectory::new();
+        tasks.set_reachable(me, true);
         DataPlane {
             local_agents: Vec::new(),
             local_services: Arc::new(VipSet::new()),
+            local_tasks: Arc::default(),
             desired,
+            tasks,
             applied: KernelState::default(),
             resync_stale: Vec::new(),
             complete: false,

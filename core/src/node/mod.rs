@@ -91,6 +91,7 @@ use crate::id::NodeId;
 use crate::kernel::{KernelState, Op};
 use crate::reachability::Change;
 use crate::records::{DigestEntry, Record, RecordBody};
+use crate::tasks::{TaskDirectory, TaskSet};
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{self, EncodeError, Envelope, FrameError, Message};
@@ -334,6 +335,17 @@ impl Node {
         &self.data.local_services
     }
 
+    /// The task records this node currently reports for its local agent(s).
+    pub fn local_tasks(&self) -> &Arc<TaskSet> {
+        &self.data.local_tasks
+    }
+
+    /// Every node's task records, merged by name (for DNS), and the version that changes
+    /// whenever they may have.
+    pub fn task_directory(&self) -> &TaskDirectory {
+        &self.data.tasks
+    }
+
     /// The desired kernel state (VIP services and destinations) as of the last input.
     pub fn desired_kernel(&self) -> &KernelState {
         self.data.desired.state()
@@ -401,18 +413,37 @@ impl Node {
     pub fn set_local_services(
         &mut self,
         now: Time,
+        agents: Vec<IpAddr>,
+        services: impl Into<Arc<VipSet>>,
+    ) -> Result<(), RecordTooLarge> {
+        let tasks = self.data.local_tasks.clone();
+        self.set_local_report(now, agents, services, tasks)
+    }
+
+    /// Sets what this node reports for its local Mesos agent(s): the agent addresses, their
+    /// VIP backends and their running tasks' DNS records, published in the own record in
+    /// one version. Bounds as for [`Node::set_local_services`], task endpoints counting
+    /// with the backends.
+    pub fn set_local_report(
+        &mut self,
+        now: Time,
         mut agents: Vec<IpAddr>,
         services: impl Into<Arc<VipSet>>,
+        tasks: impl Into<Arc<TaskSet>>,
     ) -> Result<(), RecordTooLarge> {
         // Shared, not copied: a shell may keep the same set (its last Mesos state).
         let mut services: Arc<VipSet> = services.into();
+        let mut tasks: Arc<TaskSet> = tasks.into();
         agents.sort_unstable();
         agents.dedup();
-        if agents == self.data.local_agents && *services == *self.data.local_services {
+        if agents == self.data.local_agents
+            && *services == *self.data.local_services
+            && *tasks == *self.data.local_tasks
+        {
             return Ok(());
         }
         let limits = &self.cfg.limits;
-        let backends = services.backend_count().max(agents.len());
+        let backends = (services.backend_count() + tasks.endpoint_count()).max(agents.len());
         if backends > limits.max_record_backends {
             self.io.counters.records_too_large += 1;
             return Err(RecordTooLarge::Backends {
@@ -425,12 +456,16 @@ impl Node {
         if let Some(set) = Arc::get_mut(&mut services) {
             set.shrink_to_fit();
         }
+        if let Some(set) = Arc::get_mut(&mut tasks) {
+            set.shrink_to_fit();
+        }
         let body = RecordBody {
             adjacency: self.active_view().collect(),
             agents,
         };
         let full = Record {
             services: services.clone(),
+            tasks: tasks.clone(),
             ..Record::new(self.cfg.id, 0, body)
         };
         let bytes = postcard::experimental::serialized_size(&full).unwrap_or(usize::MAX);
@@ -443,9 +478,13 @@ impl Node {
         }
         self.data.local_agents = full.body.agents.clone();
         self.data.local_services = services;
+        self.data.local_tasks = tasks;
         self.data
             .desired
             .set_origin(self.cfg.id.addr, self.data.local_services.clone());
+        self.data
+            .tasks
+            .set_origin(self.cfg.id.addr, self.data.local_tasks.clone());
         self.replication.record_changed = true;
         self.after_input(now);
         Ok(())
@@ -692,6 +731,10 @@ impl Node {
             if in_place {
                 self.data.desired.detach(addr);
             }
+            let tasks_in_place = record.delta.as_ref().is_some_and(|d| !d.tasks.is_empty());
+            if tasks_in_place {
+                self.data.tasks.detach(addr);
+            }
             match self.replication.offer(&mut self.io, &record) {
                 Offered::New { previous, record } => {
                     // A delta names every VIP that changed since the version held before,
@@ -708,6 +751,7 @@ impl Node {
                         ),
                         None => self.data.desired.set_origin(addr, record.services.clone()),
                     }
+                    self.data.tasks.set_origin(addr, record.tasks.clone());
                     self.reach.dirty = true;
                     self.views
                         .cascade(now, &mut self.io, previous.as_ref(), &record);
@@ -720,9 +764,14 @@ impl Node {
                     fresh.push(record);
                 }
                 offered => {
-                    if in_place {
+                    if in_place || tasks_in_place {
                         if let Some(held) = self.replication.store.get(&addr) {
-                            self.data.desired.reattach(addr, held.services.clone());
+                            if in_place {
+                                self.data.desired.reattach(addr, held.services.clone());
+                            }
+                            if tasks_in_place {
+                                self.data.tasks.set_origin(addr, held.tasks.clone());
+                            }
                         }
                     }
                     match offered {
@@ -841,6 +890,7 @@ impl Node {
                 && own.is_some_and(|r| {
                     r.origin == self.cfg.id
                         && Arc::ptr_eq(&r.services, &self.data.local_services)
+                        && Arc::ptr_eq(&r.tasks, &self.data.local_tasks)
                         && r.body.agents == self.data.local_agents
                         && r.body
                             .adjacency
@@ -861,6 +911,7 @@ impl Node {
                 self.views.active_view().collect(),
                 &self.data.local_agents,
                 &self.data.local_services,
+                &self.data.local_tasks,
                 &neighbours,
             );
             self.reach.dirty = true;
@@ -881,6 +932,7 @@ impl Node {
                     .reported(&self.replication.store, &id.addr)
                     .is_some();
                 self.data.desired.set_reachable(id.addr, reachable);
+                self.data.tasks.set_reachable(id.addr, reachable);
             }
         }
         for change in changes.drain(..) {
@@ -923,6 +975,7 @@ impl Node {
         store.free(slot, now + self.cfg.records.gc_horizon);
         self.reach.graph.release(slot);
         self.data.desired.remove_origin(addr);
+        self.data.tasks.remove_origin(addr);
         self.io.counters.records_collected += 1;
         self.reach.dirty = true;
     }

@@ -29,6 +29,7 @@ use crate::records::{
     COARSE_SUMMARY, SUMMARY_BUCKETS,
 };
 use crate::services_delta::ServicesDelta;
+use crate::tasks::TaskSet;
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{Limits, Message};
@@ -71,6 +72,8 @@ pub(crate) struct Replication {
     own_seq: u64,
     /// The own services as last published, and the `seq` that published them.
     published_services: Arc<VipSet>,
+    /// The own task records as last published (versioned with the services).
+    published_tasks: Arc<TaskSet>,
     own_services_seq: u64,
     /// The own record must be published again (its content changed).
     pub(crate) record_changed: bool,
@@ -146,6 +149,7 @@ impl Replication {
             self_slot,
             own_seq: 0,
             published_services: Arc::default(),
+            published_tasks: Arc::default(),
             own_services_seq: 0,
             record_changed: true,
             last_publish: None,
@@ -171,6 +175,7 @@ impl Replication {
         self.me = new;
         self.own_seq = 0;
         self.published_services = Arc::default();
+        self.published_tasks = Arc::default();
         self.own_services_seq = 0;
         self.store.intern(new);
         self.record_changed = true;
@@ -504,13 +509,16 @@ impl Replication {
         adjacency: Vec<NodeId>,
         agents: &[IpAddr],
         services: &Arc<VipSet>,
+        tasks: &Arc<TaskSet>,
         neighbours: &[SocketAddr],
     ) {
         self.record_changed = false;
         self.coalesce_until = None;
         self.last_publish = Some(now);
         self.own_seq += 1;
-        let delta = if Arc::ptr_eq(services, &self.published_services) {
+        let delta = if Arc::ptr_eq(services, &self.published_services)
+            && Arc::ptr_eq(tasks, &self.published_tasks)
+        {
             ServicesDelta::unchanged(self.own_services_seq)
         } else {
             let delta = ServicesDelta::between(
@@ -518,9 +526,11 @@ impl Replication {
                 services,
                 self.own_services_seq,
                 self.own_seq,
-            );
+            )
+            .with_tasks(&self.published_tasks, tasks);
             self.published_services = services.clone();
-            if delta.vips.is_empty() {
+            self.published_tasks = tasks.clone();
+            if delta.vips.is_empty() && delta.tasks.is_empty() {
                 // An equal set in a new allocation: the services version stays, so a
                 // node with no services never moves past version 0 (no gap possible).
                 ServicesDelta::unchanged(self.own_services_seq)
@@ -545,6 +555,7 @@ impl Replication {
                 agents: agents.to_vec(),
             }),
             services: services.clone(),
+            tasks: tasks.clone(),
             services_seq: self.own_services_seq,
             delta: Some(Arc::new(delta)),
             body_form,

@@ -41,13 +41,15 @@ struct ApiState {
     dns: SharedTable,
 }
 
-/// What `/v1/resolve?name=NAME` answers: the addresses the agent's DNS gives `name`.
+/// What `/v1/resolve?name=NAME` answers: the records the agent's DNS gives `name`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResolveView {
     /// The full name, lower case, without the trailing dot.
     pub name: String,
-    pub ipv4: Option<std::net::Ipv4Addr>,
-    pub ipv6: Option<std::net::Ipv6Addr>,
+    pub ipv4: Vec<std::net::Ipv4Addr>,
+    pub ipv6: Vec<std::net::Ipv6Addr>,
+    /// SRV records (task ports): `PORT TARGET` each.
+    pub srv: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -55,9 +57,10 @@ struct ResolveQuery {
     name: String,
 }
 
-/// The addresses of a named VIP, from the table the DNS listeners answer from. A name
-/// without the zone gets it appended (`web.marathon` → `web.marathon.ZONE`). 404 for a
-/// name the local kernel does not serve.
+/// The records of a name, from the table the DNS listeners answer from: a named VIP
+/// (a name outside every zone gets the VIP zone appended: `web.marathon` →
+/// `web.marathon.ZONE`) or a task record (`web.marathon.mesos`,
+/// `_web._tcp.marathon.mesos`). 404 for a name the agent does not serve.
 async fn resolve(
     State(state): State<ApiState>,
     axum::extract::Query(q): axum::extract::Query<ResolveQuery>,
@@ -69,15 +72,20 @@ async fn resolve(
         name = format!("{name}.{}", table.zone());
     }
     match table.lookup(&name) {
-        Some(addrs) => Json(ResolveView {
+        Some(entry) => Json(ResolveView {
             name,
-            ipv4: addrs.v4,
-            ipv6: addrs.v6,
+            ipv4: entry.v4.clone(),
+            ipv6: entry.v6.clone(),
+            srv: entry
+                .srv
+                .iter()
+                .map(|srv| format!("{} {}", srv.port, srv.target))
+                .collect(),
         })
         .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            format!("{name}: no such named VIP in the local kernel\n"),
+            format!("{name}: no such name (a named VIP in the local kernel, or a running task)\n"),
         )
             .into_response(),
     }

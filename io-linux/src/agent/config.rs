@@ -213,6 +213,12 @@ pub struct AgentArgs {
     #[arg(long, env = "MINUTEMAN_DNS_ZONE", value_name = "ZONE")]
     pub dns_zone: Option<String>,
 
+    /// The zone of task records in the style of Mesos-DNS (`TASK.FRAMEWORK.ZONE` A/AAAA,
+    /// `_TASK._tcp.FRAMEWORK.ZONE` SRV), answered for the whole cluster; `none` leaves
+    /// tasks out of DNS (every agent still reports its own tasks). [default: mesos]
+    #[arg(long, env = "MINUTEMAN_DNS_TASKS_ZONE", value_name = "ZONE|none")]
+    pub dns_tasks_zone: Option<String>,
+
     /// Relay queries for names outside the zone to this server (IP or IP:PORT, port 53 by
     /// default), instead of refusing them; relays that time out (2 s) or fail are answered
     /// SERVFAIL and counted.
@@ -270,6 +276,8 @@ pub struct AgentConfig {
     pub ipvs_masquerade: Masquerade,
     pub dns_listen: Vec<SocketAddr>,
     pub dns_zone: String,
+    /// `None`: task records are not served.
+    pub dns_tasks_zone: Option<String>,
     pub dns_upstream: Option<SocketAddr>,
     pub reconcile_interval: Duration,
     pub gc_horizon: Duration,
@@ -324,6 +332,8 @@ pub enum ConfigError {
     },
     #[error("--dns-zone {0:?} is not a DNS zone (labels of letters, digits and '-')")]
     BadZone(String),
+    #[error("the zones {0:?} (named VIPs) and {1:?} (tasks) overlap: one would hide the other")]
+    OverlappingZones(String, String),
     #[error("--ipvs-interface {0:?} is not an interface name (1 to 15 bytes, no '/', ':' or whitespace)")]
     BadInterface(String),
     #[error("{option} must be positive")]
@@ -389,6 +399,7 @@ impl AgentArgs {
             ipvs_interface,
             ipvs_masquerade,
             dns_zone,
+            dns_tasks_zone,
             dns_upstream,
             reconcile_interval,
             gc_horizon,
@@ -507,6 +518,25 @@ impl AgentConfig {
     }
 
     fn from_args(a: AgentArgs) -> Result<AgentConfig, ConfigError> {
+        let vip_zone = dns_zone(
+            a.dns_zone
+                .clone()
+                .unwrap_or_else(|| crate::dns::table::DEFAULT_ZONE.to_owned()),
+        )?;
+        let tasks_zone = match a.dns_tasks_zone.as_deref() {
+            Some("none") => None,
+            other => Some(dns_zone(
+                other
+                    .unwrap_or(crate::dns::table::DEFAULT_TASKS_ZONE)
+                    .to_owned(),
+            )?),
+        };
+        if let Some(tasks) = &tasks_zone {
+            let inside = |a: &str, b: &str| a == b || a.ends_with(&format!(".{b}"));
+            if inside(tasks, &vip_zone) || inside(&vip_zone, tasks) {
+                return Err(ConfigError::OverlappingZones(vip_zone, tasks.clone()));
+            }
+        }
         let listen = match (a.listen, a.agent_ip) {
             (Some(listen), _) => listen,
             (None, Some(ip)) => SocketAddr::new(ip, DEFAULT_PEER_PORT),
@@ -577,10 +607,8 @@ impl AgentConfig {
             )?,
             ipvs_masquerade: a.ipvs_masquerade.unwrap_or(MasqueradeArg::Iptables).into(),
             dns_listen: a.dns_listen,
-            dns_zone: dns_zone(
-                a.dns_zone
-                    .unwrap_or_else(|| crate::dns::table::DEFAULT_ZONE.to_owned()),
-            )?,
+            dns_zone: vip_zone,
+            dns_tasks_zone: tasks_zone,
             dns_upstream: a.dns_upstream,
             reconcile_interval: positive(
                 "--reconcile-interval",
@@ -677,6 +705,39 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.dns_zone, "vips.example");
+        assert_eq!(
+            AgentConfig::from_args(base.clone())
+                .unwrap()
+                .dns_tasks_zone
+                .as_deref(),
+            Some("mesos")
+        );
+        for (tasks, want) in [("Tasks.Example", Some("tasks.example")), ("none", None)] {
+            let cfg = AgentConfig::from_args(AgentArgs {
+                dns_tasks_zone: Some(tasks.into()),
+                ..base.clone()
+            })
+            .unwrap();
+            assert_eq!(cfg.dns_tasks_zone.as_deref(), want);
+        }
+        for (vips, tasks) in [
+            ("mesos", "mesos"),
+            ("l4lb.mesos", "mesos"),
+            ("vips", "x.vips"),
+        ] {
+            let args = AgentArgs {
+                dns_zone: Some(vips.into()),
+                dns_tasks_zone: Some(tasks.into()),
+                ..base.clone()
+            };
+            assert!(
+                matches!(
+                    AgentConfig::from_args(args),
+                    Err(ConfigError::OverlappingZones(..))
+                ),
+                "{vips} {tasks}"
+            );
+        }
         for bad in ["", ".", "a..b", "under_score.x", &"x".repeat(64)] {
             let args = AgentArgs {
                 dns_zone: Some(bad.to_owned()),

@@ -21,7 +21,7 @@ pub mod transport;
 pub mod views;
 
 use crate::dataplane::{self, DataPlaneConfig, IpvsConfig};
-use crate::dns::server::{NameList, SharedTable};
+use crate::dns::server::{NameList, SharedTable, TableSources, TaskList};
 use crate::dns::table::DnsTable;
 use crate::mesos_source::{self, MesosConfig, MesosSource};
 use crate::metrics::{ShellMetrics, Why};
@@ -259,16 +259,22 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
     // the DNS listeners and by the API's /v1/resolve.
     let dns_table: SharedTable = Arc::new(ArcSwap::from_pointee(DnsTable::empty(&cfg.dns_zone)));
     let (names_tx, names_rx) = watch::channel(Arc::new(NameList::new()));
+    let (tasks_tx, tasks_rx) = watch::channel(Arc::new(TaskList::new()));
     let dns_maintainer = tokio::spawn(crate::dns::server::maintain_table(
         dns_table.clone(),
-        cfg.dns_zone.clone(),
-        names_rx,
-        dataplane.watch_committed(),
+        TableSources {
+            zone: cfg.dns_zone.clone(),
+            tasks_zone: cfg.dns_tasks_zone.clone(),
+            names: names_rx,
+            tasks: tasks_rx,
+            committed: dataplane.watch_committed(),
+        },
         shutdown.clone(),
     ));
     if !cfg.dns_listen.is_empty() {
         tracing::info!(
             listen = ?dns_bound.local_addrs(), zone = %cfg.dns_zone,
+            tasks_zone = cfg.dns_tasks_zone.as_deref().unwrap_or("(none)"),
             upstream = ?cfg.dns_upstream, "serving DNS"
         );
     }
@@ -299,6 +305,7 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         Published {
             persist: persist_tx,
             names: names_tx,
+            tasks: tasks_tx,
         },
     );
     let inputs = PumpInputs {

@@ -17,7 +17,7 @@ use super::probe::Prober;
 use super::transport::Outbound;
 use super::views;
 use crate::dataplane::DataPlaneHandle;
-use crate::dns::server::NameList;
+use crate::dns::server::{NameList, TaskList};
 use crate::mesos_source::LocalServices;
 use crate::metrics::{CoreSnapshot, ShellMetrics};
 use minuteman_core::kernel::KernelState;
@@ -46,10 +46,12 @@ pub struct PumpInputs {
     pub queries: mpsc::Receiver<Query>,
 }
 
-/// What the pump publishes for other tasks: the state to persist, the names for DNS.
+/// What the pump publishes for other tasks: the state to persist, the names and the task
+/// records for DNS.
 pub struct Published {
     pub persist: watch::Sender<SavedState>,
     pub names: watch::Sender<Arc<NameList>>,
+    pub tasks: watch::Sender<Arc<TaskList>>,
 }
 
 /// The node and everything its outputs go to.
@@ -64,6 +66,9 @@ pub struct Pump {
     /// The named VIPs with their addresses, republished when they change (for DNS).
     pub names: watch::Sender<Arc<NameList>>,
     names_version: Option<u64>,
+    /// The cluster's task records, republished when they change (for DNS).
+    pub tasks: watch::Sender<Arc<TaskList>>,
+    tasks_version: Option<u64>,
     /// Inbound connection → the advertised address of the peer that speaks on it.
     conns: HashMap<u64, SocketAddr>,
     stall_log: StallLog,
@@ -97,7 +102,11 @@ impl Pump {
         metrics: ShellMetrics,
         published: Published,
     ) -> Pump {
-        let Published { persist, names } = published;
+        let Published {
+            persist,
+            names,
+            tasks,
+        } = published;
         Pump {
             node,
             origin,
@@ -108,6 +117,8 @@ impl Pump {
             persist,
             names,
             names_version: None,
+            tasks,
+            tasks_version: None,
             conns: HashMap::new(),
             stall_log: StallLog::default(),
         }
@@ -162,8 +173,15 @@ impl Pump {
         (self.dataplane, writers)
     }
 
-    /// Hands the named VIPs to the DNS table when they changed since the last time.
+    /// Hands the named VIPs and the task records to the DNS table when they changed since
+    /// the last time.
     fn publish_names(&mut self) {
+        let tasks_version = self.node.task_directory().version();
+        if self.tasks_version != Some(tasks_version) {
+            self.tasks_version = Some(tasks_version);
+            let merged = self.node.task_directory().merged();
+            self.tasks.send_replace(Arc::new(merged));
+        }
         let version = self.node.desired().names_version();
         if self.names_version == Some(version) {
             return;
@@ -210,12 +228,13 @@ impl Pump {
         let now = self.now();
         let backends = update.services.backend_count();
         let vips = update.services.vips.len();
+        let tasks = update.tasks.names.len();
         match self
             .node
-            .set_local_services(now, update.agents, update.services)
+            .set_local_report(now, update.agents, update.services, update.tasks)
         {
             Ok(()) => {
-                tracing::info!(backends, vips, "local services updated");
+                tracing::info!(backends, vips, tasks, "local services updated");
                 self.save();
             }
             Err(error) => {

@@ -1,7 +1,7 @@
 //! The DNS listeners: UDP and TCP on every `--dns-listen` address, answering from the
 //! current [`DnsTable`] (module `answer`), relaying names outside the zone to the
-//! upstream when one is set, and keeping that table current from the names the node
-//! publishes and the state the kernel committed.
+//! upstream when one is set, and keeping that table current from the names and task
+//! records the node publishes and the state the kernel committed.
 //!
 //! Invariants:
 //! - Every query is counted once by its outcome (`dns_queries_total{reason}`), every relay
@@ -20,6 +20,8 @@ use crate::metrics::{ShellMetrics, Why};
 use arc_swap::ArcSwap;
 use minuteman_core::dns::hickory::op::{Message, OpCode, ResponseCode};
 use minuteman_core::kernel::KernelState;
+use minuteman_core::tasks::{TaskEndpoint, TaskName};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,33 +44,47 @@ const UDP_READERS: usize = 2;
 /// The named VIPs as the node assigns them: (name under the zone, IPv4, IPv6).
 pub type NameList = Vec<(String, Option<Ipv4Addr>, Option<Ipv6Addr>)>;
 
+/// The cluster's running tasks by name, as the node merges them (for DNS).
+pub type TaskList = BTreeMap<TaskName, Vec<TaskEndpoint>>;
+
 /// The current table, shared by the listeners and the API.
 pub type SharedTable = Arc<ArcSwap<DnsTable>>;
 
-/// Keeps `table` equal to the names of `names` that `committed` holds, until `stop`.
-pub async fn maintain_table(
-    table: SharedTable,
-    zone: String,
-    mut names: watch::Receiver<Arc<NameList>>,
-    mut committed: watch::Receiver<Arc<KernelState>>,
-    stop: CancellationToken,
-) {
+/// What the table is built from.
+pub struct TableSources {
+    /// The zone of named VIPs.
+    pub zone: String,
+    /// The zone of task records; `None`: tasks are not served.
+    pub tasks_zone: Option<String>,
+    pub names: watch::Receiver<Arc<NameList>>,
+    pub tasks: watch::Receiver<Arc<TaskList>>,
+    pub committed: watch::Receiver<Arc<KernelState>>,
+}
+
+/// Keeps `table` equal to the names of `names` that `committed` holds, and the task
+/// records of `tasks`, until `stop`.
+pub async fn maintain_table(table: SharedTable, mut from: TableSources, stop: CancellationToken) {
     let mut serial: u32 = 0;
     loop {
         serial = serial.wrapping_add(1);
-        let list = names.borrow_and_update().clone();
-        let kernel = committed.borrow_and_update().clone();
-        let built = DnsTable::build(
-            &zone,
+        let list = from.names.borrow_and_update().clone();
+        let tasks = from.tasks.borrow_and_update().clone();
+        let kernel = from.committed.borrow_and_update().clone();
+        let mut built = DnsTable::build(
+            &from.zone,
             list.iter().map(|(n, v4, v6)| (n.as_str(), *v4, *v6)),
             &kernel,
             serial,
         );
+        if let Some(zone) = &from.tasks_zone {
+            built = built.with_tasks(zone, &tasks);
+        }
         table.store(Arc::new(built));
         tokio::select! {
             () = stop.cancelled() => return,
-            r = names.changed() => if r.is_err() { return },
-            r = committed.changed() => if r.is_err() { return },
+            r = from.names.changed() => if r.is_err() { return },
+            r = from.tasks.changed() => if r.is_err() { return },
+            r = from.committed.changed() => if r.is_err() { return },
         }
     }
 }

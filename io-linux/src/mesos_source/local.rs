@@ -57,6 +57,7 @@ pub(crate) fn services(state: &ClusterState, agents: &[String], agent_ip: IpAddr
     let extracted = extract_state(&local, &ExtractOptions::with_agent_ip(agent_ip));
     Good {
         services: extracted.vips,
+        tasks: extracted.tasks,
         warnings: extracted.warnings,
     }
 }

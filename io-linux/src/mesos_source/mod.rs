@@ -49,6 +49,7 @@ use file::FileSource;
 use health::{Health, Report, WarningLog};
 use http::HttpSource;
 use minuteman_core::mesos::StreamLimits;
+use minuteman_core::tasks::TaskSet;
 use minuteman_core::vip::VipSet;
 use outcome::{parse, Good, PollError};
 use rand::rngs::StdRng;
@@ -77,12 +78,14 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// At most this many extraction warnings are logged per distinct set.
 const LOGGED_WARNINGS: usize = 20;
 
-/// What this host reports: its Mesos agent address(es) and their VIP backends.
+/// What this host reports: its Mesos agent address(es), their VIP backends and their
+/// running tasks' DNS records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalServices {
     pub agents: Vec<IpAddr>,
     /// Shared with the node that publishes it (one copy however many hold it).
     pub services: Arc<VipSet>,
+    pub tasks: Arc<TaskSet>,
 }
 
 /// Where the state comes from.
@@ -398,6 +401,11 @@ fn deliver(
             let mut services = good.services;
             services.shrink_to_fit();
             services
+        }),
+        tasks: Arc::new({
+            let mut tasks = good.tasks;
+            tasks.shrink_to_fit();
+            tasks
         }),
     };
     let (vips, backends) = sizes(&next.services);

@@ -10,6 +10,7 @@
 //!   but valid state is good: every task is gone.
 
 use minuteman_core::mesos::{self, Document, DocumentKind, EventKind, ExtractOptions};
+use minuteman_core::tasks::TaskSet;
 use minuteman_core::vip::VipSet;
 use std::net::IpAddr;
 
@@ -65,6 +66,7 @@ impl PollError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Good {
     pub services: VipSet,
+    pub tasks: TaskSet,
     pub warnings: Vec<String>,
 }
 
@@ -86,6 +88,7 @@ pub(crate) fn parse(bytes: &[u8], agent_ip: IpAddr) -> Result<Good, PollError> {
     let extracted = mesos::extract(&document, &ExtractOptions::with_agent_ip(agent_ip));
     Ok(Good {
         services: extracted.vips,
+        tasks: extracted.tasks,
         warnings: extracted.warnings,
     })
 }

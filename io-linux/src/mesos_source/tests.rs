@@ -32,6 +32,7 @@ fn vips(port: u16) -> VipSet {
 fn good(port: u16) -> Result<Good, PollError> {
     Ok(Good {
         services: vips(port),
+        tasks: Default::default(),
         warnings: vec![],
     })
 }
@@ -178,6 +179,7 @@ async fn a_seeded_channel_sees_no_change_for_the_same_state() {
     let seeded = LocalServices {
         agents: vec![AGENT],
         services: vips(1).into(),
+        tasks: Default::default(),
     };
     let (tx, rx) = watch::channel(Some(seeded));
     let mut source = scripted::<true>(vec![good(1), good(1)], &shutdown);
@@ -207,6 +209,7 @@ async fn warnings_are_counted_every_poll() {
     let warned = || {
         Ok(Good {
             services: vips(1),
+            tasks: Default::default(),
             warnings: vec!["task a: bad".into(), "task b: bad".into()],
         })
     };
