@@ -1119,6 +1119,75 @@ mod tests {
         );
     }
 
+    /// Task records travel with the services: a delta changes only the names it lists,
+    /// in place, and task endpoints count against the backend bound.
+    #[test]
+    fn task_records_ride_the_services_deltas_and_share_their_bound() {
+        use crate::tasks::{TaskEndpoint, TaskName, TaskSet};
+        let tasks = |names: &[&str]| {
+            let mut t = TaskSet::new();
+            for name in names {
+                t.insert(
+                    TaskName {
+                        task: (*name).into(),
+                        framework: "marathon".into(),
+                    },
+                    [TaskEndpoint::Address(IpAddr::from([10, 0, 0, 1]))],
+                );
+            }
+            t
+        };
+        let origin = id(1, 1);
+        let mut store = RecordStore::new(16);
+        let a = services(&[1, 2]);
+        let first = with_delta(
+            origin,
+            1,
+            ServicesDelta::between(&VipSet::new(), &a, 0, 1)
+                .with_tasks(&TaskSet::new(), &tasks(&["web", "db"])),
+        );
+        assert!(matches!(store.apply(first), Applied::New { .. }));
+        assert_eq!(
+            *store.get(&origin.addr).unwrap().tasks,
+            tasks(&["web", "db"])
+        );
+        let held = Arc::as_ptr(&store.get(&origin.addr).unwrap().tasks);
+        // One name goes, one comes; the VIPs stay: two entries travel.
+        let change = ServicesDelta::between(&a, &a, 1, 2)
+            .with_tasks(&tasks(&["web", "db"]), &tasks(&["web", "cache"]));
+        assert_eq!((change.vips.len(), change.tasks.len()), (0, 2));
+        assert!(!change.is_unchanged());
+        let Applied::New { forward, .. } = store.apply(with_delta(origin, 2, change)) else {
+            panic!("not applied");
+        };
+        assert_eq!(
+            forward.delta.as_ref().unwrap().tasks.len(),
+            2,
+            "sent on as the delta"
+        );
+        let stored = store.get(&origin.addr).unwrap();
+        assert_eq!(*stored.tasks, tasks(&["web", "cache"]));
+        assert_eq!(Arc::as_ptr(&stored.tasks), held, "changed in place");
+        assert_eq!(*stored.services, a);
+        // Two backends and two endpoints: a third endpoint passes a bound of four only if
+        // a backend goes.
+        store.set_max_backends(4);
+        let grows = ServicesDelta::between(&a, &a, 2, 3)
+            .with_tasks(&tasks(&["web", "cache"]), &tasks(&["web", "cache", "x"]));
+        assert_eq!(store.apply(with_delta(origin, 3, grows)), Applied::Invalid);
+        let full = Record {
+            services: Arc::new(services(&[1])),
+            tasks: Arc::new(tasks(&["web", "cache", "x"])),
+            services_seq: 3,
+            ..rec(origin, 3, vec![])
+        };
+        assert!(matches!(store.apply(full.clone()), Applied::New { .. }));
+        // In full on the wire, tasks included.
+        let bytes = postcard::to_allocvec(&full).unwrap();
+        let back: Record = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.tasks, full.tasks);
+    }
+
     /// A body diff applies only on top of the version it starts from; a stored record is
     /// sent on as its change from the version held before it.
     #[test]

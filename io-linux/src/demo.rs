@@ -715,6 +715,7 @@ fn all<T>(
 fn task(i: usize) -> Task {
     Task {
         id: format!("web-h{i}"),
+        name: "web".to_owned(),
         ports: vec![
             (
                 "tcp",

@@ -32,6 +32,7 @@ fn tasks(c: &Cluster, i: usize) -> Vec<Task> {
     vec![
         Task {
             id: format!("web-h{i}"),
+            name: "web".to_owned(),
             ports: vec![
                 (
                     "tcp",
@@ -44,6 +45,7 @@ fn tasks(c: &Cluster, i: usize) -> Vec<Task> {
         },
         Task {
             id: format!("web6-h{i}"),
+            name: "web6".to_owned(),
             ports: vec![("tcp", 8080, vec![format!("fd78:{s}::1:80")])],
             container_ip: Some(IpAddr::V6(c.ip6(i))),
         },
@@ -224,6 +226,7 @@ fn a_vip_reaches_every_backend_from_every_host_a_container_over_udp_and_ipv6() {
         &intruder_state,
         support::agent_state(&[Task {
             id: "evil".into(),
+            name: "evil".into(),
             ports: vec![("tcp", 8080, vec![format!("10.200.{s}.9:80")])],
             container_ip: None,
         }]),
@@ -588,7 +591,7 @@ fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
     let resolved = c
         .api(1, "/v1/resolve?name=web.marathon")
         .expect("/v1/resolve");
-    assert_eq!(resolved["ipv4"], address.as_str());
+    assert_eq!(resolved["ipv4"][0], address.as_str());
     let out = c.exec(
         &c.ns(1),
         &[
@@ -632,6 +635,65 @@ fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
         c.hosts
     ));
 
+    // Task records, Mesos-DNS style: every host answers for every host's `web` instance.
+    let agents: Vec<String> = (1..=c.hosts).map(|i| format!("10.77.{s}.{i}")).collect();
+    let srv_rows = |c: &Cluster, i: usize, proto: &str| {
+        let mut rows = dig(c, &c.ns(i), &format!("_web._{proto}.marathon.mesos"), "SRV");
+        rows.sort();
+        rows
+    };
+    let want_srv = |port: u16, hosts: &[usize]| -> Vec<String> {
+        let mut rows: Vec<String> = hosts
+            .iter()
+            .map(|i| format!("0 1 {port} 10-77-{s}-{i}.web.marathon.mesos."))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let everyone: Vec<usize> = (1..=c.hosts).collect();
+    c.wait_until(
+        Duration::from_secs(10),
+        "every host answers every web instance",
+        |c| (1..=c.hosts).all(|i| srv_rows(c, i, "tcp") == want_srv(8080, &everyone)),
+    );
+    for i in 1..=c.hosts {
+        let mut a = dig(&c, &c.ns(i), "web.marathon.mesos", "A");
+        a.sort();
+        assert_eq!(a, agents, "A web.marathon.mesos from h{i}");
+        assert_eq!(srv_rows(&c, i, "udp"), want_srv(8081, &everyone), "h{i}");
+        // The SRV target names the one address its port is at.
+        assert_eq!(
+            dig(
+                &c,
+                &c.ns(i),
+                &format!("10-77-{s}-2.web.marathon.mesos"),
+                "A"
+            ),
+            [format!("10.77.{s}.2")]
+        );
+        // The IPv6 task's container address.
+        assert_eq!(
+            dig(&c, &c.ns(i), "web6.marathon.mesos", "AAAA").len(),
+            c.hosts,
+            "AAAA web6.marathon.mesos from h{i}"
+        );
+    }
+    // A task name reaches its instances over HTTP (each host's `web` listens on 8080).
+    let by_task = spread(&c, &c.ns(1), "http://web.marathon.mesos:8080/", 20);
+    assert!(!by_task.is_empty(), "curl web.marathon.mesos:8080");
+    let out = c.exec(
+        &c.ns(1),
+        &["dig", "@127.0.0.1", "+time=1", "nope.marathon.mesos"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status: NXDOMAIN"),
+        "{out:?}"
+    );
+    support::report_line(&format!(
+        "dns: web.marathon.mesos A and _web._tcp/_udp SRV list all {} instances on every host",
+        c.hosts
+    ));
+
     // A host dies: the name still answers and still reaches the live backends.
     c.kill_agent(3);
     c.set_link(3, false);
@@ -639,6 +701,12 @@ fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
     c.wait_until(Duration::from_secs(3), "h3 leaves h1's table", |c| {
         !in_table(c, 1, &dead)
     });
+    // Its task records leave every survivor's answers.
+    c.wait_until(
+        Duration::from_secs(3),
+        "h3's task records leave the survivors",
+        |c| (1..=2).all(|i| srv_rows(c, i, "tcp") == want_srv(8080, &[1, 2])),
+    );
     for i in 1..=2 {
         assert_eq!(
             dig(&c, &c.ns(i), name, "A"),

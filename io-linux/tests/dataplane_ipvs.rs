@@ -853,6 +853,7 @@ fn two_agents_balance_a_vip_through_ipvs() {
     for i in 1..=2 {
         let task = Task {
             id: format!("web-{i}"),
+            name: "web".into(),
             ports: vec![
                 ("tcp", 8080, vec!["10.200.0.1:80".into(), "/web:80".into()]),
                 ("udp", 8081, vec!["10.200.0.2:53".into()]),

@@ -507,3 +507,100 @@ fn colliding_names_get_the_same_addresses_on_every_node() {
         );
     }
 }
+
+/// The DNS task records: after the first polls every node's merged directory equals the
+/// running tasks of all the agents; after five hosts crash, every survivor answers each
+/// name a live host runs with exactly the live instances, and keeps a dead host's records
+/// only for names no live host runs (the rule the VIP backends follow).
+#[test]
+fn task_records_reach_every_node_and_leave_with_a_dead_host() {
+    use minuteman_core::tasks::{TaskEndpoint, TaskName};
+    use minuteman_sim::world::parse_agent_state;
+    use std::collections::BTreeMap;
+    type Directory = BTreeMap<TaskName, Vec<TaskEndpoint>>;
+    /// What the agents of `hosts` run, by name.
+    fn truth(sim: &Simulation, hosts: &[usize]) -> Directory {
+        let world = sim.world.as_ref().expect("world");
+        let mut all = Directory::new();
+        for &i in hosts {
+            let (_, tasks, _) = parse_agent_state(&world.agent_state(i)).expect("parses");
+            for (name, endpoints) in tasks.names {
+                all.entry(name)
+                    .or_default()
+                    .extend(endpoints.iter().copied());
+            }
+        }
+        for endpoints in all.values_mut() {
+            endpoints.sort_unstable();
+            endpoints.dedup();
+        }
+        all
+    }
+    for seed in seeds(1..=2) {
+        let replay = replay_test(
+            "task_records_reach_every_node_and_leave_with_a_dead_host",
+            seed,
+        );
+        let mut sim = quiet_cluster(seed, 400);
+        let alive: Vec<usize> = sim.alive().collect();
+        let before = truth(&sim, &alive);
+        check(
+            before.len() >= 10,
+            format!("seed {seed}: only {} task names", before.len()),
+            &replay,
+        );
+        for &i in &alive {
+            let merged = sim.node(i).expect("alive").task_directory().merged();
+            check(
+                merged == before,
+                format!("seed {seed}: node {i}'s task records differ from the agents'"),
+                &replay,
+            );
+        }
+        let victims = sim.sample_nodes(5);
+        let dead_ips: Vec<IpAddr> = victims
+            .iter()
+            .map(|&v| minuteman_sim::node_addr(v).ip())
+            .collect();
+        sim.crash_batch(&victims);
+        run_checked_for(&mut sim, Duration::from_millis(2_500));
+        let survivors: Vec<usize> = sim.alive().collect();
+        let after = truth(&sim, &survivors);
+        let mut kept_for_the_dead = 0;
+        for &i in &survivors {
+            let merged = sim.node(i).expect("alive").task_directory().merged();
+            for (name, endpoints) in &merged {
+                match after.get(name) {
+                    Some(live) => check(
+                        endpoints == live,
+                        format!(
+                            "seed {seed}: node {i}: {name} answers {endpoints:?}, live {live:?}"
+                        ),
+                        &replay,
+                    ),
+                    None => {
+                        kept_for_the_dead += 1;
+                        let ips = endpoints.iter().map(|e| match *e {
+                            TaskEndpoint::Address(ip) | TaskEndpoint::Port { ip, .. } => ip,
+                        });
+                        check(
+                            ips.clone().all(|ip| dead_ips.contains(&ip)),
+                            format!("seed {seed}: node {i}: {name} is no live host's, yet {endpoints:?}"),
+                            &replay,
+                        );
+                    }
+                }
+            }
+            check(
+                after.keys().all(|name| merged.contains_key(name)),
+                format!("seed {seed}: node {i} lost a live name"),
+                &replay,
+            );
+        }
+        println!(
+            "seed {seed}: {} names, {kept_for_the_dead} kept for dead hosts only",
+            after.len()
+        );
+        check_invariants(&sim, &replay);
+    }
+}

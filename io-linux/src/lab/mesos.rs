@@ -15,6 +15,9 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct Task {
     pub id: String,
+    /// The task's name (Marathon names every instance of an app alike): its DNS record
+    /// is `NAME.marathon.mesos`.
+    pub name: String,
     /// One entry per port: (protocol `tcp` or `udp`, port number, the values of its labels
     /// `VIP_0`, `VIP_1`, … such as `10.200.0.1:80` or `/web:80`).
     pub ports: Vec<(&'static str, u16, Vec<String>)>,
@@ -47,7 +50,7 @@ fn task_json(t: &Task) -> serde_json::Value {
         })
         .collect();
     let mut task = serde_json::json!({
-        "id": t.id, "name": t.id, "state": "TASK_RUNNING",
+        "id": t.id, "name": t.name, "state": "TASK_RUNNING",
         "discovery": {"ports": {"ports": ports}},
     });
     if let Some(ip) = t.container_ip {
@@ -85,6 +88,7 @@ mod tests {
         let doc = agent_state(&[
             Task {
                 id: "web-h2".into(),
+                name: "web".into(),
                 ports: vec![
                     ("tcp", 8080, vec!["10.200.0.1:80".into(), "/web:80".into()]),
                     ("udp", 8081, vec!["10.200.0.2:53".into()]),
@@ -93,6 +97,7 @@ mod tests {
             },
             Task {
                 id: "ctr".into(),
+                name: "ctr".into(),
                 ports: vec![("tcp", 9000, vec!["10.200.0.3:90".into()])],
                 container_ip: Some("10.78.0.2".parse().unwrap()),
             },
