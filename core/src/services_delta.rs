@@ -139,13 +139,7 @@ fn compose<K: Ord + Clone, V: Clone>(earlier: &[(K, V)], later: &[(K, V)]) -> Ve
     let mut out = Vec::with_capacity(earlier.len() + later.len());
     let mut a = earlier.iter().peekable();
     let mut b = later.iter().peekable();
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-        };
+    while let Some(order) = next_order(a.peek().map(|(k, _)| k), b.peek().map(|(k, _)| k)) {
         match order {
             Ordering::Less => out.push(a.next().expect("peeked").clone()),
             Ordering::Greater => out.push(b.next().expect("peeked").clone()),
@@ -156,6 +150,17 @@ fn compose<K: Ord + Clone, V: Clone>(earlier: &[(K, V)], later: &[(K, V)]) -> Ve
         }
     }
     out
+}
+
+/// Which side a merge walk of two sorted sequences takes next, from their next keys
+/// (`Less`: the first, `Greater`: the second, `Equal`: both); `None` when both are done.
+fn next_order<K: Ord>(a: Option<&K>, b: Option<&K>) -> Option<Ordering> {
+    match (a, b) {
+        (None, None) => None,
+        (Some(_), None) => Some(Ordering::Less),
+        (None, Some(_)) => Some(Ordering::Greater),
+        (Some(a), Some(b)) => Some(a.cmp(b)),
+    }
 }
 
 /// The VIPs whose backends differ between `old` and `new`, by a merge walk of both.
@@ -172,13 +177,7 @@ fn merge_walk<'a, K: Ord, V: PartialEq>(
     let mut out = Vec::new();
     let mut a = old.iter().peekable();
     let mut b = new.iter().peekable();
-    loop {
-        let order = match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
-        };
+    while let Some(order) = next_order(a.peek().map(|(k, _)| *k), b.peek().map(|(k, _)| *k)) {
         match order {
             Ordering::Less => {
                 let (key, was) = a.next().expect("peeked");

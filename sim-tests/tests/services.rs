@@ -90,6 +90,16 @@ fn churn_reaches_every_kernel_within_the_poll_plus_milliseconds() {
     }
 }
 
+/// Crashes `n` nodes drawn by the simulation's generator at once; returns their addresses.
+fn crash_some(sim: &mut Simulation, n: usize) -> Vec<IpAddr> {
+    let victims = sim.sample_nodes(n);
+    sim.crash_batch(&victims);
+    victims
+        .iter()
+        .map(|&v| minuteman_sim::node_addr(v).ip())
+        .collect()
+}
+
 #[test]
 fn crashed_hosts_backends_leave_every_kernel() {
     for seed in seeds(1..=3) {
@@ -104,12 +114,7 @@ fn crashed_hosts_backends_leave_every_kernel() {
                 &replay,
             );
         }
-        let victims = sim.sample_nodes(5);
-        let dead_ips: Vec<IpAddr> = victims
-            .iter()
-            .map(|&v| minuteman_sim::node_addr(v).ip())
-            .collect();
-        sim.crash_batch(&victims);
+        let dead_ips = crash_some(&mut sim, 5);
         let crash_at = sim.now();
         // Within a second every survivor's kernel has dropped every dead host's backends.
         run_checked(&mut sim, crash_at + Duration::from_millis(1_000));
@@ -557,12 +562,7 @@ fn task_records_reach_every_node_and_leave_with_a_dead_host() {
                 &replay,
             );
         }
-        let victims = sim.sample_nodes(5);
-        let dead_ips: Vec<IpAddr> = victims
-            .iter()
-            .map(|&v| minuteman_sim::node_addr(v).ip())
-            .collect();
-        sim.crash_batch(&victims);
+        let dead_ips = crash_some(&mut sim, 5);
         run_checked_for(&mut sim, Duration::from_millis(2_500));
         let survivors: Vec<usize> = sim.alive().collect();
         let after = truth(&sim, &survivors);

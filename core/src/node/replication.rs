@@ -521,13 +521,15 @@ impl Replication {
         {
             ServicesDelta::unchanged(self.own_services_seq)
         } else {
-            let delta = ServicesDelta::between(
+            let mut delta = ServicesDelta::between(
                 &self.published_services,
                 services,
                 self.own_services_seq,
                 self.own_seq,
-            )
-            .with_tasks(&self.published_tasks, tasks);
+            );
+            if !Arc::ptr_eq(tasks, &self.published_tasks) {
+                delta = delta.with_tasks(&self.published_tasks, tasks);
+            }
             self.published_services = services.clone();
             self.published_tasks = tasks.clone();
             if delta.vips.is_empty() && delta.tasks.is_empty() {
