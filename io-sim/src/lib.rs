@@ -21,6 +21,7 @@ pub mod scale;
 pub mod services;
 pub mod sim;
 pub mod stats;
+pub mod swarm;
 pub mod tcp;
 pub mod world;
 

@@ -367,6 +367,8 @@ struct Host {
     accept_queue: u32,
     /// A kernel transaction is running.
     kernel_running: bool,
+    /// Counts the agent process's boots: events of an earlier process are void.
+    boots: u64,
     /// Operations emitted while a transaction runs: they go into the next one.
     kernel_waiting: Vec<Op>,
     /// Ground truth: every stall and freeze, in start order.
@@ -414,15 +416,17 @@ enum EventKind {
     Churn,
     /// The transport (TCP) moves a segment.
     Segment(TcpEvent<Envelope>),
-    /// Node `node`'s process may take its next input.
+    /// Node `node`'s process may take its next input. Keyed by the process (`boot`), not
+    /// the epoch: a process that becomes a newer incarnation keeps its wake-up.
     Wake {
         node: usize,
-        epoch: u64,
+        boot: u64,
     },
-    /// Node `node`'s kernel finished a transaction applying `ops`.
+    /// Node `node`'s kernel finished a transaction applying `ops` (for the process `boot`:
+    /// an incarnation change inside the process does not lose the transaction).
     KernelDone {
         node: usize,
-        epoch: u64,
+        boot: u64,
         ops: Vec<Op>,
     },
     /// Node `node` may start a stall or a freeze.
@@ -795,13 +799,13 @@ impl Simulation {
                 );
             }
             EventKind::Segment(event) => self.segment(event),
-            EventKind::Wake { node, epoch } => {
-                if self.nodes[node].id.epoch == epoch {
+            EventKind::Wake { node, boot } => {
+                if self.nodes[node].host.boots == boot {
                     self.nodes[node].host.wake_pending = false;
                     self.pump(node);
                 }
             }
-            EventKind::KernelDone { node, epoch, ops } => self.kernel_done(node, epoch, ops),
+            EventKind::KernelDone { node, boot, ops } => self.kernel_done(node, boot, ops),
             EventKind::FaultStart { node, kind } => self.fault_start(node, kind),
             EventKind::FaultEnd { node, kind } => self.fault_end(node, kind),
         }
@@ -881,8 +885,8 @@ impl Simulation {
                 let slot = &mut self.nodes[i];
                 if !slot.host.wake_pending {
                     slot.host.wake_pending = true;
-                    let epoch = slot.id.epoch;
-                    self.schedule(ready, EventKind::Wake { node: i, epoch });
+                    let boot = slot.host.boots;
+                    self.schedule(ready, EventKind::Wake { node: i, boot });
                 }
                 return;
             }
@@ -1030,6 +1034,7 @@ impl Simulation {
         host.kernel_waiting.clear();
         host.down_seen_by.clear();
         host.booted = true;
+        host.boots += 1;
         self.trace_event(2, i as u64, id.epoch, 0);
         if let Some(world) = self.world.as_mut() {
             world.on_boot(i);
@@ -1174,32 +1179,18 @@ impl Simulation {
         }
         slot.host.kernel_running = true;
         let done = at + self.cfg.kernel_apply.cost(&ops);
-        let epoch = slot.id.epoch;
-        self.schedule(
-            done,
-            EventKind::KernelDone {
-                node: i,
-                epoch,
-                ops,
-            },
-        );
+        let boot = slot.host.boots;
+        self.schedule(done, EventKind::KernelDone { node: i, boot, ops });
     }
 
-    fn kernel_done(&mut self, i: usize, epoch: u64, ops: Vec<Op>) {
+    fn kernel_done(&mut self, i: usize, boot: u64, ops: Vec<Op>) {
         let slot = &self.nodes[i];
-        if slot.id.epoch != epoch || slot.node.is_none() {
+        if slot.host.boots != boot || slot.node.is_none() {
             return;
         }
         if self.now < slot.host.frozen_until {
             let thaw = slot.host.frozen_until;
-            self.schedule(
-                thaw,
-                EventKind::KernelDone {
-                    node: i,
-                    epoch,
-                    ops,
-                },
-            );
+            self.schedule(thaw, EventKind::KernelDone { node: i, boot, ops });
             return;
         }
         self.trace_event(8, i as u64, ops.len() as u64, 0);

@@ -138,6 +138,8 @@ pub struct ServiceWorld {
     pub kernels: Vec<KernelState>,
     /// What each node last published (its last successful poll).
     last_polled: Vec<VipSet>,
+    /// Hosts whose Mesos agent serves garbage now.
+    garbage: Vec<bool>,
     alive: Vec<bool>,
     next_task: u64,
     pending: Vec<Change>,
@@ -186,6 +188,7 @@ impl ServiceWorld {
             agents,
             kernels: vec![KernelState::default(); n],
             last_polled: vec![VipSet::new(); n],
+            garbage: vec![false; n],
             alive: vec![false; n],
             next_task,
             pending: Vec::new(),
@@ -247,9 +250,18 @@ impl ServiceWorld {
         self.names = None;
     }
 
-    /// The `/state` document node `i` reads when it polls.
+    /// The `/state` document node `i` reads when it polls (garbage while
+    /// [`ServiceWorld::set_garbage`] says so).
     pub fn agent_state(&self, i: usize) -> Vec<u8> {
+        if self.garbage[i] {
+            return b"{\"frameworks\": [{\"executors\": 17".to_vec();
+        }
         self.agents[i].render_state(&self.catalogue)
+    }
+
+    /// Makes host `i`'s Mesos agent serve a broken document (`on`) or good ones again.
+    pub fn set_garbage(&mut self, i: usize, on: bool) {
+        self.garbage[i] = on;
     }
 
     /// Node `i` polled and published `set` at `now`.
@@ -681,7 +693,7 @@ pub fn expected_kernel(live: &[VipSet], dead: &[&VipSet]) -> KernelState {
 }
 
 /// A short account of how `actual` differs from `expected`.
-fn describe_difference(actual: &KernelState, expected: &KernelState) -> String {
+pub fn describe_difference(actual: &KernelState, expected: &KernelState) -> String {
     let all: BTreeSet<&Service> = actual
         .services
         .keys()
