@@ -16,8 +16,9 @@
 //!
 //! Invariants:
 //! - Safety (every 100 ms of the whole run): every live node's own invariants hold
-//!   ([`minuteman_core::Node::check_invariants`]: views, store, queues within their
-//!   bounds); no node panics.
+//!   ([`minuteman_core::Node::check_invariants`]: views, the record store within its
+//!   bounds, the output queue within its bound); no node panics, and no host's kernel
+//!   backlog passes the simulator's limit (it asserts).
 //! - Liveness: after the heal (network whole and clean, every crashed or mis-keyed host
 //!   restarted with the cluster key, Mesos serving good documents, churn stopped) the
 //!   cluster converges within [`LIVENESS_BOUND`]: every live node reaches every other,

@@ -516,6 +516,12 @@ fn nested_err(what: &'static str) -> impl Fn(neli::err::DeError) -> DecodeError 
     }
 }
 
+/// The IPVS generic netlink message in the payload of one netlink reply.
+pub fn ipvs_message(body: &[u8]) -> Result<IpvsMessage, neli::err::DeError> {
+    use neli::FromBytesWithInput;
+    IpvsMessage::from_bytes_with_input(&mut Cursor::new(body), body.len())
+}
+
 /// Reads an `IPVS_CMD_ATTR_SERVICE` attribute (of a request or of a dump reply).
 pub fn decode_service(nested: &Nlattr<CmdAttr, Buffer>) -> Result<DumpedService, DecodeError> {
     let svc = nested

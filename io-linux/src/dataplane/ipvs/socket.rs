@@ -272,9 +272,8 @@ impl IpvsSocket {
                 continue;
             }
             if let NlPayload::Payload(body) = reply.nl_payload() {
-                let genl =
-                    IpvsMessage::from_bytes_with_input(&mut Cursor::new(body.as_ref()), body.len())
-                        .map_err(|e| IpvsError::Reply(e.to_string()))?;
+                let genl = super::msg::ipvs_message(body.as_ref())
+                    .map_err(|e| IpvsError::Reply(e.to_string()))?;
                 out.push(genl);
             }
         }
