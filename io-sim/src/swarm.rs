@@ -284,7 +284,7 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo_ms: u64, hi_ms: u64) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub struct SwarmViolation {
     pub seed: u64,
-    /// `safety` or `liveness`.
+    /// `safety`, `liveness` or `panic` (a node or the simulator panicked; `at_ms` unknown).
     pub kind: &'static str,
     pub at_ms: f64,
     pub detail: String,
@@ -553,7 +553,29 @@ pub fn run(first: u64, last: u64, mut each: impl FnMut(&SeedOutcome)) -> SwarmRe
     let mut violations = Vec::new();
     let mut converged = Vec::new();
     for seed in first..=last {
-        let outcome = run_seed(seed);
+        // A panic inside a node or the simulator is a violation of its seed, not the end of
+        // the band.
+        let outcome = std::panic::catch_unwind(|| run_seed(seed)).unwrap_or_else(|panic| {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic".to_owned());
+            SeedOutcome {
+                seed,
+                nodes: Mix::draw(seed).nodes,
+                actions: Mix::draw(seed).actions.len(),
+                converged_ms: None,
+                trace_hash: 0,
+                violations: vec![SwarmViolation {
+                    seed,
+                    kind: "panic",
+                    at_ms: f64::NAN,
+                    detail,
+                    replay: replay_command(seed),
+                }],
+            }
+        });
         each(&outcome);
         converged.extend(
             outcome

@@ -126,6 +126,7 @@ pub fn answer(query: &[u8], table: &DnsTable, transport: Transport, forwarding: 
                 add_addresses(&mut reply, &name, entry, qtype, false);
             }
             if any || qtype == RecordType::SRV {
+                let mut targets = std::collections::BTreeSet::new();
                 for srv in &entry.srv {
                     // A target that is not a valid name is left out (never a failed reply).
                     let Ok(target) = Name::from_ascii(format!("{}.", srv.target)) else {
@@ -133,8 +134,11 @@ pub fn answer(query: &[u8], table: &DnsTable, transport: Transport, forwarding: 
                     };
                     let rdata = RData::SRV(SRV::new(0, 1, srv.port, target.clone()));
                     reply.add_answer(Record::from_rdata(name.clone(), TTL, rdata));
+                    // Each target's addresses once, however many of its ports are listed.
                     if let Some(addresses) = table.lookup(&srv.target) {
-                        add_addresses(&mut reply, &target, addresses, RecordType::ANY, true);
+                        if targets.insert(srv.target.as_str()) {
+                            add_addresses(&mut reply, &target, addresses, RecordType::ANY, true);
+                        }
                     }
                 }
             }
@@ -307,6 +311,11 @@ mod tests {
                     port: 31000,
                 },
                 TaskEndpoint::Port {
+                    protocol: Protocol::Tcp,
+                    ip: ip1,
+                    port: 31001,
+                },
+                TaskEndpoint::Port {
                     protocol: Protocol::Udp,
                     ip: ip2,
                     port: 53,
@@ -332,7 +341,7 @@ mod tests {
         );
         let (m, label) = ask("_web._tcp.marathon.mesos.", RecordType::SRV);
         assert_eq!(label, "answer");
-        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers.len(), 2, "two ports at one address");
         let RData::SRV(srv) = &m.answers[0].data else {
             panic!("not SRV: {:?}", m.answers[0]);
         };
@@ -346,7 +355,8 @@ mod tests {
             [(
                 "10-0-0-1.web.marathon.mesos.".to_string(),
                 RData::A(A(Ipv4Addr::new(10, 0, 0, 1)))
-            )]
+            )],
+            "the target's address once"
         );
         let (m, _) = ask("_web._udp.marathon.mesos.", RecordType::SRV);
         assert_eq!(m.answers.len(), 1);

@@ -176,10 +176,12 @@ fn set_recv_timeout(socket: &NlSocket, timeout: Duration) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
-/// An NLMSG_ERROR message echoes the request it answers: its payload is an errno and
-/// that request's header, whose length neli trusts (it subtracts the header size from it,
-/// and the echo's padded size from the payload's). Checked here first: at least a header,
-/// and no longer than the payload holds (found by the `ipvs_netlink` fuzz target).
+/// An NLMSG_ERROR message echoes the request it answers: its payload is an errno and that
+/// request's header (an ACK, errno 0, echoes the header alone), then for an error the
+/// request's payload, whose length neli takes from the echoed header without a check (it
+/// subtracts the header size from it, and the echo's padded size from the payload's).
+/// Checked here first: an ACK holds a whole header; an error's echo claims at least a
+/// header and no more than the message holds (found by the `ipvs_netlink` fuzz target).
 fn check_error_echo(msg: &[u8]) -> Result<(), NetlinkError> {
     const HEADER: usize = 16;
     const NLMSG_ERROR: u16 = 2;
@@ -188,11 +190,19 @@ fn check_error_echo(msg: &[u8]) -> Result<(), NetlinkError> {
         return Ok(());
     }
     let payload = &msg[HEADER..];
+    let errno = payload
+        .get(..4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
     let echoed = payload
         .get(4..8)
         .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
-    match echoed {
-        Some(len) if len >= HEADER && 4 + len.next_multiple_of(4) <= payload.len() => Ok(()),
+    match (errno, echoed) {
+        (Some(0), Some(_)) if payload.len() >= 4 + HEADER => Ok(()),
+        (Some(errno), Some(len))
+            if errno != 0 && len >= HEADER && 4 + len.next_multiple_of(4) <= payload.len() =>
+        {
+            Ok(())
+        }
         _ => Err(NetlinkError::Reply(format!(
             "an error message whose echoed request ({echoed:?} bytes) does not fit its {} \
              bytes",
@@ -297,5 +307,12 @@ mod tests {
             let replies = parse_replies(&error_message(errno, 16, 16)).unwrap();
             assert_eq!(replies.len(), 1);
         }
+        // The kernel's ACK echoes the request's header alone, its length the request's.
+        let ack = parse_replies(&error_message(0, 64, 16)).unwrap();
+        assert_eq!(ack.len(), 1);
+        assert!(
+            parse_replies(&error_message(0, 64, 8)).is_err(),
+            "half a header"
+        );
     }
 }
