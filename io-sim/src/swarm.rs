@@ -163,7 +163,9 @@ impl Mix {
                     to: other,
                 },
                 2 | 3 => {
-                    // At most a third of the cluster down at once.
+                    // A crash is drawn only while under a third of the nodes have crashed
+                    // without a drawn restart (a soft bound: actions are drawn out of time
+                    // order, so a restart may come later in time than a crash drawn after it).
                     if crashed.len() >= nodes / 3 || crashed.contains(&node) {
                         continue;
                     }
