@@ -44,8 +44,9 @@ enum Command {
     Members(client_cmd::ClientArgs),
     /// Show the local agent's own state.
     Status(client_cmd::ClientArgs),
-    /// Show the addresses the local agent's DNS gives a named VIP (`web.marathon`, or the
-    /// full `web.marathon.l4lb.thisdcos.directory`); exits 1 when it has none.
+    /// Show the records the local agent's DNS gives a name: a named VIP (`web.marathon`, or
+    /// the full `web.marathon.l4lb.thisdcos.directory`) or a task (`web.marathon.mesos`,
+    /// `_web._tcp.marathon.mesos` for its SRV records); exits 1 when it has none.
     Resolve {
         /// The name.
         name: String,

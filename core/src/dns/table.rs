@@ -26,6 +26,7 @@ use crate::tasks::{TaskEndpoint, TaskName};
 use crate::vip::Protocol;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// The default zone of named VIPs, as dcos-dns served it.
 pub const DEFAULT_ZONE: &str = "l4lb.thisdcos.directory";
@@ -67,11 +68,66 @@ impl Entry {
     }
 }
 
+/// The names of the tasks zone, built from the cluster's task records. Built once per
+/// change of the records and shared by the tables built from it (a table is rebuilt on
+/// every kernel commit; its task part is not).
+#[derive(Clone, Debug, Default)]
+pub struct TaskZone {
+    zone: String,
+    names: HashMap<String, Entry>,
+}
+
+impl TaskZone {
+    /// The zone `zone` holding `tasks` (the cluster's merged task records).
+    pub fn build(zone: &str, tasks: &BTreeMap<TaskName, Vec<TaskEndpoint>>) -> TaskZone {
+        let zone = normalize_zone(zone);
+        let mut names: HashMap<String, Entry> = HashMap::new();
+        fn entry<'m>(names: &'m mut HashMap<String, Entry>, name: &str) -> &'m mut Entry {
+            names.entry(name.to_owned()).or_default()
+        }
+        for (name, endpoints) in tasks {
+            let (task, framework) = (&name.task, &name.framework);
+            let base = format!("{task}.{framework}.{zone}");
+            for endpoint in endpoints {
+                match *endpoint {
+                    TaskEndpoint::Address(ip) => entry(&mut names, &base).push_ip(ip),
+                    TaskEndpoint::Port { protocol, ip, port } => {
+                        let proto = match protocol {
+                            Protocol::Tcp => "tcp",
+                            Protocol::Udp => "udp",
+                        };
+                        let target = format!("{}.{base}", ip_label(ip));
+                        if target.len() > MAX_NAME {
+                            continue;
+                        }
+                        entry(&mut names, &target).push_ip(ip);
+                        let srv = format!("_{task}._{proto}.{framework}.{zone}");
+                        entry(&mut names, &srv).srv.push(Srv { port, target });
+                    }
+                }
+            }
+        }
+        names.retain(|name, _| name.len() <= MAX_NAME);
+        for entry in names.values_mut() {
+            entry.normalize();
+        }
+        TaskZone { zone, names }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 /// The names of the VIP zone and, when enabled, the tasks zone.
 #[derive(Clone, Debug, Default)]
 pub struct DnsTable {
     zone: String,
-    tasks_zone: Option<String>,
+    tasks: Option<Arc<TaskZone>>,
     names: HashMap<String, Entry>,
     /// Counts the tables built (the SOA serial).
     serial: u32,
@@ -134,7 +190,7 @@ impl DnsTable {
         }
         DnsTable {
             zone,
-            tasks_zone: None,
+            tasks: None,
             names: table,
             serial,
         }
@@ -143,44 +199,14 @@ impl DnsTable {
     /// This table with the tasks zone `zone` holding `tasks` (the cluster's merged task
     /// records). A tasks zone equal to, or inside or around, the VIP zone is refused by
     /// the configuration, not here: the VIP zone is then simply matched first.
-    pub fn with_tasks(
-        mut self,
-        zone: &str,
-        tasks: &BTreeMap<TaskName, Vec<TaskEndpoint>>,
-    ) -> DnsTable {
-        let zone = normalize_zone(zone);
-        for (name, endpoints) in tasks {
-            let (task, framework) = (&name.task, &name.framework);
-            let base = format!("{task}.{framework}.{zone}");
-            for endpoint in endpoints {
-                match *endpoint {
-                    TaskEndpoint::Address(ip) => self.entry(&base).push_ip(ip),
-                    TaskEndpoint::Port { protocol, ip, port } => {
-                        let proto = match protocol {
-                            Protocol::Tcp => "tcp",
-                            Protocol::Udp => "udp",
-                        };
-                        let target = format!("{}.{base}", ip_label(ip));
-                        if target.len() > MAX_NAME {
-                            continue;
-                        }
-                        self.entry(&target).push_ip(ip);
-                        let srv = format!("_{task}._{proto}.{framework}.{zone}");
-                        self.entry(&srv).srv.push(Srv { port, target });
-                    }
-                }
-            }
-        }
-        self.names.retain(|name, _| name.len() <= MAX_NAME);
-        for entry in self.names.values_mut() {
-            entry.normalize();
-        }
-        self.tasks_zone = Some(zone);
-        self
+    pub fn with_tasks(self, zone: &str, tasks: &BTreeMap<TaskName, Vec<TaskEndpoint>>) -> DnsTable {
+        self.with_task_zone(Arc::new(TaskZone::build(zone, tasks)))
     }
 
-    fn entry(&mut self, name: &str) -> &mut Entry {
-        self.names.entry(name.to_owned()).or_default()
+    /// This table with a tasks zone already built.
+    pub fn with_task_zone(mut self, tasks: Arc<TaskZone>) -> DnsTable {
+        self.tasks = Some(tasks);
+        self
     }
 
     /// An empty table of `zone`.
@@ -195,7 +221,7 @@ impl DnsTable {
 
     /// The tasks zone, if task records are served.
     pub fn tasks_zone(&self) -> Option<&str> {
-        self.tasks_zone.as_deref()
+        self.tasks.as_ref().map(|t| t.zone.as_str())
     }
 
     pub fn serial(&self) -> u32 {
@@ -208,7 +234,7 @@ impl DnsTable {
         if within(name, &self.zone) {
             return Some(&self.zone);
         }
-        self.tasks_zone.as_deref().filter(|z| within(name, z))
+        self.tasks_zone().filter(|z| within(name, z))
     }
 
     /// Whether `name` (lower case, no trailing dot) is a zone or inside one.
@@ -218,15 +244,18 @@ impl DnsTable {
 
     /// What `name` (lower case, no trailing dot) answers.
     pub fn lookup(&self, name: &str) -> Option<&Entry> {
-        self.names.get(name)
+        self.names
+            .get(name)
+            .or_else(|| self.tasks.as_ref().and_then(|t| t.names.get(name)))
     }
 
+    /// Names served, in both zones.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.names.len() + self.tasks.as_ref().map_or(0, |t| t.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
     }
 }
 

@@ -15,7 +15,7 @@
 //! - The table a query reads is swapped whole ([`ArcSwap`]): no lock on the query path.
 
 use super::answer::{answer, Outcome, Transport, MAX_QUERY};
-use super::table::DnsTable;
+use super::table::{DnsTable, TaskZone};
 use crate::metrics::{ShellMetrics, Why};
 use arc_swap::ArcSwap;
 use minuteman_core::dns::hickory::op::{Message, OpCode, ResponseCode};
@@ -65,6 +65,8 @@ pub struct TableSources {
 /// records of `tasks`, until `stop`.
 pub async fn maintain_table(table: SharedTable, mut from: TableSources, stop: CancellationToken) {
     let mut serial: u32 = 0;
+    // The task zone, rebuilt only when the task records change (not on kernel commits).
+    let mut task_zone: Option<(Arc<TaskList>, Arc<TaskZone>)> = None;
     loop {
         serial = serial.wrapping_add(1);
         let list = from.names.borrow_and_update().clone();
@@ -77,7 +79,15 @@ pub async fn maintain_table(table: SharedTable, mut from: TableSources, stop: Ca
             serial,
         );
         if let Some(zone) = &from.tasks_zone {
-            built = built.with_tasks(zone, &tasks);
+            let current = match &task_zone {
+                Some((of, built)) if Arc::ptr_eq(of, &tasks) => built.clone(),
+                _ => {
+                    let fresh = Arc::new(TaskZone::build(zone, &tasks));
+                    task_zone = Some((tasks, fresh.clone()));
+                    fresh
+                }
+            };
+            built = built.with_task_zone(current);
         }
         table.store(Arc::new(built));
         tokio::select! {
