@@ -1,5 +1,5 @@
-//! The agent's DNS answer on arbitrary bytes, over UDP and TCP, with and without an
-//! upstream: it never panics; a reply parses, echoes the query's id, is a response, and
+//! The agent's DNS answer on arbitrary bytes (a table with a named VIP and task records),
+//! over UDP and TCP, with and without an upstream: it never panics; a reply parses, echoes the query's id, is a response, and
 //! over UDP fits the largest UDP payload.
 //!
 //! `cargo +nightly fuzz run dns_query`
@@ -11,7 +11,9 @@ use minuteman_core::dns::answer::{answer, Outcome, Transport, MAX_UDP_PAYLOAD};
 use minuteman_core::dns::hickory::op::{Message, MessageType};
 use minuteman_core::dns::table::{DnsTable, DEFAULT_ZONE};
 use minuteman_core::kernel::{KernelState, Service};
+use minuteman_core::tasks::{TaskEndpoint, TaskName};
 use minuteman_core::Protocol;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
@@ -27,12 +29,36 @@ fn table() -> &'static DnsTable {
                 Arc::default(),
             );
         }
+        // And task records: two instances of `web`, with a TCP and a UDP port.
+        let mut tasks = BTreeMap::new();
+        let (a, b) = (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V6(v6));
+        tasks.insert(
+            TaskName {
+                task: "web".into(),
+                framework: "marathon".into(),
+            },
+            vec![
+                TaskEndpoint::Address(a),
+                TaskEndpoint::Address(b),
+                TaskEndpoint::Port {
+                    protocol: Protocol::Tcp,
+                    ip: a,
+                    port: 31000,
+                },
+                TaskEndpoint::Port {
+                    protocol: Protocol::Udp,
+                    ip: b,
+                    port: 53,
+                },
+            ],
+        );
         DnsTable::build(
             DEFAULT_ZONE,
             [("web.marathon", Some(v4), Some(v6))],
             &kernel,
             1,
         )
+        .with_tasks("mesos", &tasks)
     })
 }
 
