@@ -106,7 +106,7 @@ fn an_oversized_set_is_refused_whole_and_the_last_one_stays() {
     );
     assert!(err
         .to_string()
-        .contains("51 backends exceed the record bound of 50"));
+        .contains("51 backends and task endpoints exceed the record bound of 50"));
     assert_eq!(n.local_services().backend_count(), 10);
     assert_eq!(n.counters().records_too_large, 1);
 }

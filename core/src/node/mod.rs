@@ -138,7 +138,7 @@ pub struct Transmit {
 /// Why [`Node::set_local_services`] refused a set.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RecordTooLarge {
-    #[error("{backends} backends exceed the record bound of {limit}")]
+    #[error("{backends} backends and task endpoints exceed the record bound of {limit}")]
     Backends { backends: usize, limit: usize },
     #[error("the record would take {bytes} bytes, over the bound of {limit}")]
     Bytes { bytes: usize, limit: usize },
