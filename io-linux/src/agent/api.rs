@@ -18,9 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 /// How long a handler waits for the node's task.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,6 +30,10 @@ pub enum Query {
     Members(oneshot::Sender<Vec<MemberView>>),
     State(oneshot::Sender<StateView>),
     Core(oneshot::Sender<CoreSnapshot>),
+    /// The core node's own invariants ([`minuteman_core::node::Node::check_invariants`]:
+    /// views, the record store and the output queue within their bounds). Not served
+    /// over HTTP; the madsim tests ask it.
+    Invariants(oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Clone)]
@@ -200,8 +202,14 @@ pub fn router(queries: mpsc::Sender<Query>, metrics: ShellMetrics, dns: SharedTa
         })
 }
 
-/// Serves the API on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+/// Serves the API on `listener` until `shutdown`. Not in the simulated build: axum and
+/// hyper run on the real tokio's sockets, which madsim does not replace.
+#[cfg(not(madsim))]
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

@@ -296,6 +296,9 @@ pub enum MesosOrigin {
     File(PathBuf),
     /// A master's operator API, followed as a `SUBSCRIBE` stream.
     Subscribe(String),
+    /// A document set in this process (programs that embed the agent: the madsim tests);
+    /// never from the command line.
+    Injected(crate::mesos_source::InjectedMesos),
 }
 
 /// A configuration the agent cannot run with; names the option.

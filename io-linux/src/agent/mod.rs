@@ -8,6 +8,13 @@
 //! tasks stop, queued frames are flushed, pending kernel transactions finish, the state is
 //! written, and the kernel state stays in place so traffic keeps flowing while the agent
 //! restarts.
+//!
+//! The same code runs under madsim (`--cfg madsim`, `madsim-tests/`): [`run_until`] with
+//! an injected Mesos source and the `none` data plane, stopped by the node's simulated
+//! ctrl-c; [`crate::os`] holds the only calls that differ. The HTTP API is left out there
+//! (axum runs on the real tokio's sockets); an [`AgentHandle`] gives the embedding
+//! program what the API would (the node's views, the committed kernel state, the
+//! metrics, the DNS table).
 
 pub mod api;
 pub mod budget;
@@ -121,7 +128,7 @@ async fn state_writer(dir: PathBuf, mut rx: watch::Receiver<SavedState>, metrics
         let done = rx.changed().await.is_err();
         let state = rx.borrow_and_update().clone();
         let dir2 = dir.clone();
-        let written = tokio::task::spawn_blocking(move || persist::save(&dir2, &state)).await;
+        let written = crate::os::blocking(move || persist::save(&dir2, &state)).await;
         match written {
             Ok(Ok(())) => {
                 metrics.state_writes.get_or_create(&Why::new("ok")).inc();
@@ -148,16 +155,35 @@ async fn state_writer(dir: PathBuf, mut rx: watch::Receiver<SavedState>, metrics
     }
 }
 
+/// What a program that embeds the agent can reach of it while it runs: what the HTTP API
+/// serves, without HTTP.
+#[derive(Clone)]
+pub struct AgentHandle {
+    /// Questions for the node's task (the API's queue; bounded).
+    pub queries: mpsc::Sender<api::Query>,
+    /// The kernel state the data plane committed last.
+    pub committed: watch::Receiver<Arc<minuteman_core::kernel::KernelState>>,
+    pub metrics: ShellMetrics,
+    /// The table the DNS listeners answer from.
+    pub dns: SharedTable,
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(cfg: AgentConfig) -> Result<(), StartError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    runtime.block_on(run_async(cfg))
+    runtime.block_on(run_until(cfg, crate::os::shutdown_signal(), |_| {}))
 }
 
-async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
+/// Runs the agent until `stop` resolves, then stops it as on SIGTERM. `started` gets the
+/// agent's handle once it listens and its tasks run.
+pub async fn run_until(
+    cfg: AgentConfig,
+    stop: impl std::future::Future<Output = ()>,
+    started: impl FnOnce(AgentHandle),
+) -> Result<(), StartError> {
     let metrics = ShellMetrics::default();
     let saved = load_state(&cfg);
     let epoch = persist::next_epoch(saved.as_ref().map(|s| s.epoch), persist::wall_ms());
@@ -168,12 +194,14 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         dataplane::spawn(dataplane_config(&cfg), metrics.clone(), resync_tx)?;
 
     let transport_cfg = TransportConfig::default();
-    let listener =
-        transport::bind(cfg.listen, &transport_cfg).map_err(|source| StartError::PeerListen {
+    let listener = transport::bind(cfg.listen, &transport_cfg)
+        .await
+        .map_err(|source| StartError::PeerListen {
             addr: cfg.listen,
             source,
         })?;
     let dns_bound = crate::dns::server::bind(&cfg.dns_listen).await?;
+    #[cfg(not(madsim))]
     let api_listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|source| StartError::ApiListen {
@@ -232,6 +260,7 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
                     timeout: cfg.mesos_timeout,
                 },
                 MesosOrigin::File(path) => MesosSource::File { path: path.clone() },
+                MesosOrigin::Injected(source) => MesosSource::Injected(source.clone()),
                 MesosOrigin::Subscribe(url) => MesosSource::Subscribe {
                     url: url.clone(),
                     auth_token: cfg.mesos_auth_token.clone(),
@@ -284,11 +313,23 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         metrics.clone(),
         shutdown.clone(),
     );
+    let handle = AgentHandle {
+        queries: query_tx.clone(),
+        committed: dataplane.watch_committed(),
+        metrics: metrics.clone(),
+        dns: dns_table.clone(),
+    };
+    #[cfg(not(madsim))]
     let api = tokio::spawn(api::serve(
         api_listener,
         api::router(query_tx, metrics.clone(), dns_table),
         shutdown.clone(),
     ));
+    #[cfg(madsim)]
+    let api = {
+        drop((query_tx, dns_table));
+        tokio::spawn(async {})
+    };
 
     let pump = Pump::new(
         node,
@@ -315,15 +356,17 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
         queries: query_rx,
     };
     let pump = tokio::spawn(pump.run(inputs, shutdown.clone()));
+    started(handle);
 
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("stopping: flushing peers, finishing kernel transactions, saving state");
     shutdown.cancel();
     let (dataplane, writers) = pump.await.expect("the node's task does not panic");
     // Queued frames go out (up to a second: a peer that does not take them is dropped).
     let deadline = Instant::now() + std::time::Duration::from_secs(1);
     for writer in writers {
-        let _ = tokio::time::timeout_at(deadline, writer).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left, writer).await;
     }
     dataplane.shutdown().await;
     let _ = tokio::join!(mesos, accept, api, dns_maintainer);
@@ -334,14 +377,4 @@ async fn run_async(cfg: AgentConfig) -> Result<(), StartError> {
     let _ = writer.await;
     tracing::info!("stopped; the kernel state stays in place");
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

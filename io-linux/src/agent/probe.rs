@@ -60,7 +60,7 @@ pub async fn probe_once(peer: SocketAddr, wait: Duration) -> bool {
     match timeout(wait, TcpStream::connect(peer)).await {
         Ok(Ok(stream)) => {
             // Close at once: a reset, so nothing lingers in either kernel.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            crate::os::close_with_reset(stream);
             true
         }
         Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,

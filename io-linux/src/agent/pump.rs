@@ -277,6 +277,9 @@ impl Pump {
             Query::Core(tx) => {
                 let _ = tx.send(self.snapshot());
             }
+            Query::Invariants(tx) => {
+                let _ = tx.send(self.node.check_invariants());
+            }
         }
     }
 

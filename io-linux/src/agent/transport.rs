@@ -29,14 +29,13 @@ use super::frames::{self, Read, ReadError};
 use super::inbox::{Inbox, Input};
 use crate::metrics::{ShellMetrics, Why};
 use rand::Rng;
-use socket2::SockRef;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -225,8 +224,7 @@ impl Backoff {
 }
 
 fn configure(stream: &TcpStream, cfg: &TransportConfig) {
-    let _ = stream.set_nodelay(true);
-    let _ = SockRef::from(stream).set_tcp_user_timeout(Some(cfg.user_timeout));
+    crate::os::tune_stream(stream, cfg.user_timeout);
 }
 
 #[derive(Debug)]
@@ -251,19 +249,8 @@ async fn connect(
     local_ip: std::net::IpAddr,
     cfg: &TransportConfig,
 ) -> Result<TcpStream, ConnectError> {
-    let socket = if dst.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(ConnectError::Other)?;
-    if local_ip.is_ipv4() == dst.is_ipv4() {
-        socket
-            .bind(SocketAddr::new(local_ip, 0))
-            .map_err(ConnectError::Other)?;
-    }
-    let _ = SockRef::from(&socket).set_tcp_user_timeout(Some(cfg.user_timeout));
-    match timeout(cfg.connect_timeout, socket.connect(dst)).await {
+    let connect = crate::os::tcp_connect_from(dst, local_ip, cfg.user_timeout);
+    match timeout(cfg.connect_timeout, connect).await {
         Ok(Ok(stream)) => {
             configure(&stream, cfg);
             Ok(stream)
@@ -363,7 +350,12 @@ async fn writer(
                 }
             }
             if !batch.is_empty() {
-                match timeout(cfg.write_timeout, stream.write_all(&batch)).await {
+                // The flush is a no-op on a kernel socket; madsim's streams send on it.
+                let write = async {
+                    stream.write_all(&batch).await?;
+                    stream.flush().await
+                };
+                match timeout(cfg.write_timeout, write).await {
                     Ok(Ok(())) => {
                         metrics.frames_sent.inc_by(frames);
                         metrics.bytes_sent.inc_by(batch.len() as u64);
@@ -401,15 +393,8 @@ async fn rx_closed(rx: &mpsc::Receiver<Frame>) {
 }
 
 /// Binds the peer listener with the configured backlog.
-pub fn bind(addr: SocketAddr, cfg: &TransportConfig) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(cfg.backlog)
+pub async fn bind(addr: SocketAddr, cfg: &TransportConfig) -> std::io::Result<TcpListener> {
+    crate::os::tcp_listener(addr, cfg.backlog).await
 }
 
 /// Accepts peer connections until `shutdown`, reading each in its own task.
@@ -558,7 +543,9 @@ mod io_tests {
     #[tokio::test]
     async fn frames_arrive_in_order_from_the_advertised_address() {
         let metrics = ShellMetrics::default();
-        let listener = bind("127.0.0.1:0".parse().unwrap(), &small()).unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap(), &small())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (inbox, mut rx) = Inbox::new(64, metrics.clone());
         let stop = CancellationToken::new();
@@ -596,7 +583,9 @@ mod io_tests {
     #[tokio::test]
     async fn an_oversized_frame_ends_the_connection_unread() {
         let metrics = ShellMetrics::default();
-        let listener = bind("127.0.0.1:0".parse().unwrap(), &small()).unwrap();
+        let listener = bind("127.0.0.1:0".parse().unwrap(), &small())
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (inbox, mut rx) = Inbox::new(64, metrics.clone());
         let stop = CancellationToken::new();

@@ -205,38 +205,6 @@ pub struct BindError {
 /// while the readers are busy (beyond `net.core.rmem_max` only with CAP_NET_ADMIN).
 const UDP_RECV_BUFFER: usize = 4 << 20;
 
-/// A UDP socket on `addr` with a large receive buffer.
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    force_recv_buffer(&socket, UDP_RECV_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-/// SO_RCVBUFFORCE (past `net.core.rmem_max`, needs CAP_NET_ADMIN), else SO_RCVBUF.
-fn force_recv_buffer(socket: &socket2::Socket, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: setsockopt reads one c_int from a valid pointer.
-    let forced = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    } == 0;
-    if !forced {
-        let _ = socket.set_recv_buffer_size(bytes);
-    }
-}
-
 /// Binds UDP and TCP on each address.
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, BindError> {
     let mut bound = Bound {
@@ -244,11 +212,13 @@ pub async fn bind(addrs: &[SocketAddr]) -> Result<Bound, BindError> {
         tcp: Vec::new(),
     };
     for &addr in addrs {
-        let udp = bind_udp(addr).map_err(|source| BindError {
-            addr,
-            proto: "udp",
-            source,
-        })?;
+        let udp = crate::os::udp_socket(addr, UDP_RECV_BUFFER)
+            .await
+            .map_err(|source| BindError {
+                addr,
+                proto: "udp",
+                source,
+            })?;
         // The TCP listener on the port UDP got (which matters with port 0).
         let port_addr = udp.local_addr().unwrap_or(addr);
         let tcp = TcpListener::bind(port_addr)
@@ -344,7 +314,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, ctx: Ctx, stop: CancellationToken) {
                 let query = query.to_vec();
                 tokio::spawn(async move {
                     if let Some(reply) = ctx.forward(&query).await {
-                        if socket.send_to(&reply, peer).await.is_err() {
+                        if crate::os::send_to(&socket, &reply, peer).await.is_err() {
                             ctx.count("send_error");
                         }
                     }
@@ -352,7 +322,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, ctx: Ctx, stop: CancellationToken) {
                 continue;
             }
         };
-        if socket.send_to(&reply, peer).await.is_err() {
+        if crate::os::send_to(&socket, &reply, peer).await.is_err() {
             ctx.count("send_error");
         }
     }
@@ -439,7 +409,8 @@ async fn serve_connection(mut stream: TcpStream, ctx: &Ctx) {
         let mut out = Vec::with_capacity(reply.len() + 2);
         out.extend_from_slice(&prefix.to_be_bytes());
         out.extend_from_slice(&reply);
-        if stream.write_all(&out).await.is_err() {
+        // The flush is a no-op on a kernel socket; madsim's streams send on it.
+        if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
             ctx.count("send_error");
             return;
         }

@@ -96,7 +96,7 @@ impl FileSource {
         let path = self.path.clone();
         let limit = self.limit;
         let previous = self.seen.as_ref().map(|s| (s.stamp, s.racy));
-        let read = tokio::task::spawn_blocking(move || read_if_changed(&path, limit, previous))
+        let read = crate::os::blocking(move || read_if_changed(&path, limit, previous))
             .await
             .map_err(|e| PollError::new(Reason::Io, format!("file reader failed: {e}")))?;
         match read {

@@ -6,6 +6,7 @@
 //!
 //! - `http`: `GET` of the agent's `/state`, bounded in time and size;
 //! - `file`: a state file, re-read only when it changed;
+//! - `injected`: a document set by the program that embeds the agent (the madsim tests);
 //! - `subscribe`: a master's `SUBSCRIBE` stream, reconnected on any trouble; `session`
 //!   turns its bytes into events and this host's services, `local` picks this host's
 //!   agent out of the whole cluster;
@@ -38,6 +39,7 @@ mod backoff;
 mod file;
 mod health;
 mod http;
+mod injected;
 mod local;
 mod outcome;
 mod session;
@@ -48,6 +50,7 @@ use backoff::{base_delay, jitter};
 use file::FileSource;
 use health::{Health, Report, WarningLog};
 use http::HttpSource;
+pub use injected::InjectedMesos;
 use minuteman_core::mesos::StreamLimits;
 use minuteman_core::tasks::TaskSet;
 use minuteman_core::vip::VipSet;
@@ -118,6 +121,9 @@ pub enum MesosSource {
         /// gap longer than this); afterwards the master's heartbeats set the pace.
         timeout: Duration,
     },
+    /// A document set in this process ([`InjectedMesos`]), polled like an agent's
+    /// `/state`.
+    Injected(InjectedMesos),
 }
 
 impl MesosSource {
@@ -149,6 +155,7 @@ impl std::fmt::Debug for MesosSource {
                 .field("timeout", timeout)
                 .finish(),
             MesosSource::File { path } => f.debug_struct("File").field("path", path).finish(),
+            MesosSource::Injected(source) => source.fmt(f),
             MesosSource::Subscribe {
                 url,
                 auth_token,
@@ -246,6 +253,23 @@ pub async fn run(
             )
             .await;
         }
+        MesosSource::Injected(source) => {
+            info!(agent_ip = %cfg.agent_ip, "Mesos source: polling an injected document");
+            let source = Injected {
+                inner: source,
+                agent_ip: cfg.agent_ip,
+            };
+            drive(
+                source,
+                schedule,
+                cfg.agent_ip,
+                &metrics,
+                &tx,
+                &shutdown,
+                unit,
+            )
+            .await;
+        }
         MesosSource::Subscribe {
             url,
             auth_token,
@@ -301,6 +325,18 @@ impl Source for Http {
     async fn poll(&mut self) -> Result<Good, PollError> {
         let bytes = self.inner.fetch().await?;
         parse(&bytes, self.agent_ip)
+    }
+}
+
+struct Injected {
+    inner: InjectedMesos,
+    agent_ip: IpAddr,
+}
+
+impl Source for Injected {
+    const BACKS_OFF: bool = true;
+    async fn poll(&mut self) -> Result<Good, PollError> {
+        self.inner.poll(self.agent_ip).await
     }
 }
 

@@ -29,6 +29,13 @@ fn vips(port: u16) -> VipSet {
     set
 }
 
+/// An agent state with one running task on port `port` of VIP 10.1.2.3:5000.
+fn state(port: u16) -> String {
+    format!(
+        r#"{{"pid":"slave(1)@10.0.0.9:5051","frameworks":[{{"id":"F","name":"marathon","executors":[{{"id":"e","tasks":[{{"id":"web.1","name":"web","state":"TASK_RUNNING","framework_id":"F","discovery":{{"name":"web","visibility":"FRAMEWORK","ports":{{"ports":[{{"number":{port},"protocol":"tcp","labels":{{"labels":[{{"key":"VIP_0","value":"10.1.2.3:5000"}}]}}}}]}}}},"statuses":[{{"state":"TASK_RUNNING","timestamp":1.0}}]}}]}}]}}]}}"#
+    )
+}
+
 fn good(port: u16) -> Result<Good, PollError> {
     Ok(Good {
         services: vips(port),
@@ -327,13 +334,6 @@ mod file_source {
     use std::path::Path;
     use std::time::SystemTime;
 
-    /// An agent state with one running task on port `port` of VIP 10.1.2.3:5000.
-    fn state(port: u16) -> String {
-        format!(
-            r#"{{"pid":"slave(1)@10.0.0.9:5051","frameworks":[{{"id":"F","name":"marathon","executors":[{{"id":"e","tasks":[{{"id":"web.1","name":"web","state":"TASK_RUNNING","framework_id":"F","discovery":{{"name":"web","visibility":"FRAMEWORK","ports":{{"ports":[{{"number":{port},"protocol":"tcp","labels":{{"labels":[{{"key":"VIP_0","value":"10.1.2.3:5000"}}]}}}}]}}}},"statuses":[{{"state":"TASK_RUNNING","timestamp":1.0}}]}}]}}]}}]}}"#
-        )
-    }
-
     struct TempDir(PathBuf);
 
     impl TempDir {
@@ -410,4 +410,41 @@ mod file_source {
         let mut source = FileSource::new(dir.0.clone(), AGENT, 4096);
         assert_eq!(source.poll().await.unwrap_err().reason, Reason::Io);
     }
+}
+
+/// The injected source answers what its handle holds when a poll begins, after the
+/// handle's delay; down is an `http` failure and garbage a `parse` failure, and `run`
+/// publishes only the good states.
+#[tokio::test(start_paused = true)]
+async fn the_injected_source_answers_its_document_after_its_delay() {
+    let mesos = InjectedMesos::new();
+    let down = mesos.poll(AGENT).await.expect_err("nothing served yet");
+    assert_eq!(down.reason, Reason::Http);
+    mesos.serve(state(8080));
+    mesos.set_delay(Duration::from_secs(3));
+    let start = Instant::now();
+    let answer = mesos.poll(AGENT).await.expect("a good document");
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    assert_eq!(answer.services, vips(8080));
+    mesos.serve(&b"{\"frameworks\": 17"[..]);
+    let garbage = mesos.poll(AGENT).await.expect_err("garbage");
+    assert_eq!(garbage.reason, Reason::Parse);
+
+    // Through the poll loop: the good state is published, garbage keeps it.
+    mesos.set_delay(Duration::ZERO);
+    mesos.serve(state(8081));
+    let metrics = ShellMetrics::default();
+    let (tx, mut rx) = watch::channel(None);
+    let stop = CancellationToken::new();
+    let cfg = MesosConfig::new(MesosSource::Injected(mesos.clone()), AGENT);
+    let task = tokio::spawn(run(cfg, metrics.clone(), tx, stop.clone()));
+    rx.changed().await.unwrap();
+    let published = rx.borrow_and_update().clone().expect("a state");
+    assert_eq!(*published.services, vips(8081));
+    mesos.serve(&b"not json"[..]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(failures(&metrics, "parse") >= 1);
+    assert!(!rx.has_changed().unwrap(), "garbage published nothing");
+    stop.cancel();
+    task.await.unwrap();
 }

@@ -423,7 +423,7 @@ impl IpvsWorker {
             .kernel
             .take()
             .expect("the kernel is put back after every call");
-        let (kernel, result) = tokio::task::spawn_blocking(move || {
+        let (kernel, result) = crate::os::blocking(move || {
             let result = f(&mut kernel);
             (kernel, result)
         })
