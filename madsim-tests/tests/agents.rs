@@ -48,6 +48,16 @@ fn a_killed_agent_restarts_with_its_state_kept_and_with_it_lost() {
             c.restart(5, StateDir::Kept);
             c.churn_for(secs(3), 5).await;
             c.await_convergence("agent 5 back after a clean stop").await;
+            // Back while its Mesos agent is down: its saved backends are all it can
+            // publish, and they must be the ones everyone keeps.
+            c.kill(7);
+            c.mesos_down(7);
+            c.restart(7, StateDir::Kept);
+            c.run_for(secs(3)).await;
+            c.await_convergence("agent 7 back from its state, Mesos down")
+                .await;
+            c.serve_truth(7);
+            c.await_convergence("agent 7's Mesos back").await;
             c
         });
     }
