@@ -1448,6 +1448,12 @@ impl Simulation {
         self.nodes[i].host.booted
     }
 
+    /// How many times host `i`'s agent process has booted (every restart counts, even one
+    /// that reuses an epoch, as a restart with its state lost can).
+    pub fn boots(&self, i: usize) -> u64 {
+        self.nodes[i].host.boots
+    }
+
     /// Restarts node `i` with its state directory lost: it boots as epoch 1 again, though
     /// the cluster knows it under a newer epoch, and must find that out and supersede it.
     pub fn restart_lost_state(&mut self, i: usize) {

@@ -32,7 +32,7 @@
 //! positive weight on a crashed host (checked after every change of that kernel and every
 //! crash; after a boot, which carries no time, at the world's next poll or kernel change).
 
-use crate::mesos_agent::{vip_catalogue, SimAgent, TaskState, VipSpec};
+use crate::mesos_agent::{vip_catalogue, SimAgent, SimTask, TaskState, VipSpec};
 use minuteman_core::kernel::{KernelState, Op, Service};
 use minuteman_core::mesos;
 use minuteman_core::named::NameTable;
@@ -168,6 +168,10 @@ pub struct ServiceWorld {
     dead_ips: BTreeSet<IpAddr>,
     /// A boot may have changed `dead_free_since` (refreshed at the next timed event).
     dead_free_stale: bool,
+    /// Per `(host, task id)`: the first good poll of the host's agent that saw the task
+    /// running and healthy since it last became so (its node published it then). A task's
+    /// entry goes when the task changes in any way, and a host's with its restart.
+    reported: BTreeMap<(usize, u64), Time>,
 }
 
 impl ServiceWorld {
@@ -211,6 +215,7 @@ impl ServiceWorld {
                 .collect(),
             dead_ips: BTreeSet::new(),
             dead_free_stale: false,
+            reported: BTreeMap::new(),
         }
     }
 
@@ -247,6 +252,7 @@ impl ServiceWorld {
     /// Host `i` restarts with an empty agent.
     pub fn on_restart(&mut self, i: usize) {
         self.agents[i].tasks.clear();
+        self.reported.retain(|&(host, _), _| host != i);
         self.names = None;
     }
 
@@ -280,6 +286,22 @@ impl ServiceWorld {
                 change.polled_at = Some(now);
             }
         }
+        for (&id, task) in &self.agents[i].tasks {
+            if task.weight() > 0 {
+                self.reported.entry((i, id)).or_insert(now);
+            }
+        }
+    }
+
+    /// Every running, healthy task of a live host that its node has published: `(host,
+    /// task id, task, when the first good poll since it last became healthy saw it)`, in
+    /// host and id order. A host whose agent serves garbage keeps its last good document's
+    /// tasks (its node keeps publishing them), so its unchanged tasks stay here.
+    pub fn reported_healthy(&self) -> impl Iterator<Item = (usize, u64, &SimTask, Time)> + '_ {
+        self.reported.iter().filter_map(|(&(host, id), &at)| {
+            let task = self.agents[host].tasks.get(&id)?;
+            (self.alive[host] && task.weight() > 0).then_some((host, id, task, at))
+        })
     }
 
     /// Node `i` emitted `ops`: apply them to its kernel and see which changes completed.
@@ -448,6 +470,8 @@ impl ServiceWorld {
             return;
         }
         let (agent, id) = tasks[rng.random_range(0..tasks.len())];
+        // Whatever the change, the task is reported anew by the next good poll.
+        self.reported.remove(&(agent, id));
         let task = self.agents[agent].tasks[&id].clone();
         let weight = if kind < 0.6 {
             self.agents[agent].tasks.remove(&id);
