@@ -19,6 +19,15 @@
 //!   ([`minuteman_core::Node::check_invariants`]: views, the record store within its
 //!   bounds, the output queue within its bound); no node panics, and no host's kernel
 //!   backlog passes the simulator's limit (it asserts).
+//! - Safety, a reachable healthy task is never missing (every 100 ms, kind
+//!   `missing_backend`; [`MissingCheck`] has the exact terms): a node's kernel holds,
+//!   with a positive weight, every task that runs healthy in Mesos on a host it is
+//!   connected to, once the task's host published it and the two hosts have been connected
+//!   for [`MISSING_GRACE`] (2 s). Connected: in one component of the overlay's working
+//!   links (both ends hold the link, the network passes it both ways, both hosts up,
+//!   running, under the cluster key), with neither host restarted, stalled or frozen
+//!   meanwhile. How many `(node, task)` pairs that covered is in the report
+//!   (`tasks_checked`), so a run shows the check was not vacuous.
 //! - Liveness: after the heal (network whole and clean, every crashed or mis-keyed host
 //!   restarted with the cluster key, Mesos serving good documents, churn stopped) the
 //!   cluster converges within [`LIVENESS_BOUND`]: every live node reaches every other,
@@ -30,12 +39,16 @@
 
 use crate::network::NetConfig;
 use crate::sim::{sim_cluster_auth, ClusterConfig, Simulation};
-use crate::world::WorldConfig;
+use crate::world::{service_of, WorldConfig};
 use minuteman_core::auth::{ClusterKey, FrameAuth};
-use minuteman_core::Time;
+use minuteman_core::kernel::Service;
+use minuteman_core::named::{first_choice_v4, NameTable};
+use minuteman_core::{Time, VipAddr};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Cold start before the faults begin.
@@ -46,6 +59,23 @@ pub const SAFETY_PHASE: Duration = Duration::from_secs(10);
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(30);
 /// How often the checks run.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How long a node has to put a reachable host's healthy task into its kernel: the task
+/// must have been published (a good poll of its host's Mesos agent saw it healthy) and the
+/// two hosts connected (see [`MissingCheck`]) for this long before a missing backend is a
+/// violation.
+///
+/// From the poll, the services evaluation measures 24 ms at the median and under 41 ms at
+/// the maximum for a change to reach every kernel (10 ms publish limit, about 2 ms of
+/// flood batching per hop, a 15 ms `nft -f` transaction); its end-to-end p99 of about 2 s
+/// is the 2 s poll interval, which this clock does not include since it starts at the
+/// poll. The swarm's faults slow the path down: up to 5% loss repaired by TCP (RTO at
+/// least 200 ms, doubling) or, on datagrams, by anti-entropy with a random neighbour every
+/// 1 s ± 25%; a reconnected pair exchanges records when the link forms. So: two
+/// anti-entropy periods and a kernel transaction queued behind another, well under 2 s;
+/// 2 s is 50 times the clean maximum and still short beside the 10 s safety phase. Seeds
+/// 1..1000 need at most 0.7 s (measured with a zero grace: the most time, after the
+/// precondition held, that a backend was still missing; mostly during the cold start).
+pub const MISSING_GRACE: Duration = Duration::from_secs(2);
 
 /// One timed fault.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -286,7 +316,9 @@ fn log_uniform(rng: &mut ChaCha8Rng, lo_ms: u64, hi_ms: u64) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub struct SwarmViolation {
     pub seed: u64,
-    /// `safety`, `liveness` or `panic` (a node or the simulator panicked; `at_ms` unknown).
+    /// `safety` (a node's own invariants), `missing_backend` (a reachable host's healthy
+    /// task missing from a node's kernel, see [`MissingCheck`]), `liveness` or `panic` (a
+    /// node or the simulator panicked; `at_ms` unknown).
     pub kind: &'static str,
     pub at_ms: f64,
     pub detail: String,
@@ -302,6 +334,11 @@ pub struct SeedOutcome {
     /// Simulated time from the heal to convergence (`None`: not within the bound).
     pub converged_ms: Option<f64>,
     pub trace_hash: u64,
+    /// Distinct `(node, task)` pairs the missing-backend check applied to at least once
+    /// (see [`MissingCheck`]).
+    pub tasks_checked: u64,
+    /// `(node, task)` checks made, summed over every round.
+    pub task_checks: u64,
     pub violations: Vec<SwarmViolation>,
 }
 
@@ -331,6 +368,17 @@ pub enum Heal {
 
 /// Runs `mix` with `seed`'s simulation.
 pub fn run_mix(seed: u64, mix: &Mix, healing: Heal) -> (SeedOutcome, Simulation) {
+    run_mix_with(seed, mix, healing, |_| {})
+}
+
+/// Like [`run_mix`], calling `meddle` with the simulation before every round of checks (a
+/// test's way to break something the swarm's faults do not).
+pub fn run_mix_with(
+    seed: u64,
+    mix: &Mix,
+    healing: Heal,
+    mut meddle: impl FnMut(&mut Simulation),
+) -> (SeedOutcome, Simulation) {
     let mut sim = Simulation::new(mix.cluster_config(), seed);
     sim.attach_world(WorldConfig {
         vips: mix.vips,
@@ -338,6 +386,7 @@ pub fn run_mix(seed: u64, mix: &Mix, healing: Heal) -> (SeedOutcome, Simulation)
         churn_per_s: mix.churn_per_s,
         ..WorldConfig::default()
     });
+    let mut missing = MissingCheck::new(&sim);
     let mut violations = Vec::new();
     let safety_end = Time::from_duration(WARMUP + SAFETY_PHASE);
     if mix.churn_per_s > 0.0 {
@@ -353,18 +402,21 @@ pub fn run_mix(seed: u64, mix: &Mix, healing: Heal) -> (SeedOutcome, Simulation)
             apply(&mut sim, action, &mut wrong_keys, seed);
         }
         sim.run_until(step);
-        safe = check_safety(&sim, seed, &mut violations);
+        meddle(&mut sim);
+        safe = check_safety(&sim, seed, &mut violations, &mut missing, &wrong_keys);
     }
     let heal_at = sim.now();
     let mut converged_ms = None;
     if safe {
         if healing == Heal::Everything {
             heal(&mut sim, &wrong_keys);
+            wrong_keys.clear();
         }
         let deadline = heal_at + LIVENESS_BOUND;
         while sim.now() < deadline {
             sim.run_until((sim.now() + CHECK_EVERY).min(deadline));
-            if !check_safety(&sim, seed, &mut violations) {
+            meddle(&mut sim);
+            if !check_safety(&sim, seed, &mut violations, &mut missing, &wrong_keys) {
                 break;
             }
             if converged(&sim).is_ok() {
@@ -392,6 +444,8 @@ pub fn run_mix(seed: u64, mix: &Mix, healing: Heal) -> (SeedOutcome, Simulation)
         actions: mix.actions.len(),
         converged_ms,
         trace_hash: sim.trace_hash(),
+        tasks_checked: missing.pairs,
+        task_checks: missing.checks,
         violations,
     };
     (outcome, sim)
@@ -490,20 +544,31 @@ fn heal(sim: &mut Simulation, wrong_keys: &[usize]) {
 }
 
 /// The safety checks; false (with the violation recorded) when one fails.
-fn check_safety(sim: &Simulation, seed: u64, violations: &mut Vec<SwarmViolation>) -> bool {
-    match sim.check_invariants() {
-        Ok(()) => true,
-        Err(e) => {
-            violations.push(SwarmViolation {
-                seed,
-                kind: "safety",
-                at_ms: sim.now().as_millis_f64(),
-                detail: e,
-                replay: replay_command(seed),
-            });
-            false
-        }
-    }
+fn check_safety(
+    sim: &Simulation,
+    seed: u64,
+    violations: &mut Vec<SwarmViolation>,
+    missing: &mut MissingCheck,
+    wrong_keys: &[usize],
+) -> bool {
+    let broken = match sim.check_invariants() {
+        Ok(()) => missing
+            .round(sim, wrong_keys)
+            .err()
+            .map(|e| ("missing_backend", e)),
+        Err(e) => Some(("safety", e)),
+    };
+    let Some((kind, detail)) = broken else {
+        return true;
+    };
+    violations.push(SwarmViolation {
+        seed,
+        kind,
+        at_ms: sim.now().as_millis_f64(),
+        detail,
+        replay: replay_command(seed),
+    });
+    false
 }
 
 /// Whether the cluster has converged; why not otherwise.
@@ -536,6 +601,222 @@ fn converged(sim: &Simulation) -> Result<(), String> {
     Ok(())
 }
 
+/// The safety check "a reachable healthy task is never missing", with what it carries
+/// from one round (every [`CHECK_EVERY`]) to the next.
+///
+/// Node `N`'s kernel must hold, with a positive weight, the backend of task `T` on host `H`
+/// for `T`'s VIP when all of these hold at the round:
+/// - `T` runs healthy in Mesos on `H` and a good poll of `H`'s agent saw it so (`H`'s node
+///   published it) at least [`MISSING_GRACE`] ago, with no change of `T` since (churn:
+///   any kill, drain or health flip starts over at the next good poll; a host whose agent
+///   serves garbage keeps its last good tasks, so its unchanged tasks stay checked);
+/// - `N` and `H` are *connected* and have been at every round for at least
+///   [`MISSING_GRACE`]: in one component of the overlay's working links, a link being an
+///   active-view link both ends hold (each names the other's current incarnation) and that
+///   the network passes both ways (no partition between them, no one-way block either
+///   way), between hosts that are up (not crashed), running (neither stalled nor frozen)
+///   and hold the cluster key. So records have a path from `H` to `N` both ways. `N == H`
+///   counts: a node's own tasks;
+/// - neither `N` nor `H` restarted (however: a new epoch, state lost, wrong key) nor was
+///   stalled or frozen at any moment of that time (from the fault log, so a stall between
+///   two rounds counts too).
+///
+/// Membership is an input here: a split overlay (a side cut off from the contact nodes
+/// may stay split until the heal) keeps its components apart, and the liveness phase
+/// checks that it mends. What this checks is the rest of the path: records flooding and
+/// repaired by anti-entropy, each node's reachability search, the desired state and the
+/// kernel transactions, under loss, churn and the other hosts' faults. Named VIPs whose
+/// name shares its first-choice address with another name of the run are skipped (their
+/// address depends on which names a node knows).
+pub struct MissingCheck {
+    /// Per catalogue VIP: its kernel service (`None`: skipped).
+    services: Vec<Option<Service>>,
+    /// Per `(N, H)` at `N * n + H`: since which round they have been connected.
+    connected_since: Vec<Option<Time>>,
+    /// Every host's boot count at the last round.
+    boots: Vec<u64>,
+    /// Per `(host, task id)`: a bit per node for which the check held at some round.
+    seen: BTreeMap<(usize, u64), Vec<u64>>,
+    /// `(node, task)` checks made, over every round.
+    pub checks: u64,
+    /// Distinct `(node, task)` pairs checked at least once.
+    pub pairs: u64,
+}
+
+impl MissingCheck {
+    pub fn new(sim: &Simulation) -> MissingCheck {
+        let n = sim.len();
+        let catalogue = &sim.world.as_ref().expect("the swarm has a world").catalogue;
+        let named = |k: usize| match &catalogue[k].vip.addr {
+            VipAddr::Named(name) => Some(name.as_str()),
+            VipAddr::Ip(_) => None,
+        };
+        let names = NameTable::assign(
+            (0..catalogue.len()).filter_map(named),
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+        );
+        let mut first_choices: BTreeMap<_, usize> = BTreeMap::new();
+        for name in (0..catalogue.len()).filter_map(named) {
+            *first_choices.entry(first_choice_v4(name)).or_default() += 1;
+        }
+        let services = (0..catalogue.len())
+            .map(|k| {
+                let alone = named(k).is_none_or(|name| {
+                    first_choices[&first_choice_v4(name)] == 1
+                        && names.v4(name) == Some(first_choice_v4(name))
+                });
+                alone
+                    .then(|| service_of(&catalogue[k].vip, &names))
+                    .flatten()
+            })
+            .collect();
+        MissingCheck {
+            services,
+            connected_since: vec![None; n * n],
+            boots: (0..n).map(|i| sim.boots(i)).collect(),
+            seen: BTreeMap::new(),
+            checks: 0,
+            pairs: 0,
+        }
+    }
+
+    /// One round at `sim.now()`: updates who is connected, then checks every node against
+    /// every published healthy task; the first missing backend, described.
+    pub fn round(&mut self, sim: &Simulation, wrong_keys: &[usize]) -> Result<(), String> {
+        let n = sim.len();
+        let now = sim.now();
+        let working: Vec<bool> = (0..n)
+            .map(|i| {
+                sim.is_alive(i)
+                    && !sim.is_stalled(i)
+                    && !sim.is_frozen(i)
+                    && !wrong_keys.contains(&i)
+            })
+            .collect();
+        let component = self.components(sim, &working);
+        for a in 0..n {
+            for b in 0..n {
+                let same = working[a]
+                    && working[b]
+                    && component[a] == component[b]
+                    && sim.boots(a) == self.boots[a]
+                    && sim.boots(b) == self.boots[b];
+                let slot = &mut self.connected_since[a * n + b];
+                *slot = if same {
+                    Some(slot.unwrap_or(now))
+                } else {
+                    None
+                };
+            }
+        }
+        for (i, boots) in self.boots.iter_mut().enumerate() {
+            *boots = sim.boots(i);
+        }
+        // When each host's last stall or freeze begun by now ended (a fault in progress
+        // ends in the future).
+        let fault_end: Vec<Time> = (0..n)
+            .map(|i| {
+                sim.fault_log(i)
+                    .iter()
+                    .filter(|f| f.start <= now)
+                    .map(|f| f.end)
+                    .max()
+                    .unwrap_or(Time::ZERO)
+            })
+            .collect();
+        let world = sim.world.as_ref().expect("the swarm has a world");
+        for (host, id, task, reported) in world.reported_healthy() {
+            let Some(service) = self.services[task.vip] else {
+                continue;
+            };
+            let dest = SocketAddr::new(IpAddr::V4(world.agents[host].ip), task.host_port);
+            let seen = self
+                .seen
+                .entry((host, id))
+                .or_insert_with(|| vec![0; n.div_ceil(64)]);
+            for node in 0..n {
+                let Some(since) = self.connected_since[node * n + host] else {
+                    continue;
+                };
+                if now - since.max(reported) < MISSING_GRACE
+                    || fault_end[node] > since
+                    || fault_end[host] > since
+                {
+                    continue;
+                }
+                self.checks += 1;
+                let bit = 1u64 << (node % 64);
+                if seen[node / 64] & bit == 0 {
+                    seen[node / 64] |= bit;
+                    self.pairs += 1;
+                }
+                let held = world.kernels[node]
+                    .services
+                    .get(&service)
+                    .and_then(|dests| dests.get(&dest))
+                    .copied();
+                if held.is_none_or(|weight| weight == 0) {
+                    let held = match held {
+                        None => "no such destination".to_owned(),
+                        Some(w) => format!("weight {w}"),
+                    };
+                    return Err(format!(
+                        "node {node}'s kernel misses host {host}'s healthy task {id} \
+                         ({} → {dest}; {held}): published by the poll at {:.0} ms, the hosts \
+                         connected since {:.0} ms",
+                        world.catalogue[task.vip].label,
+                        reported.as_millis_f64(),
+                        since.as_millis_f64(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A component label per host over the working links (`usize::MAX`: not working).
+    fn components(&self, sim: &Simulation, working: &[bool]) -> Vec<usize> {
+        let n = sim.len();
+        let mut adjacency = vec![Vec::new(); n];
+        for a in (0..n).filter(|&a| working[a]) {
+            let core = sim.node(a).expect("working hosts are alive");
+            for peer in core.active_view() {
+                let Some(b) = sim.index_of(&peer.addr) else {
+                    continue;
+                };
+                let link = b > a
+                    && working[b]
+                    && sim.id(b) == peer
+                    && sim.node(b).is_some_and(|other| other.is_active(&sim.id(a)))
+                    && sim.network.can_reach(a, b)
+                    && sim.network.can_reach(b, a);
+                if link {
+                    adjacency[a].push(b);
+                    adjacency[b].push(a);
+                }
+            }
+        }
+        let mut label = vec![usize::MAX; n];
+        for start in (0..n).filter(|&i| working[i]) {
+            if label[start] != usize::MAX {
+                continue;
+            }
+            label[start] = start;
+            let mut stack = vec![start];
+            while let Some(at) = stack.pop() {
+                for &next in &adjacency[at] {
+                    if label[next] == usize::MAX {
+                        label[next] = start;
+                        stack.push(next);
+                    }
+                }
+            }
+        }
+        label
+    }
+}
+
 /// What a swarm run reports. Field names are the JSON keys.
 #[derive(Clone, Debug, Serialize)]
 pub struct SwarmReport {
@@ -546,6 +827,12 @@ pub struct SwarmReport {
     pub violations: Vec<SwarmViolation>,
     /// Simulated time from the heal to convergence over the seeds that converged.
     pub converged_ms: Option<crate::stats::Summary>,
+    /// Distinct `(node, task)` pairs the missing-backend check applied to, over the seeds.
+    pub tasks_checked: u64,
+    /// `tasks_checked` per seed, on average.
+    pub tasks_checked_per_seed: f64,
+    /// `(node, task)` checks made over every round of every seed.
+    pub task_checks: u64,
     pub wall_ms: f64,
 }
 
@@ -554,6 +841,7 @@ pub fn run(first: u64, last: u64, mut each: impl FnMut(&SeedOutcome)) -> SwarmRe
     let wall = Instant::now();
     let mut violations = Vec::new();
     let mut converged = Vec::new();
+    let (mut tasks_checked, mut task_checks) = (0, 0);
     for seed in first..=last {
         // A panic inside a node or the simulator is a violation of its seed, not the end of
         // the band.
@@ -569,6 +857,8 @@ pub fn run(first: u64, last: u64, mut each: impl FnMut(&SeedOutcome)) -> SwarmRe
                 actions: Mix::draw(seed).actions.len(),
                 converged_ms: None,
                 trace_hash: 0,
+                tasks_checked: 0,
+                task_checks: 0,
                 violations: vec![SwarmViolation {
                     seed,
                     kind: "panic",
@@ -579,6 +869,8 @@ pub fn run(first: u64, last: u64, mut each: impl FnMut(&SeedOutcome)) -> SwarmRe
             }
         });
         each(&outcome);
+        tasks_checked += outcome.tasks_checked;
+        task_checks += outcome.task_checks;
         converged.extend(
             outcome
                 .converged_ms
@@ -586,12 +878,16 @@ pub fn run(first: u64, last: u64, mut each: impl FnMut(&SeedOutcome)) -> SwarmRe
         );
         violations.extend(outcome.violations);
     }
+    let seeds = last.saturating_sub(first) + 1;
     SwarmReport {
-        seeds: last.saturating_sub(first) + 1,
+        seeds,
         first_seed: first,
         last_seed: last,
         violations,
         converged_ms: crate::stats::Summary::of(&converged),
+        tasks_checked,
+        tasks_checked_per_seed: tasks_checked as f64 / seeds as f64,
+        task_checks,
         wall_ms: wall.elapsed().as_secs_f64() * 1e3,
     }
 }
@@ -623,6 +919,63 @@ mod tests {
             v.replay,
             "cargo run --release -p minuteman-sim -- swarm --seeds 3..3"
         );
+    }
+
+    /// A node whose kernel loses a reachable host's healthy backend behind its back (its
+    /// core never hears of it, so nothing puts it back) breaks the safety check at the
+    /// next round; the same mix untouched checks thousands of (node, task) pairs and passes.
+    #[test]
+    fn a_backend_missing_from_a_kernel_is_a_missing_backend_violation() {
+        let mut mix = Mix::draw(3);
+        mix.actions.clear();
+        let (clean, _) = run_mix(3, &mix, Heal::Everything);
+        assert!(clean.violations.is_empty(), "{:?}", clean.violations);
+        assert!(
+            clean.tasks_checked >= (mix.nodes * mix.tasks / 2) as u64,
+            "{} (node, task) pairs checked",
+            clean.tasks_checked
+        );
+        assert!(clean.task_checks > clean.tasks_checked);
+        let mut dropped = None;
+        let (broken, _) = run_mix_with(3, &mix, Heal::Everything, |sim| {
+            if dropped.is_some() || sim.now() < Time::from_millis(6_000) {
+                return;
+            }
+            let world = sim.world.as_mut().expect("attached");
+            // Host 1's first healthy task behind an IP VIP (its service needs no names).
+            let (id, vip, port) = world
+                .reported_healthy()
+                .find(|(host, _, task, _)| {
+                    *host == 1 && matches!(world.catalogue[task.vip].vip.addr, VipAddr::Ip(_))
+                })
+                .map(|(_, id, task, _)| (id, task.vip, task.host_port))
+                .expect("host 1 runs a healthy task behind an IP VIP");
+            let service =
+                service_of(&world.catalogue[vip].vip, &NameTable::default()).expect("an IP VIP");
+            let dest = SocketAddr::new(IpAddr::V4(world.agents[1].ip), port);
+            world.kernels[0]
+                .apply(&minuteman_core::kernel::Op::RemoveDestination { service, dest })
+                .expect("node 0's kernel held it");
+            dropped = Some((sim.now(), id));
+        });
+        let (at, id) = dropped.expect("dropped");
+        assert_eq!(broken.violations.len(), 1, "{:?}", broken.violations);
+        let v = &broken.violations[0];
+        assert_eq!(v.kind, "missing_backend");
+        assert_eq!(v.at_ms, at.as_millis_f64(), "caught at the same round");
+        assert!(
+            v.detail.starts_with(&format!(
+                "node 0's kernel misses host 1's healthy task {id} "
+            )),
+            "{}",
+            v.detail
+        );
+        assert!(v.detail.contains("no such destination"), "{}", v.detail);
+        assert_eq!(
+            v.replay,
+            "cargo run --release -p minuteman-sim -- swarm --seeds 3..3"
+        );
+        assert_eq!(broken.converged_ms, None, "a safety violation ends the run");
     }
 
     #[test]

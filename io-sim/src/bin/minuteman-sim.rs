@@ -51,7 +51,8 @@ enum Command {
     /// duplication, reordering, latency tails, partitions of several shapes, crashes and
     /// restarts, agent stalls, host freezes, Mesos churn and garbage, garbage and forged
     /// frames, a peer with the wrong key), runs 10 s of faults checking every node's
-    /// invariants, then heals everything and requires convergence within 30 s: one
+    /// invariants and that no kernel misses a healthy task of a host it has been connected
+    /// to for 2 s, then heals everything and requires convergence within 30 s: one
     /// membership, every kernel equal to the rules applied to the Mesos truth, the same DNS
     /// task records everywhere. Exits 1 on any violation, each printed with its replay
     /// command.
@@ -65,7 +66,7 @@ struct SwarmArgs {
     #[arg(long, default_value = "1..100", value_parser = parse_seeds)]
     seeds: (u64, u64),
     /// Print one JSON object (`seeds`, `violations` with their seeds and replay commands,
-    /// `wall_ms`) instead of a line per seed.
+    /// `tasks_checked` by the missing-backend check, `wall_ms`) instead of a line per seed.
     #[arg(long)]
     json: bool,
     /// No line per seed (violations and the summary are still printed).
@@ -128,12 +129,14 @@ fn swarm(args: SwarmArgs) -> ExitCode {
             })
             .unwrap_or_default();
         println!(
-            "{} seeds ({}..{}), {} violations, {:.1} s wall{converged}",
+            "{} seeds ({}..{}), {} violations, {:.1} s wall{converged}; {:.0} (node, task) \
+             pairs checked for missing backends per seed",
             report.seeds,
             report.first_seed,
             report.last_seed,
             report.violations.len(),
-            report.wall_ms / 1e3
+            report.wall_ms / 1e3,
+            report.tasks_checked_per_seed
         );
     }
     if report.violations.is_empty() {
