@@ -14,6 +14,12 @@ fn a_band_of_seeds_converges_without_violations() {
         report.violations.iter().take(3).collect::<Vec<_>>()
     );
     assert!(report.converged_ms.is_some());
+    // The missing-backend check applied (about 2,000 (node, task) pairs a seed).
+    assert!(
+        report.tasks_checked_per_seed > 1000.0,
+        "{}",
+        report.tasks_checked_per_seed
+    );
 }
 
 /// Seed 713: a host restarted with its state lost became a newer incarnation while its
