@@ -13,7 +13,8 @@
 //! - [`mesos`]: the Mesos agent `/state` documents the agents read from files;
 //! - [`request`]: one HTTP GET (a new connection each) or one UDP question, from inside a
 //!   namespace, and the tally of who answered;
-//! - [`cluster`]: all of it together with one `minuteman agent` per host.
+//! - [`cluster`]: all of it together with one `minuteman agent` per host;
+//! - [`forge`]: frames a hostile host sends to an agent (forged with the key, or garbage).
 //!
 //! Invariants:
 //! - Nothing here touches the machine's own network namespace: every interface, address,
@@ -29,6 +30,7 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod forge;
 pub mod mesos;
 pub mod net;
 pub mod request;
