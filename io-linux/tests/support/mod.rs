@@ -21,6 +21,8 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+// Not every test uses both.
+#[allow(unused_imports)]
 pub use minuteman::lab::mesos::{agent_state, Task};
 pub use minuteman::lab::root_suite_ready;
 
