@@ -55,7 +55,10 @@ pub struct ShellMetrics {
     /// Frames dropped before sending, by reason (`queue_full`, `queue_bytes`, `connect_failed`,
     /// ...).
     pub send_drops: Family<Why, Counter>,
-    /// Frames refused on receipt before the core saw them (`oversized`, `inbound_bytes`, ...).
+    /// Frames refused on receipt before the core saw them: `oversized` and `empty` (the
+    /// connection is given up), `inbound_bytes` (read past, over the budget), `truncated`
+    /// (the connection closed inside a frame), `idle` (a connection silent for
+    /// `read_idle_timeout`, closed).
     pub receive_drops: Family<Why, Counter>,
     /// Outbound connection attempts, by result (`ok`, `refused`, `timeout`, `error`).
     pub connects: Family<Why, Counter>,

@@ -5,6 +5,9 @@
 //! - A length over the bound ([`max_frame`] by default) is refused before anything is allocated for it, and the
 //!   connection is given up (the stream cannot be resynchronised).
 //! - A length of zero is a protocol error too (the core never sends an empty frame).
+//! - The other end closing between two frames is the connection's end
+//!   ([`ReadError::Closed`]); closing inside one (its prefix or its body) loses that frame
+//!   and says so ([`ReadError::Truncated`]), so that the caller can count it.
 //! - A frame is allocated only under a share of the reader's [`ByteBudget`]; one that does
 //!   not fit is read past without being stored (the stream stays in step) and reported as
 //!   [`Read::Skipped`].
@@ -27,6 +30,8 @@ pub enum ReadError {
     Oversized { len: usize, max: usize },
     #[error("empty frame announced")]
     Empty,
+    #[error("connection closed inside a frame")]
+    Truncated,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -52,7 +57,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     budget: &BudgetBySize,
 ) -> Result<Read, ReadError> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.map_err(closed_at_eof)?;
+    let mut filled = 0;
+    while filled < len.len() {
+        match r.read(&mut len[filled..]).await? {
+            0 if filled == 0 => return Err(ReadError::Closed),
+            0 => return Err(ReadError::Truncated),
+            n => filled += n,
+        }
+    }
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(ReadError::Oversized { len, max });
@@ -63,19 +75,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     let Some(share) = budget.try_take(len) else {
         let skipped = tokio::io::copy(&mut r.take(len as u64), &mut tokio::io::sink()).await?;
         if skipped < len as u64 {
-            return Err(ReadError::Closed);
+            return Err(ReadError::Truncated);
         }
         return Ok(Read::Skipped { len });
     };
     let mut frame = vec![0u8; len];
-    r.read_exact(&mut frame).await.map_err(closed_at_eof)?;
+    r.read_exact(&mut frame).await.map_err(truncated_at_eof)?;
     Ok(Read::Frame(Frame::new(frame, share)))
 }
 
-/// The other end closing the connection, even inside a frame, is an end, not an error.
-fn closed_at_eof(e: std::io::Error) -> ReadError {
+/// The other end closing the connection inside a frame: that frame is lost.
+fn truncated_at_eof(e: std::io::Error) -> ReadError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ReadError::Closed
+        ReadError::Truncated
     } else {
         ReadError::Io(e)
     }
@@ -151,9 +163,32 @@ mod tests {
         assert!(
             matches!(
                 read_frame(&mut r, 16, &budget).await,
-                Err(ReadError::Closed)
+                Err(ReadError::Truncated)
             ),
-            "a truncated frame ends the stream"
+            "a truncated frame ends the stream, and says it lost a frame"
         );
+    }
+
+    /// Closing between frames is an end; closing inside a prefix, a kept frame's body or
+    /// a skipped frame's body loses a frame and says so.
+    #[tokio::test]
+    async fn a_connection_closed_inside_a_frame_is_told_from_one_closed_between_frames() {
+        let budget = one_budget(8);
+        let mut whole: &[u8] = &[0, 0, 0, 2, b'o', b'k'];
+        assert_eq!(&frame(read_frame(&mut whole, 16, &budget).await)[..], b"ok");
+        assert!(matches!(
+            read_frame(&mut whole, 16, &budget).await,
+            Err(ReadError::Closed)
+        ));
+        for cut in [&[0u8, 0][..], &[0, 0, 0, 5, 1, 2], &[0, 0, 0, 12, 1, 2, 3]] {
+            let mut r = cut;
+            assert!(
+                matches!(
+                    read_frame(&mut r, 16, &budget).await,
+                    Err(ReadError::Truncated)
+                ),
+                "{cut:?}"
+            );
+        }
     }
 }

@@ -481,6 +481,13 @@ pub async fn accept_loop(
                             .inc();
                         break;
                     }
+                    Ok(Err(ReadError::Truncated)) => {
+                        metrics
+                            .receive_drops
+                            .get_or_create(&Why::new("truncated"))
+                            .inc();
+                        break;
+                    }
                     Ok(Err(_)) => break,
                     Err(_) => {
                         metrics.receive_drops.get_or_create(&Why::new("idle")).inc();
