@@ -196,17 +196,17 @@ pub fn tcp_vip(addr: SocketAddr) -> Vip {
     }
 }
 
-/// Fake host `i`'s record, version `(epoch, 1)`: no neighbours, its own address as its
-/// agent, and `services` (sent in full).
-pub fn fake_record(i: u32, epoch: u64, services: VipSet) -> Record {
+/// Fake host `i`'s record, version `(epoch, seq)`: no neighbours, its own address as its
+/// agent, and `services` (sent in full, as changed at `seq`).
+pub fn fake_record(i: u32, epoch: u64, seq: u64, services: VipSet) -> Record {
     let body = RecordBody {
         adjacency: Vec::new(),
         agents: vec![fake_ip(i)],
     };
     Record {
         services: Arc::new(services),
-        services_seq: 1,
-        ..Record::new(NodeId::new(fake_host(i), epoch), 1, body)
+        services_seq: seq,
+        ..Record::new(NodeId::new(fake_host(i), epoch), seq, body)
     }
 }
 
@@ -260,7 +260,7 @@ mod tests {
             .map(|i| {
                 let mut set = VipSet::new();
                 set.insert(vip.clone(), fake_backend(i));
-                fake_record(i, 1, set)
+                fake_record(i, 1, 1, set)
             })
             .collect();
         let frames = f.records_frames(&records);
