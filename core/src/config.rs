@@ -196,6 +196,12 @@ impl Config {
             "a SHUFFLE: the sender, membership.shuffle_active and membership.shuffle_passive",
         )?;
         at_least(
+            "records.max_stored_backends",
+            u(self.records.max_stored_backends),
+            u(l.max_record_backends),
+            "one record of limits.max_record_backends",
+        )?;
+        at_least(
             "limits.max_adjacency",
             u(l.max_adjacency),
             u(m.active_max),
@@ -384,6 +390,12 @@ pub struct RecordsConfig {
     /// Most records (one per node address) held; records of new nodes beyond it are dropped
     /// and counted.
     pub max_records: usize,
+    /// Most (VIP, backend) pairs and task endpoints all held records carry together: with
+    /// `max_records` it bounds the store in bytes (a decoded backend takes about 40), so a
+    /// peer holding the cluster key cannot fill memory with large records. A record that
+    /// would pass it is dropped and counted like one beyond `max_records` (the own record
+    /// never is). Default 2,000,000 (about 80 MiB of backends).
+    pub max_stored_backends: usize,
     /// Period of anti-entropy with one random active neighbour (jittered ±25%).
     pub anti_entropy_interval: Duration,
     /// Least time between two versions of this node's own record: the first change after
@@ -427,6 +439,7 @@ impl Default for RecordsConfig {
     fn default() -> Self {
         RecordsConfig {
             max_records: 10_000,
+            max_stored_backends: 2_000_000,
             anti_entropy_interval: Duration::from_secs(1),
             publish_interval: Duration::from_millis(10),
             flood_delay: Duration::from_millis(2),
@@ -640,6 +653,11 @@ mod tests {
             ("limits.max_shuffle_nodes", 8)
         );
         assert_eq!(field_of(|c| c.limits.max_shuffle_nodes = 8), Ok(()));
+        // The store must hold at least one record at its largest.
+        assert_eq!(
+            too_small(field_of(|c| c.records.max_stored_backends = 10)),
+            ("records.max_stored_backends", 50_000)
+        );
         assert_eq!(
             too_small(field_of(|c| c.limits.max_adjacency = 4)),
             ("limits.max_adjacency", 5)

@@ -144,7 +144,8 @@ pub struct Counters {
     pub records_stale: u64,
     /// Queued flood copies dropped because that neighbour sent the same version first.
     pub floods_cancelled: u64,
-    /// Records of new nodes refused because the store is full.
+    /// Records refused because the store is full: a new node beyond `records.max_records`,
+    /// or backends and task endpoints beyond `records.max_stored_backends`.
     pub records_rejected_full: u64,
     /// Records whose services delta starts from a version not held (asked for in full).
     pub records_delta_gaps: u64,
@@ -265,7 +266,7 @@ impl Counters {
             ),
             (
                 "records_rejected_full",
-                "Records of new nodes refused because the store is full",
+                "Records refused because the store is full (records or stored backends)",
                 self.records_rejected_full,
             ),
             (

@@ -293,7 +293,8 @@ pub enum Applied {
     /// delta, a diff that does not fit its base) or would exceed the store's backend or
     /// neighbour bound once applied.
     Invalid,
-    /// The store has no room for another address.
+    /// The store has no room for another address, or for the backends and task endpoints
+    /// the record would add (`max_stored_backends`).
     Full,
     /// A tombstone covers this version: the record was collected (a late copy).
     Tombstoned,
@@ -351,6 +352,11 @@ pub struct RecordStore {
     max_slots: usize,
     /// Most (VIP, backend) pairs a stored record may hold.
     max_backends: usize,
+    /// Most (VIP, backend) pairs and task endpoints all stored records hold together (the
+    /// own record, slot 0, is never refused for it).
+    max_stored_backends: usize,
+    /// What the stored records hold now, counted as `max_stored_backends` counts.
+    stored_backends: usize,
     /// Most neighbours a stored record may list.
     max_adjacency: usize,
     /// Slots not in use (freed by [`RecordStore::free`]), reused last freed first.
@@ -378,6 +384,8 @@ impl RecordStore {
             buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
             max_backends: usize::MAX,
+            max_stored_backends: usize::MAX,
+            stored_backends: 0,
             max_adjacency: usize::MAX,
             free: Vec::new(),
             is_free: Vec::new(),
@@ -391,6 +399,24 @@ impl RecordStore {
     /// set past what a full record may hold).
     pub fn set_max_backends(&mut self, max: usize) {
         self.max_backends = max;
+    }
+
+    /// Bounds the backends and task endpoints of all stored records together, so that the
+    /// store's memory is bounded in bytes as well as in records: a record that would take
+    /// the sum past `max` is refused as [`Applied::Full`] (the own record never is).
+    pub fn set_max_stored_backends(&mut self, max: usize) {
+        self.max_stored_backends = max;
+    }
+
+    /// The backends and task endpoints all stored records hold together.
+    pub fn stored_backends(&self) -> usize {
+        self.stored_backends
+    }
+
+    /// Whether replacing `old` stored backends of `addr` by `new` would pass the bound.
+    fn over_stored_bound(&self, addr: &SocketAddr, old: usize, new: usize) -> bool {
+        let own = self.slot_of(addr) == Some(0);
+        !own && new > old && self.stored_backends - old + new > self.max_stored_backends
     }
 
     /// Bounds the neighbours of a stored record (a diff must not grow a peer's adjacency
@@ -556,6 +582,8 @@ impl RecordStore {
             return Applied::Invalid;
         }
         let same_epoch = held.filter(|h| h.origin.epoch == record.origin.epoch);
+        // What the held record (of any epoch) counts against `max_stored_backends`.
+        let old_weight = held.map_or(0, weight);
         // The body: a diff must start at the held version (0, the empty body, if none).
         let held_seq = same_epoch.map_or(0, |h| h.seq);
         let held_body = same_epoch.map_or_else(Arc::default, |h| h.body.clone());
@@ -604,8 +632,12 @@ impl RecordStore {
                     held.services.backend_count() - removed + held.tasks.endpoint_count()
                         - removed_tasks
                 });
-                if count + delta.backend_count() + delta.endpoint_count() > self.max_backends {
+                let new_weight = count + delta.backend_count() + delta.endpoint_count();
+                if new_weight > self.max_backends {
                     return Applied::Invalid;
+                }
+                if self.over_stored_bound(&addr, old_weight, new_weight) {
+                    return Applied::Full;
                 }
                 let (mut set, mut tasks) = match self.slot_of(&addr) {
                     Some(slot) if same_epoch.is_some() => {
@@ -628,10 +660,12 @@ impl RecordStore {
                 record.tasks = tasks;
             }
             None => {
-                if record.services.backend_count() + record.tasks.endpoint_count()
-                    > self.max_backends
-                {
+                let new_weight = weight(&record);
+                if new_weight > self.max_backends {
                     return Applied::Invalid;
+                }
+                if self.over_stored_bound(&addr, old_weight, new_weight) {
+                    return Applied::Full;
                 }
                 // Unchanged services: keep sharing the held sets, and forward the version
                 // as "unchanged" rather than in full.
@@ -671,6 +705,9 @@ impl RecordStore {
         self.touch(slot);
         let bucket = bucket_of(&record.origin.addr);
         self.buckets[bucket] ^= version_hash(&record.origin.addr, record.version());
+        // The held record's sets may have moved into the new one (a delta applied in
+        // place): what it counted is `old_weight`, taken before.
+        self.stored_backends = self.stored_backends - old_weight + weight(&record);
         let previous = self.slots[slot as usize].record.replace(record.in_full());
         if let Some(p) = &previous {
             self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
@@ -696,6 +733,7 @@ impl RecordStore {
         }
         let addr = self.slots[s].addr;
         let record = self.slots[s].record.take();
+        self.stored_backends -= record.as_ref().map_or(0, weight);
         if let Some(r) = &record {
             self.buckets[bucket_of(&addr)] ^= version_hash(&addr, r.version());
             let tomb = Tombstone {
@@ -839,6 +877,26 @@ impl RecordStore {
         if buckets != *self.buckets {
             return Err("summary buckets do not match the held versions".into());
         }
+        let counted: usize = self.records().map(weight).sum();
+        if counted != self.stored_backends {
+            return Err(format!(
+                "the records hold {counted} backends and endpoints, {} counted",
+                self.stored_backends
+            ));
+        }
+        // Only the own record may take the sum past the bound.
+        let own = self
+            .slots
+            .first()
+            .and_then(|s| s.record.as_ref())
+            .map_or(0, weight);
+        if counted - own > self.max_stored_backends {
+            return Err(format!(
+                "other records hold {} backends and endpoints, over {}",
+                counted - own,
+                self.max_stored_backends
+            ));
+        }
         Ok(())
     }
 
@@ -979,6 +1037,12 @@ fn addr_bytes(addr: &SocketAddr) -> [u8; 18] {
 }
 
 /// The fine bucket of an address (the same on every node).
+/// What a record counts against the store's `max_stored_backends`: its (VIP, backend)
+/// pairs and task endpoints.
+fn weight(record: &Record) -> usize {
+    record.services.backend_count() + record.tasks.endpoint_count()
+}
+
 fn bucket_of(addr: &SocketAddr) -> usize {
     (xxh3_64_with_seed(&addr_bytes(addr), 0x6d6d) as usize) % SUMMARY_BUCKETS
 }
@@ -1117,6 +1181,74 @@ mod tests {
             b,
             "nothing changed"
         );
+    }
+
+    /// All stored records together hold at most `max_stored_backends` backends: a record
+    /// (in full or as a delta) that would pass it is refused as full and changes nothing;
+    /// one that shrinks, a replacement, a collection and the own record (slot 0) always
+    /// get through, and the count follows every change.
+    #[test]
+    fn stored_backends_are_bounded_across_records() {
+        let mut store = RecordStore::new(16);
+        store.set_max_stored_backends(5);
+        let own = id(1, 1);
+        let with = |origin: NodeId, seq: u64, vips: &[u8]| Record {
+            services: Arc::new(services(vips)),
+            services_seq: seq,
+            ..rec(origin, seq, vec![])
+        };
+        // The own record is interned first, as the node does, and is never refused.
+        store.intern(own);
+        assert!(matches!(
+            store.apply(with(own, 1, &[1, 2])),
+            Applied::New { .. }
+        ));
+        let (a, b) = (id(2, 1), id(3, 1));
+        assert!(matches!(
+            store.apply(with(a, 1, &[1, 2])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.stored_backends(), 4);
+        // Two more would make 6.
+        assert_eq!(store.apply(with(b, 1, &[1, 2])), Applied::Full);
+        assert!(store.get(&b.addr).is_none());
+        assert!(matches!(store.apply(with(b, 1, &[1])), Applied::New { .. }));
+        assert_eq!(store.stored_backends(), 5);
+        // A delta that grows a record past the bound is refused and changes nothing.
+        let grows = with_delta(
+            a,
+            2,
+            ServicesDelta::between(&services(&[1, 2]), &services(&[1, 2, 3]), 1, 2),
+        );
+        assert_eq!(store.apply(grows), Applied::Full);
+        assert_eq!(*store.get(&a.addr).unwrap().services, services(&[1, 2]));
+        // One that shrinks makes room, in place.
+        let shrinks = with_delta(
+            a,
+            2,
+            ServicesDelta::between(&services(&[1, 2]), &services(&[2]), 1, 2),
+        );
+        assert!(matches!(store.apply(shrinks), Applied::New { .. }));
+        assert_eq!(store.stored_backends(), 4);
+        // A new incarnation replaces the old one's count.
+        assert!(matches!(
+            store.apply(with(id(3, 2), 1, &[4, 5])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.stored_backends(), 5);
+        // The own record may grow past the bound; others then wait for room.
+        assert!(matches!(
+            store.apply(with(own, 2, &[1, 2, 3, 4])),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.stored_backends(), 7);
+        store.check().unwrap();
+        assert_eq!(store.apply(with(id(4, 1), 1, &[1])), Applied::Full);
+        // Collecting a record gives its backends back.
+        let slot = store.slot_of(&a.addr).unwrap();
+        store.free(slot, Time::from_millis(60_000));
+        assert_eq!(store.stored_backends(), 6);
+        store.check().unwrap();
     }
 
     /// Task records travel with the services: a delta changes only the names it lists,

@@ -83,8 +83,13 @@ const TRUNCATED: usize = 60;
 const BIG_CONNS: usize = 16;
 const BIG_PER_CONN: usize = 8;
 const FLOOD: usize = 3_000;
-/// Fake hosts that republish with the most backends a record may hold (measured only).
-const BIG_RECORDS: u32 = 20;
+/// Fake hosts that republish with the most backends a record may hold: 60 × 50,000 is
+/// half again `records.max_stored_backends` (2,000,000), so about a third must be refused.
+const BIG_RECORDS: u32 = 60;
+/// Per backend held (`records.max_stored_backends` of them at most): 39 bytes measured (a
+/// 50,000-backend record costs 1.84 MiB resident), rounded up for B-tree node slack and the
+/// desired state's per-VIP maps.
+const PER_BACKEND: u64 = 64;
 
 /// Per stored fake record, what the agent may hold: about 1.5 KiB counted structure by
 /// structure for a record with one or two VIPs of one backend (the store's slot and record,
@@ -111,8 +116,9 @@ const PEERS_WRITTEN: u64 = 3;
 /// - 4 × the frame limit: the frame the node is handling and the message decoded from it
 ///   (decoded structures up to about 3 times their wire size);
 /// - `queue_bytes` for each peer h1 writes to ([`PEERS_WRITTEN`]);
-/// - `records.max_records` × [`PER_RECORD`]: the store is bounded in records, and the
-///   fake records are small;
+/// - `records.max_records` × [`PER_RECORD`] for the records themselves, and
+///   `records.max_stored_backends` × [`PER_BACKEND`] for the backends they carry (the store
+///   is bounded in both);
 ///
 /// and a quarter more for the allocator (jemalloc's size classes round a request up by at
 /// most 25%).
@@ -123,7 +129,8 @@ fn memory_allowance() -> u64 {
         + INBOX_CAPACITY as u64 * PER_INBOX_SLOT
         + 4 * minuteman::agent::frames::max_frame() as u64
         + PEERS_WRITTEN * t.queue_bytes as u64
-        + RecordsConfig::default().max_records as u64 * PER_RECORD;
+        + RecordsConfig::default().max_records as u64 * PER_RECORD
+        + RecordsConfig::default().max_stored_backends as u64 * PER_BACKEND;
     parts + parts / 4
 }
 
@@ -839,10 +846,9 @@ fn an_agent_under_attack_stays_bounded_counts_every_drop_and_keeps_serving() {
         }
     }
 
-    // Measured, not bounded: the store is bounded in records, not in bytes. Some fake hosts
-    // publish a new version with the most backends a record may hold; what each costs h1,
-    // times `records.max_records`, is what the record bound alone lets a key holder make
-    // every agent hold.
+    // Large records: fake hosts publish a new version with the most backends a record may
+    // hold, half again what `records.max_stored_backends` lets all records hold together.
+    // Those past it are refused (counted as full), and memory stays within the bound.
     let before_big = Metrics::read(&c, VICTIM);
     let rss_before_big = status_kib(pid, "VmRSS").expect("h1 runs");
     let per_record = Limits::default().max_record_backends;
@@ -866,27 +872,43 @@ fn an_agent_under_attack_stays_bounded_counts_every_drop_and_keeps_serving() {
     let stream: Vec<u8> = frames.iter().flat_map(|f| forge::framed(f)).collect();
     let sent_at = Instant::now();
     send_and_wait(&c, victim, &stream);
+    let delta = |m: &Metrics, name: &str| m.sum(name) - before_big.sum(name);
     let m9 = settle(&c, "the large records", |m| {
-        m.sum("minuteman_records_applied_total") - before_big.sum("minuteman_records_applied_total")
+        delta(m, "minuteman_records_applied_total")
+            + delta(m, "minuteman_records_rejected_full_total")
             >= u64::from(BIG_RECORDS)
     });
     let applied_in = sent_at.elapsed();
     // Freed pages go back within about a second (jemalloc's decay).
     std::thread::sleep(Duration::from_secs(3));
     let rss_after_big = status_kib(pid, "VmRSS").expect("h1 is still running");
-    let per_big = rss_after_big.saturating_sub(rss_before_big) / u64::from(BIG_RECORDS);
-    let max_records = RecordsConfig::default().max_records as u64;
+    let applied = delta(&m9, "minuteman_records_applied_total");
+    let refused = delta(&m9, "minuteman_records_rejected_full_total");
+    let per_big = rss_after_big.saturating_sub(rss_before_big) / applied.max(1);
+    let hwm_big = status_kib(pid, "VmHWM").expect("h1 is still running");
+    let max_stored = RecordsConfig::default().max_stored_backends as u64;
     support::report_line(&format!(
-        "attack: FINDING: {BIG_RECORDS} fake hosts republished with {per_record} backends each ({:.1} MiB on the wire, applied in {} ms): {} applied, {} refused for size; h1 VmRSS {:.1} -> {:.1} MiB, {:.2} MiB per record: `records.max_records` ({max_records}) such records would be {:.1} GiB",
+        "attack: {BIG_RECORDS} fake hosts republished with {per_record} backends each ({:.1} MiB on the wire, handled in {} ms): {applied} applied, {refused} refused as over records.max_stored_backends ({max_stored}); h1 VmRSS {:.1} -> {:.1} MiB ({:.2} MiB per record applied), VmHWM {:.1} MiB, bound {:.1} MiB",
         wire as f64 / (1 << 20) as f64,
         applied_in.as_millis(),
-        m9.sum("minuteman_records_applied_total") - before_big.sum("minuteman_records_applied_total"),
-        m9.sum("minuteman_records_rejected_size_total") - before_big.sum("minuteman_records_rejected_size_total"),
         mib(rss_before_big),
         mib(rss_after_big),
         mib(per_big),
-        mib(per_big * max_records) / 1024.0,
+        mib(hwm_big),
+        mib(bound),
     ));
+    // At most max_stored / per_record of them fit (fewer: the small fakes hold some).
+    let fit = max_stored / per_record as u64;
+    assert!(
+        refused >= u64::from(BIG_RECORDS) - fit,
+        "records past records.max_stored_backends are refused and counted: {refused} of {BIG_RECORDS} refused, at most {fit} fit"
+    );
+    assert!(
+        hwm_big <= bound,
+        "h1's peak resident memory with the store's backends full {:.1} MiB is over the bound {:.1} MiB",
+        mib(hwm_big),
+        mib(bound)
+    );
     let now = c.lab().api_backends(VICTIM, &vip(&c).to_string());
     assert!(
         now.is_superset(&real) && now.is_subset(&with_joiner),

@@ -137,6 +137,7 @@ impl Replication {
     ) -> Replication {
         let mut store = RecordStore::new(cfg.max_records);
         store.set_max_backends(limits.max_record_backends);
+        store.set_max_stored_backends(cfg.max_stored_backends);
         store.set_max_adjacency(limits.max_adjacency);
         let self_slot = store
             .intern(me)
