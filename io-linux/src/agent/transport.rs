@@ -11,13 +11,15 @@
 //! queued, close the connection and end. A writer idle for `idle_timeout` closes and ends.
 //!
 //! Inbound ([`accept_loop`]): a listener with a large backlog (the probes of a stalled
-//! agent's neighbours wait in it), at most `max_inbound` connections read at once, each
-//! read frame by frame (oversized frames end the connection before any allocation) and
+//! agent's neighbours wait in it), at most `max_inbound` connections read at once and at
+//! most `max_inbound_per_source` from one address (so that one host, even without the
+//! key, cannot take every slot from the peers), each read frame by frame (oversized frames end the connection before any allocation) and
 //! offered to the node's inbox with the connection's remote address.
 //!
 //! Invariants:
 //! - Every queue is bounded, in frames and in bytes: `queue_frames` and `queue_bytes` per
-//!   peer, `max_peers` writers, `max_inbound` readers, and `inbound_bytes` for every frame
+//!   peer, `max_peers` writers, `max_inbound` readers (`max_inbound_per_source` per
+//!   address), and `inbound_bytes` for every frame
 //!   read and not yet handled by the node (taken before the frame is allocated); what does
 //!   not fit is dropped and counted.
 //! - Sockets carry `TCP_NODELAY` and `TCP_USER_TIMEOUT`; writes have a timeout.
@@ -70,6 +72,9 @@ pub struct TransportConfig {
     pub max_peers: usize,
     /// Inbound connections read at once.
     pub max_inbound: usize,
+    /// Inbound connections read at once from one address. A peer holds one (two while it
+    /// reconnects); host probes close theirs at once.
+    pub max_inbound_per_source: usize,
     /// The listener's accept backlog.
     pub backlog: u32,
     /// Backoff after a failed connection: starts here, doubles up to `max_backoff`.
@@ -92,6 +97,7 @@ impl Default for TransportConfig {
             small_frame: 16 << 10,
             max_peers: 1024,
             max_inbound: 1024,
+            max_inbound_per_source: 16,
             backlog: 4096,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -406,6 +412,7 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.max_inbound));
+    let per_source = Arc::new(PerSource::default());
     let budget = BudgetBySize {
         large: ByteBudget::new(cfg.inbound_bytes),
         small: ByteBudget::new(cfg.inbound_small_bytes),
@@ -427,6 +434,14 @@ pub async fn accept_loop(
                 sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        let Some(source) = per_source.take(remote.ip().to_canonical(), cfg.max_inbound_per_source)
+        else {
+            metrics
+                .accepts
+                .get_or_create(&Why::new("over_source_limit"))
+                .inc();
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             metrics.accepts.get_or_create(&Why::new("over_limit")).inc();
@@ -496,15 +511,76 @@ pub async fn accept_loop(
                 }
             }
             metrics.open_connections.dec();
-            drop(permit);
+            drop((permit, source));
             inbox.notice(Input::InboundClosed { conn }).await;
         });
+    }
+}
+
+/// Inbound connections read per remote address. Holds only addresses with a connection
+/// open, so at most `max_inbound` entries.
+#[derive(Default)]
+struct PerSource {
+    open: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One inbound connection counted against its address until dropped.
+struct SourceSlot {
+    of: Arc<PerSource>,
+    ip: std::net::IpAddr,
+}
+
+impl PerSource {
+    /// A slot for one more connection from `ip`, unless it has `max` open.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            of: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_per_source_are_bounded_and_given_back() {
+        let per = Arc::new(PerSource::default());
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first: Vec<_> = (0..3).map(|_| per.take(a, 3).expect("room")).collect();
+        assert!(per.take(a, 3).is_none(), "a fourth from the same address");
+        let other = per.take(b, 3).expect("another address has its own");
+        drop(first);
+        assert!(per.take(a, 3).is_some(), "given back when they close");
+        drop(other);
+        assert!(
+            per.open.lock().unwrap().is_empty(),
+            "no entry for closed sources"
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_jitter_and_resets() {
