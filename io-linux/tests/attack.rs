@@ -28,10 +28,14 @@
 //!    body).
 //! 5. 128 garbage frames of exactly 4 MiB (version byte valid, so each costs the agent a
 //!    full MAC check) on 16 connections at once: 512 MiB, 32 times the large-frame budget.
-//! 6. 3,000 TCP connections opened to the peer port at once and held for 5 s.
+//! 6. 3,000 TCP connections opened to the peer port at once and held for 5 s (at most
+//!    `max_inbound_per_source` are read; a connection from another host opened meanwhile
+//!    must be read too).
 //!
-//! Then h5 joins with a backend of the VIP, and last 20 fake hosts republish their records
-//! with 50,000 backends each (the most a record may hold): measured, not bounded.
+//! Then h5 joins with a backend of the VIP, and last 60 fake hosts republish their records
+//! with 50,000 backends each (the most a record may hold): 3,000,000 backends, half again
+//! `records.max_stored_backends`, so about a third are refused, and the memory bound holds
+//! with the store's backends full.
 //!
 //! What the agent does badly is reported as `FINDING` lines in `target/e2e-report.txt`,
 //! not failed (see docs/operations.md, "Under attack").
@@ -311,14 +315,7 @@ fn watch_vips(c: &Cluster, want: BTreeSet<SocketAddr>, stop: &AtomicBool, seen: 
             match got {
                 Err(_) => w.unavailable += 1,
                 Ok(vips) => {
-                    let backends: BTreeSet<SocketAddr> = vips
-                        .iter()
-                        .filter(|v| v.vip == vip)
-                        .flat_map(|v| &v.services)
-                        .flat_map(|s| &s.backends)
-                        .filter(|b| b.weight > 0)
-                        .map(|b| b.address)
-                        .collect();
+                    let backends = minuteman::lab::cluster::backends_of(&vips, &vip);
                     if backends == want {
                         w.right += 1;
                     } else {

@@ -27,6 +27,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+/// The destinations of positive weight `vips` (a `/v1/vips` answer) give `vip`.
+pub fn backends_of(vips: &[VipView], vip: &str) -> BTreeSet<SocketAddr> {
+    vips.iter()
+        .filter(|v| v.vip == vip)
+        .flat_map(|v| &v.services)
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.weight > 0)
+        .map(|b| b.address)
+        .collect()
+}
+
 /// Each agent's API, on its own namespace's loopback.
 pub const API: &str = "127.0.0.1:61421";
 /// How long an API request may take.
@@ -360,15 +371,7 @@ impl Cluster {
     /// The destinations of positive weight host `i`'s agent gives `vip` (as `/v1/vips`
     /// names it: `10.200.0.1:80`, `web.marathon:80`); empty when the API does not answer.
     pub fn api_backends(&self, i: usize, vip: &str) -> BTreeSet<SocketAddr> {
-        self.vips(i)
-            .unwrap_or_default()
-            .iter()
-            .filter(|v| v.vip == vip)
-            .flat_map(|v| &v.services)
-            .flat_map(|s| &s.backends)
-            .filter(|b| b.weight > 0)
-            .map(|b| b.address)
-            .collect()
+        backends_of(&self.vips(i).unwrap_or_default(), vip)
     }
 
     /// `nft list table inet minuteman` in host `i`'s namespace: the kernel's table, or
