@@ -633,7 +633,7 @@ impl Cluster {
             .sum()
     }
 
-    /// A counter of host `i`'s agent, by name (e.g. `mesos_poll_failures`).
+    /// Host `i`'s running agent (its views, committed kernel state and metrics).
     pub fn agent_handle(&self, i: usize) -> Option<AgentHandle> {
         self.agent(i)
     }

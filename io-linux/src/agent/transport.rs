@@ -534,14 +534,10 @@ impl PerSource {
     /// A slot for one more connection from `ip`, unless it has `max` open.
     fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<SourceSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                open.remove(&ip);
-            }
+        if open.get(&ip).copied().unwrap_or(0) >= max {
             return None;
         }
-        *n += 1;
+        *open.entry(ip).or_insert(0) += 1;
         Some(SourceSlot {
             of: self.clone(),
             ip,

@@ -216,6 +216,21 @@ pub async fn run(
     // Not the thread-local generator: the future must stay `Send`.
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let unit = move || rng.random_range(-1.0..=1.0);
+    // The poll loop, alike for every source that answers one state per request.
+    macro_rules! poll {
+        ($source:expr) => {
+            drive(
+                $source,
+                schedule,
+                cfg.agent_ip,
+                &metrics,
+                &tx,
+                &shutdown,
+                unit,
+            )
+            .await
+        };
+    }
     match cfg.source {
         MesosSource::Url {
             url,
@@ -228,30 +243,12 @@ pub async fn run(
                 agent_ip: cfg.agent_ip,
             };
             info!(url = source.inner.url(), agent_ip = %cfg.agent_ip, "Mesos source: polling");
-            drive(
-                source,
-                schedule,
-                cfg.agent_ip,
-                &metrics,
-                &tx,
-                &shutdown,
-                unit,
-            )
-            .await;
+            poll!(source);
         }
         MesosSource::File { path } => {
             let source = FileSource::new(path, cfg.agent_ip, cfg.max_state_bytes);
             info!(path = %source.path().display(), agent_ip = %cfg.agent_ip, "Mesos source: watching a state file");
-            drive(
-                source,
-                schedule,
-                cfg.agent_ip,
-                &metrics,
-                &tx,
-                &shutdown,
-                unit,
-            )
-            .await;
+            poll!(source);
         }
         MesosSource::Injected(source) => {
             info!(agent_ip = %cfg.agent_ip, "Mesos source: polling an injected document");
@@ -259,16 +256,7 @@ pub async fn run(
                 inner: source,
                 agent_ip: cfg.agent_ip,
             };
-            drive(
-                source,
-                schedule,
-                cfg.agent_ip,
-                &metrics,
-                &tx,
-                &shutdown,
-                unit,
-            )
-            .await;
+            poll!(source);
         }
         MesosSource::Subscribe {
             url,
