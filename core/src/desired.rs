@@ -133,6 +133,13 @@ impl DesiredState {
         );
     }
 
+    /// Whether `origin`'s entry holds exactly `services` (the same shared set).
+    pub fn holds(&self, origin: &SocketAddr, services: &Arc<VipSet>) -> bool {
+        self.origins
+            .get(origin)
+            .is_some_and(|o| Arc::ptr_eq(&o.services, services))
+    }
+
     /// Lets go of `origin`'s shared set so that its holder (the record store) can change it
     /// in place; then [`DesiredState::set_origin_changes`] gives the changed set, or
     /// [`DesiredState::reattach`] the unchanged one, before the next refresh.

@@ -175,6 +175,13 @@ impl TaskDirectory {
         }
     }
 
+    /// Whether `origin`'s entry holds exactly `tasks` (the same shared set).
+    pub fn holds(&self, origin: &SocketAddr, tasks: &Arc<TaskSet>) -> bool {
+        self.origins
+            .get(origin)
+            .is_some_and(|o| Arc::ptr_eq(&o.tasks, tasks))
+    }
+
     /// Lets go of `origin`'s shared set so that its holder (the record store) can change it
     /// in place; [`TaskDirectory::set_origin`] gives the new set back.
     pub fn detach(&mut self, origin: SocketAddr) {

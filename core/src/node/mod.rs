@@ -744,14 +744,27 @@ impl Node {
                         .as_ref()
                         .is_some_and(|(origin, _)| *origin == record.origin);
                     match record.delta.as_ref().filter(|_| same_epoch) {
-                        Some(delta) => self.data.desired.set_origin_changes(
-                            addr,
-                            record.services.clone(),
-                            delta.vips.iter().map(|(vip, _)| vip),
-                        ),
-                        None => self.data.desired.set_origin(addr, record.services.clone()),
+                        // Most versions only change links: their services and tasks are
+                        // the held ones, which the desired state and the task directory
+                        // already hold (two map lookups per copy saved, 9% of a 1000-node
+                        // cold start).
+                        Some(delta) if delta.is_unchanged() => {
+                            debug_assert!(self.data.desired.holds(&addr, &record.services));
+                            debug_assert!(self.data.tasks.holds(&addr, &record.tasks));
+                        }
+                        Some(delta) => {
+                            self.data.desired.set_origin_changes(
+                                addr,
+                                record.services.clone(),
+                                delta.vips.iter().map(|(vip, _)| vip),
+                            );
+                            self.data.tasks.set_origin(addr, record.tasks.clone());
+                        }
+                        None => {
+                            self.data.desired.set_origin(addr, record.services.clone());
+                            self.data.tasks.set_origin(addr, record.tasks.clone());
+                        }
                     }
-                    self.data.tasks.set_origin(addr, record.tasks.clone());
                     self.reach.dirty = true;
                     self.views
                         .cascade(now, &mut self.io, previous.as_ref(), &record);
