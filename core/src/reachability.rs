@@ -82,11 +82,35 @@ pub struct Reachability {
     /// Per slot in use and not reported reachable (self excepted): since when.
     down_since: Vec<Option<Time>>,
     /// The same, ordered by time: the next slot to become collectable first.
-    down: std::collections::BTreeSet<(Time, u32)>,
+    down: DownSet,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
     candidate_mark: Vec<bool>,
+}
+
+/// The slots not reported reachable, ordered by since when, with the earliest time kept
+/// beside them (`first` is `set`'s first time, `None` when it is empty).
+#[derive(Debug, Default, Clone)]
+struct DownSet {
+    set: std::collections::BTreeSet<(Time, u32)>,
+    first: Option<Time>,
+}
+
+impl DownSet {
+    fn insert(&mut self, since: Time, slot: u32) {
+        self.set.insert((since, slot));
+        if self.first.is_none_or(|first| since < first) {
+            self.first = Some(since);
+        }
+    }
+
+    fn remove(&mut self, since: Time, slot: u32) {
+        self.set.remove(&(since, slot));
+        if self.first == Some(since) {
+            self.first = self.set.first().map(|&(t, _)| t);
+        }
+    }
 }
 
 impl Reachability {
@@ -133,7 +157,7 @@ impl Reachability {
                         expired += 1;
                         if down_since[s].is_none() {
                             down_since[s] = Some(now);
-                            down.insert((now, slot));
+                            down.insert(now, slot);
                         }
                     }
                     since[s] = None;
@@ -166,16 +190,19 @@ impl Reachability {
         if self.holding {
             return None;
         }
-        self.down.first().map(|&(since, _)| since + horizon)
+        self.down.first.map(|since| since + horizon)
     }
 
     /// The slots not reported reachable for at least `horizon` by `now`, oldest first
     /// (none while holding).
     pub fn collectable(&self, now: Time, horizon: Duration) -> Vec<u32> {
-        if self.holding {
+        // The earliest time is kept beside the set: this runs at every timeout of every
+        // node, and the set's first leaf is rarely in the cache.
+        if self.holding || self.down.first.is_none_or(|first| first + horizon > now) {
             return Vec::new();
         }
         self.down
+            .set
             .iter()
             .take_while(|&&(since, _)| since + horizon <= now)
             .map(|&(_, slot)| slot)
@@ -190,7 +217,7 @@ impl Reachability {
         }
         debug_assert!(!self.seen[s] && self.reported[s].is_none());
         if let Some(since) = self.down_since[s].take() {
-            self.down.remove(&(since, slot));
+            self.down.remove(since, slot);
         }
         self.unreached_since[s] = None;
     }
@@ -201,11 +228,11 @@ impl Reachability {
         match (down, self.down_since[i]) {
             (true, None) => {
                 self.down_since[i] = Some(now);
-                self.down.insert((now, i as u32));
+                self.down.insert(now, i as u32);
             }
             (false, Some(since)) => {
                 self.down_since[i] = None;
-                self.down.remove(&(since, i as u32));
+                self.down.remove(since, i as u32);
             }
             _ => {}
         }
@@ -468,6 +495,26 @@ mod tests {
 
     fn id(port: u16, epoch: u64) -> NodeId {
         NodeId::new(([10, 0, 0, 1], port).into(), epoch)
+    }
+
+    #[test]
+    fn down_set_keeps_its_earliest_time() {
+        let t = Time::from_millis;
+        let mut down = DownSet::default();
+        assert_eq!(down.first, None);
+        down.insert(t(5), 1);
+        down.insert(t(5), 2);
+        down.insert(t(9), 3);
+        down.insert(t(3), 4);
+        assert_eq!(down.first, Some(t(3)));
+        down.remove(t(3), 4);
+        assert_eq!(down.first, Some(t(5)));
+        down.remove(t(5), 1);
+        assert_eq!(down.first, Some(t(5)), "slot 2 is still down since 5 ms");
+        down.remove(t(5), 2);
+        assert_eq!(down.first, Some(t(9)));
+        down.remove(t(9), 3);
+        assert_eq!(down.first, None);
     }
 
     fn publish(store: &mut RecordStore, origin: NodeId, seq: u64, adjacency: &[NodeId]) {

@@ -2,29 +2,34 @@
 //!
 //! Invariant: `seq` grows with every push, so items due at the same instant come out in
 //! the order they were pushed; the order never depends on the items themselves.
+//!
+//! The heap orders small keys (time, sequence, index); the items wait in a slab beside it
+//! (`slots`, reused through `free`), so a push or pop moves 24-byte keys up and down the
+//! heap, not whole messages (that move was 6% of a 1,000-node run).
 
 use minuteman_core::Time;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-struct Scheduled<T> {
+/// A heap key: when, the push order, and where the item waits in the slab.
+struct Scheduled {
     at: Time,
     seq: u64,
-    item: T,
+    slot: u32,
 }
 
-impl<T> PartialEq for Scheduled<T> {
+impl PartialEq for Scheduled {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl<T> Eq for Scheduled<T> {}
-impl<T> PartialOrd for Scheduled<T> {
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl<T> Ord for Scheduled<T> {
+impl Ord for Scheduled {
     fn cmp(&self, other: &Self) -> Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
@@ -33,7 +38,11 @@ impl<T> Ord for Scheduled<T> {
 /// A min-queue of items by due time, first-in first-out among equal times.
 pub struct EventQueue<T> {
     seq: u64,
-    heap: BinaryHeap<Reverse<Scheduled<T>>>,
+    heap: BinaryHeap<Reverse<Scheduled>>,
+    /// The items, at the heap keys' `slot`; `None` where free.
+    slots: Vec<Option<T>>,
+    /// Free indices of `slots`.
+    free: Vec<u32>,
 }
 
 impl<T> Default for EventQueue<T> {
@@ -41,6 +50,8 @@ impl<T> Default for EventQueue<T> {
         EventQueue {
             seq: 0,
             heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
         }
     }
 }
@@ -52,10 +63,20 @@ impl<T> EventQueue<T> {
 
     pub fn push(&mut self, at: Time, item: T) {
         self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(item);
+                slot
+            }
+            None => {
+                self.slots.push(Some(item));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pending events")
+            }
+        };
         self.heap.push(Reverse(Scheduled {
             at,
             seq: self.seq,
-            item,
+            slot,
         }));
     }
 
@@ -69,7 +90,12 @@ impl<T> EventQueue<T> {
         if self.next_at()? > until {
             return None;
         }
-        self.heap.pop().map(|Reverse(s)| (s.at, s.item))
+        let Reverse(s) = self.heap.pop()?;
+        let item = self.slots[s.slot as usize]
+            .take()
+            .expect("a heap key's slot holds its item");
+        self.free.push(s.slot);
+        Some((s.at, item))
     }
 
     pub fn len(&self) -> usize {
