@@ -549,6 +549,12 @@ impl RecordStore {
         self.slot_of(addr).map(|s| self.vertices[s as usize].epoch)
     }
 
+    /// Whether the record held for `addr` is of `version` or newer (a copy of `version`
+    /// would be [`Applied::Stale`]).
+    pub fn holds_version(&self, addr: &SocketAddr, version: (u64, u64)) -> bool {
+        self.get(addr).is_some_and(|held| held.version() >= version)
+    }
+
     pub fn get(&self, addr: &SocketAddr) -> Option<&Record> {
         self.slot_of(addr)
             .and_then(|s| self.slots[s as usize].record.as_ref())

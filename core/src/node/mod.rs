@@ -735,7 +735,7 @@ impl Node {
             if tasks_in_place {
                 self.data.tasks.detach(addr);
             }
-            match self.replication.offer(&mut self.io, &record) {
+            match self.replication.offer(&mut self.io, record) {
                 Offered::New { previous, record } => {
                     // A delta names every VIP that changed since the version held before,
                     // of the same incarnation; otherwise (a full record, a first one, a new
