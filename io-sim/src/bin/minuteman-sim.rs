@@ -478,7 +478,7 @@ fn services(args: ServicesArgs) -> ExitCode {
     let report = print_run(
         args.json,
         run.seed,
-        || run.run_with(progress(args.json, args.quiet, "sim")).0,
+        || report_and_leak(run.run_with(progress(args.json, args.quiet, "sim"))),
         |r| r.render(),
         &run.replay_command(),
     );
@@ -523,11 +523,20 @@ fn membership(args: MembershipArgs) -> ExitCode {
     print_run(
         args.json,
         run.seed,
-        || run.run_with(progress(args.json, args.quiet, "sim")).0,
+        || report_and_leak(run.run_with(progress(args.json, args.quiet, "sim"))),
         |r| r.render(),
         &run.replay_command(),
     );
     ExitCode::SUCCESS
+}
+
+/// The report of a run whose simulation the process no longer needs: the simulation is
+/// leaked, not dropped, since the process exits right after printing. Freeing a
+/// 1,000-node simulation node by node (840 MiB in millions of allocations) took about half
+/// a second.
+fn report_and_leak<R, S>((report, sim): (R, S)) -> R {
+    std::mem::forget(sim);
+    report
 }
 
 /// Prints the seed first (table mode), runs, then prints the report as one JSON object or
