@@ -418,6 +418,30 @@ pub struct RecordsConfig {
     /// collected host that returns before publishing again stays without backends until
     /// its next version. Default 10 minutes.
     pub gc_horizon: Duration,
+    /// How new versions spread over the active views (see [`Broadcast`]). Default
+    /// [`Broadcast::Flood`].
+    pub broadcast: Broadcast,
+    /// With [`Broadcast::Tree`]: how long a version announced to this node may stay
+    /// missing before it asks the announcer for it (GRAFT). Default 15 ms.
+    pub graft_timeout: Duration,
+    /// With [`Broadcast::Tree`]: how long a version announced to this node and still
+    /// missing holds back every unreachable report (its links may be what reaches a node
+    /// this node no longer reaches). Default 100 ms.
+    pub announcement_hold: Duration,
+}
+
+/// How a node spreads new record versions to its active neighbours.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Every version to every active neighbour but the one it came from (about `d/2`
+    /// copies per version and node with active views of `d`).
+    #[default]
+    Flood,
+    /// Plumtree (Leitão, Pereira, Rodrigues, SRDS 2007): versions are pushed along a tree
+    /// of eager links and announced (IHAVE) on the others; a link that brings a duplicate
+    /// is pruned to lazy, a missed announcement grafts it back. About one copy per version
+    /// and node once the tree has formed (see `crate::node::tree`).
+    Tree,
 }
 
 impl RecordsConfig {
@@ -431,7 +455,9 @@ impl RecordsConfig {
         // Zero would collect a node the moment it is reported unreachable, and twice the
         // horizon (the tombstone's life) must fit the clock too.
         interval("records.gc_horizon", self.gc_horizon)?;
-        duration("records.gc_horizon", self.gc_horizon.saturating_mul(2))
+        duration("records.gc_horizon", self.gc_horizon.saturating_mul(2))?;
+        interval("records.graft_timeout", self.graft_timeout)?;
+        duration("records.announcement_hold", self.announcement_hold)
     }
 }
 
@@ -445,6 +471,9 @@ impl Default for RecordsConfig {
             flood_delay: Duration::from_millis(2),
             coalesce_additions: Duration::from_millis(200),
             gc_horizon: Duration::from_secs(600),
+            broadcast: Broadcast::Flood,
+            graft_timeout: Duration::from_millis(15),
+            announcement_hold: Duration::from_millis(100),
         }
     }
 }

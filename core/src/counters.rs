@@ -144,6 +144,10 @@ pub struct Counters {
     pub records_stale: u64,
     /// Queued flood copies dropped because that neighbour sent the same version first.
     pub floods_cancelled: u64,
+    /// Broadcast tree: links pruned to lazy after a pushed copy brought nothing new.
+    pub tree_prunes: u64,
+    /// Broadcast tree: announced versions asked for (GRAFT) after the graft timeout.
+    pub tree_grafts: u64,
     /// Records refused because the store is full: a new node beyond `records.max_records`,
     /// or backends and task endpoints beyond `records.max_stored_backends`.
     pub records_rejected_full: u64,
@@ -185,7 +189,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 32] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 34] {
         [
             (
                 "stale_replies",
@@ -263,6 +267,16 @@ impl Counters {
                 "floods_cancelled",
                 "Queued flood copies dropped because that neighbour sent the version first",
                 self.floods_cancelled,
+            ),
+            (
+                "tree_prunes",
+                "Broadcast tree links pruned to lazy after a pushed duplicate",
+                self.tree_prunes,
+            ),
+            (
+                "tree_grafts",
+                "Broadcast tree versions asked for after a missed announcement",
+                self.tree_grafts,
             ),
             (
                 "records_rejected_full",

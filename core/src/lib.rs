@@ -26,7 +26,7 @@ pub mod wire;
 
 pub use auth::{ClusterKey, FrameAuth};
 pub use config::{
-    Config, ConfigError, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig,
+    Broadcast, Config, ConfigError, MembershipConfig, PingConfig, ReachabilityConfig, RecordsConfig,
 };
 pub use counters::Counters;
 pub use id::NodeId;

@@ -143,6 +143,19 @@ pub enum Message {
     /// reached for a whole `gc_horizon` (its tombstones): a receiver that still holds one
     /// and does not reach it either collects it too.
     Collected { entries: Vec<DigestEntry> },
+    /// Broadcast tree (Plumtree IHAVE; `records.broadcast = tree` only): the sender holds
+    /// these versions and pushes them to its eager neighbours, not to the receiver. A
+    /// receiver still lacking one after `records.graft_timeout` asks with GRAFT.
+    Ihave { entries: Vec<DigestEntry> },
+    /// Broadcast tree (GRAFT): send the records of `addrs` in full, and push new versions
+    /// to the sender from now on (the link becomes eager).
+    Graft { addrs: Vec<SocketAddr> },
+    /// Broadcast tree (PRUNE): a version the receiver pushed reached the sender already;
+    /// announce to the sender from now on instead of pushing (the link becomes lazy).
+    Prune,
+    /// Records sent in answer (to a digest, a WANT or a GRAFT) rather than pushed along the
+    /// tree: a copy that brings nothing new prunes no link. Only sent with the tree.
+    RecordsReply { records: Vec<Record> },
 }
 
 impl Message {
@@ -169,10 +182,14 @@ impl Message {
             Message::DigestPart { .. } => 12,
             Message::Want { .. } => 13,
             Message::Collected { .. } => 14,
+            Message::Ihave { .. } => 15,
+            Message::Graft { .. } => 16,
+            Message::Prune => 17,
+            Message::RecordsReply { .. } => 18,
         }
     }
 
-    pub const KINDS: usize = 15;
+    pub const KINDS: usize = 19;
 
     /// The name of each kind, by [`Message::kind_index`] (as [`Message::kind`] spells it).
     pub const KIND_NAMES: [&'static str; Message::KINDS] = [
@@ -191,6 +208,10 @@ impl Message {
         "digest_part",
         "want",
         "collected",
+        "ihave",
+        "graft",
+        "prune",
+        "records_reply",
     ];
 }
 
@@ -333,7 +354,7 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
         {
             Err(DecodeError::OverLimit("shuffle nodes"))
         }
-        Message::Records { records } => {
+        Message::Records { records } | Message::RecordsReply { records } => {
             if records.len() > limits.max_records_per_message {
                 return Err(DecodeError::OverLimit("records per message"));
             }
@@ -364,11 +385,14 @@ fn check_limits(msg: &Message, limits: &Limits) -> Result<(), DecodeError> {
         Message::Digest { entries, .. }
         | Message::DigestPart { entries, .. }
         | Message::Collected { entries }
+        | Message::Ihave { entries }
             if entries.len() > limits.max_digest_entries =>
         {
             Err(DecodeError::OverLimit("digest entries"))
         }
-        Message::Want { addrs } if addrs.len() > limits.max_digest_entries => {
+        Message::Want { addrs } | Message::Graft { addrs }
+            if addrs.len() > limits.max_digest_entries =>
+        {
             Err(DecodeError::OverLimit("wanted records"))
         }
         Message::Summary {

@@ -16,7 +16,7 @@ use minuteman_core::records::BodyForm;
 use minuteman_core::services_delta::ServicesDelta;
 use minuteman_core::wire::{self, DigestEntry, Priority};
 use minuteman_core::{
-    Backend, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordBody, Time,
+    Backend, Broadcast, Config, Envelope, Message, Node, NodeId, Output, Protocol, Record, RecordBody, Time,
     Transmit, Vip, VipAddr, VipSet,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -111,7 +111,8 @@ fn entries(u: &mut Unstructured, max: usize) -> Result<Vec<DigestEntry>> {
 }
 
 fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
-    Ok(match u.int_in_range(0..=14)? {
+    let kind = u.int_in_range(0..=18)?;
+    Ok(match kind {
         0 => Message::Join,
         1 => Message::ForwardJoin {
             joiner: id(u)?,
@@ -145,7 +146,7 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                 u.arbitrary()?
             },
         },
-        9 => {
+        9 | 18 => {
             let n = u.int_in_range(0..=4)?;
             let records = (0..n)
                 .map(|_| {
@@ -192,8 +193,21 @@ fn message(u: &mut Unstructured, now: Time) -> Result<Message> {
                     })
                 })
                 .collect::<Result<_>>()?;
-            Message::Records { records }
+            if kind == 9 {
+                Message::Records { records }
+            } else {
+                Message::RecordsReply { records }
+            }
         }
+        15 => Message::Ihave {
+            entries: entries(u, 4)?,
+        },
+        16 => Message::Graft {
+            addrs: (0..u.int_in_range(0..=4)?)
+                .map(|_| Ok(addr(u.arbitrary()?)))
+                .collect::<Result<_>>()?,
+        },
+        17 => Message::Prune,
         11 => Message::Collected {
             entries: entries(u, 4)?,
         },
@@ -374,6 +388,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
     cfg.membership.arwl = u.int_in_range(0..=6)?;
     cfg.membership.prwl = u.int_in_range(0..=3)?.min(cfg.membership.arwl);
     cfg.records.max_records = u.int_in_range(1..=16)?;
+    if u.arbitrary()? {
+        cfg.records.broadcast = Broadcast::Tree;
+    }
     if u.ratio(1, 4)? {
         cfg.max_queued_outputs = u.int_in_range(1..=16)?;
     }

@@ -50,7 +50,7 @@ use crate::world::{ServiceWorld, WorldConfig};
 use minuteman_core::auth::{ClusterKey, FrameAuth};
 use minuteman_core::kernel::Op;
 use minuteman_core::wire::{self, Envelope};
-use minuteman_core::{Config, Event, Message, Node, NodeId, Output, Time};
+use minuteman_core::{Broadcast, Config, Event, Message, Node, NodeId, Output, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -114,6 +114,8 @@ pub struct ClusterConfig {
     pub dormant: usize,
     /// Overrides every node's `records.gc_horizon` (after `tune`) when set.
     pub gc_horizon: Option<Duration>,
+    /// Every node's `records.broadcast` (set before `tune`).
+    pub broadcast: Broadcast,
 }
 
 /// Which model a run uses.
@@ -145,6 +147,8 @@ pub struct Conditions {
     pub agent_stalls: f64,
     /// Host freezes per node per simulated minute.
     pub host_freezes: f64,
+    /// How every node spreads record versions (`records.broadcast`).
+    pub broadcast: Broadcast,
 }
 
 impl Conditions {
@@ -156,6 +160,9 @@ impl Conditions {
         }
         if self.host_freezes > 0.0 {
             out += &format!(" --host-freezes {}", self.host_freezes);
+        }
+        if self.broadcast == Broadcast::Tree {
+            out += " --broadcast tree";
         }
         out
     }
@@ -189,6 +196,7 @@ impl ClusterConfig {
             auth: sim_cluster_auth(),
             dormant: 0,
             gc_horizon: None,
+            broadcast: Broadcast::Flood,
         }
     }
 
@@ -208,6 +216,7 @@ impl ClusterConfig {
         }
         cfg.faults.agent_stalls_per_min = conditions.agent_stalls;
         cfg.faults.host_freezes_per_min = conditions.host_freezes;
+        cfg.broadcast = conditions.broadcast;
         cfg
     }
 
@@ -960,7 +969,10 @@ impl Simulation {
                     );
                 }
                 let kind = envelope.msg.kind_index() as u64;
-                let records = matches!(envelope.msg, Message::Records { .. });
+                let records = matches!(
+                    envelope.msg,
+                    Message::Records { .. } | Message::RecordsReply { .. }
+                );
                 if let Some(capture) = self.capture.as_mut() {
                     capture.push((from, to, envelope.clone()));
                 }
@@ -1015,6 +1027,7 @@ impl Simulation {
         let id = self.nodes[i].id;
         let auth = self.nodes[i].auth.clone();
         let mut config = Config::new(id, self.contacts.clone(), self.rng.random(), auth);
+        config.records.broadcast = self.cfg.broadcast;
         (self.cfg.tune)(&mut config);
         if let Some(horizon) = self.cfg.gc_horizon {
             config.records.gc_horizon = horizon;

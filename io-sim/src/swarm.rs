@@ -43,7 +43,7 @@ use crate::world::{service_of, WorldConfig};
 use minuteman_core::auth::{ClusterKey, FrameAuth};
 use minuteman_core::kernel::Service;
 use minuteman_core::named::{first_choice_v4, NameTable};
-use minuteman_core::{Time, VipAddr};
+use minuteman_core::{Broadcast, Time, VipAddr};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -147,6 +147,8 @@ pub struct Mix {
     pub tail_extra_ms: u64,
     /// `(at ms, action)`, in time order.
     pub actions: Vec<(u64, Action)>,
+    /// Versions spread along the broadcast tree (`records.broadcast = tree`), not flooded.
+    pub tree: bool,
 }
 
 impl Mix {
@@ -248,6 +250,8 @@ impl Mix {
             }
         }
         actions.sort_by_key(|(at, _)| *at);
+        // Drawn last, so the rest of every seed's mix is what it was before the tree.
+        let tree = rng.random_bool(0.5);
         Mix {
             nodes,
             tasks,
@@ -260,6 +264,7 @@ impl Mix {
             tail_probability,
             tail_extra_ms,
             actions,
+            tree,
         }
     }
 
@@ -278,6 +283,9 @@ impl Mix {
             tail_extra: Duration::from_millis(self.tail_extra_ms),
             ..cfg.net
         };
+        if self.tree {
+            cfg.broadcast = Broadcast::Tree;
+        }
         cfg
     }
 }

@@ -82,6 +82,7 @@ mod dataplane;
 mod io;
 mod reach;
 mod replication;
+mod tree;
 mod views;
 
 use crate::config::{Config, ConfigError};
@@ -379,6 +380,9 @@ impl Node {
         if self.io.outputs.len() > self.cfg.max_queued_outputs {
             return Err(format!("{me}: output queue over its bound"));
         }
+        self.replication
+            .check_tree()
+            .map_err(|e| format!("{me}: broadcast tree: {e}"))?;
         let store = &self.replication.store;
         store.check().map_err(|e| format!("{me}: records: {e}"))?;
         for (slot, s) in store.slots().iter().enumerate() {
@@ -603,8 +607,12 @@ impl Node {
             }
             Message::Ping { echo } => self.views.on_ping(io, from, echo),
             Message::Pong { echo } => self.views.on_pong(now, &from.addr, echo),
-            Message::Records { records } => self.on_records(now, from, records),
+            Message::Records { records } => self.on_records(now, from, records, true),
+            Message::RecordsReply { records } => self.on_records(now, from, records, false),
             Message::Want { addrs } => self.replication.on_want(io, from, &addrs),
+            Message::Ihave { entries } => self.replication.on_ihave(now, from, &entries),
+            Message::Graft { addrs } => self.replication.on_graft(io, from, &addrs),
+            Message::Prune => self.replication.on_prune(from),
             Message::Collected { entries } => self.on_collected(now, &entries),
             Message::Summary {
                 of,
@@ -648,6 +656,8 @@ impl Node {
         let views = &self.views;
         self.replication
             .handle_timeout(now, &mut self.io, |io| views.random_active(io));
+        self.replication
+            .send_grafts(now, &mut self.io, |a| views.has_active_addr(a));
         self.views
             .handle_maintenance(now, &mut self.io, &self.reach.graph);
         self.after_input(now);
@@ -707,7 +717,8 @@ impl Node {
             .emit(Output::Event(Event::IncarnationChanged { old, new }));
     }
 
-    fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>) {
+    /// Records from `from`, `pushed` (flooded or along the tree) or sent in answer.
+    fn on_records(&mut self, now: Time, from: NodeId, records: Vec<Record>, pushed: bool) {
         let mut fresh = Vec::new();
         let me = self.cfg.id.addr;
         if let Some(own) = records
@@ -737,6 +748,8 @@ impl Node {
             }
             match self.replication.offer(&mut self.io, record) {
                 Offered::New { previous, record } => {
+                    self.replication
+                        .on_received(&record.origin.addr, record.version());
                     // A delta names every VIP that changed since the version held before,
                     // of the same incarnation; otherwise (a full record, a first one, a new
                     // epoch whose delta starts from nothing) the sets are compared.
@@ -788,6 +801,9 @@ impl Node {
                         }
                     }
                     match offered {
+                        Offered::Duplicate if pushed => {
+                            self.replication.on_duplicate(&mut self.io, from.addr)
+                        }
                         Offered::Gap if !wanted.contains(&addr) => wanted.push(addr),
                         Offered::Collected(line) => collected.push(line),
                         _ => {}
@@ -886,9 +902,12 @@ impl Node {
         // one link: one with none (cut off, or frozen and dropped by everyone) cannot tell
         // who else is up. Set here, once per input, before the search reports anything.
         let isolated = self.views.active_len() == 0;
+        // With the broadcast tree, also while a version announced to this node is missing
+        // (recently): its links may be what reaches a node this node no longer reaches.
+        let behind = self.replication.holds_reports(now);
         self.reach
             .graph
-            .set_holding(!self.replication.complete || isolated);
+            .set_holding(!self.replication.complete || isolated || behind);
         self.views
             .poll_links(now, &mut self.io, &self.replication.store);
         if self.views.take_adjacency_changed() {

@@ -22,7 +22,8 @@
 //!   (unless one record alone does), and a DIGEST never exceeds `max_digest_entries`.
 
 use super::io::Io;
-use crate::config::RecordsConfig;
+use super::tree::BroadcastTree;
+use crate::config::{Broadcast, RecordsConfig};
 use crate::id::NodeId;
 use crate::records::{
     bucket_set, summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
@@ -58,7 +59,9 @@ pub(crate) enum Offered {
     /// A tombstone covers it (this node collected that record): tell the sender, with
     /// this line. Counted.
     Collected(DigestEntry),
-    /// Ignored (own, too large, invalid, stale or no room), and counted.
+    /// A version already held (or an older one): counted as stale.
+    Duplicate,
+    /// Ignored (own, too large, invalid or no room), and counted.
     Ignored,
 }
 
@@ -95,6 +98,8 @@ pub(crate) struct Replication {
     stale_replies: PerPeerLimit,
     /// When each incomplete peer last got a closing summary after an exchange.
     closing_summaries: PerPeerLimit,
+    /// The broadcast tree, with `records.broadcast = tree` (else versions are flooded).
+    tree: Option<BroadcastTree>,
 }
 
 /// Most addresses a [`PerPeerLimit`] remembers.
@@ -142,6 +147,7 @@ impl Replication {
         let self_slot = store
             .intern(me)
             .expect("an empty store has room for its own node");
+        let tree = (cfg.broadcast == Broadcast::Tree).then(|| BroadcastTree::new(cfg.max_records));
         Replication {
             me,
             cfg,
@@ -162,6 +168,7 @@ impl Replication {
             closing_summaries: PerPeerLimit::default(),
             complete: false,
             complete_at: None,
+            tree,
         }
     }
 
@@ -183,6 +190,9 @@ impl Replication {
         self.last_publish = None;
         self.flood_queue.clear();
         self.flush_at = None;
+        if let Some(tree) = &mut self.tree {
+            *tree = BroadcastTree::new(self.cfg.max_records);
+        }
     }
 
     /// `from` spoke under an epoch older than the newest known for its address (it lost
@@ -233,7 +243,8 @@ impl Replication {
     pub(crate) fn poll_timeout(&self) -> Time {
         let mut at = self.next_anti_entropy;
         let complete_at = self.complete_at.filter(|_| !self.complete);
-        for due in [self.publish_due(), self.flush_at, complete_at]
+        let tree = self.tree.as_ref().and_then(BroadcastTree::poll_timeout);
+        for due in [self.publish_due(), self.flush_at, complete_at, tree]
             .into_iter()
             .flatten()
         {
@@ -257,6 +268,101 @@ impl Replication {
         }
     }
 
+    /// Broadcast tree: asks for the announced versions still missing after the graft
+    /// timeout (GRAFT, which makes those links eager).
+    pub(crate) fn send_grafts(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        is_active: impl Fn(&SocketAddr) -> bool,
+    ) {
+        let Some(tree) = &mut self.tree else { return };
+        let grafts = tree.due_grafts(now, self.cfg.graft_timeout, is_active);
+        for (to, addrs) in grafts {
+            io.counters.tree_grafts += addrs.len() as u64;
+            for chunk in addrs.chunks(self.limits.max_digest_entries.max(1)) {
+                io.send(
+                    to,
+                    Message::Graft {
+                        addrs: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Broadcast tree: `from` announced `entries`; those newer than the versions held
+    /// are awaited (and hold unreachable reports for a while).
+    pub(crate) fn on_ihave(&mut self, now: Time, from: NodeId, entries: &[DigestEntry]) {
+        let Some(tree) = &mut self.tree else { return };
+        for entry in entries {
+            if entry.addr == self.me.addr
+                || self
+                    .store
+                    .holds_version(&entry.addr, (entry.epoch, entry.seq))
+                || self
+                    .store
+                    .tombstone(&entry.addr)
+                    .is_some_and(|t| t.covers((entry.epoch, entry.seq)))
+            {
+                continue;
+            }
+            tree.on_announcement(
+                now,
+                from.addr,
+                *entry,
+                self.cfg.graft_timeout,
+                self.cfg.announcement_hold,
+            );
+        }
+    }
+
+    /// Broadcast tree: `from` asks for `addrs` in full and for pushes from now on.
+    pub(crate) fn on_graft(&mut self, io: &mut Io, from: NodeId, addrs: &[SocketAddr]) {
+        if let Some(tree) = &mut self.tree {
+            tree.on_graft(from.addr);
+        }
+        self.on_want(io, from, addrs);
+    }
+
+    /// Broadcast tree: `from` got a duplicate from this node; announce to it from now on.
+    pub(crate) fn on_prune(&mut self, from: NodeId) {
+        if let Some(tree) = &mut self.tree {
+            tree.on_prune(from.addr);
+        }
+    }
+
+    /// Broadcast tree: a copy pushed by `from` brought nothing new; prune the link (once).
+    pub(crate) fn on_duplicate(&mut self, io: &mut Io, from: SocketAddr) {
+        if let Some(tree) = &mut self.tree {
+            if tree.on_duplicate(from) {
+                io.counters.tree_prunes += 1;
+                io.send(from, Message::Prune);
+            }
+        }
+    }
+
+    /// Broadcast tree: `origin`'s version `version` is held now.
+    pub(crate) fn on_received(&mut self, origin: &SocketAddr, version: (u64, u64)) {
+        if let Some(tree) = &mut self.tree {
+            tree.on_received(origin, version);
+        }
+    }
+
+    /// The tree's bounds hold, and nothing awaited is already held.
+    pub(crate) fn check_tree(&self) -> Result<(), String> {
+        match &self.tree {
+            Some(tree) => tree.check(|origin, version| self.store.holds_version(origin, version)),
+            None => Ok(()),
+        }
+    }
+
+    /// Broadcast tree: a version announced to this node is still missing (recently):
+    /// unreachable reports wait.
+    pub(crate) fn holds_reports(&self, now: Time) -> bool {
+        self.tree.as_ref().is_some_and(|t| t.holds(now))
+    }
+
     /// Checks a received record and stores it if it is newer than the held version.
     pub(crate) fn offer(&mut self, io: &mut Io, record: Record) -> Offered {
         if record.origin.addr == self.me.addr {
@@ -270,7 +376,7 @@ impl Replication {
             .holds_version(&record.origin.addr, record.version())
         {
             io.counters.records_stale += 1;
-            return Offered::Ignored;
+            return Offered::Duplicate;
         }
         let bytes = postcard::experimental::serialized_size(&record).unwrap_or(usize::MAX);
         if bytes > self.limits.max_record_bytes {
@@ -288,7 +394,7 @@ impl Replication {
             }
             Applied::Stale => {
                 io.counters.records_stale += 1;
-                Offered::Ignored
+                Offered::Duplicate
             }
             Applied::Gap => {
                 io.counters.records_delta_gaps += 1;
@@ -335,7 +441,7 @@ impl Replication {
             .filter_map(|addr| self.store.get(addr))
             .map(Record::in_full)
             .collect();
-        self.send_records(io, from.addr, records);
+        self.send_records(io, from.addr, records, true);
     }
 
     /// Answers a digest (or, `Within` a summary's buckets, a DIGEST_PART): the records
@@ -361,7 +467,7 @@ impl Replication {
             }
         };
         let sent = !missing.is_empty();
-        self.send_records(io, from.addr, missing);
+        self.send_records(io, from.addr, missing, true);
         self.send_collected(io, from.addr, self.store.collected_in(entries));
         if they_have_newer && !reply {
             match scope {
@@ -593,6 +699,16 @@ impl Replication {
             .iter()
             .filter(|a| Some(**a) != except && **a != record.origin.addr)
         {
+            if let Some(tree) = self.tree.as_mut().filter(|t| t.is_lazy(&addr)) {
+                let (epoch, seq) = record.version();
+                let entry = DigestEntry {
+                    addr: record.origin.addr,
+                    epoch,
+                    seq,
+                };
+                tree.queue_announcement(addr, entry);
+                continue;
+            }
             let queue = self.flood_queue.entry(addr).or_default();
             match queue.get_mut(&record.origin.addr) {
                 Some(queued) if queued.version() < record.version() => {
@@ -622,7 +738,8 @@ impl Replication {
                 }
             }
         }
-        if self.flush_at.is_none() && !self.flood_queue.is_empty() {
+        let announcing = self.tree.as_ref().is_some_and(|t| t.has_announcements());
+        if self.flush_at.is_none() && (!self.flood_queue.is_empty() || announcing) {
             self.flush_at = Some(now + self.cfg.flood_delay);
         }
     }
@@ -660,12 +777,30 @@ impl Replication {
             if !is_active(&addr) {
                 continue;
             }
-            self.send_records(io, addr, queue.into_values().collect());
+            self.send_records(io, addr, queue.into_values().collect(), false);
+        }
+        if let Some(tree) = &mut self.tree {
+            tree.retain(&is_active);
+            for (addr, entries) in tree.take_announcements() {
+                for chunk in entries.chunks(self.limits.max_digest_entries.max(1)) {
+                    io.send(
+                        addr,
+                        Message::Ihave {
+                            entries: chunk.to_vec(),
+                        },
+                    );
+                }
+            }
         }
     }
 
-    /// Sends `records` in as few RECORDS messages as the count and frame bounds allow.
-    fn send_records(&mut self, io: &mut Io, addr: SocketAddr, records: Vec<Record>) {
+    /// Sends `records` in as few RECORDS messages as the count and frame bounds allow;
+    /// with the tree, records sent in `reply` (not pushed) go as RECORDS_REPLY.
+    fn send_records(&mut self, io: &mut Io, addr: SocketAddr, records: Vec<Record>, reply: bool) {
+        let message = |records| match reply && self.tree.is_some() {
+            true => Message::RecordsReply { records },
+            false => Message::Records { records },
+        };
         let max_count = self.limits.max_records_per_message;
         // Room for the version byte, the envelope and the message and length headers.
         let budget = self.limits.max_frame_len.saturating_sub(256);
@@ -675,14 +810,14 @@ impl Replication {
             let bytes = postcard::experimental::serialized_size(&record).unwrap_or(usize::MAX);
             if !batch.is_empty() && (batch.len() >= max_count || batch_bytes + bytes > budget) {
                 let records = std::mem::take(&mut batch);
-                io.send(addr, Message::Records { records });
+                io.send(addr, message(records));
                 batch_bytes = 0;
             }
             batch_bytes += bytes;
             batch.push(record);
         }
         if !batch.is_empty() {
-            io.send(addr, Message::Records { records: batch });
+            io.send(addr, message(batch));
         }
     }
 }

@@ -161,6 +161,17 @@ struct ConditionArgs {
     /// 3 s on): nothing on the host answers or runs.
     #[arg(long, default_value_t = 0.0)]
     host_freezes: f64,
+    /// How nodes spread record versions: flood (every version to every active neighbour)
+    /// or tree (Plumtree: pushed along a tree, announced elsewhere, grafted when missed).
+    #[arg(long, value_enum, default_value_t = BroadcastArg::Flood)]
+    broadcast: BroadcastArg,
+}
+
+/// `--broadcast`: `records.broadcast` of every simulated node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BroadcastArg {
+    Flood,
+    Tree,
 }
 
 impl ConditionArgs {
@@ -174,6 +185,10 @@ impl ConditionArgs {
             net: self.net,
             agent_stalls: self.agent_stalls,
             host_freezes: self.host_freezes,
+            broadcast: match self.broadcast {
+                BroadcastArg::Flood => minuteman_core::Broadcast::Flood,
+                BroadcastArg::Tree => minuteman_core::Broadcast::Tree,
+            },
         })
     }
 }

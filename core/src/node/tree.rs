@@ -1,0 +1,345 @@
+//! The broadcast tree (Plumtree: Leitão, Pereira, Rodrigues, "Epidemic Broadcast Trees",
+//! SRDS 2007) over the active views, used when `records.broadcast` is
+//! [`crate::config::Broadcast::Tree`].
+//!
+//! Every active link is eager (versions are pushed on it) until the node that received a
+//! pushed copy it already held prunes it; then it is lazy both ways and carries IHAVE
+//! announcements instead. A version announced and still missing after
+//! `records.graft_timeout` is asked for with GRAFT, which makes that link eager again. One
+//! tree serves every origin (as in iroh-gossip), so links that bring duplicates for one
+//! origin's versions are pruned for all; anti-entropy stays the safety net for whatever the
+//! tree and its grafts miss.
+//!
+//! A node that holds an announcement of a version it lacks knows its records are behind:
+//! the links that version adds may be what reaches a node it no longer reaches. While such
+//! an announcement is younger than `records.announcement_hold`, the node reports nobody
+//! unreachable (the same rule as while its view is incomplete), so a reachability hole
+//! left by a version still in flight through a graft is never reported as a failure.
+//!
+//! Invariants:
+//! - `lazy` and `announce` name active neighbours only after [`BroadcastTree::retain`];
+//! - `missing` holds at most `max_missing` origins, each a version newer than the one held
+//!   when it was announced, with at most [`MAX_ANNOUNCERS`] announcers;
+//! - `hold_until` is the latest `first + hold` of the entries added since `missing` was
+//!   last empty (conservative: a hold lasts until the newest announcement's runs out).
+
+use crate::records::DigestEntry;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Most announcers remembered per missing version (the next is asked when one fails).
+pub(crate) const MAX_ANNOUNCERS: usize = 4;
+
+/// A version announced to this node that it does not hold.
+#[derive(Debug)]
+struct Missing {
+    epoch: u64,
+    seq: u64,
+    /// When the next GRAFT for it is due.
+    due: Time,
+    /// Who announced it, first first.
+    announcers: Vec<SocketAddr>,
+}
+
+/// The tree state of one node.
+#[derive(Debug)]
+pub(crate) struct BroadcastTree {
+    /// Active neighbours announced to instead of pushed to.
+    lazy: BTreeSet<SocketAddr>,
+    /// Announcements waiting for the next flush, per lazy neighbour, by origin.
+    announce: BTreeMap<SocketAddr, BTreeMap<SocketAddr, DigestEntry>>,
+    /// Versions announced and not held, by origin.
+    missing: BTreeMap<SocketAddr, Missing>,
+    max_missing: usize,
+    /// Unreachable reports are held until then while `missing` is not empty.
+    hold_until: Time,
+}
+
+impl BroadcastTree {
+    pub(crate) fn new(max_missing: usize) -> BroadcastTree {
+        BroadcastTree {
+            lazy: BTreeSet::new(),
+            announce: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            max_missing,
+            hold_until: Time::ZERO,
+        }
+    }
+
+    pub(crate) fn is_lazy(&self, addr: &SocketAddr) -> bool {
+        self.lazy.contains(addr)
+    }
+
+    /// Queues an announcement of `entry` for the lazy neighbour `to` (a newer version of
+    /// the same origin replaces an older one).
+    pub(crate) fn queue_announcement(&mut self, to: SocketAddr, entry: DigestEntry) {
+        let queue = self.announce.entry(to).or_default();
+        match queue.get(&entry.addr) {
+            Some(queued) if (queued.epoch, queued.seq) >= (entry.epoch, entry.seq) => {}
+            _ => {
+                queue.insert(entry.addr, entry);
+            }
+        }
+    }
+
+    pub(crate) fn has_announcements(&self) -> bool {
+        !self.announce.is_empty()
+    }
+
+    /// The queued announcements, per neighbour.
+    pub(crate) fn take_announcements(&mut self) -> BTreeMap<SocketAddr, Vec<DigestEntry>> {
+        std::mem::take(&mut self.announce)
+            .into_iter()
+            .map(|(to, queue)| (to, queue.into_values().collect()))
+            .collect()
+    }
+
+    /// A pushed copy from `from` brought nothing new: returns whether to PRUNE the link
+    /// (it was eager; it is lazy now).
+    pub(crate) fn on_duplicate(&mut self, from: SocketAddr) -> bool {
+        self.lazy.insert(from)
+    }
+
+    /// `from` pruned the link: announce to it from now on.
+    pub(crate) fn on_prune(&mut self, from: SocketAddr) {
+        self.lazy.insert(from);
+    }
+
+    /// `from` grafted the link: push to it from now on.
+    pub(crate) fn on_graft(&mut self, from: SocketAddr) {
+        self.lazy.remove(&from);
+    }
+
+    /// `from` announced `entry`, which this node does not hold (the caller checked).
+    pub(crate) fn on_announcement(
+        &mut self,
+        now: Time,
+        from: SocketAddr,
+        entry: DigestEntry,
+        graft_timeout: Duration,
+        hold: Duration,
+    ) {
+        let version = (entry.epoch, entry.seq);
+        let full = self.missing.len() >= self.max_missing;
+        match self.missing.get_mut(&entry.addr) {
+            Some(m) if (m.epoch, m.seq) >= version => {
+                if m.announcers.len() < MAX_ANNOUNCERS && !m.announcers.contains(&from) {
+                    m.announcers.push(from);
+                }
+                return;
+            }
+            Some(m) => {
+                // A newer version: wait for it as for a new one.
+                (m.epoch, m.seq) = version;
+                m.due = now + graft_timeout;
+                m.announcers.clear();
+                m.announcers.push(from);
+            }
+            None if full => return,
+            None => {
+                self.missing.insert(
+                    entry.addr,
+                    Missing {
+                        epoch: entry.epoch,
+                        seq: entry.seq,
+                        due: now + graft_timeout,
+                        announcers: vec![from],
+                    },
+                );
+            }
+        }
+        self.hold_until = self.hold_until.max(now + hold);
+    }
+
+    /// `origin`'s version `version` arrived: an announcement of it or of an older one is
+    /// settled.
+    pub(crate) fn on_received(&mut self, origin: &SocketAddr, version: (u64, u64)) {
+        if self
+            .missing
+            .get(origin)
+            .is_some_and(|m| (m.epoch, m.seq) <= version)
+        {
+            self.missing.remove(origin);
+        }
+    }
+
+    /// Whether unreachable reports are held at `now`.
+    pub(crate) fn holds(&self, now: Time) -> bool {
+        !self.missing.is_empty() && now < self.hold_until
+    }
+
+    /// When a GRAFT or the end of a hold is next due.
+    pub(crate) fn poll_timeout(&self) -> Option<Time> {
+        let graft = self.missing.values().map(|m| m.due).min();
+        let hold = (!self.missing.is_empty()).then_some(self.hold_until);
+        graft.into_iter().chain(hold).min()
+    }
+
+    /// The GRAFTs due at `now`: per announcer (which becomes eager), the origins to ask it
+    /// for. Each missing version asks its first announcer still `active`, then waits
+    /// `graft_timeout` for the answer before asking the next; one with nobody left to ask
+    /// is given up (anti-entropy brings it).
+    pub(crate) fn due_grafts(
+        &mut self,
+        now: Time,
+        graft_timeout: Duration,
+        is_active: impl Fn(&SocketAddr) -> bool,
+    ) -> BTreeMap<SocketAddr, Vec<SocketAddr>> {
+        let mut grafts: BTreeMap<SocketAddr, Vec<SocketAddr>> = BTreeMap::new();
+        let mut given_up = Vec::new();
+        for (origin, m) in self.missing.iter_mut().filter(|(_, m)| m.due <= now) {
+            m.announcers.retain(|a| is_active(a));
+            if m.announcers.is_empty() {
+                given_up.push(*origin);
+                continue;
+            }
+            let to = m.announcers.remove(0);
+            grafts.entry(to).or_default().push(*origin);
+            m.due = now + graft_timeout;
+        }
+        for origin in given_up {
+            self.missing.remove(&origin);
+        }
+        for to in grafts.keys() {
+            self.lazy.remove(to);
+        }
+        grafts
+    }
+
+    /// Forgets neighbours that are no longer active.
+    pub(crate) fn retain(&mut self, is_active: impl Fn(&SocketAddr) -> bool) {
+        self.lazy.retain(|a| is_active(a));
+        self.announce.retain(|a, _| is_active(a));
+    }
+
+    /// The invariants: `missing` within its bound, announcers bounded, and no
+    /// awaited version already `held` (its arrival settles it).
+    pub(crate) fn check(
+        &self,
+        held: impl Fn(&SocketAddr, (u64, u64)) -> bool,
+    ) -> Result<(), String> {
+        if self.missing.len() > self.max_missing {
+            return Err(format!(
+                "{} missing versions, bound {}",
+                self.missing.len(),
+                self.max_missing
+            ));
+        }
+        for (origin, m) in &self.missing {
+            // Empty while the last announcer's answer to a GRAFT is awaited.
+            if m.announcers.len() > MAX_ANNOUNCERS {
+                return Err(format!("{origin}: {} announcers", m.announcers.len()));
+            }
+            if held(origin, (m.epoch, m.seq)) {
+                return Err(format!("{origin}: awaits a version it holds"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of lazy links (for tests and counters).
+    #[cfg(test)]
+    pub(crate) fn lazy_len(&self) -> usize {
+        self.lazy.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        ([10, 0, 0, 1], port).into()
+    }
+
+    fn entry(port: u16, seq: u64) -> DigestEntry {
+        DigestEntry {
+            addr: addr(port),
+            epoch: 1,
+            seq,
+        }
+    }
+
+    const GRAFT: Duration = Duration::from_millis(15);
+    const HOLD: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn a_missing_announcement_grafts_its_announcers_in_turn_then_gives_up() {
+        let t = Time::from_millis;
+        let mut tree = BroadcastTree::new(16);
+        tree.on_prune(addr(2));
+        tree.on_announcement(t(0), addr(2), entry(9, 3), GRAFT, HOLD);
+        tree.on_announcement(t(1), addr(3), entry(9, 3), GRAFT, HOLD);
+        assert!(tree.holds(t(50)));
+        assert_eq!(tree.poll_timeout(), Some(t(15)));
+        assert!(tree.due_grafts(t(14), GRAFT, |_| true).is_empty());
+        let first = tree.due_grafts(t(15), GRAFT, |_| true);
+        assert_eq!(first.get(&addr(2)), Some(&vec![addr(9)]));
+        assert!(!tree.is_lazy(&addr(2)), "a graft makes the link eager");
+        let second = tree.due_grafts(t(30), GRAFT, |_| true);
+        assert_eq!(second.get(&addr(3)), Some(&vec![addr(9)]));
+        assert!(tree.due_grafts(t(45), GRAFT, |_| true).is_empty());
+        assert!(
+            !tree.holds(t(45)),
+            "given up: nothing missing, nothing held"
+        );
+        assert_eq!(tree.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_version_or_a_newer_one_settles_an_announcement() {
+        let t = Time::from_millis;
+        let mut tree = BroadcastTree::new(16);
+        tree.on_announcement(t(0), addr(2), entry(9, 3), GRAFT, HOLD);
+        tree.on_received(&addr(9), (1, 2));
+        assert!(tree.holds(t(1)), "an older version settles nothing");
+        tree.on_received(&addr(9), (1, 4));
+        assert!(!tree.holds(t(1)));
+        assert!(tree.due_grafts(t(20), GRAFT, |_| true).is_empty());
+    }
+
+    #[test]
+    fn a_hold_ends_after_the_newest_announcement_ages_out() {
+        let t = Time::from_millis;
+        let mut tree = BroadcastTree::new(16);
+        tree.on_announcement(t(0), addr(2), entry(9, 3), GRAFT, HOLD);
+        tree.on_announcement(t(40), addr(2), entry(8, 1), GRAFT, HOLD);
+        assert!(tree.holds(t(139)));
+        assert!(!tree.holds(t(140)), "held at most `hold` past the newest");
+        assert_eq!(tree.poll_timeout(), Some(t(15)));
+    }
+
+    #[test]
+    fn missing_versions_are_bounded_and_inactive_announcers_are_skipped() {
+        let t = Time::from_millis;
+        let mut tree = BroadcastTree::new(2);
+        for origin in 10..20 {
+            tree.on_announcement(t(0), addr(2), entry(origin, 1), GRAFT, HOLD);
+        }
+        let grafts = tree.due_grafts(t(15), GRAFT, |a| *a != addr(2));
+        assert!(grafts.is_empty(), "its only announcer is gone");
+        assert!(!tree.holds(t(16)));
+        for origin in 10..20 {
+            tree.on_announcement(t(20), addr(3), entry(origin, 1), GRAFT, HOLD);
+        }
+        let grafts = tree.due_grafts(t(35), GRAFT, |_| true);
+        assert_eq!(grafts[&addr(3)].len(), 2, "at most max_missing origins");
+    }
+
+    #[test]
+    fn announcements_keep_the_newest_version_and_go_to_active_neighbours_only() {
+        let mut tree = BroadcastTree::new(16);
+        tree.queue_announcement(addr(2), entry(9, 3));
+        tree.queue_announcement(addr(2), entry(9, 2));
+        tree.queue_announcement(addr(3), entry(9, 4));
+        tree.on_prune(addr(3));
+        tree.retain(|a| *a == addr(2));
+        assert_eq!(tree.lazy_len(), 0);
+        let out = tree.take_announcements();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[&addr(2)], vec![entry(9, 3)]);
+        assert!(!tree.has_announcements());
+    }
+}
