@@ -583,6 +583,9 @@ mod tests {
             ("records.gc_horizon", |c| {
                 c.records.gc_horizon = Duration::ZERO
             }),
+            ("records.graft_timeout", |c| {
+                c.records.graft_timeout = Duration::ZERO
+            }),
             ("reachability.recompute_interval", |c| {
                 c.reachability.recompute_interval = Duration::ZERO
             }),
@@ -623,6 +626,12 @@ mod tests {
             }),
             ("reachability.grace", |c| {
                 c.reachability.grace = Duration::MAX
+            }),
+            ("records.graft_timeout", |c| {
+                c.records.graft_timeout = Duration::MAX
+            }),
+            ("records.announcement_hold", |c| {
+                c.records.announcement_hold = Duration::MAX
             }),
             // The tombstone lives a second horizon: twice it must fit the clock.
             ("records.gc_horizon", |c| {

@@ -739,3 +739,57 @@ fn dns_names_a_vip_alike_on_every_host_and_through_a_failover() {
     assert_eq!(dig(&c, &c.ns(1), name, "A"), [address]);
     support::report_line("dns: garbage and a truncated query counted (dropped_short, formerr); the agent kept answering");
 }
+
+/// `--broadcast tree` on six hosts: the backends still reach every host, the tree forms
+/// (pushed duplicates prune links, so versions travel as announcements on them), and a
+/// killed host still leaves every table quickly.
+#[test]
+fn the_broadcast_tree_spreads_every_backend_and_drops_a_killed_host() {
+    let _serial = lock();
+    if !support::root_suite_ready("cluster_e2e", TOOLS) {
+        return;
+    }
+    let s: u8 = 67;
+    let mut c = Cluster::new(
+        s,
+        ClusterOptions {
+            hosts: 6,
+            ..ClusterOptions::default()
+        },
+    );
+    for i in 1..=c.hosts {
+        c.write_tasks(i, &tasks(&c, i));
+        c.start_agent(i, &["--broadcast", "tree"]);
+    }
+    let vip = format!("{}:80", vip4(&c));
+    let started = Instant::now();
+    c.wait_until(
+        Duration::from_secs(15),
+        "every host holds every backend",
+        |c| (1..=c.hosts).all(|i| api_backends(c, i, &vip).len() == 6),
+    );
+    let spread_in = started.elapsed();
+    let prunes: f64 = (1..=6)
+        .map(|i| c.metric(i, "minuteman_tree_prunes_total"))
+        .sum();
+    support::report_line(&format!(
+        "tree: every backend on 6 hosts {} ms after the first start; {prunes} prunes",
+        spread_in.as_millis()
+    ));
+    assert!(prunes > 0.0, "no link was pruned: no tree formed");
+
+    let dead = format!("10.77.{s}.6 . 8080");
+    c.kill_agent(6);
+    c.set_link(6, false);
+    let withdrawn = c.wait_until(Duration::from_secs(5), "h6 leaves every other table", |c| {
+        (1..=5).all(|i| !in_table(c, i, &dead))
+    });
+    support::report_line(&format!(
+        "tree: h6's backend out of five tables {} ms after the kill",
+        withdrawn.as_millis()
+    ));
+    assert!(
+        withdrawn <= Duration::from_secs(2),
+        "withdrawal took {withdrawn:?}"
+    );
+}

@@ -207,6 +207,7 @@ fn agent_config(
         dns_upstream: None,
         reconcile_interval: Duration::from_secs(60),
         gc_horizon: Duration::from_secs(600),
+        broadcast: minuteman_core::Broadcast::Flood,
         // Not bound under madsim (see the module doc).
         api_listen: SocketAddr::new(addr.ip(), 61421),
         state_dir,

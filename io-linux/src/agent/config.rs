@@ -55,6 +55,24 @@ impl From<MasqueradeArg> for Masquerade {
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum BroadcastArg {
+    /// Every new record version to every active neighbour.
+    Flood,
+    /// Plumtree: pushed along a tree of links, announced on the others.
+    Tree,
+}
+
+impl From<BroadcastArg> for minuteman_core::Broadcast {
+    fn from(arg: BroadcastArg) -> minuteman_core::Broadcast {
+        match arg {
+            BroadcastArg::Flood => minuteman_core::Broadcast::Flood,
+            BroadcastArg::Tree => minuteman_core::Broadcast::Tree,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DataPlaneArg {
     /// One private nftables table, changed in `nft -f -` transactions.
     Nftables,
@@ -196,6 +214,14 @@ pub struct AgentArgs {
     #[serde(default, deserialize_with = "de_duration_opt")]
     pub gc_horizon: Option<Duration>,
 
+    /// How new versions of the host records spread: `flood` (to every active neighbour;
+    /// about 2.6 copies of each version reach a host) or `tree` (Plumtree: pushed along a
+    /// tree of links and announced on the others; about 1.5 copies, a little slower
+    /// detection; see docs/scale/notes.md). Every agent of a cluster should use the same.
+    /// [default: flood]
+    #[arg(long, env = "MINUTEMAN_BROADCAST", value_enum)]
+    pub broadcast: Option<BroadcastArg>,
+
     /// Serve DNS on this address, UDP and TCP (repeat for more; e.g. `127.0.0.1:53`): every
     /// named VIP the local kernel holds as `NAME.FRAMEWORK.ZONE` (A and AAAA, TTL 5 s),
     /// NXDOMAIN for unknown names inside the zone, and REFUSED (or a relay to
@@ -281,6 +307,7 @@ pub struct AgentConfig {
     pub dns_upstream: Option<SocketAddr>,
     pub reconcile_interval: Duration,
     pub gc_horizon: Duration,
+    pub broadcast: minuteman_core::Broadcast,
     pub api_listen: SocketAddr,
     pub state_dir: PathBuf,
     pub auth: FrameAuth,
@@ -406,6 +433,7 @@ impl AgentArgs {
             dns_upstream,
             reconcile_interval,
             gc_horizon,
+            broadcast,
             api_listen,
             state_dir,
             cluster_key_file,
@@ -622,6 +650,7 @@ impl AgentConfig {
                 a.gc_horizon
                     .unwrap_or(minuteman_core::RecordsConfig::default().gc_horizon),
             )?,
+            broadcast: a.broadcast.unwrap_or(BroadcastArg::Flood).into(),
             api_listen: a
                 .api_listen
                 .unwrap_or_else(|| DEFAULT_API_LISTEN.parse().expect("constant")),
@@ -911,6 +940,7 @@ mod tests {
             contact = ["10.0.0.6", "10.0.0.7:9000"]
             mesos-poll-interval = "500ms"
             gc-horizon = "2m"
+            broadcast = "tree"
             dataplane = "none"
             insecure = true
             "#,
@@ -925,6 +955,7 @@ mod tests {
         assert_eq!(cfg.contacts.len(), 2);
         assert_eq!(cfg.mesos_poll_interval, Duration::from_millis(500));
         assert_eq!(cfg.gc_horizon, Duration::from_secs(120));
+        assert_eq!(cfg.broadcast, minuteman_core::Broadcast::Tree);
         assert_eq!(cfg.dataplane, DataPlaneKind::Nftables, "the flag wins");
         let zero = AgentArgs {
             gc_horizon: Some(Duration::ZERO),

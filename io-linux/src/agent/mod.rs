@@ -213,6 +213,7 @@ pub async fn run_until(
     let seed: u64 = rand::random();
     let mut core_cfg = Config::new(me, cfg.contacts.clone(), seed, cfg.auth.clone());
     core_cfg.records.gc_horizon = cfg.gc_horizon;
+    core_cfg.records.broadcast = cfg.broadcast;
     let mut node = Node::new(core_cfg, Time::ZERO).map_err(|e| StartError::Core(e.to_string()))?;
     node.resync_kernel(Time::ZERO, adopted.clone());
     if let Some(saved) = &saved {
