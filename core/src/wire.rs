@@ -29,7 +29,10 @@ use std::net::SocketAddr;
 /// Version byte of the current frame format. Bumped on any incompatible change.
 ///
 /// 2: frames end with a MAC tag. 4: SUMMARY names its size and may list some buckets.
-/// 5: records carry their host's task records (DNS) beside the VIP backends.
+/// 5: records carry their host's task records (DNS) beside the VIP backends; later, the
+/// broadcast tree's IHAVE, GRAFT, PRUNE and RECORDS_REPLY were appended to [`Message`]
+/// (every earlier v5 frame decodes as before; only a node with `records.broadcast = tree`
+/// sends them, and an older v5 node rejects just those frames, counted).
 pub const WIRE_VERSION: u8 = 5;
 
 /// Most bytes a sealed RECORDS frame carrying one record adds around that record's body:

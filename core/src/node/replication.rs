@@ -1,11 +1,15 @@
 //! Record replication: the store of every node's record, this node's own record, flooding
-//! of new versions over the active views and digest anti-entropy.
+//! of new versions over the active views (or the broadcast tree) and digest anti-entropy.
 //!
 //! Each node writes only its own record, versioned `(epoch, seq)`; a newer version replaces
 //! an older one (see [`crate::records`]). New versions are flooded once per version to
 //! every active neighbour but the one they came from, batched for `flood_delay` per
 //! neighbour; a queued copy is dropped when that neighbour sends the same version (or a
 //! newer one) first, since the two copies would only cross (a quarter of all copies).
+//! With `records.broadcast = tree` (see [`super::tree`]) the neighbours a link was pruned
+//! to get the version's announcement instead of the version, in the same flush; records
+//! sent in answer (to digests, WANTs and GRAFTs) then go as RECORDS_REPLY, which prunes
+//! nothing.
 //! Anti-entropy repairs what floods missed: a full digest on a joiner's new links (a
 //! summary between complete nodes), and every `anti_entropy_interval` a summary (at most
 //! 16 bucket hashes) to a random neighbour, which answers the buckets that differ with its
