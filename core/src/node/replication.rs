@@ -363,8 +363,8 @@ impl Replication {
 
     /// Broadcast tree: a version announced to this node is still missing (recently):
     /// unreachable reports wait.
-    pub(crate) fn holds_reports(&self, now: Time) -> bool {
-        self.tree.as_ref().is_some_and(|t| t.holds(now))
+    pub(crate) fn holds_reports(&mut self, now: Time) -> bool {
+        self.tree.as_mut().is_some_and(|t| t.holds(now))
     }
 
     /// Checks a received record and stores it if it is newer than the held version.

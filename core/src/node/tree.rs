@@ -20,8 +20,11 @@
 //! - `lazy` and `announce` name active neighbours only after [`BroadcastTree::retain`];
 //! - `missing` holds at most `max_missing` origins, each a version newer than the one held
 //!   when it was announced, with at most [`MAX_ANNOUNCERS`] announcers;
-//! - `hold_until` is the latest `first + hold` of the entries added since `missing` was
-//!   last empty (conservative: a hold lasts until the newest announcement's runs out).
+//! - `hold_until` is the latest `first + hold` of the announcements since the last hold
+//!   ran out (conservative: a hold lasts until the newest announcement's runs out), or
+//!   `None` once [`BroadcastTree::holds`] saw it run out: [`BroadcastTree::poll_timeout`]
+//!   never names a time that has passed, even while a version stays missing past its
+//!   hold (a long graft timeout, announcers that trickle in).
 
 use crate::records::DigestEntry;
 use crate::time::Time;
@@ -54,7 +57,7 @@ pub(crate) struct BroadcastTree {
     missing: BTreeMap<SocketAddr, Missing>,
     max_missing: usize,
     /// Unreachable reports are held until then while `missing` is not empty.
-    hold_until: Time,
+    hold_until: Option<Time>,
 }
 
 impl BroadcastTree {
@@ -64,7 +67,7 @@ impl BroadcastTree {
             announce: BTreeMap::new(),
             missing: BTreeMap::new(),
             max_missing,
-            hold_until: Time::ZERO,
+            hold_until: None,
         }
     }
 
@@ -150,7 +153,7 @@ impl BroadcastTree {
                 );
             }
         }
-        self.hold_until = self.hold_until.max(now + hold);
+        self.hold_until = Some(self.hold_until.map_or(now + hold, |t| t.max(now + hold)));
     }
 
     /// `origin`'s version `version` arrived: an announcement of it or of an older one is
@@ -165,15 +168,23 @@ impl BroadcastTree {
         }
     }
 
-    /// Whether unreachable reports are held at `now`.
-    pub(crate) fn holds(&self, now: Time) -> bool {
-        !self.missing.is_empty() && now < self.hold_until
+    /// Whether unreachable reports are held at `now`; a hold that has run out is
+    /// forgotten (so no deadline names it again).
+    pub(crate) fn holds(&mut self, now: Time) -> bool {
+        match self.hold_until {
+            Some(until) if now >= until => {
+                self.hold_until = None;
+                false
+            }
+            Some(_) => !self.missing.is_empty(),
+            None => false,
+        }
     }
 
     /// When a GRAFT or the end of a hold is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
         let graft = self.missing.values().map(|m| m.due).min();
-        let hold = (!self.missing.is_empty()).then_some(self.hold_until);
+        let hold = self.hold_until.filter(|_| !self.missing.is_empty());
         graft.into_iter().chain(hold).min()
     }
 
@@ -309,6 +320,22 @@ mod tests {
         assert!(tree.holds(t(139)));
         assert!(!tree.holds(t(140)), "held at most `hold` past the newest");
         assert_eq!(tree.poll_timeout(), Some(t(15)));
+    }
+
+    #[test]
+    fn a_hold_that_ran_out_is_never_a_deadline_again() {
+        let t = Time::from_millis;
+        let slow = Duration::from_millis(400);
+        let mut tree = BroadcastTree::new(16);
+        tree.on_announcement(t(0), addr(2), entry(9, 3), slow, HOLD);
+        assert_eq!(tree.poll_timeout(), Some(t(100)), "the hold ends first");
+        assert!(!tree.holds(t(100)));
+        assert_eq!(
+            tree.poll_timeout(),
+            Some(t(400)),
+            "still missing, but only the graft is due (a past hold would wake the node at once, \
+             again and again)"
+        );
     }
 
     #[test]
