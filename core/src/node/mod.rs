@@ -612,7 +612,12 @@ impl Node {
             Message::Want { addrs } => self.replication.on_want(io, from, &addrs),
             Message::Ihave { entries } => self.replication.on_ihave(now, from, &entries),
             Message::Graft { addrs } => self.replication.on_graft(io, from, &addrs),
-            Message::Prune => self.replication.on_prune(from),
+            // Only an active link is pruned: the lazy set names neighbours, and a sender
+            // that is none cannot grow it.
+            Message::Prune if self.views.has_active_addr(&from.addr) => {
+                self.replication.on_prune(from)
+            }
+            Message::Prune => {}
             Message::Collected { entries } => self.on_collected(now, &entries),
             Message::Summary {
                 of,
@@ -801,7 +806,7 @@ impl Node {
                         }
                     }
                     match offered {
-                        Offered::Duplicate if pushed => {
+                        Offered::Duplicate if pushed && self.views.has_active_addr(&from.addr) => {
                             self.replication.on_duplicate(&mut self.io, from.addr)
                         }
                         Offered::Gap if !wanted.contains(&addr) => wanted.push(addr),

@@ -17,7 +17,9 @@
 //! left by a version still in flight through a graft is never reported as a failure.
 //!
 //! Invariants:
-//! - `lazy` and `announce` name active neighbours only after [`BroadcastTree::retain`];
+//! - `lazy` grows only by active neighbours (the node prunes nothing else), `announce`
+//!   only by the neighbours a version is flooded to, and both name active neighbours only
+//!   after [`BroadcastTree::retain`], which every flush runs;
 //! - `missing` holds at most `max_missing` origins, each a version newer than the one held
 //!   when it was announced, with at most [`MAX_ANNOUNCERS`] announcers;
 //! - `hold_until` is the latest `first + hold` of the announcements since the last hold
