@@ -849,6 +849,13 @@ impl Node {
             self.advance_incarnation(now, epoch);
             return;
         }
+        let me = self.cfg.id;
+        if entries
+            .iter()
+            .any(|e| e.addr == me.addr && e.epoch < me.epoch)
+        {
+            self.replication.older_incarnation_seen = true;
+        }
         let io = &mut self.io;
         let newer = self
             .replication
@@ -924,20 +931,36 @@ impl Node {
             // a thawed or restarted host coming back, which must not wait.
             let joining = !self.replication.complete;
             let adds_only = joining
-                && own.is_some_and(|r| {
-                    r.origin == self.cfg.id
-                        && Arc::ptr_eq(&r.services, &self.data.local_services)
-                        && Arc::ptr_eq(&r.tasks, &self.data.local_tasks)
-                        && r.body.agents == self.data.local_agents
-                        && r.body
-                            .adjacency
-                            .iter()
-                            .all(|n| self.views.active_view().any(|a| a == *n))
-                });
+                && match own {
+                    Some(r) => {
+                        r.origin == self.cfg.id
+                            && Arc::ptr_eq(&r.services, &self.data.local_services)
+                            && Arc::ptr_eq(&r.tasks, &self.data.local_tasks)
+                            && r.body.agents == self.data.local_agents
+                            && r.body
+                                .adjacency
+                                .iter()
+                                .all(|n| self.views.active_view().any(|a| a == *n))
+                    }
+                    // The first version of this incarnation: with nothing to say but
+                    // links, it waits for them too (one version, not an empty one and
+                    // then the links), unless peers still hold an older incarnation,
+                    // whose backends it must replace at once.
+                    None => {
+                        !self.replication.older_incarnation_seen
+                            && self.data.local_services.is_empty()
+                            && self.data.local_tasks.is_empty()
+                            && self.data.local_agents.is_empty()
+                    }
+                };
+            // A first version with nothing in it (no links yet, no services) says nothing
+            // a peer could use: it waits for the first link, which starts the wait above.
+            let unlinked_first = own.is_none() && self.views.active_len() == 0;
             let coalesce = self.cfg.records.coalesce_additions;
             self.replication.coalesce_until = match (adds_only, self.replication.coalesce_until) {
-                (true, Some(at)) => Some(at),
-                (true, None) => Some(now + coalesce),
+                (true, _) if unlinked_first => Some(Time::MAX),
+                (true, Some(at)) if at != Time::MAX => Some(at),
+                (true, _) => Some(now + coalesce),
                 (false, _) => None,
             };
         }

@@ -19,7 +19,8 @@
 //!
 //! Invariants:
 //! - the own record is published at most once per `publish_interval` and only when
-//!   `record_changed`; while `record_changed` is set a deadline is due for it;
+//!   `record_changed`; while `record_changed` is set a deadline is due for it, except
+//!   for a first version with nothing in it, which waits for the first link;
 //! - a flood queue holds at most one version per origin (the newest) per neighbour, and
 //!   queues exist only while `flush_at` is set;
 //! - a RECORDS message never exceeds `max_records_per_message` records or the frame budget
@@ -87,8 +88,13 @@ pub(crate) struct Replication {
     /// When the own record was last published.
     last_publish: Option<Time>,
     /// The pending change only adds neighbours: it waits until then, so that the links
-    /// a join opens travel in one version.
+    /// a join opens travel in one version (`Time::MAX`: a first version with nothing in
+    /// it waits for the first link).
     pub(crate) coalesce_until: Option<Time>,
+    /// A peer showed this node's address under an older epoch (an earlier incarnation
+    /// whose record, and backends, peers still hold): the first version of this one must
+    /// not wait to supersede it.
+    pub(crate) older_incarnation_seen: bool,
     /// Records waiting to be flooded, per neighbour.
     flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
     flush_at: Option<Time>,
@@ -165,6 +171,7 @@ impl Replication {
             record_changed: true,
             last_publish: None,
             coalesce_until: None,
+            older_incarnation_seen: false,
             flood_queue: BTreeMap::new(),
             flush_at: None,
             next_anti_entropy,
@@ -186,6 +193,8 @@ impl Replication {
     pub(crate) fn adopt(&mut self, new: NodeId) {
         self.me = new;
         self.own_seq = 0;
+        // Peers hold the incarnation this one replaces: its first version goes at once.
+        self.older_incarnation_seen = true;
         self.published_services = Arc::default();
         self.published_tasks = Arc::default();
         self.own_services_seq = 0;
@@ -370,6 +379,9 @@ impl Replication {
     /// Checks a received record and stores it if it is newer than the held version.
     pub(crate) fn offer(&mut self, io: &mut Io, record: Record) -> Offered {
         if record.origin.addr == self.me.addr {
+            if record.origin.epoch < self.me.epoch {
+                self.older_incarnation_seen = true;
+            }
             io.counters.records_own_ignored += 1;
             return Offered::Ignored;
         }
@@ -851,7 +863,12 @@ pub(crate) fn send_digest(
     complete: bool,
 ) {
     let entries = store.digest();
-    for entries in entries.chunks(chunk) {
+    // An empty store still sends one (empty) digest: it is what asks the peer for
+    // everything (a joiner's first version waits for its links, so it may hold nothing).
+    let chunks = entries
+        .chunks(chunk)
+        .chain(entries.is_empty().then_some(&[][..]));
+    for entries in chunks {
         io.send(
             addr,
             Message::Digest {
