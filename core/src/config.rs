@@ -408,7 +408,9 @@ pub struct RecordsConfig {
     /// that only adds neighbours waits before it is published, so that the links of one
     /// join travel in one version. A change that drops a neighbour or changes services,
     /// and any change once the view is complete (a thawed or restarted host coming back
-    /// must not wait), is published at once.
+    /// must not wait), is published at once. A first version with nothing in it (no
+    /// links, services, tasks or agents) waits for the first link and then this long,
+    /// unless a peer shows an older incarnation of this node's address.
     pub coalesce_additions: Duration,
     /// How long a node's origin must stay unreachable (as this node reports it, after
     /// `reachability.grace`) before this node removes its record: the slot is freed, the
