@@ -12,7 +12,7 @@
 //! - Every duration fits the core's clock (`u64` nanoseconds), so timer arithmetic and
 //!   jitter cannot overflow.
 //! - Ordered pairs are ordered: `ping.timeout_floor <= ping.timeout_ceiling`,
-//!   `membership.prwl <= membership.arwl`.
+//!   `membership.prwl <= membership.arwl`, `membership.active_min <= membership.active_max`.
 //! - What this node sends fits what an identically configured peer accepts: a SHUFFLE
 //!   sample fits `limits.max_shuffle_nodes`, its adjacency fits `limits.max_adjacency`
 //!   and `limits.max_record_bytes`, and a record of `limits.max_record_bytes` fits a frame.
@@ -228,6 +228,13 @@ impl Config {
 pub struct MembershipConfig {
     /// Active view size (monitored links). Paper: 5 (log10(n) + 1 for n = 10,000).
     pub active_max: usize,
+    /// Below this many active links a refill asks with HIGH priority, which a full peer
+    /// must accept (it evicts one of its best-connected neighbours). HyParView asks with
+    /// HIGH only when the view is empty, and every full peer refuses a LOW request, so a
+    /// node could keep one or two links for many seconds: if those neighbours crashed
+    /// together, nobody would list it and every node would report it down until its new
+    /// links went out. At most `active_max`; 0 or 1 is the paper's rule.
+    pub active_min: usize,
     /// Passive view size (backups). Paper: 30.
     pub passive_max: usize,
     /// Active random walk length of FORWARD_JOIN. Paper: 6.
@@ -260,6 +267,14 @@ impl MembershipConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         count("membership.active_max", u(self.active_max))?;
         count("membership.passive_max", u(self.passive_max))?;
+        if self.active_min > self.active_max {
+            return Err(error(
+                "membership.active_min",
+                Problem::Exceeds {
+                    bound: "membership.active_max",
+                },
+            ));
+        }
         if self.prwl > self.arwl {
             // The walk starts at arwl and counts down: a larger prwl is never reached.
             return Err(error(
@@ -287,6 +302,7 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
             active_max: 5,
+            active_min: 3,
             passive_max: 30,
             arwl: 6,
             prwl: 3,
@@ -405,12 +421,13 @@ pub struct RecordsConfig {
     /// per neighbour. Adds at most this much per hop to propagation.
     pub flood_delay: Duration,
     /// While this node joins (its view incomplete), how long a change of the own record
-    /// that only adds neighbours waits before it is published, so that the links of one
-    /// join travel in one version. A change that drops a neighbour or changes services,
-    /// and any change once the view is complete (a thawed or restarted host coming back
-    /// must not wait), is published at once. A first version with nothing in it (no
-    /// links, services, tasks or agents) waits for the first link and then this long,
-    /// unless a peer shows an older incarnation of this node's address.
+    /// that only changes its links (neighbours added or dropped) waits before it is
+    /// published, so that the links of one join travel in one version. A change of
+    /// services, and any change once the view is complete (a thawed or restarted host
+    /// coming back, or a crashed neighbour dropped, must not wait), is published at once.
+    /// A first version with nothing in it (no links, services, tasks or agents) waits for
+    /// the first link and then this long, unless a peer shows an older incarnation of this
+    /// node's address. (The name is from when only additions waited.)
     pub coalesce_additions: Duration,
     /// How long a node's origin must stay unreachable (as this node reports it, after
     /// `reachability.grace`) before this node removes its record: the slot is freed, the
@@ -676,6 +693,19 @@ mod tests {
             ))
         );
         assert_eq!(field_of(|c| c.membership.prwl = c.membership.arwl), Ok(()));
+        assert_eq!(
+            field_of(|c| c.membership.active_min = c.membership.active_max + 1),
+            Err(error(
+                "membership.active_min",
+                Problem::Exceeds {
+                    bound: "membership.active_max"
+                }
+            ))
+        );
+        assert_eq!(
+            field_of(|c| c.membership.active_min = c.membership.active_max),
+            Ok(())
+        );
     }
 
     #[test]
@@ -810,6 +840,7 @@ mod tests {
                 *d = MAX_DURATION;
             }
             (m.active_max, m.passive_max, m.arwl, m.prwl) = (1, 1, 0, 0);
+            m.active_min = 0;
             (m.shuffle_active, m.shuffle_passive) = (0, 0);
             c.ping.rtt_window = 1;
             c.ping.rtt_multiplier = 1;

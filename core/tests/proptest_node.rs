@@ -483,6 +483,8 @@ fn build(setup: &Setup, now: Time) -> Node {
         FrameAuth::Insecure,
     );
     cfg.membership.active_max = setup.active_max;
+    // The minimum of links must not exceed the view (Config::validate).
+    cfg.membership.active_min = cfg.membership.active_min.min(setup.active_max);
     cfg.membership.passive_max = setup.passive_max;
     cfg.membership.arwl = setup.arwl;
     // The passive walk length must not exceed the active one (Config::validate).

@@ -384,6 +384,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut cfg = Config::new(me, contacts, u.arbitrary()?, FrameAuth::Insecure);
     cfg.membership.active_max = u.int_in_range(1..=5)?;
+    cfg.membership.active_min = cfg.membership.active_min.min(cfg.membership.active_max);
     cfg.membership.passive_max = u.int_in_range(1..=8)?;
     cfg.membership.arwl = u.int_in_range(0..=6)?;
     cfg.membership.prwl = u.int_in_range(0..=3)?.min(cfg.membership.arwl);

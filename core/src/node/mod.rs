@@ -928,19 +928,18 @@ impl Node {
         if self.replication.record_changed {
             let own = self.replication.store.get(&self.cfg.id.addr);
             // Only while this node joins (its view incomplete): a link added later may be
-            // a thawed or restarted host coming back, which must not wait.
+            // a thawed or restarted host coming back, and a link dropped later may be the
+            // news of a crash, neither of which may wait. A joiner's links change as
+            // HyParView settles (added, and dropped when a fuller neighbour evicts it);
+            // they all wait, so that they travel in one version.
             let joining = !self.replication.complete;
-            let adds_only = joining
+            let links_only = joining
                 && match own {
                     Some(r) => {
                         r.origin == self.cfg.id
                             && Arc::ptr_eq(&r.services, &self.data.local_services)
                             && Arc::ptr_eq(&r.tasks, &self.data.local_tasks)
                             && r.body.agents == self.data.local_agents
-                            && r.body
-                                .adjacency
-                                .iter()
-                                .all(|n| self.views.active_view().any(|a| a == *n))
                     }
                     // The first version of this incarnation: with nothing to say but
                     // links, it waits for them too (one version, not an empty one and
@@ -957,7 +956,7 @@ impl Node {
             // a peer could use: it waits for the first link, which starts the wait above.
             let unlinked_first = own.is_none() && self.views.active_len() == 0;
             let coalesce = self.cfg.records.coalesce_additions;
-            self.replication.coalesce_until = match (adds_only, self.replication.coalesce_until) {
+            self.replication.coalesce_until = match (links_only, self.replication.coalesce_until) {
                 (true, _) if unlinked_first => Some(Time::MAX),
                 (true, Some(at)) if at != Time::MAX => Some(at),
                 (true, _) => Some(now + coalesce),

@@ -87,9 +87,9 @@ pub(crate) struct Replication {
     pub(crate) record_changed: bool,
     /// When the own record was last published.
     last_publish: Option<Time>,
-    /// The pending change only adds neighbours: it waits until then, so that the links
-    /// a join opens travel in one version (`Time::MAX`: a first version with nothing in
-    /// it waits for the first link).
+    /// The pending change only changes links while this node joins: it waits until then,
+    /// so that the links of a join travel in one version (`Time::MAX`: a first version
+    /// with nothing in it waits for the first link).
     pub(crate) coalesce_until: Option<Time>,
     /// A peer showed this node's address under an older epoch (an earlier incarnation
     /// whose record, and backends, peers still hold): the first version of this one must

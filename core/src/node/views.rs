@@ -730,7 +730,9 @@ impl Views {
             .active
             .values()
             .all(|p| p.monitor.is_suspect() || p.monitor.is_stalled());
-        let priority = if isolated {
+        // Also below `active_min` links: a full peer refuses LOW, and a node with one or
+        // two links is cut off if they crash together.
+        let priority = if isolated || self.active.len() < self.cfg.active_min {
             Priority::High
         } else {
             Priority::Low
