@@ -43,7 +43,8 @@
 //! - a slot's record, if any, has the slot's address; the index maps exactly the addresses
 //!   of the slots in use to their slots;
 //! - a free slot holds no record, no edges and no incoming edges, and no edge resolves to
-//!   a free slot; every `incoming` entry is one edge of its source;
+//!   a free slot; every `incoming` entry is one edge of its source; a slot's edges are its
+//!   record's adjacency resolved to slots, in order (a neighbour without a slot missing);
 //! - the stored version of an address never decreases while it is held, and no held
 //!   record is covered by a tombstone;
 //! - the summary buckets are the XOR of the held versions' hashes.
@@ -691,23 +692,7 @@ impl RecordStore {
         let Some(slot) = self.intern(record.origin) else {
             return Applied::Full;
         };
-        let mut edges = Vec::with_capacity(record.body.adjacency.len());
-        for &neighbour in &record.body.adjacency {
-            match self.slot_for(neighbour) {
-                Some(target) => edges.push((target, neighbour.epoch)),
-                None => self.dropped_edges += 1,
-            }
-        }
-        let old = std::mem::replace(&mut self.vertices[slot as usize].edges, edges);
-        for (target, _) in old {
-            let sources = &mut self.incoming[target as usize];
-            if let Some(at) = sources.iter().position(|&s| s == slot) {
-                sources.swap_remove(at);
-            }
-        }
-        for &(target, _) in &self.vertices[slot as usize].edges {
-            self.incoming[target as usize].push(slot);
-        }
+        self.replace_edges(slot, &record.body.adjacency);
         self.touch(slot);
         let bucket = bucket_of(&record.origin.addr);
         self.buckets[bucket] ^= version_hash(&record.origin.addr, record.version());
@@ -722,6 +707,61 @@ impl RecordStore {
             previous: previous.map(|p| (p.origin, p.body)),
             forward: Box::new(record),
         }
+    }
+
+    /// Resolves `adjacency` into `slot`'s edges and keeps `incoming` in step. Most versions
+    /// change one link of five or six: a neighbour the held record lists too keeps its
+    /// resolved slot (no index lookup), and only the targets that come or go have their
+    /// incoming lists touched (each is a cache miss into another slot's memory).
+    fn replace_edges(&mut self, slot: u32, adjacency: &[NodeId]) {
+        let s = slot as usize;
+        let old = std::mem::take(&mut self.vertices[s].edges);
+        // The held record's adjacency lines up with its edges when every neighbour was
+        // resolved and none was freed since (then the lengths agree): its slots can be
+        // reused by address. Otherwise everything is looked up.
+        let held = self.slots[s].record.as_ref().map(|r| r.body.clone());
+        let mut reusable: Vec<(SocketAddr, u32)> = match &held {
+            Some(body) if body.adjacency.len() == old.len() => body
+                .adjacency
+                .iter()
+                .zip(&old)
+                .map(|(id, &(target, _))| (id.addr, target))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut edges = Vec::with_capacity(adjacency.len());
+        for &neighbour in adjacency {
+            let reused = reusable
+                .iter()
+                .position(|(addr, _)| *addr == neighbour.addr)
+                .map(|at| reusable.swap_remove(at).1);
+            match reused.or_else(|| self.slot_for(neighbour)) {
+                Some(target) => edges.push((target, neighbour.epoch)),
+                None => self.dropped_edges += 1,
+            }
+        }
+        // Incoming lists change by the targets that went (old minus new, as multisets)
+        // and those that came (new minus old).
+        let mut gone: Vec<u32> = old.iter().map(|&(target, _)| target).collect();
+        let mut came = Vec::new();
+        for &(target, _) in &edges {
+            match gone.iter().position(|&t| t == target) {
+                Some(at) => {
+                    gone.swap_remove(at);
+                }
+                None => came.push(target),
+            }
+        }
+        for target in gone {
+            let sources = &mut self.incoming[target as usize];
+            if let Some(at) = sources.iter().position(|&x| x == slot) {
+                sources.swap_remove(at);
+            }
+        }
+        for target in came {
+            self.incoming[target as usize].push(slot);
+        }
+        self.vertices[s].edges = edges;
     }
 
     /// Frees `slot` (not the caller's own): its record, if any, leaves the store and
@@ -869,6 +909,15 @@ impl RecordStore {
             if let Some(r) = &slot.record {
                 if r.origin.addr != slot.addr {
                     return Err(format!("slot {i} holds a record of {}", r.origin.addr));
+                }
+                // The edges are the record's adjacency resolved, in its order (a neighbour
+                // left unresolved, or freed since, is missing).
+                let mut listed = r.body.adjacency.iter();
+                for &(target, epoch) in &v.edges {
+                    let addr = self.slots[target as usize].addr;
+                    if !listed.any(|n| n.addr == addr && n.epoch == epoch) {
+                        return Err(format!("an edge of slot {i} is not in its record"));
+                    }
                 }
                 if self
                     .tombstones
