@@ -54,6 +54,12 @@ pub enum Change {
 /// No parent: self, or a slot the search does not reach.
 const NONE: u32 = u32::MAX;
 
+// Bits of a slot's `flags`.
+/// The search reached the slot at the last update.
+const SEEN: u8 = 1 << 0;
+/// Scratch: the slot is in `candidates` (set only within an update).
+const CANDIDATE: u8 = 1 << 1;
+
 /// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
 pub struct Reachability {
@@ -68,8 +74,8 @@ pub struct Reachability {
     /// While set, nothing fades out: a node's view is not complete yet, and a node it does
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
-    /// The search's result: reached at the last update, per slot.
-    seen: Vec<bool>,
+    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`CANDIDATE`].
+    flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
     /// The same tree downwards.
@@ -86,7 +92,6 @@ pub struct Reachability {
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
-    candidate_mark: Vec<bool>,
 }
 
 /// The slots not reported reachable, ordered by since when, with the earliest time kept
@@ -215,7 +220,7 @@ impl Reachability {
         if s >= self.reported.len() {
             return;
         }
-        debug_assert!(!self.seen[s] && self.reported[s].is_none());
+        debug_assert!(!self.seen(s) && self.reported[s].is_none());
         if let Some(since) = self.down_since[s].take() {
             self.down.remove(since, slot);
         }
@@ -297,7 +302,7 @@ impl Reachability {
         // and into a changed slot (its parent's edge may name an older epoch now).
         let mut cut = Vec::new();
         for &x in &touched {
-            if !self.seen[x as usize] {
+            if !self.seen(x as usize) {
                 continue;
             }
             for &c in &self.children[x as usize] {
@@ -313,7 +318,7 @@ impl Reachability {
         // Everything below a cut is unreached until found again.
         let mut cut_off = Vec::new();
         for c in cut {
-            if !self.seen[c as usize] {
+            if !self.seen(c as usize) {
                 continue;
             }
             let p = self.parent[c as usize];
@@ -323,7 +328,7 @@ impl Reachability {
             }
             let mut stack = vec![c];
             while let Some(u) = stack.pop() {
-                self.seen[u as usize] = false;
+                self.flags[u as usize] &= !SEEN;
                 self.parent[u as usize] = NONE;
                 cut_off.push(u);
                 stack.append(&mut self.children[u as usize]);
@@ -335,23 +340,23 @@ impl Reachability {
         // reached changed slots.
         self.queue.clear();
         for &u in cut_off.iter().chain(&touched) {
-            if self.seen[u as usize] {
+            if self.seen(u as usize) {
                 continue;
             }
             if let Some(&v) = store
                 .incoming(u)
                 .iter()
-                .find(|&&v| self.seen[v as usize] && valid(v, u))
+                .find(|&&v| self.seen(v as usize) && valid(v, u))
             {
                 self.attach(u, v);
             }
         }
         for &x in &touched {
-            if !self.seen[x as usize] {
+            if !self.seen(x as usize) {
                 continue;
             }
             for &(t, e) in &vertices[x as usize].edges {
-                if !self.seen[t as usize] && vertices[t as usize].epoch == e {
+                if !self.seen(t as usize) && vertices[t as usize].epoch == e {
                     self.attach(t, x);
                 }
             }
@@ -361,11 +366,11 @@ impl Reachability {
         self.last_work = work;
 
         self.candidates.clear();
-        let (candidates, queue) = (&mut self.candidates, &self.queue);
+        let (candidates, queue, flags) = (&mut self.candidates, &self.queue, &mut self.flags);
         for &slot in touched.iter().chain(&cut_off).chain(queue) {
-            let mark = &mut self.candidate_mark[slot as usize];
-            if !*mark {
-                *mark = true;
+            let f = &mut flags[slot as usize];
+            if *f & CANDIDATE == 0 {
+                *f |= CANDIDATE;
                 candidates.push(slot);
             }
         }
@@ -373,7 +378,7 @@ impl Reachability {
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.sort_unstable();
         for &slot in &candidates {
-            self.candidate_mark[slot as usize] = false;
+            self.flags[slot as usize] &= !CANDIDATE;
             if !store.is_free(slot) {
                 self.report(now, store, slot as usize, changes);
             }
@@ -392,13 +397,13 @@ impl Reachability {
         changes: &mut Vec<Change>,
     ) {
         let n = store.len();
-        self.seen.clear();
+        self.flags.iter_mut().for_each(|f| *f &= !SEEN);
         self.parent.clear();
         self.children.iter_mut().for_each(Vec::clear);
         self.grow(n);
         self.root = self_slot;
         self.built = true;
-        self.seen[self_slot as usize] = true;
+        self.flags[self_slot as usize] |= SEEN;
         self.queue.clear();
         self.queue.push(self_slot);
         self.search_from_queue(store);
@@ -413,18 +418,22 @@ impl Reachability {
 
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
     fn grow(&mut self, n: usize) {
-        self.seen.resize(n, false);
+        self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
         self.children.resize_with(n, Vec::new);
         self.reported.resize(n, None);
         self.unreached_since.resize(n, None);
         self.down_since.resize(n, None);
-        self.candidate_mark.resize(n, false);
+    }
+
+    /// Whether the last search reached slot `i`.
+    fn seen(&self, i: usize) -> bool {
+        self.flags[i] & SEEN != 0
     }
 
     /// `slot` is reached over `from`'s edge: into the tree and the queue.
     fn attach(&mut self, slot: u32, from: u32) {
-        self.seen[slot as usize] = true;
+        self.flags[slot as usize] |= SEEN;
         self.parent[slot as usize] = from;
         self.children[from as usize].push(slot);
         self.queue.push(slot);
@@ -439,7 +448,7 @@ impl Reachability {
             head += 1;
             for &(target, epoch) in &vertices[at as usize].edges {
                 let t = target as usize;
-                if !self.seen[t] && vertices[t].epoch == epoch {
+                if !self.seen(t) && vertices[t].epoch == epoch {
                     self.attach(target, at);
                 }
             }
@@ -460,11 +469,11 @@ impl Reachability {
         changes: &mut Vec<Change>,
     ) {
         let before = self.reported[i];
-        if !self.seen[i] && before.is_none() {
+        if !self.seen(i) && before.is_none() {
             return;
         }
         let current = NodeId::new(store.slots()[i].addr, store.vertices()[i].epoch);
-        if self.seen[i] {
+        if self.seen(i) {
             self.unreached_since[i] = None;
             if before != Some(current) {
                 match before {
@@ -655,6 +664,13 @@ mod incremental_tests {
         ]
     }
 
+    impl Reachability {
+        /// The slots the last search reached.
+        fn seen_slots(&self) -> Vec<usize> {
+            (0..self.flags.len()).filter(|&i| self.seen(i)).collect()
+        }
+    }
+
     /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
     /// comparing with a full search of the same store: same changes, same reported set.
     fn check(steps: &[Step], grace: Duration) -> Result<(), TestCaseError> {
@@ -725,14 +741,14 @@ mod incremental_tests {
                     let expected: Vec<NodeId> = full.reachable().collect();
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
-                    prop_assert_eq!(&incremental.seen, &full.seen);
+                    prop_assert_eq!(incremental.seen_slots(), full.seen_slots());
                     prop_assert_eq!(&incremental.down_since, &full.down_since);
                     if let Err(e) = store.check() {
                         return Err(TestCaseError::fail(e));
                     }
                     for slot in 0..store.len() as u32 {
                         if store.is_free(slot) {
-                            prop_assert!(!incremental.seen[slot as usize]);
+                            prop_assert!(!incremental.seen(slot as usize));
                             prop_assert!(incremental.down_since(slot).is_none());
                         }
                     }
