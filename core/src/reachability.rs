@@ -37,7 +37,9 @@
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
 //! superseded), not while holding; every change is reported once, as a [`Change`], in slot
 //! order; a slot in use has `down_since` exactly when it is not reported reachable (and is
-//! not self); a free slot is unreached, unreported and not down.
+//! not self); a free slot is unreached, unreported and not down. A slot is reported only
+//! while in use, and a slot in use keeps its address, so what is kept of a reported id is
+//! its epoch: the address is the store's for that slot.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -59,13 +61,16 @@ const NONE: u32 = u32::MAX;
 const SEEN: u8 = 1 << 0;
 /// Scratch: the slot is in `candidates` (set only within an update).
 const CANDIDATE: u8 = 1 << 1;
+/// The slot is reported reachable, at the epoch in `reported_epoch`.
+const REPORTED: u8 = 1 << 2;
 
 /// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
 pub struct Reachability {
     grace: Duration,
-    /// The id reported reachable for each slot, if any.
-    reported: Vec<Option<NodeId>>,
+    /// For each slot with [`REPORTED`], the epoch reported reachable (its address is the
+    /// slot's: a slot is freed, and its address changed, only when not reported).
+    reported_epoch: Vec<u64>,
     /// For reported slots the last search did not reach: since when.
     unreached_since: Vec<Option<Time>>,
     /// Slots with `unreached_since` set.
@@ -74,7 +79,8 @@ pub struct Reachability {
     /// While set, nothing fades out: a node's view is not complete yet, and a node it does
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
-    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`CANDIDATE`].
+    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`REPORTED`],
+    /// [`CANDIDATE`].
     flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
@@ -145,19 +151,26 @@ impl Reachability {
     }
 
     /// Reports as unreachable the fading nodes whose grace has run out by `now`.
-    pub fn expire(&mut self, now: Time, changes: &mut Vec<Change>) {
+    pub fn expire(&mut self, now: Time, store: &RecordStore, changes: &mut Vec<Change>) {
         if self.holding {
             return;
         }
         let grace = self.grace;
-        let (reported, since) = (&mut self.reported, &mut self.unreached_since);
+        let (flags, epochs, since) = (
+            &mut self.flags,
+            &self.reported_epoch,
+            &mut self.unreached_since,
+        );
         let (down_since, down) = (&mut self.down_since, &mut self.down);
+        let slots = store.slots();
         let mut expired = 0;
         self.fading.retain(|&slot| {
             let s = slot as usize;
             match since[s] {
                 Some(t) if now >= t + grace => {
-                    if let Some(old) = reported[s].take() {
+                    if flags[s] & REPORTED != 0 {
+                        flags[s] &= !REPORTED;
+                        let old = NodeId::new(slots[s].addr, epochs[s]);
                         changes.push(Change::Unreachable(old));
                         expired += 1;
                         if down_since[s].is_none() {
@@ -217,10 +230,10 @@ impl Reachability {
     /// `slot` was freed in the store: forget it. It must be unreached and unreported.
     pub fn release(&mut self, slot: u32) {
         let s = slot as usize;
-        if s >= self.reported.len() {
+        if s >= self.flags.len() {
             return;
         }
-        debug_assert!(!self.seen(s) && self.reported[s].is_none());
+        debug_assert!(self.flags[s] & (SEEN | REPORTED) == 0);
         if let Some(since) = self.down_since[s].take() {
             self.down.remove(since, slot);
         }
@@ -229,7 +242,7 @@ impl Reachability {
 
     /// Keeps `down_since` of slot `i` in step with what is reported.
     fn track_down(&mut self, now: Time, i: usize) {
-        let down = self.reported[i].is_none() && i as u32 != self.root;
+        let down = self.flags[i] & REPORTED == 0 && i as u32 != self.root;
         match (down, self.down_since[i]) {
             (true, None) => {
                 self.down_since[i] = Some(now);
@@ -258,19 +271,26 @@ impl Reachability {
     pub fn is_reachable(&self, store: &RecordStore, id: &NodeId) -> bool {
         store
             .slot_of(&id.addr)
-            .and_then(|slot| self.reported.get(slot as usize).copied().flatten())
+            .and_then(|slot| self.reported_at(store, slot as usize))
             == Some(*id)
     }
 
     /// The incarnation of `addr` reported reachable, if any.
     pub fn reported(&self, store: &RecordStore, addr: &std::net::SocketAddr) -> Option<NodeId> {
         let slot = store.slot_of(addr)?;
-        self.reported.get(slot as usize).copied().flatten()
+        self.reported_at(store, slot as usize)
     }
 
     /// Every reachable node, in slot order.
-    pub fn reachable(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.reported.iter().filter_map(|id| *id)
+    pub fn reachable<'a>(&'a self, store: &'a RecordStore) -> impl Iterator<Item = NodeId> + 'a {
+        (0..self.flags.len()).filter_map(|i| self.reported_at(store, i))
+    }
+
+    /// The id reported reachable for slot `i` (of `store`, the store it was reported
+    /// from), if any.
+    fn reported_at(&self, store: &RecordStore, i: usize) -> Option<NodeId> {
+        let flags = self.flags.get(i).copied().unwrap_or(0);
+        (flags & REPORTED != 0).then(|| NodeId::new(store.slots()[i].addr, self.reported_epoch[i]))
     }
 
     /// Brings the reachable set up to date with what changed in `store` since the last
@@ -384,7 +404,7 @@ impl Reachability {
             }
         }
         self.candidates = candidates;
-        self.expire(now, changes);
+        self.expire(now, store, changes);
     }
 
     /// Searches the whole graph again from `self_slot` at `now` and appends every
@@ -413,7 +433,7 @@ impl Reachability {
                 self.report(now, store, i, changes);
             }
         }
-        self.expire(now, changes);
+        self.expire(now, store, changes);
     }
 
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
@@ -421,7 +441,7 @@ impl Reachability {
         self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
         self.children.resize_with(n, Vec::new);
-        self.reported.resize(n, None);
+        self.reported_epoch.resize(n, 0);
         self.unreached_since.resize(n, None);
         self.down_since.resize(n, None);
     }
@@ -468,7 +488,7 @@ impl Reachability {
         i: usize,
         changes: &mut Vec<Change>,
     ) {
-        let before = self.reported[i];
+        let before = self.reported_at(store, i);
         if !self.seen(i) && before.is_none() {
             return;
         }
@@ -481,12 +501,13 @@ impl Reachability {
                     None => self.count += 1,
                 }
                 changes.push(Change::Reachable(current));
-                self.reported[i] = Some(current);
+                self.flags[i] |= REPORTED;
+                self.reported_epoch[i] = current.epoch;
             }
         } else if let Some(old) = before {
             if old.epoch < current.epoch || (self.grace.is_zero() && !self.holding) {
                 changes.push(Change::Unreachable(old));
-                self.reported[i] = None;
+                self.flags[i] &= !REPORTED;
                 self.count -= 1;
                 self.unreached_since[i] = None;
             } else if self.unreached_since[i].is_none() {
@@ -604,16 +625,16 @@ mod tests {
         assert_eq!(reach.next_deadline(), Some(Time::from_millis(21)));
         publish(&mut store, a, 3, &[b]);
         reach.recompute(Time::from_millis(5), &store, me, &mut changes);
-        reach.expire(Time::from_millis(30), &mut changes);
+        reach.expire(Time::from_millis(30), &store, &mut changes);
         assert!(changes.is_empty());
         assert_eq!(reach.next_deadline(), None);
 
         // A lasting one is reported when the grace runs out, not before.
         publish(&mut store, a, 4, &[]);
         reach.recompute(Time::from_millis(40), &store, me, &mut changes);
-        reach.expire(Time::from_millis(59), &mut changes);
+        reach.expire(Time::from_millis(59), &store, &mut changes);
         assert!(changes.is_empty());
-        reach.expire(Time::from_millis(60), &mut changes);
+        reach.expire(Time::from_millis(60), &store, &mut changes);
         assert_eq!(changes, vec![Change::Unreachable(b)]);
         assert_eq!(reach.count(), 1);
     }
@@ -737,8 +758,8 @@ mod incremental_tests {
                     incremental.update(now, &mut store, me, &mut a);
                     full.recompute(now, &store, me, &mut b);
                     prop_assert_eq!(&a, &b, "changes differ at {:?}", now);
-                    let reached: Vec<NodeId> = incremental.reachable().collect();
-                    let expected: Vec<NodeId> = full.reachable().collect();
+                    let reached: Vec<NodeId> = incremental.reachable(&store).collect();
+                    let expected: Vec<NodeId> = full.reachable(&store).collect();
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
                     prop_assert_eq!(incremental.seen_slots(), full.seen_slots());
