@@ -63,6 +63,10 @@ const SEEN: u8 = 1 << 0;
 const CANDIDATE: u8 = 1 << 1;
 /// The slot is reported reachable, at the epoch in `reported_epoch`.
 const REPORTED: u8 = 1 << 2;
+/// Reported, but the search does not reach it: unreached since `unreached_since`.
+const FADING: u8 = 1 << 3;
+/// In use, not reported reachable and not self: down since `down_since`.
+const DOWN: u8 = 1 << 4;
 
 /// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
@@ -71,16 +75,17 @@ pub struct Reachability {
     /// For each slot with [`REPORTED`], the epoch reported reachable (its address is the
     /// slot's: a slot is freed, and its address changed, only when not reported).
     reported_epoch: Vec<u64>,
-    /// For reported slots the last search did not reach: since when.
-    unreached_since: Vec<Option<Time>>,
-    /// Slots with `unreached_since` set.
+    /// For slots with [`FADING`] (reported, not reached by the last search): since when.
+    unreached_since: Vec<Time>,
+    /// Slots that became [`FADING`] (a slot may be listed again, or no longer fading).
     fading: Vec<u32>,
     count: usize,
     /// While set, nothing fades out: a node's view is not complete yet, and a node it does
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
-    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`REPORTED`],
-    /// [`CANDIDATE`].
+    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`REPORTED`], [`FADING`],
+    /// [`DOWN`], [`CANDIDATE`]. A value in `reported_epoch`, `unreached_since` or
+    /// `down_since` means something only while its bit is set.
     flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
@@ -91,8 +96,8 @@ pub struct Reachability {
     root: u32,
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
-    /// Per slot in use and not reported reachable (self excepted): since when.
-    down_since: Vec<Option<Time>>,
+    /// For slots with [`DOWN`] (in use, not reported reachable, not self): since when.
+    down_since: Vec<Time>,
     /// The same, ordered by time: the next slot to become collectable first.
     down: DownSet,
     /// Scratch space, kept to avoid allocating on every update.
@@ -145,7 +150,7 @@ impl Reachability {
         }
         self.fading
             .iter()
-            .filter_map(|&s| self.unreached_since[s as usize])
+            .filter_map(|&s| self.unreached_since(s as usize))
             .min()
             .map(|since| since + self.grace)
     }
@@ -156,34 +161,31 @@ impl Reachability {
             return;
         }
         let grace = self.grace;
-        let (flags, epochs, since) = (
-            &mut self.flags,
-            &self.reported_epoch,
-            &mut self.unreached_since,
-        );
+        let (flags, epochs, since) = (&mut self.flags, &self.reported_epoch, &self.unreached_since);
         let (down_since, down) = (&mut self.down_since, &mut self.down);
         let slots = store.slots();
         let mut expired = 0;
         self.fading.retain(|&slot| {
             let s = slot as usize;
-            match since[s] {
-                Some(t) if now >= t + grace => {
-                    if flags[s] & REPORTED != 0 {
-                        flags[s] &= !REPORTED;
-                        let old = NodeId::new(slots[s].addr, epochs[s]);
-                        changes.push(Change::Unreachable(old));
-                        expired += 1;
-                        if down_since[s].is_none() {
-                            down_since[s] = Some(now);
-                            down.insert(now, slot);
-                        }
-                    }
-                    since[s] = None;
-                    false
-                }
-                Some(_) => true,
-                None => false,
+            if flags[s] & FADING == 0 {
+                return false;
             }
+            if now < since[s] + grace {
+                return true;
+            }
+            if flags[s] & REPORTED != 0 {
+                flags[s] &= !REPORTED;
+                let old = NodeId::new(slots[s].addr, epochs[s]);
+                changes.push(Change::Unreachable(old));
+                expired += 1;
+                if flags[s] & DOWN == 0 {
+                    flags[s] |= DOWN;
+                    down_since[s] = now;
+                    down.insert(now, slot);
+                }
+            }
+            flags[s] &= !FADING;
+            false
         });
         self.count -= expired;
     }
@@ -191,7 +193,13 @@ impl Reachability {
     /// Since when `slot` has not been reported reachable (`None`: it is, or it is self or
     /// free).
     pub fn down_since(&self, slot: u32) -> Option<Time> {
-        self.down_since.get(slot as usize).copied().flatten()
+        let i = slot as usize;
+        (self.flags.get(i)? & DOWN != 0).then(|| self.down_since[i])
+    }
+
+    /// Since when reported slot `i` has not been reached (`None`: it is not fading).
+    fn unreached_since(&self, i: usize) -> Option<Time> {
+        (self.flags[i] & FADING != 0).then(|| self.unreached_since[i])
     }
 
     /// Whether `slot` may be collected on a peer's word now: it is not reported reachable
@@ -234,22 +242,23 @@ impl Reachability {
             return;
         }
         debug_assert!(self.flags[s] & (SEEN | REPORTED) == 0);
-        if let Some(since) = self.down_since[s].take() {
+        if let Some(since) = self.down_since(slot) {
             self.down.remove(since, slot);
         }
-        self.unreached_since[s] = None;
+        self.flags[s] &= !(DOWN | FADING);
     }
 
     /// Keeps `down_since` of slot `i` in step with what is reported.
     fn track_down(&mut self, now: Time, i: usize) {
         let down = self.flags[i] & REPORTED == 0 && i as u32 != self.root;
-        match (down, self.down_since[i]) {
+        match (down, self.down_since(i as u32)) {
             (true, None) => {
-                self.down_since[i] = Some(now);
+                self.flags[i] |= DOWN;
+                self.down_since[i] = now;
                 self.down.insert(now, i as u32);
             }
             (false, Some(since)) => {
-                self.down_since[i] = None;
+                self.flags[i] &= !DOWN;
                 self.down.remove(since, i as u32);
             }
             _ => {}
@@ -442,8 +451,8 @@ impl Reachability {
         self.parent.resize(n, NONE);
         self.children.resize_with(n, Vec::new);
         self.reported_epoch.resize(n, 0);
-        self.unreached_since.resize(n, None);
-        self.down_since.resize(n, None);
+        self.unreached_since.resize(n, Time::ZERO);
+        self.down_since.resize(n, Time::ZERO);
     }
 
     /// Whether the last search reached slot `i`.
@@ -494,7 +503,7 @@ impl Reachability {
         }
         let current = NodeId::new(store.slots()[i].addr, store.vertices()[i].epoch);
         if self.seen(i) {
-            self.unreached_since[i] = None;
+            self.flags[i] &= !FADING;
             if before != Some(current) {
                 match before {
                     Some(old) => changes.push(Change::Unreachable(old)),
@@ -509,9 +518,10 @@ impl Reachability {
                 changes.push(Change::Unreachable(old));
                 self.flags[i] &= !REPORTED;
                 self.count -= 1;
-                self.unreached_since[i] = None;
-            } else if self.unreached_since[i].is_none() {
-                self.unreached_since[i] = Some(now);
+                self.flags[i] &= !FADING;
+            } else if self.flags[i] & FADING == 0 {
+                self.flags[i] |= FADING;
+                self.unreached_since[i] = now;
                 self.fading.push(i as u32);
             }
         }
@@ -690,6 +700,13 @@ mod incremental_tests {
         fn seen_slots(&self) -> Vec<usize> {
             (0..self.flags.len()).filter(|&i| self.seen(i)).collect()
         }
+
+        /// Every slot's `down_since`.
+        fn down_slots(&self) -> Vec<Option<Time>> {
+            (0..self.flags.len() as u32)
+                .map(|s| self.down_since(s))
+                .collect()
+        }
     }
 
     /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
@@ -763,7 +780,7 @@ mod incremental_tests {
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
                     prop_assert_eq!(incremental.seen_slots(), full.seen_slots());
-                    prop_assert_eq!(&incremental.down_since, &full.down_since);
+                    prop_assert_eq!(incremental.down_slots(), full.down_slots());
                     if let Err(e) = store.check() {
                         return Err(TestCaseError::fail(e));
                     }
