@@ -89,8 +89,13 @@ pub struct Reachability {
     flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
-    /// The same tree downwards.
-    children: Vec<Vec<u32>>,
+    /// The same tree downwards, as intrusive lists: each slot's first child (`NONE`: no
+    /// children), and each child's next sibling (`NONE`: the last) and previous sibling
+    /// (the first child's is the last child, so that a child is appended in O(1)).
+    /// Siblings are in the order a vector with push and swap_remove would hold them.
+    first_child: Vec<u32>,
+    next_sibling: Vec<u32>,
+    prev_sibling: Vec<u32>,
     /// The tree describes the store as of the last update, searched from `root`.
     built: bool,
     root: u32,
@@ -334,11 +339,7 @@ impl Reachability {
             if !self.seen(x as usize) {
                 continue;
             }
-            for &c in &self.children[x as usize] {
-                if !valid(x, c) {
-                    cut.push(c);
-                }
-            }
+            cut.extend(self.children(x).filter(|&c| !valid(x, c)));
             let p = self.parent[x as usize];
             if p != NONE && !valid(p, x) {
                 cut.push(x);
@@ -350,17 +351,14 @@ impl Reachability {
             if !self.seen(c as usize) {
                 continue;
             }
-            let p = self.parent[c as usize];
-            let siblings = &mut self.children[p as usize];
-            if let Some(at) = siblings.iter().position(|&s| s == c) {
-                siblings.swap_remove(at);
-            }
+            self.remove_child(self.parent[c as usize], c);
             let mut stack = vec![c];
             while let Some(u) = stack.pop() {
                 self.flags[u as usize] &= !SEEN;
                 self.parent[u as usize] = NONE;
                 cut_off.push(u);
-                stack.append(&mut self.children[u as usize]);
+                stack.extend(self.children(u));
+                self.first_child[u as usize] = NONE;
             }
         }
         work += cut_off.len();
@@ -428,7 +426,7 @@ impl Reachability {
         let n = store.len();
         self.flags.iter_mut().for_each(|f| *f &= !SEEN);
         self.parent.clear();
-        self.children.iter_mut().for_each(Vec::clear);
+        self.first_child.clear();
         self.grow(n);
         self.root = self_slot;
         self.built = true;
@@ -449,7 +447,9 @@ impl Reachability {
     fn grow(&mut self, n: usize) {
         self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
-        self.children.resize_with(n, Vec::new);
+        self.first_child.resize(n, NONE);
+        self.next_sibling.resize(n, NONE);
+        self.prev_sibling.resize(n, NONE);
         self.reported_epoch.resize(n, 0);
         self.unreached_since.resize(n, Time::ZERO);
         self.down_since.resize(n, Time::ZERO);
@@ -464,8 +464,69 @@ impl Reachability {
     fn attach(&mut self, slot: u32, from: u32) {
         self.flags[slot as usize] |= SEEN;
         self.parent[slot as usize] = from;
-        self.children[from as usize].push(slot);
+        self.push_child(from, slot);
         self.queue.push(slot);
+    }
+
+    /// The children of `parent` in the search tree, in order.
+    fn children(&self, parent: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.first_child[parent as usize];
+        std::iter::successors((first != NONE).then_some(first), |&c| {
+            let next = self.next_sibling[c as usize];
+            (next != NONE).then_some(next)
+        })
+    }
+
+    /// Appends `child` to the children of `parent`.
+    fn push_child(&mut self, parent: u32, child: u32) {
+        let first = self.first_child[parent as usize];
+        self.next_sibling[child as usize] = NONE;
+        if first == NONE {
+            self.first_child[parent as usize] = child;
+            self.prev_sibling[child as usize] = child;
+        } else {
+            let last = self.prev_sibling[first as usize];
+            self.next_sibling[last as usize] = child;
+            self.prev_sibling[child as usize] = last;
+            self.prev_sibling[first as usize] = child;
+        }
+    }
+
+    /// Removes `child` from the children of `parent`, moving the last child into its place
+    /// (as `Vec::swap_remove` does, so siblings keep that order).
+    fn remove_child(&mut self, parent: u32, child: u32) {
+        let p = parent as usize;
+        let first = self.first_child[p];
+        let last = self.prev_sibling[first as usize];
+        // Unlink the last child.
+        if last == first {
+            self.first_child[p] = NONE;
+        } else {
+            let before = self.prev_sibling[last as usize];
+            self.next_sibling[before as usize] = NONE;
+            self.prev_sibling[first as usize] = before;
+        }
+        if last == child {
+            return;
+        }
+        // Put it where `child` is.
+        let (before, after) = (
+            self.prev_sibling[child as usize],
+            self.next_sibling[child as usize],
+        );
+        self.prev_sibling[last as usize] = before;
+        self.next_sibling[last as usize] = after;
+        if first == child {
+            self.first_child[p] = last;
+        } else {
+            self.next_sibling[before as usize] = last;
+        }
+        if after != NONE {
+            self.prev_sibling[after as usize] = last;
+        } else {
+            let first = self.first_child[p];
+            self.prev_sibling[first as usize] = last;
+        }
     }
 
     /// Breadth-first from every queued (reached) slot over valid edges to unreached ones.
@@ -794,6 +855,37 @@ mod incremental_tests {
             }
         }
         Ok((collected, reused))
+    }
+
+    proptest! {
+        /// The children lists hold what vectors with push and swap_remove would, in the
+        /// same order.
+        #[test]
+        fn children_lists_keep_vector_order(ops in prop::collection::vec((0..3u32, 3..40u32, any::<bool>()), 0..200)) {
+            let mut reach = Reachability::default();
+            reach.grow(40);
+            let mut model: Vec<Vec<u32>> = vec![Vec::new(); 3];
+            let mut parent_of: Vec<Option<u32>> = vec![None; 40];
+            for (parent, child, remove) in ops {
+                match parent_of[child as usize] {
+                    Some(p) if remove => {
+                        let at = model[p as usize].iter().position(|&c| c == child).unwrap();
+                        model[p as usize].swap_remove(at);
+                        reach.remove_child(p, child);
+                        parent_of[child as usize] = None;
+                    }
+                    None if !remove => {
+                        model[parent as usize].push(child);
+                        reach.push_child(parent, child);
+                        parent_of[child as usize] = Some(parent);
+                    }
+                    _ => {}
+                }
+                for p in 0..3u32 {
+                    prop_assert_eq!(reach.children(p).collect::<Vec<_>>(), model[p as usize].clone());
+                }
+            }
+        }
     }
 
     proptest! {
