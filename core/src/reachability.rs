@@ -33,13 +33,24 @@
 //! horizon; the owner frees them in the store and calls [`Reachability::release`]. Free
 //! slots are skipped by every search and report. Nothing is collectable while holding.
 //!
+//! Layout: every node keeps this for every host it knows of, so the state is parallel
+//! arrays indexed by store slot, 41 bytes per slot and no allocation of its own. `flags` is
+//! a byte of bits: `SEEN` (the last search reached the slot), `REPORTED` (reported
+//! reachable, at the epoch in `reported_epoch`), `FADING` (reported but not reached, since
+//! `unreached_since`), `DOWN` (not reported, since `down_since`) and `CANDIDATE` (scratch
+//! within an update). A value in `reported_epoch`, `unreached_since` or `down_since` means
+//! something only while its bit is set: no epoch or time is reserved as a sentinel. The
+//! search tree is `parent` and, downwards, intrusive sibling lists (`first_child`,
+//! `next_sibling`, `prev_sibling`); `NONE` (`u32::MAX`) stands for no slot in all four.
+//!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
 //! superseded), not while holding; every change is reported once, as a [`Change`], in slot
 //! order; a slot in use has `down_since` exactly when it is not reported reachable (and is
-//! not self); a free slot is unreached, unreported and not down. A slot is reported only
-//! while in use, and a slot in use keeps its address, so what is kept of a reported id is
-//! its epoch: the address is the store's for that slot.
+//! not self) and `FADING` only while reported; a free slot is unreached, unreported and
+//! not down, and has no children. A slot is reported only while in use, and a slot in use
+//! keeps its address, so what is kept of a reported id is its epoch: the address is the
+//! store's for that slot.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -845,10 +856,15 @@ mod incremental_tests {
                     if let Err(e) = store.check() {
                         return Err(TestCaseError::fail(e));
                     }
+                    for &f in &incremental.flags {
+                        prop_assert!(f & FADING == 0 || f & REPORTED != 0);
+                        prop_assert!(f & DOWN == 0 || f & REPORTED == 0);
+                    }
                     for slot in 0..store.len() as u32 {
                         if store.is_free(slot) {
                             prop_assert!(!incremental.seen(slot as usize));
                             prop_assert!(incremental.down_since(slot).is_none());
+                            prop_assert_eq!(incremental.children(slot).count(), 0);
                         }
                     }
                 }
