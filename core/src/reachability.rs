@@ -33,11 +33,24 @@
 //! horizon; the owner frees them in the store and calls [`Reachability::release`]. Free
 //! slots are skipped by every search and report. Nothing is collectable while holding.
 //!
+//! Layout: every node keeps this for every host it knows of, so the state is parallel
+//! arrays indexed by store slot, 41 bytes per slot and no allocation of its own. `flags` is
+//! a byte of bits: `SEEN` (the last search reached the slot), `REPORTED` (reported
+//! reachable, at the epoch in `reported_epoch`), `FADING` (reported but not reached, since
+//! `unreached_since`), `DOWN` (not reported, since `down_since`) and `CANDIDATE` (scratch
+//! within an update). A value in `reported_epoch`, `unreached_since` or `down_since` means
+//! something only while its bit is set: no epoch or time is reserved as a sentinel. The
+//! search tree is `parent` and, downwards, intrusive sibling lists (`first_child`,
+//! `next_sibling`, `prev_sibling`); `NONE` (`u32::MAX`) stands for no slot in all four.
+//!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
 //! superseded), not while holding; every change is reported once, as a [`Change`], in slot
 //! order; a slot in use has `down_since` exactly when it is not reported reachable (and is
-//! not self); a free slot is unreached, unreported and not down.
+//! not self) and `FADING` only while reported; a free slot is unreached, unreported and
+//! not down, and has no children. A slot is reported only while in use, and a slot in use
+//! keeps its address, so what is kept of a reported id is its epoch: the address is the
+//! store's for that slot.
 
 use crate::id::NodeId;
 use crate::records::RecordStore;
@@ -54,39 +67,58 @@ pub enum Change {
 /// No parent: self, or a slot the search does not reach.
 const NONE: u32 = u32::MAX;
 
+// Bits of a slot's `flags`.
+/// The search reached the slot at the last update.
+const SEEN: u8 = 1 << 0;
+/// Scratch: the slot is in `candidates` (set only within an update).
+const CANDIDATE: u8 = 1 << 1;
+/// The slot is reported reachable, at the epoch in `reported_epoch`.
+const REPORTED: u8 = 1 << 2;
+/// Reported, but the search does not reach it: unreached since `unreached_since`.
+const FADING: u8 = 1 << 3;
+/// In use, not reported reachable and not self: down since `down_since`.
+const DOWN: u8 = 1 << 4;
+
 /// The reported reachable set, indexed by store slot.
 #[derive(Clone, Debug, Default)]
 pub struct Reachability {
     grace: Duration,
-    /// The id reported reachable for each slot, if any.
-    reported: Vec<Option<NodeId>>,
-    /// For reported slots the last search did not reach: since when.
-    unreached_since: Vec<Option<Time>>,
-    /// Slots with `unreached_since` set.
+    /// For each slot with [`REPORTED`], the epoch reported reachable (its address is the
+    /// slot's: a slot is freed, and its address changed, only when not reported).
+    reported_epoch: Vec<u64>,
+    /// For slots with [`FADING`] (reported, not reached by the last search): since when.
+    unreached_since: Vec<Time>,
+    /// Slots that became [`FADING`] (a slot may be listed again, or no longer fading).
     fading: Vec<u32>,
     count: usize,
     /// While set, nothing fades out: a node's view is not complete yet, and a node it does
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
-    /// The search's result: reached at the last update, per slot.
-    seen: Vec<bool>,
+    /// Per slot, a set of bits: [`SEEN`] (the search's result), [`REPORTED`], [`FADING`],
+    /// [`DOWN`], [`CANDIDATE`]. A value in `reported_epoch`, `unreached_since` or
+    /// `down_since` means something only while its bit is set.
+    flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
-    /// The same tree downwards.
-    children: Vec<Vec<u32>>,
+    /// The same tree downwards, as intrusive lists: each slot's first child (`NONE`: no
+    /// children), and each child's next sibling (`NONE`: the last) and previous sibling
+    /// (the first child's is the last child, so that a child is appended in O(1)).
+    /// Siblings are in the order a vector with push and swap_remove would hold them.
+    first_child: Vec<u32>,
+    next_sibling: Vec<u32>,
+    prev_sibling: Vec<u32>,
     /// The tree describes the store as of the last update, searched from `root`.
     built: bool,
     root: u32,
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
-    /// Per slot in use and not reported reachable (self excepted): since when.
-    down_since: Vec<Option<Time>>,
+    /// For slots with [`DOWN`] (in use, not reported reachable, not self): since when.
+    down_since: Vec<Time>,
     /// The same, ordered by time: the next slot to become collectable first.
     down: DownSet,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
-    candidate_mark: Vec<bool>,
 }
 
 /// The slots not reported reachable, ordered by since when, with the earliest time kept
@@ -134,38 +166,42 @@ impl Reachability {
         }
         self.fading
             .iter()
-            .filter_map(|&s| self.unreached_since[s as usize])
+            .filter_map(|&s| self.unreached_since(s as usize))
             .min()
             .map(|since| since + self.grace)
     }
 
     /// Reports as unreachable the fading nodes whose grace has run out by `now`.
-    pub fn expire(&mut self, now: Time, changes: &mut Vec<Change>) {
+    pub fn expire(&mut self, now: Time, store: &RecordStore, changes: &mut Vec<Change>) {
         if self.holding {
             return;
         }
         let grace = self.grace;
-        let (reported, since) = (&mut self.reported, &mut self.unreached_since);
+        let (flags, epochs, since) = (&mut self.flags, &self.reported_epoch, &self.unreached_since);
         let (down_since, down) = (&mut self.down_since, &mut self.down);
+        let slots = store.slots();
         let mut expired = 0;
         self.fading.retain(|&slot| {
             let s = slot as usize;
-            match since[s] {
-                Some(t) if now >= t + grace => {
-                    if let Some(old) = reported[s].take() {
-                        changes.push(Change::Unreachable(old));
-                        expired += 1;
-                        if down_since[s].is_none() {
-                            down_since[s] = Some(now);
-                            down.insert(now, slot);
-                        }
-                    }
-                    since[s] = None;
-                    false
-                }
-                Some(_) => true,
-                None => false,
+            if flags[s] & FADING == 0 {
+                return false;
             }
+            if now < since[s] + grace {
+                return true;
+            }
+            if flags[s] & REPORTED != 0 {
+                flags[s] &= !REPORTED;
+                let old = NodeId::new(slots[s].addr, epochs[s]);
+                changes.push(Change::Unreachable(old));
+                expired += 1;
+                if flags[s] & DOWN == 0 {
+                    flags[s] |= DOWN;
+                    down_since[s] = now;
+                    down.insert(now, slot);
+                }
+            }
+            flags[s] &= !FADING;
+            false
         });
         self.count -= expired;
     }
@@ -173,7 +209,13 @@ impl Reachability {
     /// Since when `slot` has not been reported reachable (`None`: it is, or it is self or
     /// free).
     pub fn down_since(&self, slot: u32) -> Option<Time> {
-        self.down_since.get(slot as usize).copied().flatten()
+        let i = slot as usize;
+        (self.flags.get(i)? & DOWN != 0).then(|| self.down_since[i])
+    }
+
+    /// Since when reported slot `i` has not been reached (`None`: it is not fading).
+    fn unreached_since(&self, i: usize) -> Option<Time> {
+        (self.flags[i] & FADING != 0).then(|| self.unreached_since[i])
     }
 
     /// Whether `slot` may be collected on a peer's word now: it is not reported reachable
@@ -212,26 +254,27 @@ impl Reachability {
     /// `slot` was freed in the store: forget it. It must be unreached and unreported.
     pub fn release(&mut self, slot: u32) {
         let s = slot as usize;
-        if s >= self.reported.len() {
+        if s >= self.flags.len() {
             return;
         }
-        debug_assert!(!self.seen[s] && self.reported[s].is_none());
-        if let Some(since) = self.down_since[s].take() {
+        debug_assert!(self.flags[s] & (SEEN | REPORTED) == 0);
+        if let Some(since) = self.down_since(slot) {
             self.down.remove(since, slot);
         }
-        self.unreached_since[s] = None;
+        self.flags[s] &= !(DOWN | FADING);
     }
 
     /// Keeps `down_since` of slot `i` in step with what is reported.
     fn track_down(&mut self, now: Time, i: usize) {
-        let down = self.reported[i].is_none() && i as u32 != self.root;
-        match (down, self.down_since[i]) {
+        let down = self.flags[i] & REPORTED == 0 && i as u32 != self.root;
+        match (down, self.down_since(i as u32)) {
             (true, None) => {
-                self.down_since[i] = Some(now);
+                self.flags[i] |= DOWN;
+                self.down_since[i] = now;
                 self.down.insert(now, i as u32);
             }
             (false, Some(since)) => {
-                self.down_since[i] = None;
+                self.flags[i] &= !DOWN;
                 self.down.remove(since, i as u32);
             }
             _ => {}
@@ -253,19 +296,26 @@ impl Reachability {
     pub fn is_reachable(&self, store: &RecordStore, id: &NodeId) -> bool {
         store
             .slot_of(&id.addr)
-            .and_then(|slot| self.reported.get(slot as usize).copied().flatten())
+            .and_then(|slot| self.reported_at(store, slot as usize))
             == Some(*id)
     }
 
     /// The incarnation of `addr` reported reachable, if any.
     pub fn reported(&self, store: &RecordStore, addr: &std::net::SocketAddr) -> Option<NodeId> {
         let slot = store.slot_of(addr)?;
-        self.reported.get(slot as usize).copied().flatten()
+        self.reported_at(store, slot as usize)
     }
 
     /// Every reachable node, in slot order.
-    pub fn reachable(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.reported.iter().filter_map(|id| *id)
+    pub fn reachable<'a>(&'a self, store: &'a RecordStore) -> impl Iterator<Item = NodeId> + 'a {
+        (0..self.flags.len()).filter_map(|i| self.reported_at(store, i))
+    }
+
+    /// The id reported reachable for slot `i` (of `store`, the store it was reported
+    /// from), if any.
+    fn reported_at(&self, store: &RecordStore, i: usize) -> Option<NodeId> {
+        let flags = self.flags.get(i).copied().unwrap_or(0);
+        (flags & REPORTED != 0).then(|| NodeId::new(store.slots()[i].addr, self.reported_epoch[i]))
     }
 
     /// Brings the reachable set up to date with what changed in `store` since the last
@@ -297,14 +347,10 @@ impl Reachability {
         // and into a changed slot (its parent's edge may name an older epoch now).
         let mut cut = Vec::new();
         for &x in &touched {
-            if !self.seen[x as usize] {
+            if !self.seen(x as usize) {
                 continue;
             }
-            for &c in &self.children[x as usize] {
-                if !valid(x, c) {
-                    cut.push(c);
-                }
-            }
+            cut.extend(self.children(x).filter(|&c| !valid(x, c)));
             let p = self.parent[x as usize];
             if p != NONE && !valid(p, x) {
                 cut.push(x);
@@ -313,20 +359,17 @@ impl Reachability {
         // Everything below a cut is unreached until found again.
         let mut cut_off = Vec::new();
         for c in cut {
-            if !self.seen[c as usize] {
+            if !self.seen(c as usize) {
                 continue;
             }
-            let p = self.parent[c as usize];
-            let siblings = &mut self.children[p as usize];
-            if let Some(at) = siblings.iter().position(|&s| s == c) {
-                siblings.swap_remove(at);
-            }
+            self.remove_child(self.parent[c as usize], c);
             let mut stack = vec![c];
             while let Some(u) = stack.pop() {
-                self.seen[u as usize] = false;
+                self.flags[u as usize] &= !SEEN;
                 self.parent[u as usize] = NONE;
                 cut_off.push(u);
-                stack.append(&mut self.children[u as usize]);
+                stack.extend(self.children(u));
+                self.first_child[u as usize] = NONE;
             }
         }
         work += cut_off.len();
@@ -335,23 +378,23 @@ impl Reachability {
         // reached changed slots.
         self.queue.clear();
         for &u in cut_off.iter().chain(&touched) {
-            if self.seen[u as usize] {
+            if self.seen(u as usize) {
                 continue;
             }
             if let Some(&v) = store
                 .incoming(u)
                 .iter()
-                .find(|&&v| self.seen[v as usize] && valid(v, u))
+                .find(|&&v| self.seen(v as usize) && valid(v, u))
             {
                 self.attach(u, v);
             }
         }
         for &x in &touched {
-            if !self.seen[x as usize] {
+            if !self.seen(x as usize) {
                 continue;
             }
             for &(t, e) in &vertices[x as usize].edges {
-                if !self.seen[t as usize] && vertices[t as usize].epoch == e {
+                if !self.seen(t as usize) && vertices[t as usize].epoch == e {
                     self.attach(t, x);
                 }
             }
@@ -361,11 +404,11 @@ impl Reachability {
         self.last_work = work;
 
         self.candidates.clear();
-        let (candidates, queue) = (&mut self.candidates, &self.queue);
+        let (candidates, queue, flags) = (&mut self.candidates, &self.queue, &mut self.flags);
         for &slot in touched.iter().chain(&cut_off).chain(queue) {
-            let mark = &mut self.candidate_mark[slot as usize];
-            if !*mark {
-                *mark = true;
+            let f = &mut flags[slot as usize];
+            if *f & CANDIDATE == 0 {
+                *f |= CANDIDATE;
                 candidates.push(slot);
             }
         }
@@ -373,13 +416,13 @@ impl Reachability {
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.sort_unstable();
         for &slot in &candidates {
-            self.candidate_mark[slot as usize] = false;
+            self.flags[slot as usize] &= !CANDIDATE;
             if !store.is_free(slot) {
                 self.report(now, store, slot as usize, changes);
             }
         }
         self.candidates = candidates;
-        self.expire(now, changes);
+        self.expire(now, store, changes);
     }
 
     /// Searches the whole graph again from `self_slot` at `now` and appends every
@@ -392,13 +435,13 @@ impl Reachability {
         changes: &mut Vec<Change>,
     ) {
         let n = store.len();
-        self.seen.clear();
+        self.flags.iter_mut().for_each(|f| *f &= !SEEN);
         self.parent.clear();
-        self.children.iter_mut().for_each(Vec::clear);
+        self.first_child.clear();
         self.grow(n);
         self.root = self_slot;
         self.built = true;
-        self.seen[self_slot as usize] = true;
+        self.flags[self_slot as usize] |= SEEN;
         self.queue.clear();
         self.queue.push(self_slot);
         self.search_from_queue(store);
@@ -408,26 +451,93 @@ impl Reachability {
                 self.report(now, store, i, changes);
             }
         }
-        self.expire(now, changes);
+        self.expire(now, store, changes);
     }
 
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
     fn grow(&mut self, n: usize) {
-        self.seen.resize(n, false);
+        self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
-        self.children.resize_with(n, Vec::new);
-        self.reported.resize(n, None);
-        self.unreached_since.resize(n, None);
-        self.down_since.resize(n, None);
-        self.candidate_mark.resize(n, false);
+        self.first_child.resize(n, NONE);
+        self.next_sibling.resize(n, NONE);
+        self.prev_sibling.resize(n, NONE);
+        self.reported_epoch.resize(n, 0);
+        self.unreached_since.resize(n, Time::ZERO);
+        self.down_since.resize(n, Time::ZERO);
+    }
+
+    /// Whether the last search reached slot `i`.
+    fn seen(&self, i: usize) -> bool {
+        self.flags[i] & SEEN != 0
     }
 
     /// `slot` is reached over `from`'s edge: into the tree and the queue.
     fn attach(&mut self, slot: u32, from: u32) {
-        self.seen[slot as usize] = true;
+        self.flags[slot as usize] |= SEEN;
         self.parent[slot as usize] = from;
-        self.children[from as usize].push(slot);
+        self.push_child(from, slot);
         self.queue.push(slot);
+    }
+
+    /// The children of `parent` in the search tree, in order.
+    fn children(&self, parent: u32) -> impl Iterator<Item = u32> + '_ {
+        let first = self.first_child[parent as usize];
+        std::iter::successors((first != NONE).then_some(first), |&c| {
+            let next = self.next_sibling[c as usize];
+            (next != NONE).then_some(next)
+        })
+    }
+
+    /// Appends `child` to the children of `parent`.
+    fn push_child(&mut self, parent: u32, child: u32) {
+        let first = self.first_child[parent as usize];
+        self.next_sibling[child as usize] = NONE;
+        if first == NONE {
+            self.first_child[parent as usize] = child;
+            self.prev_sibling[child as usize] = child;
+        } else {
+            let last = self.prev_sibling[first as usize];
+            self.next_sibling[last as usize] = child;
+            self.prev_sibling[child as usize] = last;
+            self.prev_sibling[first as usize] = child;
+        }
+    }
+
+    /// Removes `child` from the children of `parent`, moving the last child into its place
+    /// (as `Vec::swap_remove` does, so siblings keep that order).
+    fn remove_child(&mut self, parent: u32, child: u32) {
+        let p = parent as usize;
+        let first = self.first_child[p];
+        let last = self.prev_sibling[first as usize];
+        // Unlink the last child.
+        if last == first {
+            self.first_child[p] = NONE;
+        } else {
+            let before = self.prev_sibling[last as usize];
+            self.next_sibling[before as usize] = NONE;
+            self.prev_sibling[first as usize] = before;
+        }
+        if last == child {
+            return;
+        }
+        // Put it where `child` is.
+        let (before, after) = (
+            self.prev_sibling[child as usize],
+            self.next_sibling[child as usize],
+        );
+        self.prev_sibling[last as usize] = before;
+        self.next_sibling[last as usize] = after;
+        if first == child {
+            self.first_child[p] = last;
+        } else {
+            self.next_sibling[before as usize] = last;
+        }
+        if after != NONE {
+            self.prev_sibling[after as usize] = last;
+        } else {
+            let first = self.first_child[p];
+            self.prev_sibling[first as usize] = last;
+        }
     }
 
     /// Breadth-first from every queued (reached) slot over valid edges to unreached ones.
@@ -439,7 +549,7 @@ impl Reachability {
             head += 1;
             for &(target, epoch) in &vertices[at as usize].edges {
                 let t = target as usize;
-                if !self.seen[t] && vertices[t].epoch == epoch {
+                if !self.seen(t) && vertices[t].epoch == epoch {
                     self.attach(target, at);
                 }
             }
@@ -459,29 +569,31 @@ impl Reachability {
         i: usize,
         changes: &mut Vec<Change>,
     ) {
-        let before = self.reported[i];
-        if !self.seen[i] && before.is_none() {
+        let before = self.reported_at(store, i);
+        if !self.seen(i) && before.is_none() {
             return;
         }
         let current = NodeId::new(store.slots()[i].addr, store.vertices()[i].epoch);
-        if self.seen[i] {
-            self.unreached_since[i] = None;
+        if self.seen(i) {
+            self.flags[i] &= !FADING;
             if before != Some(current) {
                 match before {
                     Some(old) => changes.push(Change::Unreachable(old)),
                     None => self.count += 1,
                 }
                 changes.push(Change::Reachable(current));
-                self.reported[i] = Some(current);
+                self.flags[i] |= REPORTED;
+                self.reported_epoch[i] = current.epoch;
             }
         } else if let Some(old) = before {
             if old.epoch < current.epoch || (self.grace.is_zero() && !self.holding) {
                 changes.push(Change::Unreachable(old));
-                self.reported[i] = None;
+                self.flags[i] &= !REPORTED;
                 self.count -= 1;
-                self.unreached_since[i] = None;
-            } else if self.unreached_since[i].is_none() {
-                self.unreached_since[i] = Some(now);
+                self.flags[i] &= !FADING;
+            } else if self.flags[i] & FADING == 0 {
+                self.flags[i] |= FADING;
+                self.unreached_since[i] = now;
                 self.fading.push(i as u32);
             }
         }
@@ -595,16 +707,16 @@ mod tests {
         assert_eq!(reach.next_deadline(), Some(Time::from_millis(21)));
         publish(&mut store, a, 3, &[b]);
         reach.recompute(Time::from_millis(5), &store, me, &mut changes);
-        reach.expire(Time::from_millis(30), &mut changes);
+        reach.expire(Time::from_millis(30), &store, &mut changes);
         assert!(changes.is_empty());
         assert_eq!(reach.next_deadline(), None);
 
         // A lasting one is reported when the grace runs out, not before.
         publish(&mut store, a, 4, &[]);
         reach.recompute(Time::from_millis(40), &store, me, &mut changes);
-        reach.expire(Time::from_millis(59), &mut changes);
+        reach.expire(Time::from_millis(59), &store, &mut changes);
         assert!(changes.is_empty());
-        reach.expire(Time::from_millis(60), &mut changes);
+        reach.expire(Time::from_millis(60), &store, &mut changes);
         assert_eq!(changes, vec![Change::Unreachable(b)]);
         assert_eq!(reach.count(), 1);
     }
@@ -653,6 +765,20 @@ mod incremental_tests {
             2 => (1..NODES).prop_map(|node| Step::Collect { node }),
             2 => Just(Step::Update),
         ]
+    }
+
+    impl Reachability {
+        /// The slots the last search reached.
+        fn seen_slots(&self) -> Vec<usize> {
+            (0..self.flags.len()).filter(|&i| self.seen(i)).collect()
+        }
+
+        /// Every slot's `down_since`.
+        fn down_slots(&self) -> Vec<Option<Time>> {
+            (0..self.flags.len() as u32)
+                .map(|s| self.down_since(s))
+                .collect()
+        }
     }
 
     /// Applies `steps`, updating incrementally at every `Update` (and at the end) and
@@ -721,25 +847,61 @@ mod incremental_tests {
                     incremental.update(now, &mut store, me, &mut a);
                     full.recompute(now, &store, me, &mut b);
                     prop_assert_eq!(&a, &b, "changes differ at {:?}", now);
-                    let reached: Vec<NodeId> = incremental.reachable().collect();
-                    let expected: Vec<NodeId> = full.reachable().collect();
+                    let reached: Vec<NodeId> = incremental.reachable(&store).collect();
+                    let expected: Vec<NodeId> = full.reachable(&store).collect();
                     prop_assert_eq!(reached, expected);
                     prop_assert_eq!(incremental.count(), full.count());
-                    prop_assert_eq!(&incremental.seen, &full.seen);
-                    prop_assert_eq!(&incremental.down_since, &full.down_since);
+                    prop_assert_eq!(incremental.seen_slots(), full.seen_slots());
+                    prop_assert_eq!(incremental.down_slots(), full.down_slots());
                     if let Err(e) = store.check() {
                         return Err(TestCaseError::fail(e));
                     }
+                    for &f in &incremental.flags {
+                        prop_assert!(f & FADING == 0 || f & REPORTED != 0);
+                        prop_assert!(f & DOWN == 0 || f & REPORTED == 0);
+                    }
                     for slot in 0..store.len() as u32 {
                         if store.is_free(slot) {
-                            prop_assert!(!incremental.seen[slot as usize]);
+                            prop_assert!(!incremental.seen(slot as usize));
                             prop_assert!(incremental.down_since(slot).is_none());
+                            prop_assert_eq!(incremental.children(slot).count(), 0);
                         }
                     }
                 }
             }
         }
         Ok((collected, reused))
+    }
+
+    proptest! {
+        /// The children lists hold what vectors with push and swap_remove would, in the
+        /// same order.
+        #[test]
+        fn children_lists_keep_vector_order(ops in prop::collection::vec((0..3u32, 3..40u32, any::<bool>()), 0..200)) {
+            let mut reach = Reachability::default();
+            reach.grow(40);
+            let mut model: Vec<Vec<u32>> = vec![Vec::new(); 3];
+            let mut parent_of: Vec<Option<u32>> = vec![None; 40];
+            for (parent, child, remove) in ops {
+                match parent_of[child as usize] {
+                    Some(p) if remove => {
+                        let at = model[p as usize].iter().position(|&c| c == child).unwrap();
+                        model[p as usize].swap_remove(at);
+                        reach.remove_child(p, child);
+                        parent_of[child as usize] = None;
+                    }
+                    None if !remove => {
+                        model[parent as usize].push(child);
+                        reach.push_child(parent, child);
+                        parent_of[child as usize] = Some(parent);
+                    }
+                    _ => {}
+                }
+                for p in 0..3u32 {
+                    prop_assert_eq!(reach.children(p).collect::<Vec<_>>(), model[p as usize].clone());
+                }
+            }
+        }
     }
 
     proptest! {

@@ -284,7 +284,7 @@ impl Node {
 
     /// Reachable nodes, self included.
     pub fn reachable(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.reach.graph.reachable()
+        self.reach.graph.reachable(&self.replication.store)
     }
 
     pub fn reachable_count(&self) -> usize {
@@ -663,8 +663,12 @@ impl Node {
             .handle_timeout(now, &mut self.io, |io| views.random_active(io));
         self.replication
             .send_grafts(now, &mut self.io, |a| views.has_active_addr(a));
-        self.views
-            .handle_maintenance(now, &mut self.io, &self.reach.graph);
+        self.views.handle_maintenance(
+            now,
+            &mut self.io,
+            &self.replication.store,
+            &self.reach.graph,
+        );
         self.after_input(now);
     }
 

@@ -65,7 +65,7 @@ impl Reach {
             self.last_search = Some(now);
             self.graph.update(now, store, self_slot, &mut changes);
         } else {
-            self.graph.expire(now, &mut changes);
+            self.graph.expire(now, store, &mut changes);
         }
         changes
     }

@@ -259,14 +259,20 @@ impl Views {
 
     /// The maintenance timers that run after record anti-entropy: refills and contact
     /// checks.
-    pub(crate) fn handle_maintenance(&mut self, now: Time, io: &mut Io, reach: &Reachability) {
+    pub(crate) fn handle_maintenance(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        reach: &Reachability,
+    ) {
         if self.wants_refill() && now >= self.next_refill {
             self.next_refill = now + self.cfg.refill_interval;
             self.refill(now, io);
         }
         if now >= self.next_contact_check {
             self.next_contact_check = now + io.jittered(self.cfg.contact_retry_interval);
-            self.check_contacts(now, io, reach);
+            self.check_contacts(now, io, store, reach);
         }
     }
 
@@ -790,14 +796,20 @@ impl Views {
 
     /// A node that cannot reach some contact may link to it directly; about three nodes of
     /// a component do so per round, which merges overlays split by a healed partition.
-    fn check_contacts(&mut self, now: Time, io: &mut Io, reach: &Reachability) {
+    fn check_contacts(
+        &mut self,
+        now: Time,
+        io: &mut Io,
+        store: &RecordStore,
+        reach: &Reachability,
+    ) {
         if self.pending_neighbor.is_some() || self.active.is_empty() {
             return;
         }
         let unreachable: Vec<SocketAddr> = self
             .other_contacts()
             .into_iter()
-            .filter(|c| !self.active.contains_key(c) && !reach.reachable().any(|id| id.addr == *c))
+            .filter(|c| !self.active.contains_key(c) && reach.reported(store, c).is_none())
             .collect();
         let Some(&contact) = unreachable.choose(&mut io.rng) else {
             return;
