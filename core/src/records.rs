@@ -153,6 +153,29 @@ impl Record {
         (self.origin.epoch, self.seq)
     }
 
+    /// An upper bound on this record's encoded size when that is cheap to know: when its
+    /// services travel as "unchanged" (most flooded versions), the size depends only on
+    /// how many addresses its body or body diff lists. `None` otherwise (the services in
+    /// full or as a delta: only encoding them says how large they are).
+    pub fn encoded_size_bound(&self) -> Option<usize> {
+        if !self.delta.as_ref().is_some_and(|d| d.is_unchanged()) {
+            return None;
+        }
+        let entries = match &self.body_form {
+            BodyForm::Full => self.body.adjacency.len() + self.body.agents.len(),
+            BodyForm::From { base, .. } => {
+                self.body.adjacency.len()
+                    + self.body.agents.len()
+                    + base.adjacency.len()
+                    + base.agents.len()
+            }
+            BodyForm::Unresolved(diff) => {
+                diff.added.len() + diff.removed.len() + diff.agents.as_ref().map_or(0, Vec::len)
+            }
+        };
+        Some(ENCODED_HEADER_BOUND + entries * ENCODED_ENTRY_BOUND)
+    }
+
     /// The same version, sent in full (answers to digests and wants).
     pub fn in_full(&self) -> Record {
         Record {
@@ -215,6 +238,13 @@ struct RecordIn {
     body: BodyIn,
     services: ServicesIn,
 }
+
+/// Bytes a record's fixed part takes encoded at most (origin, versions, tags and lengths,
+/// each number a varint of at most 10 bytes), and bytes one listed address takes, with
+/// room to spare (a `NodeId` with an IPv6 address takes at most 31, an agent's `IpAddr`
+/// 17): see [`Record::encoded_size_bound`] and the test that checks it at the maxima.
+const ENCODED_HEADER_BOUND: usize = 128;
+const ENCODED_ENTRY_BOUND: usize = 64;
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -371,7 +401,16 @@ pub struct RecordStore {
     tombstone_order: VecDeque<(SocketAddr, Tombstone)>,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
+    /// The slots of the last few senders asked for by [`RecordStore::sender_epoch`] (a
+    /// node hears mostly from its five or six neighbours; a hit skips the index, a cache
+    /// miss into a table of every known address). An entry's slot is the address's until
+    /// the slot is freed, which drops the entry.
+    senders: [Option<(SocketAddr, u32)>; SENDER_SLOTS],
+    next_sender: usize,
 }
+
+/// How many recent senders [`RecordStore::sender_epoch`] remembers.
+const SENDER_SLOTS: usize = 8;
 
 impl RecordStore {
     pub fn new(max_slots: usize) -> RecordStore {
@@ -393,6 +432,8 @@ impl RecordStore {
             tombstones: FxHashMap::default(),
             tombstone_order: VecDeque::new(),
             dropped_edges: 0,
+            senders: [None; SENDER_SLOTS],
+            next_sender: 0,
         }
     }
 
@@ -548,6 +589,22 @@ impl RecordStore {
     /// The newest epoch heard of for `addr`.
     pub fn known_epoch(&self, addr: &SocketAddr) -> Option<u64> {
         self.slot_of(addr).map(|s| self.vertices[s as usize].epoch)
+    }
+
+    /// [`RecordStore::known_epoch`] for the sender of a message: the same answer, from the
+    /// recent senders' slots when `addr` is one of them.
+    pub fn sender_epoch(&mut self, addr: &SocketAddr) -> Option<u64> {
+        let cached = self.senders.iter().flatten().find(|(a, _)| a == addr);
+        let slot = match cached {
+            Some(&(_, slot)) => slot,
+            None => {
+                let slot = self.slot_of(addr)?;
+                self.senders[self.next_sender] = Some((*addr, slot));
+                self.next_sender = (self.next_sender + 1) % SENDER_SLOTS;
+                slot
+            }
+        };
+        Some(self.vertices[slot as usize].epoch)
     }
 
     /// Whether the record held for `addr` is of `version` or newer (a copy of `version`
@@ -778,6 +835,11 @@ impl RecordStore {
             return None;
         }
         let addr = self.slots[s].addr;
+        for entry in &mut self.senders {
+            if entry.is_some_and(|(_, cached)| cached == slot) {
+                *entry = None;
+            }
+        }
         let record = self.slots[s].record.take();
         self.stored_backends -= record.as_ref().map_or(0, weight);
         if let Some(r) = &record {
@@ -1133,6 +1195,86 @@ mod tests {
 
     fn rec(origin: NodeId, seq: u64, adjacency: Vec<NodeId>) -> Record {
         Record::with_links(origin, seq, adjacency)
+    }
+
+    #[test]
+    fn a_senders_epoch_is_the_known_epoch_also_after_its_slot_is_freed_and_reused() {
+        let mut store = RecordStore::new(16);
+        store.intern(id(0, 1)).unwrap();
+        // More senders than are remembered, twice: hits, misses and replaced entries.
+        for round in 0..2 {
+            for port in 1..=12 {
+                store.intern(id(port, u64::from(port) + round));
+                assert_eq!(
+                    store.sender_epoch(&id(port, 0).addr),
+                    Some(u64::from(port) + round)
+                );
+                assert_eq!(
+                    store.sender_epoch(&id(port, 0).addr),
+                    store.known_epoch(&id(port, 0).addr)
+                );
+            }
+        }
+        assert_eq!(store.sender_epoch(&id(99, 0).addr), None);
+        // Port 12's slot is freed and goes to a new address: the old one is unknown again
+        // and the new one has its own epoch.
+        let slot = store.slot_of(&id(12, 0).addr).unwrap();
+        store.free(slot, Time::from_millis(60_000));
+        assert_eq!(store.sender_epoch(&id(12, 0).addr), None);
+        assert_eq!(store.intern(id(40, 7)), Some(slot));
+        assert_eq!(store.sender_epoch(&id(40, 0).addr), Some(7));
+        assert_eq!(store.sender_epoch(&id(12, 0).addr), None);
+        store.check().unwrap();
+    }
+
+    #[test]
+    fn the_size_bound_holds_for_the_largest_addresses_in_every_body_form() {
+        use std::net::{Ipv6Addr, SocketAddrV6};
+        // The longest encodings: IPv6 with flow info and scope id, every number at its max.
+        let wide = |i: u16| {
+            let ip = Ipv6Addr::new(0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, i);
+            NodeId::new(
+                SocketAddr::V6(SocketAddrV6::new(ip, u16::MAX, u32::MAX, u32::MAX)),
+                u64::MAX,
+            )
+        };
+        let agents = |n: u16| -> Vec<IpAddr> {
+            (0..n)
+                .map(|i| IpAddr::V6(Ipv6Addr::new(0xffff, 0, 0, 0, 0, 0, 0xffff, i)))
+                .collect()
+        };
+        // With agents, and with links only (the tighter case for the per-address bound).
+        let body = |from: u16, n: u16| RecordBody {
+            adjacency: (from..from + n).map(wide).collect(),
+            agents: agents(n % 7),
+        };
+        for n in [0, 1, 6, 40, 200] {
+            let unchanged = |form: BodyForm, body: RecordBody| Record {
+                services_seq: u64::MAX,
+                delta: Some(Arc::new(ServicesDelta::unchanged(u64::MAX))),
+                body_form: form,
+                ..Record::new(wide(u16::MAX), u64::MAX, body)
+            };
+            let base = Arc::new(body(1000, n));
+            let diff = BodyDiff::between(u64::MAX, &base, &body(0, n));
+            for record in [
+                unchanged(BodyForm::Full, body(0, n)),
+                unchanged(
+                    BodyForm::From {
+                        seq: u64::MAX,
+                        base: base.clone(),
+                    },
+                    body(0, n),
+                ),
+                unchanged(BodyForm::Unresolved(Arc::new(diff)), RecordBody::default()),
+            ] {
+                let size = postcard::experimental::serialized_size(&record).unwrap();
+                let bound = record.encoded_size_bound().expect("services unchanged");
+                assert!(size <= bound, "{n} addresses: {size} bytes, bound {bound}");
+            }
+        }
+        // Services in full or as a delta are only sized by encoding them.
+        assert_eq!(rec(id(1, 1), 1, vec![]).encoded_size_bound(), None);
     }
 
     #[test]

@@ -691,7 +691,7 @@ impl Node {
     /// Whether a message from `from` is current. A newer incarnation retires the old one.
     fn accept_sender(&mut self, now: Time, from: NodeId) -> bool {
         let store = &mut self.replication.store;
-        if let Some(known) = store.known_epoch(&from.addr) {
+        if let Some(known) = store.sender_epoch(&from.addr) {
             if known > from.epoch {
                 return false;
             }

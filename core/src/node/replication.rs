@@ -394,8 +394,14 @@ impl Replication {
             io.counters.records_stale += 1;
             return Offered::Duplicate;
         }
-        let bytes = postcard::experimental::serialized_size(&record).unwrap_or(usize::MAX);
-        if bytes > self.limits.max_record_bytes {
+        // Most copies list a few addresses and say "services unchanged": far below the
+        // bound without encoding them (the encoding computes the body diff).
+        let max = self.limits.max_record_bytes;
+        let fits = record
+            .encoded_size_bound()
+            .is_some_and(|bound| bound <= max)
+            || postcard::experimental::serialized_size(&record).is_ok_and(|bytes| bytes <= max);
+        if !fits {
             io.counters.records_rejected_size += 1;
             return Offered::Ignored;
         }
