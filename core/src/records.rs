@@ -775,48 +775,49 @@ impl RecordStore {
         let old = std::mem::take(&mut self.vertices[s].edges);
         // The held record's adjacency lines up with its edges when every neighbour was
         // resolved and none was freed since (then the lengths agree): its slots can be
-        // reused by address. Otherwise everything is looked up.
+        // reused by address. Otherwise (or beyond 64 links, the width of the marks below)
+        // everything is looked up.
         let held = self.slots[s].record.as_ref().map(|r| r.body.clone());
-        let mut reusable: Vec<(SocketAddr, u32)> = match &held {
-            Some(body) if body.adjacency.len() == old.len() => body
-                .adjacency
-                .iter()
-                .zip(&old)
-                .map(|(id, &(target, _))| (id.addr, target))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let reusable = held.filter(|body| {
+            body.adjacency.len() == old.len() && old.len() <= 64 && adjacency.len() <= 64
+        });
+        // Bit j: old edge j is kept; bit i: new edge i is a kept one.
+        let (mut kept_old, mut kept_new) = (0u64, 0u64);
         let mut edges = Vec::with_capacity(adjacency.len());
         for &neighbour in adjacency {
-            let reused = reusable
-                .iter()
-                .position(|(addr, _)| *addr == neighbour.addr)
-                .map(|at| reusable.swap_remove(at).1);
-            match reused.or_else(|| self.slot_for(neighbour)) {
+            let reused = reusable.as_ref().and_then(|body| {
+                body.adjacency
+                    .iter()
+                    .enumerate()
+                    .position(|(j, id)| kept_old >> j & 1 == 0 && id.addr == neighbour.addr)
+            });
+            let target = match reused {
+                Some(j) => {
+                    kept_old |= 1 << j;
+                    kept_new |= 1 << edges.len();
+                    Some(old[j].0)
+                }
+                None => self.slot_for(neighbour),
+            };
+            match target {
                 Some(target) => edges.push((target, neighbour.epoch)),
                 None => self.dropped_edges += 1,
             }
         }
-        // Incoming lists change by the targets that went (old minus new, as multisets)
-        // and those that came (new minus old).
-        let mut gone: Vec<u32> = old.iter().map(|&(target, _)| target).collect();
-        let mut came = Vec::new();
-        for &(target, _) in &edges {
-            match gone.iter().position(|&t| t == target) {
-                Some(at) => {
-                    gone.swap_remove(at);
+        let kept = |marks: u64, i: usize| i < 64 && marks >> i & 1 == 1;
+        // Incoming lists change by the targets that went and those that came.
+        for (j, &(target, _)) in old.iter().enumerate() {
+            if !kept(kept_old, j) {
+                let sources = &mut self.incoming[target as usize];
+                if let Some(at) = sources.iter().position(|&x| x == slot) {
+                    sources.swap_remove(at);
                 }
-                None => came.push(target),
             }
         }
-        for target in gone {
-            let sources = &mut self.incoming[target as usize];
-            if let Some(at) = sources.iter().position(|&x| x == slot) {
-                sources.swap_remove(at);
+        for (i, &(target, _)) in edges.iter().enumerate() {
+            if !kept(kept_new, i) {
+                self.incoming[target as usize].push(slot);
             }
-        }
-        for target in came {
-            self.incoming[target as usize].push(slot);
         }
         self.vertices[s].edges = edges;
     }
