@@ -440,6 +440,11 @@ pub struct RecordsConfig {
     /// How new versions spread over the active views (see [`Broadcast`]). Default
     /// [`Broadcast::Flood`].
     pub broadcast: Broadcast,
+    /// With [`Broadcast::Tree`]: how long announcements wait before they go to the lazy
+    /// links, so that one IHAVE message carries a burst of versions, a newer version of an
+    /// origin replaces the older one queued, and a neighbour that shows it holds a version
+    /// (it sent it, or announced it) is not told of it. Default 50 ms.
+    pub lazy_delay: Duration,
     /// With [`Broadcast::Tree`]: how long a version announced to this node may stay
     /// missing before it asks the announcer for it (GRAFT). Default 15 ms.
     pub graft_timeout: Duration,
@@ -475,6 +480,7 @@ impl RecordsConfig {
         // horizon (the tombstone's life) must fit the clock too.
         interval("records.gc_horizon", self.gc_horizon)?;
         duration("records.gc_horizon", self.gc_horizon.saturating_mul(2))?;
+        duration("records.lazy_delay", self.lazy_delay)?;
         interval("records.graft_timeout", self.graft_timeout)?;
         duration("records.announcement_hold", self.announcement_hold)
     }
@@ -491,6 +497,7 @@ impl Default for RecordsConfig {
             coalesce_additions: Duration::from_millis(200),
             gc_horizon: Duration::from_secs(600),
             broadcast: Broadcast::Flood,
+            lazy_delay: Duration::from_millis(10),
             graft_timeout: Duration::from_millis(15),
             announcement_hold: Duration::from_millis(100),
         }

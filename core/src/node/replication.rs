@@ -309,6 +309,7 @@ impl Replication {
     pub(crate) fn on_ihave(&mut self, now: Time, from: NodeId, entries: &[DigestEntry]) {
         let Some(tree) = &mut self.tree else { return };
         for entry in entries {
+            tree.peer_holds(&from.addr, &entry.addr, (entry.epoch, entry.seq));
             if entry.addr == self.me.addr
                 || self
                     .store
@@ -728,7 +729,7 @@ impl Replication {
                     epoch,
                     seq,
                 };
-                tree.queue_announcement(addr, entry);
+                tree.queue_announcement(now, addr, entry, self.cfg.lazy_delay);
                 continue;
             }
             let queue = self.flood_queue.entry(addr).or_default();
@@ -760,8 +761,7 @@ impl Replication {
                 }
             }
         }
-        let announcing = self.tree.as_ref().is_some_and(|t| t.has_announcements());
-        if self.flush_at.is_none() && (!self.flood_queue.is_empty() || announcing) {
+        if self.flush_at.is_none() && !self.flood_queue.is_empty() {
             self.flush_at = Some(now + self.cfg.flood_delay);
         }
     }
@@ -781,6 +781,9 @@ impl Replication {
                 io.counters.floods_cancelled += 1;
             }
         }
+        if let Some(tree) = &mut self.tree {
+            tree.peer_holds(peer, origin, version);
+        }
     }
 
     /// Sends the queued floods if they are due; queues of neighbours that are gone are
@@ -791,19 +794,23 @@ impl Replication {
         io: &mut Io,
         is_active: impl Fn(&SocketAddr) -> bool,
     ) {
-        if self.flush_at.is_none_or(|at| now < at) {
-            return;
-        }
-        self.flush_at = None;
-        for (addr, queue) in std::mem::take(&mut self.flood_queue) {
-            if !is_active(&addr) {
-                continue;
+        let flush = self.flush_at.is_some_and(|at| now >= at);
+        if flush {
+            self.flush_at = None;
+            for (addr, queue) in std::mem::take(&mut self.flood_queue) {
+                if !is_active(&addr) {
+                    continue;
+                }
+                self.send_records(io, addr, queue.into_values().collect(), false);
             }
-            self.send_records(io, addr, queue.into_values().collect(), false);
         }
-        if let Some(tree) = &mut self.tree {
+        if let Some(tree) = self
+            .tree
+            .as_mut()
+            .filter(|t| flush || t.announcements_due(now))
+        {
             tree.retain(&is_active);
-            for (addr, entries) in tree.take_announcements() {
+            for (addr, entries) in tree.take_announcements(now) {
                 for chunk in entries.chunks(self.limits.max_digest_entries.max(1)) {
                     io.send(
                         addr,

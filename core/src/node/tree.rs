@@ -53,8 +53,10 @@ struct Missing {
 pub(crate) struct BroadcastTree {
     /// Active neighbours announced to instead of pushed to.
     lazy: BTreeSet<SocketAddr>,
-    /// Announcements waiting for the next flush, per lazy neighbour, by origin.
+    /// Announcements waiting for `announce_at`, per lazy neighbour, by origin.
     announce: BTreeMap<SocketAddr, BTreeMap<SocketAddr, DigestEntry>>,
+    /// When the queued announcements go out (set with the first one queued).
+    announce_at: Option<Time>,
     /// Versions announced and not held, by origin.
     missing: BTreeMap<SocketAddr, Missing>,
     max_missing: usize,
@@ -67,6 +69,7 @@ impl BroadcastTree {
         BroadcastTree {
             lazy: BTreeSet::new(),
             announce: BTreeMap::new(),
+            announce_at: None,
             missing: BTreeMap::new(),
             max_missing,
             hold_until: None,
@@ -78,8 +81,15 @@ impl BroadcastTree {
     }
 
     /// Queues an announcement of `entry` for the lazy neighbour `to` (a newer version of
-    /// the same origin replaces an older one).
-    pub(crate) fn queue_announcement(&mut self, to: SocketAddr, entry: DigestEntry) {
+    /// the same origin replaces an older one); the queue goes out `delay` after its first
+    /// entry.
+    pub(crate) fn queue_announcement(
+        &mut self,
+        now: Time,
+        to: SocketAddr,
+        entry: DigestEntry,
+        delay: Duration,
+    ) {
         let queue = self.announce.entry(to).or_default();
         match queue.get(&entry.addr) {
             Some(queued) if (queued.epoch, queued.seq) >= (entry.epoch, entry.seq) => {}
@@ -87,16 +97,44 @@ impl BroadcastTree {
                 queue.insert(entry.addr, entry);
             }
         }
+        self.announce_at.get_or_insert(now + delay);
     }
 
-    pub(crate) fn has_announcements(&self) -> bool {
-        !self.announce.is_empty()
+    /// Whether the queued announcements are due at `now`.
+    pub(crate) fn announcements_due(&self, now: Time) -> bool {
+        self.announce_at.is_some_and(|at| now >= at)
     }
 
-    /// The queued announcements, per neighbour.
-    pub(crate) fn take_announcements(&mut self) -> BTreeMap<SocketAddr, Vec<DigestEntry>> {
+    /// `peer` holds `origin`'s version `version` (it sent or announced it): a queued
+    /// announcement of that version or an older one would tell it nothing.
+    pub(crate) fn peer_holds(
+        &mut self,
+        peer: &SocketAddr,
+        origin: &SocketAddr,
+        version: (u64, u64),
+    ) {
+        if let Some(queue) = self.announce.get_mut(peer) {
+            if queue
+                .get(origin)
+                .is_some_and(|queued| (queued.epoch, queued.seq) <= version)
+            {
+                queue.remove(origin);
+            }
+        }
+    }
+
+    /// The queued announcements, per neighbour, once they are due at `now` (else none).
+    pub(crate) fn take_announcements(
+        &mut self,
+        now: Time,
+    ) -> BTreeMap<SocketAddr, Vec<DigestEntry>> {
+        if !self.announcements_due(now) {
+            return BTreeMap::new();
+        }
+        self.announce_at = None;
         std::mem::take(&mut self.announce)
             .into_iter()
+            .filter(|(_, queue)| !queue.is_empty())
             .map(|(to, queue)| (to, queue.into_values().collect()))
             .collect()
     }
@@ -183,11 +221,11 @@ impl BroadcastTree {
         }
     }
 
-    /// When a GRAFT or the end of a hold is next due.
+    /// When a GRAFT, the queued announcements or the end of a hold is next due.
     pub(crate) fn poll_timeout(&self) -> Option<Time> {
         let graft = self.missing.values().map(|m| m.due).min();
         let hold = self.hold_until.filter(|_| !self.missing.is_empty());
-        graft.into_iter().chain(hold).min()
+        graft.into_iter().chain(hold).chain(self.announce_at).min()
     }
 
     /// The GRAFTs due at `now`: per announcer (which becomes eager), the origins to ask it
@@ -359,16 +397,38 @@ mod tests {
 
     #[test]
     fn announcements_keep_the_newest_version_and_go_to_active_neighbours_only() {
+        let t = Time::from_millis;
         let mut tree = BroadcastTree::new(16);
-        tree.queue_announcement(addr(2), entry(9, 3));
-        tree.queue_announcement(addr(2), entry(9, 2));
-        tree.queue_announcement(addr(3), entry(9, 4));
+        let delay = Duration::from_millis(50);
+        tree.queue_announcement(t(0), addr(2), entry(9, 3), delay);
+        tree.queue_announcement(t(10), addr(2), entry(9, 2), delay);
+        tree.queue_announcement(t(20), addr(3), entry(9, 4), delay);
         tree.on_prune(addr(3));
         tree.retain(|a| *a == addr(2));
         assert_eq!(tree.lazy_len(), 0);
-        let out = tree.take_announcements();
+        // They wait `delay` after the first one queued.
+        assert_eq!(tree.poll_timeout(), Some(t(50)));
+        assert!(tree.take_announcements(t(49)).is_empty());
+        let out = tree.take_announcements(t(50));
         assert_eq!(out.len(), 1);
         assert_eq!(out[&addr(2)], vec![entry(9, 3)]);
-        assert!(!tree.has_announcements());
+        assert!(!tree.announcements_due(t(100)));
+        assert_eq!(tree.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_neighbour_that_holds_a_version_is_not_told_of_it() {
+        let t = Time::from_millis;
+        let mut tree = BroadcastTree::new(16);
+        let delay = Duration::from_millis(50);
+        tree.queue_announcement(t(0), addr(2), entry(9, 3), delay);
+        tree.queue_announcement(t(0), addr(2), entry(8, 5), delay);
+        tree.queue_announcement(t(0), addr(3), entry(9, 3), delay);
+        // Neighbour 2 sent (or announced) origin 9's version 3, and an older one of 8.
+        tree.peer_holds(&addr(2), &entry(9, 0).addr, (1, 3));
+        tree.peer_holds(&addr(2), &entry(8, 0).addr, (1, 4));
+        let out = tree.take_announcements(t(50));
+        assert_eq!(out[&addr(2)], vec![entry(8, 5)]);
+        assert_eq!(out[&addr(3)], vec![entry(9, 3)]);
     }
 }
