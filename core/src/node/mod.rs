@@ -929,6 +929,9 @@ impl Node {
         if self.views.take_adjacency_changed() {
             self.replication.record_changed = true;
         }
+        if self.views.take_link_died() {
+            self.replication.on_link_died();
+        }
         if self.replication.record_changed {
             let own = self.replication.store.get(&self.cfg.id.addr);
             // Only while this node joins (its view incomplete): a link added later may be

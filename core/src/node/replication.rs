@@ -339,6 +339,17 @@ impl Replication {
         self.on_want(io, from, addrs);
     }
 
+    /// Broadcast tree: a link was declared dead. If it was eager, the nodes below it in
+    /// the tree now hear only announcements; pushing on every link again (until
+    /// duplicates prune them) repairs the tree here at once instead of graft by graft,
+    /// and the news of the crash, which this node is about to publish, takes the shortest
+    /// paths.
+    pub(crate) fn on_link_died(&mut self) {
+        if let Some(tree) = &mut self.tree {
+            tree.unprune_all();
+        }
+    }
+
     /// Broadcast tree: `from` got a duplicate from this node; announce to it from now on.
     pub(crate) fn on_prune(&mut self, from: NodeId) {
         if let Some(tree) = &mut self.tree {

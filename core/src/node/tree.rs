@@ -150,6 +150,11 @@ impl BroadcastTree {
         self.lazy.insert(from);
     }
 
+    /// Every link is eager again (a link died: see `Replication::on_link_died`).
+    pub(crate) fn unprune_all(&mut self) {
+        self.lazy.clear();
+    }
+
     /// `from` grafted the link: push to it from now on.
     pub(crate) fn on_graft(&mut self, from: SocketAddr) {
         self.lazy.remove(&from);
@@ -414,6 +419,18 @@ mod tests {
         assert_eq!(out[&addr(2)], vec![entry(9, 3)]);
         assert!(!tree.announcements_due(t(100)));
         assert_eq!(tree.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_dead_link_makes_every_link_eager_again() {
+        let mut tree = BroadcastTree::new(16);
+        assert!(tree.on_duplicate(addr(2)));
+        tree.on_prune(addr(3));
+        assert!(tree.is_lazy(&addr(2)) && tree.is_lazy(&addr(3)));
+        tree.unprune_all();
+        assert!(!tree.is_lazy(&addr(2)) && !tree.is_lazy(&addr(3)));
+        // A duplicate prunes again.
+        assert!(tree.on_duplicate(addr(2)));
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub(crate) struct Views {
     last_shuffle_sample: Vec<NodeId>,
     /// The active view changed since [`Views::take_adjacency_changed`].
     adjacency_changed: bool,
+    /// A link was declared dead since [`Views::take_link_died`].
+    link_died: bool,
     /// Mirrors the replication's `complete`: an incomplete node starts anti-entropy on
     /// every new link itself, whatever the address order, to catch up at once.
     pub(crate) view_complete: bool,
@@ -106,6 +108,7 @@ impl Views {
             next_contact_check: timers.next_contact_check,
             last_shuffle_sample: Vec::new(),
             adjacency_changed: true,
+            link_died: false,
             view_complete: false,
         }
     }
@@ -145,6 +148,11 @@ impl Views {
     /// Whether the active view changed since the last call; clears the flag.
     pub(crate) fn take_adjacency_changed(&mut self) -> bool {
         std::mem::take(&mut self.adjacency_changed)
+    }
+
+    /// Whether a link was declared dead since the last call.
+    pub(crate) fn take_link_died(&mut self) -> bool {
+        std::mem::take(&mut self.link_died)
     }
 
     /// Checks the view invariants; `Err` names the first one broken.
@@ -699,6 +707,7 @@ impl Views {
                 if let Some(p) = self.passive.get_mut(&addr) {
                     p.failed_at = Some(now);
                 }
+                self.link_died = true;
             }
         }
         self.adjacency_changed = true;
