@@ -148,6 +148,8 @@ pub struct Counters {
     pub tree_prunes: u64,
     /// Broadcast tree: announced versions asked for (GRAFT) after the graft timeout.
     pub tree_grafts: u64,
+    /// Broadcast tree: times a dead link made every link eager again.
+    pub tree_unprunes: u64,
     /// Records refused because the store is full: a new node beyond `records.max_records`,
     /// or backends and task endpoints beyond `records.max_stored_backends`.
     pub records_rejected_full: u64,
@@ -189,7 +191,7 @@ pub struct Counters {
 impl Counters {
     /// The plain event counters with a name and a one-line help each, for exporters (the
     /// per-kind arrays, decode errors and verified frames are exported on their own).
-    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 34] {
+    pub fn named_counters(&self) -> [(&'static str, &'static str, u64); 35] {
         [
             (
                 "stale_replies",
@@ -277,6 +279,11 @@ impl Counters {
                 "tree_grafts",
                 "Broadcast tree versions asked for after a missed announcement",
                 self.tree_grafts,
+            ),
+            (
+                "tree_unprunes",
+                "Broadcast tree: times a dead link made every link eager again",
+                self.tree_unprunes,
             ),
             (
                 "records_rejected_full",

@@ -15,12 +15,17 @@ fn tree() -> Conditions {
     }
 }
 
-/// The tree's counters summed over the live nodes: (prunes, grafts).
-fn tree_counters(sim: &Simulation) -> (u64, u64) {
+/// The tree's counters summed over the live nodes: (prunes, grafts, unprunes).
+fn tree_counters(sim: &Simulation) -> (u64, u64, u64) {
     sim.alive()
         .filter_map(|i| sim.node(i))
-        .map(|n| (n.counters().tree_prunes, n.counters().tree_grafts))
-        .fold((0, 0), |(p, g), (dp, dg)| (p + dp, g + dg))
+        .map(|n| {
+            let c = n.counters();
+            (c.tree_prunes, c.tree_grafts, c.tree_unprunes)
+        })
+        .fold((0, 0, 0), |(p, g, u), (dp, dg, du)| {
+            (p + dp, g + dg, u + du)
+        })
 }
 
 /// Every live node holds the same version of every live node's record.
@@ -77,8 +82,14 @@ fn the_tree_carries_each_version_with_far_fewer_copies_and_keeps_the_bars() {
         let (flooded, _) = flood.run();
         let (report, sim) = run.run();
         check_bars(seed, &report, &sim, &replay);
-        let (prunes, grafts) = tree_counters(&sim);
+        let (prunes, grafts, unprunes) = tree_counters(&sim);
         check(prunes > 0, "no link was ever pruned: no tree", &replay);
+        // The crash's neighbours made their links eager again to repair the tree.
+        check(
+            unprunes > 0,
+            "no dead link made the links eager again",
+            &replay,
+        );
         // Flooding brings each version about 2.6 times over active views of five or six;
         // the tree about 1.5 (what is left: grafts, crossing copies before a prune, and
         // the repair after the crash).
@@ -121,7 +132,7 @@ fn the_tree_under_loss_at_two_hundred_nodes() {
             format!("seed {seed}: {} crashes undetected", report.undetected),
             &replay,
         );
-        let (_, grafts) = tree_counters(&sim);
+        let (_, grafts, _) = tree_counters(&sim);
         check(
             grafts > 0,
             "loss and no graft: the lazy path is untested",

@@ -930,7 +930,7 @@ impl Node {
             self.replication.record_changed = true;
         }
         if self.views.take_link_died() {
-            self.replication.on_link_died();
+            self.replication.on_link_died(&mut self.io);
         }
         if self.replication.record_changed {
             let own = self.replication.store.get(&self.cfg.id.addr);

@@ -344,9 +344,10 @@ impl Replication {
     /// duplicates prune them) repairs the tree here at once instead of graft by graft,
     /// and the news of the crash, which this node is about to publish, takes the shortest
     /// paths.
-    pub(crate) fn on_link_died(&mut self) {
+    pub(crate) fn on_link_died(&mut self, io: &mut Io) {
         if let Some(tree) = &mut self.tree {
             tree.unprune_all();
+            io.counters.tree_unprunes += 1;
         }
     }
 
