@@ -45,6 +45,7 @@
 //! - a free slot holds no record, no edges and no incoming edges, and no edge resolves to
 //!   a free slot; every `incoming` entry is one edge of its source; a slot's edges are its
 //!   record's adjacency resolved to slots, in order (a neighbour without a slot missing);
+//!   a remembered sender's slot is in use and has that sender's address;
 //! - the stored version of an address never decreases while it is held, and no held
 //!   record is covered by a tombstone;
 //! - the summary buckets are the XOR of the held versions' hashes.
@@ -934,6 +935,13 @@ impl RecordStore {
                 self.index.len(),
                 self.in_use()
             ));
+        }
+        for &(addr, slot) in self.senders.iter().flatten() {
+            if self.is_free(slot) || self.slots.get(slot as usize).map(|s| s.addr) != Some(addr) {
+                return Err(format!(
+                    "remembered sender {addr} names slot {slot}, not its own"
+                ));
+            }
         }
         let mut buckets = [0u64; SUMMARY_BUCKETS];
         for (i, slot) in self.slots.iter().enumerate() {
