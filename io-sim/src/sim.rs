@@ -881,6 +881,15 @@ impl Simulation {
     /// queued behind the others.
     fn accept_input(&mut self, i: usize, input: Input) {
         let now = self.now;
+        if self.nodes[i].host.inbox.is_empty()
+            && self.nodes[i].node.is_some()
+            && self.ready_at(i) <= now
+        {
+            // Free, nothing queued: taken at once, as the inbox would hand it over (a
+            // handled input never queues another on its own host).
+            self.take_input(i, now, input);
+            return;
+        }
         self.nodes[i].host.inbox.push_back((now, input));
         self.pump(i);
     }
@@ -908,25 +917,30 @@ impl Simulation {
                 return;
             }
             let (arrived, input) = self.nodes[i].host.inbox.pop_front().expect("not empty");
-            if self.input_trace.0.contains(&i) {
-                let (kind, from) = match &input {
-                    Input::Boot => (InputKind::Boot, None),
-                    Input::Timer | Input::Probe { .. } => (InputKind::Timer, None),
-                    Input::Poll => (InputKind::Poll, None),
-                    Input::Message { from, .. } | Input::Frame { from, .. } => {
-                        (InputKind::Message, Some(*from))
-                    }
-                };
-                self.input_trace.1.push(HandledInput {
-                    node: i,
-                    arrived,
-                    handled: self.now,
-                    kind,
-                    from,
-                });
-            }
-            self.handle(i, input);
+            self.take_input(i, arrived, input);
         }
+    }
+
+    /// Node `i`'s process takes `input`, which reached the host at `arrived`.
+    fn take_input(&mut self, i: usize, arrived: Time, input: Input) {
+        if self.input_trace.0.contains(&i) {
+            let (kind, from) = match &input {
+                Input::Boot => (InputKind::Boot, None),
+                Input::Timer | Input::Probe { .. } => (InputKind::Timer, None),
+                Input::Poll => (InputKind::Poll, None),
+                Input::Message { from, .. } | Input::Frame { from, .. } => {
+                    (InputKind::Message, Some(*from))
+                }
+            };
+            self.input_trace.1.push(HandledInput {
+                node: i,
+                arrived,
+                handled: self.now,
+                kind,
+                from,
+            });
+        }
+        self.handle(i, input);
     }
 
     /// Node `i`'s core handles one input now; its outputs leave when the CPU time the
