@@ -46,7 +46,7 @@
 //! which bounds the segments in flight, waiting and held out of order; the receiver's
 //! socket holds at most `rcvbuf` bytes unread (beyond, segments are not ACKed, as with a
 //! closed window). Each sender keeps its links in a small table sorted by receiver
-//! ([`Links`]: a lookup is a binary search over a few dozen contiguous indices, where an
+//! (`Links`: a lookup is a binary search over a few dozen contiguous indices, where an
 //! ordered map touched a large node per level), so iteration is deterministic.
 //!
 //! Invariants: per connection, payloads reach the receiver in the order they were sent,
