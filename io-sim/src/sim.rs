@@ -484,6 +484,8 @@ pub struct Simulation {
     outputs: Vec<Output>,
     /// Reused buffer for the transport's scheduled events.
     segments: Vec<(Time, TcpEvent<Envelope>)>,
+    /// Reused buffer for the messages an arriving segment delivers.
+    delivered: Vec<(Envelope, usize)>,
     /// Reports from the cores that a peer's agent is stalled (the lead wires the event).
     pub agent_stalled_reports: u64,
     /// Hosts whose handled inputs are recorded, and the record.
@@ -535,6 +537,7 @@ impl Simulation {
             instant_hosts,
             outputs: Vec::new(),
             segments: Vec::new(),
+            delivered: Vec::new(),
             agent_stalled_reports: 0,
             input_trace: (BTreeSet::new(), Vec::new()),
             check_each_event: false,
@@ -833,16 +836,20 @@ impl Simulation {
                 if matches!(receiver, HostKernel::Down | HostKernel::NoListener) {
                     self.traffic.to_dead += 1;
                 }
-                let delivered = tcp.on_arrive(
+                let mut delivered = std::mem::take(&mut self.delivered);
+                tcp.on_arrive(
                     &self.network,
                     &mut self.rng,
                     self.now,
                     seg,
                     receiver,
                     &mut out,
+                    &mut delivered,
                 );
                 push_segments(&mut self.queue, &mut out);
-                for (envelope, len) in delivered {
+                // Back before the inputs are handled: their sends reuse it.
+                self.segments = out;
+                for (envelope, len) in delivered.drain(..) {
                     self.accept_input(
                         to,
                         Input::Message {
@@ -852,6 +859,7 @@ impl Simulation {
                         },
                     );
                 }
+                self.delivered = delivered;
             }
             TcpEvent::Retransmit(seg) => {
                 let sender = host_kernel(&self.nodes[seg.from], self.now);
@@ -864,15 +872,24 @@ impl Simulation {
                     &mut out,
                 );
                 push_segments(&mut self.queue, &mut out);
+                self.segments = out;
             }
         }
-        self.segments = out;
     }
 
     /// An input reaches node `i`'s process: handled now if the process is free, else
     /// queued behind the others.
     fn accept_input(&mut self, i: usize, input: Input) {
         let now = self.now;
+        if self.nodes[i].host.inbox.is_empty()
+            && self.nodes[i].node.is_some()
+            && self.ready_at(i) <= now
+        {
+            // Free, nothing queued: taken at once, as the inbox would hand it over (a
+            // handled input never queues another on its own host).
+            self.take_input(i, now, input);
+            return;
+        }
         self.nodes[i].host.inbox.push_back((now, input));
         self.pump(i);
     }
@@ -900,25 +917,30 @@ impl Simulation {
                 return;
             }
             let (arrived, input) = self.nodes[i].host.inbox.pop_front().expect("not empty");
-            if self.input_trace.0.contains(&i) {
-                let (kind, from) = match &input {
-                    Input::Boot => (InputKind::Boot, None),
-                    Input::Timer | Input::Probe { .. } => (InputKind::Timer, None),
-                    Input::Poll => (InputKind::Poll, None),
-                    Input::Message { from, .. } | Input::Frame { from, .. } => {
-                        (InputKind::Message, Some(*from))
-                    }
-                };
-                self.input_trace.1.push(HandledInput {
-                    node: i,
-                    arrived,
-                    handled: self.now,
-                    kind,
-                    from,
-                });
-            }
-            self.handle(i, input);
+            self.take_input(i, arrived, input);
         }
+    }
+
+    /// Node `i`'s process takes `input`, which reached the host at `arrived`.
+    fn take_input(&mut self, i: usize, arrived: Time, input: Input) {
+        if self.input_trace.0.contains(&i) {
+            let (kind, from) = match &input {
+                Input::Boot => (InputKind::Boot, None),
+                Input::Timer | Input::Probe { .. } => (InputKind::Timer, None),
+                Input::Poll => (InputKind::Poll, None),
+                Input::Message { from, .. } | Input::Frame { from, .. } => {
+                    (InputKind::Message, Some(*from))
+                }
+            };
+            self.input_trace.1.push(HandledInput {
+                node: i,
+                arrived,
+                handled: self.now,
+                kind,
+                from,
+            });
+        }
+        self.handle(i, input);
     }
 
     /// Node `i`'s core handles one input now; its outputs leave when the CPU time the

@@ -45,8 +45,9 @@
 //! fit is refused and counted: what a non-blocking write into a full send buffer does),
 //! which bounds the segments in flight, waiting and held out of order; the receiver's
 //! socket holds at most `rcvbuf` bytes unread (beyond, segments are not ACKed, as with a
-//! closed window). Links live in one ordered map per sender, so iteration is
-//! deterministic.
+//! closed window). Each sender keeps its links in a small table sorted by receiver
+//! (`Links`: a lookup is a binary search over a few dozen contiguous indices, where an
+//! ordered map touched a large node per level), so iteration is deterministic.
 //!
 //! Invariants: per connection, payloads reach the receiver in the order they were sent,
 //! each at most once; the connection's generation tags every segment, and a segment of
@@ -215,6 +216,59 @@ impl<P> Link<P> {
     fn held_bytes(&self) -> usize {
         self.out_of_order.values().map(|(_, len)| len).sum()
     }
+
+    /// Starts the next generation: everything queued is discarded (counted in `stats`);
+    /// what the receiving socket already holds stays readable.
+    fn reset(&mut self, stats: &mut TcpStats) {
+        let discarded = self.waiting.len() + self.out_of_order.len();
+        stats.discarded += discarded as u64;
+        let unread = self.unread;
+        *self = Link::new(self.generation + 1);
+        self.unread = unread;
+    }
+}
+
+/// One sender's links. Invariant: `peers` is strictly increasing and `links[k]` is the
+/// connection to `peers[k]` (so iteration runs in receiver order).
+#[derive(Debug)]
+struct Links<P> {
+    peers: Vec<u32>,
+    links: Vec<Link<P>>,
+}
+
+impl<P> Links<P> {
+    fn new() -> Links<P> {
+        Links {
+            peers: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+
+    fn find(&self, to: usize) -> Result<usize, usize> {
+        let to = u32::try_from(to).expect("fewer than 2^32 hosts");
+        self.peers.binary_search(&to)
+    }
+
+    fn get(&self, to: usize) -> Option<&Link<P>> {
+        self.find(to).ok().map(|k| &self.links[k])
+    }
+
+    fn get_mut(&mut self, to: usize) -> Option<&mut Link<P>> {
+        self.find(to).ok().map(|k| &mut self.links[k])
+    }
+
+    /// The link to `to`, created (closed, generation 0) if there is none yet.
+    fn entry(&mut self, to: usize) -> &mut Link<P> {
+        let k = match self.find(to) {
+            Ok(k) => k,
+            Err(k) => {
+                self.peers.insert(k, to as u32);
+                self.links.insert(k, Link::new(0));
+                k
+            }
+        };
+        &mut self.links[k]
+    }
 }
 
 /// Every connection of a cluster.
@@ -222,7 +276,7 @@ impl<P> Link<P> {
 pub struct Tcp<P> {
     pub cfg: TcpConfig,
     /// By sender, then receiver.
-    links: Vec<BTreeMap<usize, Link<P>>>,
+    links: Vec<Links<P>>,
     pub stats: TcpStats,
 }
 
@@ -230,18 +284,18 @@ impl<P> Tcp<P> {
     pub fn new(cfg: TcpConfig, hosts: usize) -> Tcp<P> {
         Tcp {
             cfg,
-            links: (0..hosts).map(|_| BTreeMap::new()).collect(),
+            links: (0..hosts).map(|_| Links::new()).collect(),
             stats: TcpStats::default(),
         }
     }
 
     fn link(&mut self, from: usize, to: usize) -> &mut Link<P> {
-        self.links[from].entry(to).or_insert_with(|| Link::new(0))
+        self.links[from].entry(to)
     }
 
     /// The retransmission timeout of `from → to` now (before backoff).
     pub fn rto(&self, from: usize, to: usize) -> Duration {
-        let Some(link) = self.links[from].get(&to) else {
+        let Some(link) = self.links[from].get(to) else {
             return self.cfg.rto_initial;
         };
         match link.srtt {
@@ -252,7 +306,7 @@ impl<P> Tcp<P> {
 
     /// A summary of connection `from → to` (for debugging and tests).
     pub fn link_info(&self, from: usize, to: usize) -> Option<String> {
-        let l = self.links[from].get(&to)?;
+        let l = self.links[from].get(to)?;
         Some(format!(
             "gen {} {:?} next_seq {} waiting {} unaccepted {} srtt {:?} rto {:?} | rcv_next {} held {:?} unread {}",
             l.generation,
@@ -270,7 +324,7 @@ impl<P> Tcp<P> {
 
     /// The smoothed RTT of `from → to`, once sampled.
     pub fn srtt(&self, from: usize, to: usize) -> Option<Duration> {
-        self.links[from].get(&to).and_then(|l| l.srtt)
+        self.links[from].get(to).and_then(|l| l.srtt)
     }
 
     /// The application on `from` writes `payload` (`len` bytes) to `to` at `at` (`at` may
@@ -285,15 +339,15 @@ impl<P> Tcp<P> {
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) -> Result<(), SendError> {
         let sndbuf = self.cfg.sndbuf;
-        if self.link(from, to).closing {
+        let link = self.links[from].entry(to);
+        if link.closing {
             // The application closed this connection: the next message opens a new one.
             // What the old one still had unaccepted is abandoned (a real close would
             // keep retransmitting it in the background until the peer answers or the
             // user timeout; the cores close a link only once they gave up on it, or
             // after a DISCONNECT that left before this message).
-            self.reset(from, to);
+            link.reset(&mut self.stats);
         }
-        let link = self.link(from, to);
         if link.unaccepted + len > sndbuf {
             self.stats.send_buffer_full += 1;
             return Err(SendError::BufferFull);
@@ -375,7 +429,7 @@ impl<P> Tcp<P> {
 
     fn current(&mut self, seg: &Segment<P>) -> bool {
         let live = self.links[seg.from]
-            .get(&seg.to)
+            .get(seg.to)
             .is_some_and(|l| l.generation == seg.generation);
         if !live {
             self.stats.discarded += 1;
@@ -418,8 +472,10 @@ impl<P> Tcp<P> {
         self.transmit(net, rng, now, seg, out);
     }
 
-    /// `seg` reaches its receiver at `now`, whose kernel is `receiver`. Returns the
-    /// payloads now deliverable to the receiving process, in order, with their lengths.
+    /// `seg` reaches its receiver at `now`, whose kernel is `receiver`. Appends the
+    /// payloads now deliverable to the receiving process to `delivered`, in order, with
+    /// their lengths.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_arrive(
         &mut self,
         net: &Network,
@@ -428,17 +484,23 @@ impl<P> Tcp<P> {
         seg: Segment<P>,
         receiver: HostKernel,
         out: &mut Vec<(Time, TcpEvent<P>)>,
-    ) -> Vec<(P, usize)> {
-        if !self.current(&seg) {
-            return Vec::new();
-        }
+        delivered: &mut Vec<(P, usize)>,
+    ) {
+        let (from, to) = (seg.from, seg.to);
+        let Some(link) = self.links[from]
+            .get_mut(to)
+            .filter(|l| l.generation == seg.generation)
+        else {
+            self.stats.discarded += 1;
+            return;
+        };
         let refuse = match receiver {
             HostKernel::NoListener => {
                 // A reset: the connection and everything queued on it are gone.
                 self.stats.refused += 1;
                 self.stats.discarded += 1;
-                self.reset(seg.from, seg.to);
-                return Vec::new();
+                link.reset(&mut self.stats);
+                return;
             }
             HostKernel::Down => {
                 self.stats.to_dead += 1;
@@ -449,9 +511,7 @@ impl<P> Tcp<P> {
                 true
             }
             HostKernel::Up => {
-                let rcvbuf = self.cfg.rcvbuf;
-                let link = self.link(seg.from, seg.to);
-                let full = link.unread + link.held_bytes() + seg.len > rcvbuf;
+                let full = link.unread + link.held_bytes() + seg.len > self.cfg.rcvbuf;
                 if full {
                     self.stats.zero_window += 1;
                 }
@@ -462,11 +522,9 @@ impl<P> Tcp<P> {
             // Not ACKed: the sender's timer retransmits it.
             let when = self.timer(&seg).max(now);
             out.push((when, TcpEvent::Retransmit(seg)));
-            return Vec::new();
+            return;
         }
-        let (from, to) = (seg.from, seg.to);
         let one_way = now - seg.sent_at;
-        let link = self.link(from, to);
         link.unaccepted = link.unaccepted.saturating_sub(seg.len);
         if seg.attempt == 0 {
             let sample = 2 * one_way;
@@ -507,34 +565,39 @@ impl<P> Tcp<P> {
                 };
                 self.transmit(net, rng, established, seg, out);
             }
-            return Vec::new();
+            return;
         }
         let Some(payload) = seg.payload else {
-            return Vec::new();
+            return;
         };
         if seg.seq < link.rcv_next {
-            return Vec::new();
+            return;
+        }
+        if seg.seq == link.rcv_next && link.out_of_order.is_empty() {
+            // In order with nothing held: straight into the socket.
+            link.rcv_next += 1;
+            link.unread += seg.len;
+            delivered.push((payload, seg.len));
+            return;
         }
         link.out_of_order.insert(seg.seq, (payload, seg.len));
-        let mut delivered = Vec::new();
         while let Some(entry) = link.out_of_order.remove(&link.rcv_next) {
             link.rcv_next += 1;
             link.unread += entry.1;
             delivered.push(entry);
         }
-        delivered
     }
 
     /// The process on `to` read `len` bytes that came from `from`.
     pub fn consumed(&mut self, from: usize, to: usize, len: usize) {
-        if let Some(link) = self.links[from].get_mut(&to) {
+        if let Some(link) = self.links[from].get_mut(to) {
             link.unread = link.unread.saturating_sub(len);
         }
     }
 
     /// Bytes the process on `to` has not read yet from `from`.
     pub fn unread(&self, from: usize, to: usize) -> usize {
-        self.links[from].get(&to).map_or(0, |l| l.unread)
+        self.links[from].get(to).map_or(0, |l| l.unread)
     }
 
     /// Aborts `from → to`: everything queued is discarded, the next message reconnects.
@@ -544,13 +607,8 @@ impl<P> Tcp<P> {
     }
 
     fn reset(&mut self, from: usize, to: usize) {
-        if let Some(link) = self.links[from].get_mut(&to) {
-            let discarded = link.waiting.len() + link.out_of_order.len();
-            self.stats.discarded += discarded as u64;
-            let unread = link.unread;
-            *link = Link::new(link.generation + 1);
-            // What the receiving socket already holds stays readable.
-            link.unread = unread;
+        if let Some(link) = self.links[from].get_mut(to) {
+            link.reset(&mut self.stats);
         }
     }
 
@@ -558,7 +616,7 @@ impl<P> Tcp<P> {
     /// link): segments already sent still arrive, and the next message opens a new
     /// connection instead of queueing behind a connection that may be stuck.
     pub fn close(&mut self, from: usize, to: usize) {
-        if let Some(link) = self.links[from].get_mut(&to) {
+        if let Some(link) = self.links[from].get_mut(to) {
             if !matches!(link.state, State::Closed) {
                 link.closing = true;
                 self.stats.closed += 1;
@@ -568,16 +626,16 @@ impl<P> Tcp<P> {
 
     /// Host `h` restarted: every connection from and to it starts afresh.
     pub fn reset_host(&mut self, h: usize) {
-        let peers: Vec<usize> = self.links[h].keys().copied().collect();
+        let peers: Vec<usize> = self.links[h].peers.iter().map(|&p| p as usize).collect();
         for to in peers {
             self.reset(h, to);
-            if let Some(link) = self.links[h].get_mut(&to) {
+            if let Some(link) = self.links[h].get_mut(to) {
                 link.unread = 0;
             }
         }
         for from in 0..self.links.len() {
             self.reset(from, h);
-            if let Some(link) = self.links[from].get_mut(&h) {
+            if let Some(link) = self.links[from].get_mut(h) {
                 link.unread = 0;
             }
         }
@@ -646,13 +704,15 @@ mod tests {
                             Some((a, b)) if now >= a && now < b => HostKernel::Frozen(b),
                             _ => HostKernel::Up,
                         };
-                        let got = self.tcp.on_arrive(
+                        let mut got = Vec::new();
+                        self.tcp.on_arrive(
                             &self.net,
                             &mut self.rng,
                             now,
                             seg,
                             receiver,
                             &mut self.out,
+                            &mut got,
                         );
                         for (p, len) in got {
                             self.tcp.consumed(0, 1, len);
