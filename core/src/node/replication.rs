@@ -7,7 +7,8 @@
 //! neighbour; a queued copy is dropped when that neighbour sends the same version (or a
 //! newer one) first, since the two copies would only cross (a quarter of all copies).
 //! With `records.broadcast = tree` (see [`super::tree`]) the neighbours a link was pruned
-//! to get the version's announcement instead of the version, in the same flush; records
+//! to get the version's announcement instead of the version, `records.lazy_delay` later
+//! (unless they showed they hold it); records
 //! sent in answer (to digests, WANTs and GRAFTs) then go as RECORDS_REPLY, which prunes
 //! nothing.
 //! Anti-entropy repairs what floods missed: a full digest on a joiner's new links (a

@@ -19,7 +19,10 @@
 //! Invariants:
 //! - `lazy` grows only by active neighbours (the node prunes nothing else), `announce`
 //!   only by the neighbours a version is flooded to, and both name active neighbours only
-//!   after [`BroadcastTree::retain`], which every flush runs;
+//!   after [`BroadcastTree::retain`], which every flush of floods or announcements runs;
+//! - `announce_at` is set while announcements are queued (and may stay set over queues
+//!   that `peer_holds` emptied, until it passes): they go out no later than it;
+//! - a dead link makes every link eager (`unprune_all`); duplicates prune them again;
 //! - `missing` holds at most `max_missing` origins, each a version newer than the one held
 //!   when it was announced, with at most [`MAX_ANNOUNCERS`] announcers;
 //! - `hold_until` is the latest `first + hold` of the announcements since the last hold
