@@ -60,8 +60,7 @@ fn report(o: u8, vips: &[Vip]) -> VipSet {
 fn converged(reports: &[Arc<VipSet>]) -> (DesiredState, KernelState) {
     let mut desired = DesiredState::new();
     for (o, set) in reports.iter().enumerate() {
-        desired.set_origin(origin(o as u8), set.clone());
-        desired.set_reachable(origin(o as u8), true);
+        desired.set_origin(origin(o as u8), set.clone(), true);
     }
     let touched = desired.refresh();
     let mut applied = KernelState::default();
@@ -85,8 +84,7 @@ fn converged_store(reports: &[Arc<VipSet>]) -> (RecordStore, DesiredState, Kerne
         };
         assert!(matches!(store.apply(record), Applied::New { .. }));
         let stored = store.get(&id.addr).expect("stored");
-        desired.set_origin(id.addr, stored.services.clone());
-        desired.set_reachable(id.addr, true);
+        desired.set_origin(id.addr, stored.services.clone(), true);
     }
     let touched = desired.refresh();
     let mut applied = KernelState::default();
@@ -128,7 +126,7 @@ fn desired_10k(c: &mut Criterion) {
             b.iter_batched(
                 || (desired.clone(), changed.clone()),
                 |(mut desired, changed)| {
-                    desired.set_origin(origin(3), changed);
+                    desired.set_origin(origin(3), changed, true);
                     let touched = desired.refresh();
                     let ops = kernel::diff_services(&applied, desired.state(), &touched);
                     assert_eq!(ops.len(), 1);
@@ -173,6 +171,7 @@ fn desired_10k(c: &mut Criterion) {
                     id.addr,
                     forward.services.clone(),
                     changed.vips.iter().map(|(vip, _)| vip),
+                    true,
                 );
                 let touched = desired.refresh();
                 let ops = kernel::diff_services(&applied, desired.state(), &touched);

@@ -129,8 +129,8 @@ impl Record {
             origin,
             seq,
             body: Arc::new(body),
-            services: Arc::default(),
-            tasks: Arc::default(),
+            services: VipSet::shared_empty(),
+            tasks: TaskSet::shared_empty(),
             services_seq: 0,
             delta: None,
             body_form: BodyForm::Full,
@@ -280,10 +280,15 @@ impl<'de> Deserialize<'de> for Record {
         let wire = RecordIn::deserialize(deserializer)?;
         let (services, tasks, services_seq, delta) = match wire.services {
             ServicesIn::Full { seq, set, tasks } => (Arc::new(set), Arc::new(tasks), seq, None),
-            ServicesIn::Delta(d) => (Arc::default(), Arc::default(), d.seq, Some(Arc::new(d))),
+            ServicesIn::Delta(d) => (
+                VipSet::shared_empty(),
+                TaskSet::shared_empty(),
+                d.seq,
+                Some(Arc::new(d)),
+            ),
             ServicesIn::Unchanged(seq) => (
-                Arc::default(),
-                Arc::default(),
+                VipSet::shared_empty(),
+                TaskSet::shared_empty(),
                 seq,
                 Some(Arc::new(ServicesDelta::unchanged(seq))),
             ),
@@ -709,11 +714,11 @@ impl RecordStore {
                         let held = self.slots[slot as usize].record.as_mut().expect("held");
                         // The held record is replaced below: its sets move to the new one.
                         (
-                            std::mem::take(&mut held.services),
-                            std::mem::take(&mut held.tasks),
+                            std::mem::replace(&mut held.services, VipSet::shared_empty()),
+                            std::mem::replace(&mut held.tasks, TaskSet::shared_empty()),
                         )
                     }
-                    _ => (Arc::default(), Arc::default()),
+                    _ => (VipSet::shared_empty(), TaskSet::shared_empty()),
                 };
                 if !delta.vips.is_empty() {
                     delta.apply_to(Arc::make_mut(&mut set));

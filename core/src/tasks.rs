@@ -18,14 +18,15 @@
 //! - the directory's [`TaskDirectory::version`] changes whenever [`TaskDirectory::merged`]
 //!   may have (a shell republishes the DNS names only then);
 //! - maps are `BTreeMap`s, so a merge is the same on every node that holds the same
-//!   records, whatever order they arrived in.
+//!   records, whatever order they arrived in;
+//! - the directory keeps an entry only for a host whose set is not empty.
 
 use crate::vip::Protocol;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// A task's DNS name below the tasks zone: `TASK.FRAMEWORK`, each part one or more DNS
 /// labels (`web.group` on `marathon` → task `web.group`, framework `marathon`).
@@ -103,6 +104,13 @@ impl TaskSet {
         TaskSet::default()
     }
 
+    /// One empty set shared by every holder that has nothing, like
+    /// [`crate::vip::VipSet::shared_empty`].
+    pub fn shared_empty() -> Arc<TaskSet> {
+        static EMPTY: LazyLock<Arc<TaskSet>> = LazyLock::new(Arc::default);
+        EMPTY.clone()
+    }
+
     /// Adds the endpoints of one instance of `name`.
     pub fn insert(&mut self, name: TaskName, endpoints: impl IntoIterator<Item = TaskEndpoint>) {
         let entry = self.names.entry(name).or_default();
@@ -151,54 +159,50 @@ impl TaskDirectory {
         self.version
     }
 
-    /// Records what `origin` reports now. A new origin starts unreachable.
-    pub fn set_origin(&mut self, origin: SocketAddr, tasks: Arc<TaskSet>) {
+    /// Records what `origin` reports now, and whether it is reachable now.
+    pub fn set_origin(&mut self, origin: SocketAddr, tasks: Arc<TaskSet>, reachable: bool) {
+        self.set_reachable(origin, reachable);
         match self.origins.get_mut(&origin) {
+            // An origin without tasks is not kept (most hosts of a large cluster).
+            Some(_) if tasks.is_empty() => {
+                self.origins.remove(&origin);
+                self.version += 1;
+            }
             Some(o) if Arc::ptr_eq(&o.tasks, &tasks) || *o.tasks == *tasks => o.tasks = tasks,
             Some(o) => {
                 o.tasks = tasks;
                 self.version += 1;
             }
+            None if tasks.is_empty() => {}
             None => {
-                let changes = !tasks.is_empty();
-                self.origins.insert(
-                    origin,
-                    Origin {
-                        tasks,
-                        reachable: false,
-                    },
-                );
-                if changes {
-                    self.version += 1;
-                }
+                self.origins.insert(origin, Origin { tasks, reachable });
+                self.version += 1;
             }
         }
     }
 
-    /// Whether `origin`'s entry holds exactly `tasks` (the same shared set).
+    /// Whether `origin`'s entry holds exactly `tasks` (the same shared set; an empty set
+    /// when there is no entry).
     pub fn holds(&self, origin: &SocketAddr, tasks: &Arc<TaskSet>) -> bool {
         self.origins
             .get(origin)
-            .is_some_and(|o| Arc::ptr_eq(&o.tasks, tasks))
+            .map_or(tasks.is_empty(), |o| Arc::ptr_eq(&o.tasks, tasks))
     }
 
     /// Lets go of `origin`'s shared set so that its holder (the record store) can change it
     /// in place; [`TaskDirectory::set_origin`] gives the new set back.
     pub fn detach(&mut self, origin: SocketAddr) {
         if let Some(o) = self.origins.get_mut(&origin) {
-            o.tasks = Arc::default();
+            o.tasks = TaskSet::shared_empty();
         }
     }
 
-    /// Records whether `origin` is reachable.
+    /// Records whether `origin` is reachable (an origin without tasks has no entry:
+    /// [`TaskDirectory::set_origin`] is told again when it reports some).
     pub fn set_reachable(&mut self, origin: SocketAddr, reachable: bool) {
-        let o = self.origins.entry(origin).or_insert_with(|| Origin {
-            tasks: Arc::default(),
-            reachable,
-        });
-        if o.reachable != reachable {
-            o.reachable = reachable;
-            if !o.tasks.is_empty() {
+        if let Some(o) = self.origins.get_mut(&origin) {
+            if o.reachable != reachable {
+                o.reachable = reachable;
                 self.version += 1;
             }
         }
@@ -207,10 +211,8 @@ impl TaskDirectory {
     /// Forgets `origin` (its record was collected): its tasks go, even where they were the
     /// last of their name.
     pub fn remove_origin(&mut self, origin: SocketAddr) {
-        if let Some(o) = self.origins.remove(&origin) {
-            if !o.tasks.is_empty() {
-                self.version += 1;
-            }
+        if self.origins.remove(&origin).is_some() {
+            self.version += 1;
         }
     }
 
@@ -284,8 +286,12 @@ mod tests {
     #[test]
     fn reachable_hosts_answer_for_a_name_and_the_cut_off_keep_what_only_they_have() {
         let mut dir = TaskDirectory::new();
-        dir.set_origin(addr(1), set(&[("web", "10.0.0.1"), ("db", "10.0.0.1")]));
-        dir.set_origin(addr(2), set(&[("web", "10.0.0.2")]));
+        dir.set_origin(
+            addr(1),
+            set(&[("web", "10.0.0.1"), ("db", "10.0.0.1")]),
+            false,
+        );
+        dir.set_origin(addr(2), set(&[("web", "10.0.0.2")]), false);
         let v0 = dir.version();
         dir.set_reachable(addr(1), true);
         dir.set_reachable(addr(2), true);
@@ -312,14 +318,14 @@ mod tests {
         let mut dir = TaskDirectory::new();
         dir.set_reachable(addr(1), true);
         let v = dir.version();
-        dir.set_origin(addr(1), set(&[]));
+        dir.set_origin(addr(1), set(&[]), true);
         dir.set_reachable(addr(3), true);
         assert_eq!(dir.version(), v, "empty sets change nothing");
-        dir.set_origin(addr(1), set(&[("web", "10.0.0.1")]));
+        dir.set_origin(addr(1), set(&[("web", "10.0.0.1")]), true);
         let v = dir.version();
-        dir.set_origin(addr(1), set(&[("web", "10.0.0.1")]));
+        dir.set_origin(addr(1), set(&[("web", "10.0.0.1")]), true);
         assert_eq!(dir.version(), v, "an equal set changes nothing");
-        dir.set_origin(addr(1), set(&[("web", "10.0.0.9")]));
+        dir.set_origin(addr(1), set(&[("web", "10.0.0.9")]), true);
         assert!(dir.version() > v);
     }
 
@@ -338,7 +344,7 @@ mod tests {
             let mut dir = TaskDirectory::new();
             for &i in order {
                 let (a, s, r) = &sets[i];
-                dir.set_origin(*a, s.clone());
+                dir.set_origin(*a, s.clone(), false);
                 dir.set_reachable(*a, *r);
             }
             dir.merged()

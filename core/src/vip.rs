@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 /// Layer-4 protocol of a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -256,6 +257,14 @@ pub struct VipSet {
 impl VipSet {
     pub fn new() -> VipSet {
         VipSet::default()
+    }
+
+    /// One empty set shared by every holder that has nothing (most records carry no
+    /// backends): a clone is a reference count, not an allocation per (node, origin) pair.
+    /// `Arc::make_mut` on it copies, so a holder that fills it never changes the others'.
+    pub fn shared_empty() -> Arc<VipSet> {
+        static EMPTY: LazyLock<Arc<VipSet>> = LazyLock::new(Arc::default);
+        EMPTY.clone()
     }
 
     /// Adds one backend to `vip`.

