@@ -53,6 +53,7 @@
 use crate::body_diff::BodyDiff;
 use crate::id::NodeId;
 use crate::services_delta::ServicesDelta;
+use crate::slot_index::SlotIndex;
 use crate::tasks::TaskSet;
 use crate::time::Time;
 use crate::vip::VipSet;
@@ -382,8 +383,9 @@ pub struct RecordStore {
     /// Slots whose edges or epoch changed (or that are new) since the last drain; each once.
     touched: Vec<u32>,
     touched_mark: Vec<bool>,
-    /// Lookup only, never iterated: iteration order is the slot vector's.
-    index: FxHashMap<SocketAddr, u32>,
+    /// Address → slot for the slots in use (lookup only, never iterated: iteration order
+    /// is the slot vector's).
+    index: SlotIndex,
     /// Per fine bucket (of an address's hash), the XOR of its held versions' hashes.
     buckets: Box<[u64; SUMMARY_BUCKETS]>,
     max_slots: usize,
@@ -426,7 +428,7 @@ impl RecordStore {
             incoming: Vec::new(),
             touched: Vec::new(),
             touched_mark: Vec::new(),
-            index: FxHashMap::default(),
+            index: SlotIndex::default(),
             buckets: Box::new([0; SUMMARY_BUCKETS]),
             max_slots,
             max_backends: usize::MAX,
@@ -539,7 +541,8 @@ impl RecordStore {
 
     /// The slot of `addr`, if known.
     pub fn slot_of(&self, addr: &SocketAddr) -> Option<u32> {
-        self.index.get(addr).copied()
+        let slots = &self.slots;
+        self.index.get(addr, |s| slots[s as usize].addr)
     }
 
     /// The slot of `id.addr`, created (at `id.epoch`) if there is room. First-hand: also
@@ -557,7 +560,7 @@ impl RecordStore {
     /// The slot of `id.addr`, created (at `id.epoch`) if there is room; an existing slot's
     /// epoch is left alone.
     fn slot_for(&mut self, id: NodeId) -> Option<u32> {
-        if let Some(&slot) = self.index.get(&id.addr) {
+        if let Some(slot) = self.slot_of(&id.addr) {
             return Some(slot);
         }
         if self.in_use() >= self.max_slots {
@@ -588,7 +591,9 @@ impl RecordStore {
             }
         };
         self.touch(slot);
-        self.index.insert(id.addr, slot);
+        let slots = &self.slots;
+        self.index
+            .insert(&id.addr, slot, |s| slots[s as usize].addr);
         Some(slot)
     }
 
@@ -878,7 +883,8 @@ impl RecordStore {
             self.touch(source);
         }
         self.vertices[s].epoch = 0;
-        self.index.remove(&addr);
+        let slots = &self.slots;
+        self.index.remove(&addr, |s| slots[s as usize].addr);
         self.is_free[s] = true;
         self.free.push(slot);
         record
@@ -957,7 +963,7 @@ impl RecordStore {
                 }
                 continue;
             }
-            if self.index.get(&slot.addr) != Some(&(i as u32)) {
+            if self.slot_of(&slot.addr) != Some(i as u32) {
                 return Err(format!("slot {i} ({}) is not indexed", slot.addr));
             }
             for &(target, _) in &v.edges {
