@@ -306,6 +306,11 @@ impl Reachability {
         self.reported_at(store, slot as usize)
     }
 
+    /// The incarnation reported reachable for the address of `slot`, if any.
+    pub(crate) fn reported_in(&self, store: &RecordStore, slot: u32) -> Option<NodeId> {
+        self.reported_at(store, slot as usize)
+    }
+
     /// Every reachable node, in slot order.
     pub fn reachable<'a>(&'a self, store: &'a RecordStore) -> impl Iterator<Item = NodeId> + 'a {
         (0..self.flags.len()).filter_map(|i| self.reported_at(store, i))

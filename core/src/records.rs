@@ -321,6 +321,8 @@ pub enum Applied {
     New {
         previous: Option<(NodeId, Arc<RecordBody>)>,
         forward: Box<Record>,
+        /// The slot it is stored in.
+        slot: u32,
     },
     /// Not newer than what is held.
     Stale,
@@ -464,8 +466,8 @@ impl RecordStore {
     }
 
     /// Whether replacing `old` stored backends of `addr` by `new` would pass the bound.
-    fn over_stored_bound(&self, addr: &SocketAddr, old: usize, new: usize) -> bool {
-        let own = self.slot_of(addr) == Some(0);
+    fn over_stored_bound(&self, slot: Option<u32>, old: usize, new: usize) -> bool {
+        let own = slot == Some(0);
         !own && new > old && self.stored_backends - old + new > self.max_stored_backends
     }
 
@@ -549,12 +551,17 @@ impl RecordStore {
     /// raises the slot's epoch to `id.epoch`.
     pub fn intern(&mut self, id: NodeId) -> Option<u32> {
         let slot = self.slot_for(id)?;
+        self.raise_epoch(slot, id.epoch);
+        Some(slot)
+    }
+
+    /// Raises `slot`'s epoch to `epoch` (first-hand news of the address).
+    fn raise_epoch(&mut self, slot: u32, epoch: u64) {
         let v = &mut self.vertices[slot as usize];
-        if id.epoch > v.epoch {
-            v.epoch = id.epoch;
+        if epoch > v.epoch {
+            v.epoch = epoch;
             self.touch(slot);
         }
-        Some(slot)
     }
 
     /// The slot of `id.addr`, created (at `id.epoch`) if there is room; an existing slot's
@@ -621,7 +628,13 @@ impl RecordStore {
     /// Whether the record held for `addr` is of `version` or newer (a copy of `version`
     /// would be [`Applied::Stale`]).
     pub fn holds_version(&self, addr: &SocketAddr, version: (u64, u64)) -> bool {
-        self.get(addr).is_some_and(|held| held.version() >= version)
+        self.holds_version_in(self.slot_of(addr), version)
+    }
+
+    /// [`RecordStore::holds_version`] at the slot [`RecordStore::slot_of`] answered.
+    pub(crate) fn holds_version_in(&self, slot: Option<u32>, version: (u64, u64)) -> bool {
+        slot.and_then(|s| self.slots[s as usize].record.as_ref())
+            .is_some_and(|held| held.version() >= version)
     }
 
     pub fn get(&self, addr: &SocketAddr) -> Option<&Record> {
@@ -635,9 +648,18 @@ impl RecordStore {
     /// record is a [`Applied::Gap`] and nothing changes. The held set is changed in place
     /// when nothing else shares it, so a delta costs in proportion to its VIPs. A version
     /// a tombstone covers is refused; a newer one replaces the tombstone.
-    pub fn apply(&mut self, mut record: Record) -> Applied {
+    pub fn apply(&mut self, record: Record) -> Applied {
+        let slot = self.slot_of(&record.origin.addr);
+        self.apply_in(slot, record)
+    }
+
+    /// [`RecordStore::apply`] for a caller that looked up the slot of the record's address
+    /// already (`slot`: what [`RecordStore::slot_of`] answered, with nothing interned or
+    /// freed since): the receipt of a copy looks the address up once.
+    pub(crate) fn apply_in(&mut self, slot: Option<u32>, mut record: Record) -> Applied {
         let addr = record.origin.addr;
-        let held = self.get(&addr);
+        debug_assert_eq!(slot, self.slot_of(&addr));
+        let held = slot.and_then(|s| self.slots[s as usize].record.as_ref());
         if held.is_some_and(|h| h.version() >= record.version()) {
             return Applied::Stale;
         }
@@ -711,10 +733,10 @@ impl RecordStore {
                 if new_weight > self.max_backends {
                     return Applied::Invalid;
                 }
-                if self.over_stored_bound(&addr, old_weight, new_weight) {
+                if self.over_stored_bound(slot, old_weight, new_weight) {
                     return Applied::Full;
                 }
-                let (mut set, mut tasks) = match self.slot_of(&addr) {
+                let (mut set, mut tasks) = match slot {
                     Some(slot) if same_epoch.is_some() => {
                         let held = self.slots[slot as usize].record.as_mut().expect("held");
                         // The held record is replaced below: its sets move to the new one.
@@ -739,7 +761,7 @@ impl RecordStore {
                 if new_weight > self.max_backends {
                     return Applied::Invalid;
                 }
-                if self.over_stored_bound(&addr, old_weight, new_weight) {
+                if self.over_stored_bound(slot, old_weight, new_weight) {
                     return Applied::Full;
                 }
                 // Unchanged services: keep sharing the held sets, and forward the version
@@ -752,13 +774,20 @@ impl RecordStore {
             }
         }
         if self.tombstones.contains_key(&addr) {
-            if self.in_use() >= self.max_slots && self.slot_of(&addr).is_none() {
+            if self.in_use() >= self.max_slots && slot.is_none() {
                 return Applied::Full;
             }
             self.tombstones.remove(&addr);
         }
-        let Some(slot) = self.intern(record.origin) else {
-            return Applied::Full;
+        let slot = match slot {
+            Some(slot) => {
+                self.raise_epoch(slot, record.origin.epoch);
+                slot
+            }
+            None => match self.intern(record.origin) {
+                Some(slot) => slot,
+                None => return Applied::Full,
+            },
         };
         self.replace_edges(slot, &record.body.adjacency);
         self.touch(slot);
@@ -774,6 +803,7 @@ impl RecordStore {
         Applied::New {
             previous: previous.map(|p| (p.origin, p.body)),
             forward: Box::new(record),
+            slot,
         }
     }
 

@@ -757,7 +757,11 @@ impl Node {
                 self.data.tasks.detach(addr);
             }
             match self.replication.offer(&mut self.io, record) {
-                Offered::New { previous, record } => {
+                Offered::New {
+                    previous,
+                    record,
+                    slot,
+                } => {
                     self.replication
                         .on_received(&record.origin.addr, record.version());
                     // A delta names every VIP that changed since the version held before,
@@ -766,7 +770,7 @@ impl Node {
                     let same_epoch = previous
                         .as_ref()
                         .is_some_and(|(origin, _)| *origin == record.origin);
-                    let reachable = self.reports_reachable(&addr);
+                    let reachable = self.reports_reachable_at(slot);
                     match record.delta.as_ref().filter(|_| same_epoch) {
                         // Most versions only change links: their services and tasks are
                         // the held ones, which the desired state and the task directory
@@ -1028,11 +1032,19 @@ impl Node {
     /// Whether `addr` counts as reachable for the desired state and the task directory:
     /// this node itself, or a node the last search reported reachable.
     fn reports_reachable(&self, addr: &SocketAddr) -> bool {
-        *addr == self.cfg.id.addr
+        self.replication
+            .store
+            .slot_of(addr)
+            .is_some_and(|slot| self.reports_reachable_at(slot))
+    }
+
+    /// [`Node::reports_reachable`] for the address of `slot`.
+    fn reports_reachable_at(&self, slot: u32) -> bool {
+        slot == self.replication.self_slot
             || self
                 .reach
                 .graph
-                .reported(&self.replication.store, addr)
+                .reported_in(&self.replication.store, slot)
                 .is_some()
     }
 

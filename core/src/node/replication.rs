@@ -58,6 +58,8 @@ pub(crate) enum Offered {
     New {
         previous: Option<(NodeId, Arc<RecordBody>)>,
         record: Record,
+        /// The store's slot for its address.
+        slot: u32,
     },
     /// Newer, but its services delta starts from a version not held here: ask the sender
     /// for it in full. Counted.
@@ -401,10 +403,9 @@ impl Replication {
         }
         // Most copies are of a version already held (flooding brings each about 2.7
         // times): known stale before its size is worked out (a walk over the whole record).
-        if self
-            .store
-            .holds_version(&record.origin.addr, record.version())
-        {
+        // The one index lookup of a receipt.
+        let slot = self.store.slot_of(&record.origin.addr);
+        if self.store.holds_version_in(slot, record.version()) {
             io.counters.records_stale += 1;
             return Offered::Duplicate;
         }
@@ -420,12 +421,17 @@ impl Replication {
             return Offered::Ignored;
         }
         let addr = record.origin.addr;
-        match self.store.apply(record) {
-            Applied::New { previous, forward } => {
+        match self.store.apply_in(slot, record) {
+            Applied::New {
+                previous,
+                forward,
+                slot,
+            } => {
                 io.counters.records_applied += 1;
                 Offered::New {
                     previous,
                     record: *forward,
+                    slot,
                 }
             }
             Applied::Stale => {
