@@ -191,7 +191,7 @@ impl Reachability {
             }
             if flags[s] & REPORTED != 0 {
                 flags[s] &= !REPORTED;
-                let old = NodeId::new(slots[s].addr, epochs[s]);
+                let old = NodeId::new(slots[s].addr(), epochs[s]);
                 changes.push(Change::Unreachable(old));
                 expired += 1;
                 if flags[s] & DOWN == 0 {
@@ -320,7 +320,8 @@ impl Reachability {
     /// from), if any.
     fn reported_at(&self, store: &RecordStore, i: usize) -> Option<NodeId> {
         let flags = self.flags.get(i).copied().unwrap_or(0);
-        (flags & REPORTED != 0).then(|| NodeId::new(store.slots()[i].addr, self.reported_epoch[i]))
+        (flags & REPORTED != 0)
+            .then(|| NodeId::new(store.slots()[i].addr(), self.reported_epoch[i]))
     }
 
     /// Brings the reachable set up to date with what changed in `store` since the last
@@ -578,7 +579,7 @@ impl Reachability {
         if !self.seen(i) && before.is_none() {
             return;
         }
-        let current = NodeId::new(store.slots()[i].addr, store.vertices()[i].epoch);
+        let current = NodeId::new(store.slots()[i].addr(), store.vertices()[i].epoch);
         if self.seen(i) {
             self.flags[i] &= !FADING;
             if before != Some(current) {

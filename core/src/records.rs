@@ -355,10 +355,54 @@ impl Tombstone {
     }
 }
 
+/// One address the store knows: with its record, or (named by an edge, or freed) without.
+/// The address is the record's when there is one, so it is kept once: 112 bytes a slot
+/// instead of 144, in a table with a slot per (node, address) pair.
 #[derive(Clone, Debug)]
-pub(crate) struct Slot {
-    pub(crate) addr: SocketAddr,
-    pub(crate) record: Option<Record>,
+pub(crate) enum Slot {
+    Known(SocketAddr),
+    Held(Record),
+}
+
+impl Slot {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        match self {
+            Slot::Known(addr) => *addr,
+            Slot::Held(record) => record.origin.addr,
+        }
+    }
+
+    pub(crate) fn record(&self) -> Option<&Record> {
+        match self {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
+    }
+
+    fn record_mut(&mut self) -> Option<&mut Record> {
+        match self {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
+    }
+
+    /// Stores `record` (of this slot's address); returns the record held before.
+    fn replace_record(&mut self, record: Record) -> Option<Record> {
+        debug_assert_eq!(record.origin.addr, self.addr());
+        match std::mem::replace(self, Slot::Held(record)) {
+            Slot::Known(_) => None,
+            Slot::Held(previous) => Some(previous),
+        }
+    }
+
+    /// Takes the record out, keeping the address.
+    fn take_record(&mut self) -> Option<Record> {
+        let addr = self.addr();
+        match std::mem::replace(self, Slot::Known(addr)) {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
+    }
 }
 
 /// The graph part of a slot, kept apart from the records so that the reachability search
@@ -534,7 +578,7 @@ impl RecordStore {
 
     /// Every record held, in slot order (the order addresses were first heard of).
     pub fn records(&self) -> impl Iterator<Item = &Record> + '_ {
-        self.slots.iter().filter_map(|slot| slot.record.as_ref())
+        self.slots.iter().filter_map(Slot::record)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -544,7 +588,7 @@ impl RecordStore {
     /// The slot of `addr`, if known.
     pub fn slot_of(&self, addr: &SocketAddr) -> Option<u32> {
         let slots = &self.slots;
-        self.index.get(addr, |s| slots[s as usize].addr)
+        self.index.get(addr, |s| slots[s as usize].addr())
     }
 
     /// The slot of `id.addr`, created (at `id.epoch`) if there is room. First-hand: also
@@ -577,16 +621,13 @@ impl RecordStore {
             Some(slot) => {
                 let s = slot as usize;
                 self.is_free[s] = false;
-                self.slots[s].addr = id.addr;
+                self.slots[s] = Slot::Known(id.addr);
                 self.vertices[s].epoch = id.epoch;
                 slot
             }
             None => {
                 let slot = self.slots.len() as u32;
-                self.slots.push(Slot {
-                    addr: id.addr,
-                    record: None,
-                });
+                self.slots.push(Slot::Known(id.addr));
                 self.vertices.push(Vertex {
                     epoch: id.epoch,
                     edges: Vec::new(),
@@ -600,7 +641,7 @@ impl RecordStore {
         self.touch(slot);
         let slots = &self.slots;
         self.index
-            .insert(&id.addr, slot, |s| slots[s as usize].addr);
+            .insert(&id.addr, slot, |s| slots[s as usize].addr());
         Some(slot)
     }
 
@@ -633,13 +674,13 @@ impl RecordStore {
 
     /// [`RecordStore::holds_version`] at the slot [`RecordStore::slot_of`] answered.
     pub(crate) fn holds_version_in(&self, slot: Option<u32>, version: (u64, u64)) -> bool {
-        slot.and_then(|s| self.slots[s as usize].record.as_ref())
+        slot.and_then(|s| self.slots[s as usize].record())
             .is_some_and(|held| held.version() >= version)
     }
 
     pub fn get(&self, addr: &SocketAddr) -> Option<&Record> {
         self.slot_of(addr)
-            .and_then(|s| self.slots[s as usize].record.as_ref())
+            .and_then(|s| self.slots[s as usize].record())
     }
 
     /// Stores `record` if it is newer than the held version of its address, resolving a
@@ -659,7 +700,7 @@ impl RecordStore {
     pub(crate) fn apply_in(&mut self, slot: Option<u32>, mut record: Record) -> Applied {
         let addr = record.origin.addr;
         debug_assert_eq!(slot, self.slot_of(&addr));
-        let held = slot.and_then(|s| self.slots[s as usize].record.as_ref());
+        let held = slot.and_then(|s| self.slots[s as usize].record());
         if held.is_some_and(|h| h.version() >= record.version()) {
             return Applied::Stale;
         }
@@ -738,7 +779,7 @@ impl RecordStore {
                 }
                 let (mut set, mut tasks) = match slot {
                     Some(slot) if same_epoch.is_some() => {
-                        let held = self.slots[slot as usize].record.as_mut().expect("held");
+                        let held = self.slots[slot as usize].record_mut().expect("held");
                         // The held record is replaced below: its sets move to the new one.
                         (
                             std::mem::replace(&mut held.services, VipSet::shared_empty()),
@@ -796,7 +837,7 @@ impl RecordStore {
         // The held record's sets may have moved into the new one (a delta applied in
         // place): what it counted is `old_weight`, taken before.
         self.stored_backends = self.stored_backends - old_weight + weight(&record);
-        let previous = self.slots[slot as usize].record.replace(record.in_full());
+        let previous = self.slots[slot as usize].replace_record(record.in_full());
         if let Some(p) = &previous {
             self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
         }
@@ -818,7 +859,7 @@ impl RecordStore {
         // resolved and none was freed since (then the lengths agree): its slots can be
         // reused by address. Otherwise (or beyond 64 links, the width of the marks below)
         // everything is looked up.
-        let held = self.slots[s].record.as_ref().map(|r| r.body.clone());
+        let held = self.slots[s].record().map(|r| r.body.clone());
         let reusable = held.filter(|body| {
             body.adjacency.len() == old.len() && old.len() <= 64 && adjacency.len() <= 64
         });
@@ -876,13 +917,13 @@ impl RecordStore {
         if s >= self.slots.len() || self.is_free[s] {
             return None;
         }
-        let addr = self.slots[s].addr;
+        let addr = self.slots[s].addr();
         for entry in &mut self.senders {
             if entry.is_some_and(|(_, cached)| cached == slot) {
                 *entry = None;
             }
         }
-        let record = self.slots[s].record.take();
+        let record = self.slots[s].take_record();
         self.stored_backends -= record.as_ref().map_or(0, weight);
         if let Some(r) = &record {
             self.buckets[bucket_of(&addr)] ^= version_hash(&addr, r.version());
@@ -914,7 +955,7 @@ impl RecordStore {
         }
         self.vertices[s].epoch = 0;
         let slots = &self.slots;
-        self.index.remove(&addr, |s| slots[s as usize].addr);
+        self.index.remove(&addr, |s| slots[s as usize].addr());
         self.is_free[s] = true;
         self.free.push(slot);
         record
@@ -978,7 +1019,7 @@ impl RecordStore {
             ));
         }
         for &(addr, slot) in self.senders.iter().flatten() {
-            if self.is_free(slot) || self.slots.get(slot as usize).map(|s| s.addr) != Some(addr) {
+            if self.is_free(slot) || self.slots.get(slot as usize).map(Slot::addr) != Some(addr) {
                 return Err(format!(
                     "remembered sender {addr} names slot {slot}, not its own"
                 ));
@@ -988,13 +1029,13 @@ impl RecordStore {
         for (i, slot) in self.slots.iter().enumerate() {
             let v = &self.vertices[i];
             if self.is_free[i] {
-                if slot.record.is_some() || !v.edges.is_empty() || !self.incoming[i].is_empty() {
+                if slot.record().is_some() || !v.edges.is_empty() || !self.incoming[i].is_empty() {
                     return Err(format!("free slot {i} holds a record or edges"));
                 }
                 continue;
             }
-            if self.slot_of(&slot.addr) != Some(i as u32) {
-                return Err(format!("slot {i} ({}) is not indexed", slot.addr));
+            if self.slot_of(&slot.addr()) != Some(i as u32) {
+                return Err(format!("slot {i} ({}) is not indexed", slot.addr()));
             }
             for &(target, _) in &v.edges {
                 if self.is_free(target) {
@@ -1018,27 +1059,30 @@ impl RecordStore {
                     return Err(format!("incoming of {i} names {source}, which has no edge"));
                 }
             }
-            if let Some(r) = &slot.record {
-                if r.origin.addr != slot.addr {
+            if let Some(r) = slot.record() {
+                if r.origin.addr != slot.addr() {
                     return Err(format!("slot {i} holds a record of {}", r.origin.addr));
                 }
                 // The edges are the record's adjacency resolved, in its order (a neighbour
                 // left unresolved, or freed since, is missing).
                 let mut listed = r.body.adjacency.iter();
                 for &(target, epoch) in &v.edges {
-                    let addr = self.slots[target as usize].addr;
+                    let addr = self.slots[target as usize].addr();
                     if !listed.any(|n| n.addr == addr && n.epoch == epoch) {
                         return Err(format!("an edge of slot {i} is not in its record"));
                     }
                 }
                 if self
                     .tombstones
-                    .get(&slot.addr)
+                    .get(&slot.addr())
                     .is_some_and(|t| t.covers(r.version()))
                 {
-                    return Err(format!("held record of {} is under a tombstone", slot.addr));
+                    return Err(format!(
+                        "held record of {} is under a tombstone",
+                        slot.addr()
+                    ));
                 }
-                buckets[bucket_of(&slot.addr)] ^= version_hash(&slot.addr, r.version());
+                buckets[bucket_of(&slot.addr())] ^= version_hash(&slot.addr(), r.version());
             }
         }
         if buckets != *self.buckets {
@@ -1055,7 +1099,7 @@ impl RecordStore {
         let own = self
             .slots
             .first()
-            .and_then(|s| s.record.as_ref())
+            .and_then(|s| s.record())
             .map_or(0, weight);
         if counted - own > self.max_stored_backends {
             return Err(format!(
@@ -1071,7 +1115,7 @@ impl RecordStore {
     pub fn digest(&self) -> Vec<DigestEntry> {
         self.slots
             .iter()
-            .filter_map(|s| s.record.as_ref())
+            .filter_map(Slot::record)
             .map(|r| DigestEntry {
                 addr: r.origin.addr,
                 epoch: r.origin.epoch,
@@ -1158,7 +1202,7 @@ impl RecordStore {
             match self.slot_of(&entry.addr) {
                 Some(slot) => {
                     seen[slot as usize] = true;
-                    match &self.slots[slot as usize].record {
+                    match self.slots[slot as usize].record() {
                         Some(r) if r.version() > their_version => missing.push(r.in_full()),
                         Some(r) if r.version() < their_version => they_have_newer = true,
                         Some(_) => {}
@@ -1169,7 +1213,7 @@ impl RecordStore {
             }
         }
         for (slot, s) in self.slots.iter().enumerate() {
-            if let (false, Some(r)) = (seen[slot], &s.record) {
+            if let (false, Some(r)) = (seen[slot], s.record()) {
                 missing.push(r.in_full());
             }
         }

@@ -397,11 +397,11 @@ impl Node {
             if slot == self.replication.self_slot || self.reach.dirty {
                 continue;
             }
-            let reported = self.reach.graph.reported(store, &s.addr).is_some();
+            let reported = self.reach.graph.reported(store, &s.addr()).is_some();
             if reported == self.reach.graph.down_since(slot).is_some() {
                 return Err(format!(
                     "{me}: slot {slot} ({}) down tracking disagrees with its report",
-                    s.addr
+                    s.addr()
                 ));
             }
         }
@@ -1072,7 +1072,7 @@ impl Node {
             return;
         }
         let store = &mut self.replication.store;
-        let addr = store.slots()[slot as usize].addr;
+        let addr = store.slots()[slot as usize].addr();
         store.free(slot, now + self.cfg.records.gc_horizon);
         self.reach.graph.release(slot);
         self.data.desired.remove_origin(addr);
