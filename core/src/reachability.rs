@@ -462,6 +462,20 @@ impl Reachability {
 
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
     fn grow(&mut self, n: usize) {
+        // Room for the next power of two at once: `resize` alone grows to twice the
+        // capacity, which left a 1,000-slot search with room for 1,200 or more, in eight
+        // arrays on every node.
+        if n > self.flags.capacity() {
+            let room = n.next_power_of_two();
+            reserve_to(&mut self.flags, room);
+            reserve_to(&mut self.parent, room);
+            reserve_to(&mut self.first_child, room);
+            reserve_to(&mut self.next_sibling, room);
+            reserve_to(&mut self.prev_sibling, room);
+            reserve_to(&mut self.reported_epoch, room);
+            reserve_to(&mut self.unreached_since, room);
+            reserve_to(&mut self.down_since, room);
+        }
         self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
         self.first_child.resize(n, NONE);
@@ -603,6 +617,13 @@ impl Reachability {
                 self.fading.push(i as u32);
             }
         }
+    }
+}
+
+/// Makes `v`'s capacity exactly `room` (at least its length).
+fn reserve_to<T>(v: &mut Vec<T>, room: usize) {
+    if room > v.capacity() {
+        v.reserve_exact(room - v.len());
     }
 }
 
