@@ -1291,6 +1291,26 @@ mod tests {
         Record::with_links(origin, seq, adjacency)
     }
 
+    /// A slot is one per (node, address) pair: it keeps the address once, inside the
+    /// record when there is one (a separate field made it 144 bytes).
+    #[test]
+    fn a_slot_is_no_larger_than_its_record() {
+        assert_eq!(std::mem::size_of::<Slot>(), std::mem::size_of::<Record>());
+        let mut slot = Slot::Known(id(1, 1).addr);
+        assert!(slot.record().is_none());
+        assert_eq!(
+            slot.replace_record(rec(id(1, 1), 1, vec![])).map(|r| r.seq),
+            None
+        );
+        assert_eq!(
+            slot.replace_record(rec(id(1, 1), 2, vec![])).map(|r| r.seq),
+            Some(1)
+        );
+        assert_eq!(slot.take_record().map(|r| r.seq), Some(2));
+        assert_eq!(slot.addr(), id(1, 1).addr, "the address stays");
+        assert!(slot.record().is_none());
+    }
+
     #[test]
     fn a_senders_epoch_is_the_known_epoch_also_after_its_slot_is_freed_and_reused() {
         let mut store = RecordStore::new(16);
