@@ -59,6 +59,7 @@ use crate::time::Time;
 use crate::vip::VipSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -412,8 +413,17 @@ pub(crate) struct Vertex {
     /// Newest epoch heard of first-hand for this address.
     pub(crate) epoch: u64,
     /// The record's adjacency resolved to `(slot, epoch)`.
-    pub(crate) edges: Vec<(u32, u64)>,
+    pub(crate) edges: Edges,
 }
+
+/// A slot's edges, `(target slot, target epoch)` in adjacency order. Inline up to six (an
+/// active view holds five, six while a link is being replaced): one slot per (node,
+/// address) pair, and a vector's header and heap block were about 130 bytes of it.
+pub(crate) type Edges = SmallVec<[(u32, u64); 6]>;
+
+/// The sources whose edges name a slot (one entry per edge). Inline up to six, as
+/// [`Edges`].
+type Incoming = SmallVec<[u32; 6]>;
 
 /// All records this node holds, one slot per address.
 ///
@@ -425,7 +435,7 @@ pub struct RecordStore {
     slots: Vec<Slot>,
     vertices: Vec<Vertex>,
     /// Per slot, the slots whose edges name it (one entry per edge, any epoch).
-    incoming: Vec<Vec<u32>>,
+    incoming: Vec<Incoming>,
     /// Slots whose edges or epoch changed (or that are new) since the last drain; each once.
     touched: Vec<u32>,
     touched_mark: Vec<bool>,
@@ -630,9 +640,9 @@ impl RecordStore {
                 self.slots.push(Slot::Known(id.addr));
                 self.vertices.push(Vertex {
                     epoch: id.epoch,
-                    edges: Vec::new(),
+                    edges: Edges::new(),
                 });
-                self.incoming.push(Vec::new());
+                self.incoming.push(Incoming::new());
                 self.touched_mark.push(false);
                 self.is_free.push(false);
                 slot
@@ -865,7 +875,7 @@ impl RecordStore {
         });
         // Bit j: old edge j is kept; bit i: new edge i is a kept one.
         let (mut kept_old, mut kept_new) = (0u64, 0u64);
-        let mut edges = Vec::with_capacity(adjacency.len());
+        let mut edges = Edges::with_capacity(adjacency.len());
         for &neighbour in adjacency {
             let reused = reusable.as_ref().and_then(|body| {
                 body.adjacency
@@ -950,7 +960,7 @@ impl RecordStore {
         for source in sources {
             self.vertices[source as usize]
                 .edges
-                .retain(|&(target, _)| target != slot);
+                .retain(|&mut (target, _)| target != slot);
             self.touch(source);
         }
         self.vertices[s].epoch = 0;
