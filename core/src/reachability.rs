@@ -345,7 +345,7 @@ impl Reachability {
             vertices[from as usize]
                 .edges
                 .iter()
-                .any(|&(t, e)| t == to && vertices[to as usize].epoch == e)
+                .any(|e| e.target() == to && vertices[to as usize].epoch == e.parts().1)
         };
         let mut work = touched.len();
 
@@ -399,7 +399,7 @@ impl Reachability {
             if !self.seen(x as usize) {
                 continue;
             }
-            for &(t, e) in &vertices[x as usize].edges {
+            for (t, e) in vertices[x as usize].edges.iter().map(|e| e.parts()) {
                 if !self.seen(t as usize) && vertices[t as usize].epoch == e {
                     self.attach(t, x);
                 }
@@ -567,7 +567,7 @@ impl Reachability {
         while head < self.queue.len() {
             let at = self.queue[head];
             head += 1;
-            for &(target, epoch) in &vertices[at as usize].edges {
+            for (target, epoch) in vertices[at as usize].edges.iter().map(|e| e.parts()) {
                 let t = target as usize;
                 if !self.seen(t) && vertices[t].epoch == epoch {
                     self.attach(target, at);

@@ -419,7 +419,32 @@ pub(crate) struct Vertex {
 /// A slot's edges, `(target slot, target epoch)` in adjacency order. Inline up to six (an
 /// active view holds five, six while a link is being replaced): one slot per (node,
 /// address) pair, and a vector's header and heap block were about 130 bytes of it.
-pub(crate) type Edges = SmallVec<[(u32, u64); 6]>;
+pub(crate) type Edges = SmallVec<[Edge; 6]>;
+
+/// One resolved edge: the target's slot and the epoch the record names it at. Packed to
+/// 12 bytes (a `(u32, u64)` pads to 16): six of them sit in every slot of every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
+pub(crate) struct Edge {
+    target: u32,
+    epoch: u64,
+}
+
+impl Edge {
+    pub(crate) fn new(target: u32, epoch: u64) -> Edge {
+        Edge { target, epoch }
+    }
+
+    /// The target's slot.
+    pub(crate) fn target(self) -> u32 {
+        self.target
+    }
+
+    /// The target's slot and the epoch the edge names.
+    pub(crate) fn parts(self) -> (u32, u64) {
+        (self.target, self.epoch)
+    }
+}
 
 /// The sources whose edges name a slot (one entry per edge). Inline up to six, as
 /// [`Edges`].
@@ -887,18 +912,18 @@ impl RecordStore {
                 Some(j) => {
                     kept_old |= 1 << j;
                     kept_new |= 1 << edges.len();
-                    Some(old[j].0)
+                    Some(old[j].target())
                 }
                 None => self.slot_for(neighbour),
             };
             match target {
-                Some(target) => edges.push((target, neighbour.epoch)),
+                Some(target) => edges.push(Edge::new(target, neighbour.epoch)),
                 None => self.dropped_edges += 1,
             }
         }
         let kept = |marks: u64, i: usize| i < 64 && marks >> i & 1 == 1;
         // Incoming lists change by the targets that went and those that came.
-        for (j, &(target, _)) in old.iter().enumerate() {
+        for (j, target) in old.iter().map(|e| e.target()).enumerate() {
             if !kept(kept_old, j) {
                 let sources = &mut self.incoming[target as usize];
                 if let Some(at) = sources.iter().position(|&x| x == slot) {
@@ -906,7 +931,7 @@ impl RecordStore {
                 }
             }
         }
-        for (i, &(target, _)) in edges.iter().enumerate() {
+        for (i, target) in edges.iter().map(|e| e.target()).enumerate() {
             if !kept(kept_new, i) {
                 self.incoming[target as usize].push(slot);
             }
@@ -948,7 +973,10 @@ impl RecordStore {
                 self.pop_oldest_tombstone();
             }
         }
-        for (target, _) in std::mem::take(&mut self.vertices[s].edges) {
+        for target in std::mem::take(&mut self.vertices[s].edges)
+            .into_iter()
+            .map(Edge::target)
+        {
             let sources = &mut self.incoming[target as usize];
             if let Some(at) = sources.iter().position(|&x| x == slot) {
                 sources.swap_remove(at);
@@ -960,7 +988,7 @@ impl RecordStore {
         for source in sources {
             self.vertices[source as usize]
                 .edges
-                .retain(|&mut (target, _)| target != slot);
+                .retain(|e| e.target() != slot);
             self.touch(source);
         }
         self.vertices[s].epoch = 0;
@@ -1047,11 +1075,11 @@ impl RecordStore {
             if self.slot_of(&slot.addr()) != Some(i as u32) {
                 return Err(format!("slot {i} ({}) is not indexed", slot.addr()));
             }
-            for &(target, _) in &v.edges {
+            for target in v.edges.iter().map(|e| e.target()) {
                 if self.is_free(target) {
                     return Err(format!("slot {i} has an edge to free slot {target}"));
                 }
-                let from_here = v.edges.iter().filter(|e| e.0 == target).count();
+                let from_here = v.edges.iter().filter(|e| e.target() == target).count();
                 let listed = self.incoming[target as usize]
                     .iter()
                     .filter(|&&x| x == i as u32)
@@ -1064,7 +1092,7 @@ impl RecordStore {
                 if !self.vertices[source as usize]
                     .edges
                     .iter()
-                    .any(|e| e.0 == i as u32)
+                    .any(|e| e.target() == i as u32)
                 {
                     return Err(format!("incoming of {i} names {source}, which has no edge"));
                 }
@@ -1076,7 +1104,7 @@ impl RecordStore {
                 // The edges are the record's adjacency resolved, in its order (a neighbour
                 // left unresolved, or freed since, is missing).
                 let mut listed = r.body.adjacency.iter();
-                for &(target, epoch) in &v.edges {
+                for (target, epoch) in v.edges.iter().map(|e| e.parts()) {
                     let addr = self.slots[target as usize].addr();
                     if !listed.any(|n| n.addr == addr && n.epoch == epoch) {
                         return Err(format!("an edge of slot {i} is not in its record"));
@@ -1302,10 +1330,14 @@ mod tests {
     }
 
     /// A slot is one per (node, address) pair: it keeps the address once, inside the
-    /// record when there is one (a separate field made it 144 bytes).
+    /// record when there is one (a separate field made it 144 bytes), and its vertex keeps
+    /// six packed edges inline.
     #[test]
-    fn a_slot_is_no_larger_than_its_record() {
+    fn a_slot_is_no_larger_than_its_record_and_a_vertex_holds_six_edges_inline() {
         assert_eq!(std::mem::size_of::<Slot>(), std::mem::size_of::<Record>());
+        // Six edges inline, 12 bytes each (a padded tuple was 16).
+        assert_eq!(std::mem::size_of::<Edge>(), 12);
+        assert!(std::mem::size_of::<Vertex>() <= 88);
         let mut slot = Slot::Known(id(1, 1).addr);
         assert!(slot.record().is_none());
         assert_eq!(
@@ -1783,7 +1815,7 @@ mod tests {
         assert!(store
             .vertices()
             .iter()
-            .all(|v| v.edges.iter().all(|e| e.0 != slot_b)));
+            .all(|v| v.edges.iter().all(|e| e.target() != slot_b)));
         // Late copies are refused; a digest naming them asks for nothing.
         assert_eq!(store.apply(rec(b, 3, vec![a])), Applied::Tombstoned);
         assert_eq!(store.apply(rec(b, 2, vec![a])), Applied::Tombstoned);
