@@ -109,6 +109,35 @@ pub struct Record {
     pub delta: Option<Arc<ServicesDelta>>,
     /// How the body (links and agents) travels.
     pub body_form: BodyForm,
+    /// The forwarding node's stored copy of this version, handed along in memory only.
+    pub held: HeldCopy,
+}
+
+/// A forwarding node's stored copy of the version a record carries, handed along in memory
+/// (never encoded: a decoded record has none). Where nodes share a process (the
+/// simulator), a receiver that would store exactly that copy (same version, the same
+/// shared body and sets) keeps one more reference to it instead of a copy of its own: a
+/// stored record is 112 bytes, one per (node, address) pair. Compares equal to any other,
+/// since it only names how the version is held, not what it is.
+#[derive(Clone, Default)]
+pub struct HeldCopy(Option<Arc<Record>>);
+
+impl PartialEq for HeldCopy {
+    fn eq(&self, _: &HeldCopy) -> bool {
+        true
+    }
+}
+
+impl Eq for HeldCopy {}
+
+impl std::fmt::Debug for HeldCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HeldCopy(shared)"
+        } else {
+            "HeldCopy(none)"
+        })
+    }
 }
 
 /// How a record's body travels (what its sender does with it, not part of the version).
@@ -136,6 +165,7 @@ impl Record {
             services_seq: 0,
             delta: None,
             body_form: BodyForm::Full,
+            held: HeldCopy::default(),
         }
     }
 
@@ -184,8 +214,30 @@ impl Record {
         Record {
             delta: None,
             body_form: BodyForm::Full,
+            held: HeldCopy::default(),
             ..self.clone()
         }
+    }
+
+    /// Whether `self` (a stored copy) is what storing `record` would make: the same
+    /// version with the same shared body and sets, in full.
+    fn is_stored_form_of(&self, record: &Record) -> bool {
+        self.origin == record.origin
+            && self.seq == record.seq
+            && self.services_seq == record.services_seq
+            && self.delta.is_none()
+            && self.body_form == BodyForm::Full
+            && Arc::ptr_eq(&self.body, &record.body)
+            && Arc::ptr_eq(&self.services, &record.services)
+            && Arc::ptr_eq(&self.tasks, &record.tasks)
+    }
+}
+
+/// A stored copy, to send in full with itself as the copy a receiver may share.
+fn sent_in_full(stored: &Arc<Record>) -> Record {
+    Record {
+        held: HeldCopy(Some(stored.clone())),
+        ..(**stored).clone()
     }
 }
 
@@ -308,6 +360,7 @@ impl<'de> Deserialize<'de> for Record {
             services_seq,
             delta,
             body_form,
+            held: HeldCopy::default(),
         })
     }
 }
@@ -356,53 +409,38 @@ impl Tombstone {
     }
 }
 
-/// One address the store knows: with its record, or (named by an edge, or freed) without.
-/// The address is the record's when there is one, so it is kept once: 112 bytes a slot
-/// instead of 144, in a table with a slot per (node, address) pair.
+/// One address the store knows, with its record if one is held (an address named by an
+/// edge, or freed, has none). The record is shared: where nodes share a process (the
+/// simulator) every node that stores the same version with the same body and sets keeps
+/// the same copy ([`HeldCopy`]). The address stays inline for the index's comparisons.
 #[derive(Clone, Debug)]
-pub(crate) enum Slot {
-    Known(SocketAddr),
-    Held(Record),
+pub(crate) struct Slot {
+    addr: SocketAddr,
+    record: Option<Arc<Record>>,
 }
 
 impl Slot {
+    fn known(addr: SocketAddr) -> Slot {
+        Slot { addr, record: None }
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
-        match self {
-            Slot::Known(addr) => *addr,
-            Slot::Held(record) => record.origin.addr,
-        }
+        self.addr
     }
 
     pub(crate) fn record(&self) -> Option<&Record> {
-        match self {
-            Slot::Known(_) => None,
-            Slot::Held(record) => Some(record),
-        }
-    }
-
-    fn record_mut(&mut self) -> Option<&mut Record> {
-        match self {
-            Slot::Known(_) => None,
-            Slot::Held(record) => Some(record),
-        }
+        self.record.as_deref()
     }
 
     /// Stores `record` (of this slot's address); returns the record held before.
-    fn replace_record(&mut self, record: Record) -> Option<Record> {
-        debug_assert_eq!(record.origin.addr, self.addr());
-        match std::mem::replace(self, Slot::Held(record)) {
-            Slot::Known(_) => None,
-            Slot::Held(previous) => Some(previous),
-        }
+    fn replace_record(&mut self, record: Arc<Record>) -> Option<Arc<Record>> {
+        debug_assert_eq!(record.origin.addr, self.addr);
+        self.record.replace(record)
     }
 
     /// Takes the record out, keeping the address.
-    fn take_record(&mut self) -> Option<Record> {
-        let addr = self.addr();
-        match std::mem::replace(self, Slot::Known(addr)) {
-            Slot::Known(_) => None,
-            Slot::Held(record) => Some(record),
-        }
+    fn take_record(&mut self) -> Option<Arc<Record>> {
+        self.record.take()
     }
 }
 
@@ -656,13 +694,13 @@ impl RecordStore {
             Some(slot) => {
                 let s = slot as usize;
                 self.is_free[s] = false;
-                self.slots[s] = Slot::Known(id.addr);
+                self.slots[s] = Slot::known(id.addr);
                 self.vertices[s].epoch = id.epoch;
                 slot
             }
             None => {
                 let slot = self.slots.len() as u32;
-                self.slots.push(Slot::Known(id.addr));
+                self.slots.push(Slot::known(id.addr));
                 self.vertices.push(Vertex {
                     epoch: id.epoch,
                     edges: Edges::new(),
@@ -814,12 +852,17 @@ impl RecordStore {
                 }
                 let (mut set, mut tasks) = match slot {
                     Some(slot) if same_epoch.is_some() => {
-                        let held = self.slots[slot as usize].record_mut().expect("held");
-                        // The held record is replaced below: its sets move to the new one.
-                        (
-                            std::mem::replace(&mut held.services, VipSet::shared_empty()),
-                            std::mem::replace(&mut held.tasks, TaskSet::shared_empty()),
-                        )
+                        let held = self.slots[slot as usize].record.as_mut().expect("held");
+                        match Arc::get_mut(held) {
+                            // The held record is replaced below: its sets move to the new
+                            // one (unshared, so a delta changes them in place).
+                            Some(held) => (
+                                std::mem::replace(&mut held.services, VipSet::shared_empty()),
+                                std::mem::replace(&mut held.tasks, TaskSet::shared_empty()),
+                            ),
+                            // Shared with other nodes: the sets are copied on write.
+                            None => (held.services.clone(), held.tasks.clone()),
+                        }
                     }
                     _ => (VipSet::shared_empty(), TaskSet::shared_empty()),
                 };
@@ -872,12 +915,17 @@ impl RecordStore {
         // The held record's sets may have moved into the new one (a delta applied in
         // place): what it counted is `old_weight`, taken before.
         self.stored_backends = self.stored_backends - old_weight + weight(&record);
-        let previous = self.slots[slot as usize].replace_record(record.in_full());
+        let stored = match std::mem::take(&mut record.held).0 {
+            Some(copy) if copy.is_stored_form_of(&record) => copy,
+            _ => Arc::new(record.in_full()),
+        };
+        record.held = HeldCopy(Some(stored.clone()));
+        let previous = self.slots[slot as usize].replace_record(stored);
         if let Some(p) = &previous {
             self.buckets[bucket] ^= version_hash(&p.origin.addr, p.version());
         }
         Applied::New {
-            previous: previous.map(|p| (p.origin, p.body)),
+            previous: previous.map(|p| (p.origin, p.body.clone())),
             forward: Box::new(record),
             slot,
         }
@@ -947,7 +995,7 @@ impl RecordStore {
     /// The caller frees only a slot its reachability search does not reach (so no tree
     /// edge involves it) and tells its [`crate::reachability::Reachability`] with
     /// `release`.
-    pub fn free(&mut self, slot: u32, until: Time) -> Option<Record> {
+    pub fn free(&mut self, slot: u32, until: Time) -> Option<Arc<Record>> {
         let s = slot as usize;
         if s >= self.slots.len() || self.is_free[s] {
             return None;
@@ -959,7 +1007,7 @@ impl RecordStore {
             }
         }
         let record = self.slots[s].take_record();
-        self.stored_backends -= record.as_ref().map_or(0, weight);
+        self.stored_backends -= record.as_deref().map_or(0, weight);
         if let Some(r) = &record {
             self.buckets[bucket_of(&addr)] ^= version_hash(&addr, r.version());
             let tomb = Tombstone {
@@ -1240,8 +1288,8 @@ impl RecordStore {
             match self.slot_of(&entry.addr) {
                 Some(slot) => {
                     seen[slot as usize] = true;
-                    match self.slots[slot as usize].record() {
-                        Some(r) if r.version() > their_version => missing.push(r.in_full()),
+                    match &self.slots[slot as usize].record {
+                        Some(r) if r.version() > their_version => missing.push(sent_in_full(r)),
                         Some(r) if r.version() < their_version => they_have_newer = true,
                         Some(_) => {}
                         None => they_have_newer = true,
@@ -1251,8 +1299,8 @@ impl RecordStore {
             }
         }
         for (slot, s) in self.slots.iter().enumerate() {
-            if let (false, Some(r)) = (seen[slot], s.record()) {
-                missing.push(r.in_full());
+            if let (false, Some(r)) = (seen[slot], &s.record) {
+                missing.push(sent_in_full(r));
             }
         }
         (missing, they_have_newer)
@@ -1329,28 +1377,69 @@ mod tests {
         Record::with_links(origin, seq, adjacency)
     }
 
-    /// A slot is one per (node, address) pair: it keeps the address once, inside the
-    /// record when there is one (a separate field made it 144 bytes), and its vertex keeps
-    /// six packed edges inline.
+    /// A slot is one per (node, address) pair: its address and a shared stored record
+    /// (a record inline made it 144 bytes), and its vertex keeps six packed edges inline.
     #[test]
-    fn a_slot_is_no_larger_than_its_record_and_a_vertex_holds_six_edges_inline() {
-        assert_eq!(std::mem::size_of::<Slot>(), std::mem::size_of::<Record>());
+    fn a_slot_is_an_address_and_a_pointer_and_a_vertex_holds_six_edges_inline() {
+        assert!(std::mem::size_of::<Slot>() <= 40);
         // Six edges inline, 12 bytes each (a padded tuple was 16).
         assert_eq!(std::mem::size_of::<Edge>(), 12);
         assert!(std::mem::size_of::<Vertex>() <= 88);
-        let mut slot = Slot::Known(id(1, 1).addr);
+        let mut slot = Slot::known(id(1, 1).addr);
         assert!(slot.record().is_none());
-        assert_eq!(
-            slot.replace_record(rec(id(1, 1), 1, vec![])).map(|r| r.seq),
-            None
-        );
-        assert_eq!(
-            slot.replace_record(rec(id(1, 1), 2, vec![])).map(|r| r.seq),
-            Some(1)
-        );
+        let first = Arc::new(rec(id(1, 1), 1, vec![]));
+        assert!(slot.replace_record(first).is_none());
+        let second = Arc::new(rec(id(1, 1), 2, vec![]));
+        assert_eq!(slot.replace_record(second).map(|r| r.seq), Some(1));
         assert_eq!(slot.take_record().map(|r| r.seq), Some(2));
         assert_eq!(slot.addr(), id(1, 1).addr, "the address stays");
         assert!(slot.record().is_none());
+    }
+
+    /// A version forwarded in memory is stored as the forwarder's copy (one per version
+    /// in a simulation, not one per node); a decoded one, or one whose sets differ, is
+    /// stored as a copy of its own.
+    #[test]
+    fn a_forwarded_version_shares_the_forwarders_stored_copy() {
+        let origin = id(7, 1);
+        let mut first = RecordStore::new(16);
+        let Applied::New { forward, slot, .. } = first.apply(rec(origin, 1, vec![id(8, 1)])) else {
+            panic!("stored");
+        };
+        let held = first.slots()[slot as usize].record.clone().expect("held");
+        assert!(forward
+            .held
+            .0
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &held)));
+        let mut second = RecordStore::new(16);
+        let Applied::New { slot, .. } = second.apply((*forward).clone()) else {
+            panic!("stored");
+        };
+        let shared = second.slots()[slot as usize].record.clone().expect("held");
+        assert!(
+            Arc::ptr_eq(&shared, &held),
+            "the forwarder's copy is shared"
+        );
+        // Through the wire: no copy to share.
+        let bytes = postcard::to_allocvec(&*forward).expect("encodes");
+        let decoded: Record = postcard::from_bytes(&bytes).expect("decodes");
+        let mut third = RecordStore::new(16);
+        let Applied::New { slot, .. } = third.apply(decoded) else {
+            panic!("stored");
+        };
+        let own = third.slots()[slot as usize].record.clone().expect("held");
+        assert!(!Arc::ptr_eq(&own, &held));
+        assert_eq!(*own, *held, "the same version all the same");
+        // Other sets than the forwarder's: its own copy.
+        let mut other = (*forward).clone();
+        other.services = Arc::new(VipSet::new());
+        let mut fourth = RecordStore::new(16);
+        let Applied::New { slot, .. } = fourth.apply(other) else {
+            panic!("stored");
+        };
+        let own = fourth.slots()[slot as usize].record.clone().expect("held");
+        assert!(!Arc::ptr_eq(&own, &held));
     }
 
     #[test]

@@ -32,8 +32,8 @@ use super::tree::BroadcastTree;
 use crate::config::{Broadcast, RecordsConfig};
 use crate::id::NodeId;
 use crate::records::{
-    bucket_set, summary_size, Applied, BodyForm, DigestEntry, Record, RecordBody, RecordStore,
-    COARSE_SUMMARY, SUMMARY_BUCKETS,
+    bucket_set, summary_size, Applied, BodyForm, DigestEntry, HeldCopy, Record, RecordBody,
+    RecordStore, COARSE_SUMMARY, SUMMARY_BUCKETS,
 };
 use crate::services_delta::ServicesDelta;
 use crate::tasks::TaskSet;
@@ -707,7 +707,7 @@ impl Replication {
             },
             _ => BodyForm::Full,
         };
-        let record = Record {
+        let mut record = Record {
             origin: self.me,
             seq: self.own_seq,
             body: Arc::new(RecordBody {
@@ -719,10 +719,13 @@ impl Replication {
             services_seq: self.own_services_seq,
             delta: Some(Arc::new(delta)),
             body_form,
+            held: HeldCopy::default(),
         };
         // Stored in full: the store keeps the published set itself (a delta would be
-        // resolved against the previous one).
-        self.store.apply(record.in_full());
+        // resolved against the previous one). The flooded version carries the stored copy.
+        if let Applied::New { forward, .. } = self.store.apply(record.in_full()) {
+            record.held = forward.held;
+        }
         self.flood(now, record, None, neighbours);
     }
 
