@@ -49,6 +49,10 @@
 //! - the stored version of an address never decreases while it is held, and no held
 //!   record is covered by a tombstone;
 //! - the summary buckets are the XOR of the held versions' hashes.
+//!
+//! A stored record is an `Arc` that other stores may share (simulated nodes in one
+//! process keep one copy per version, [`HeldCopy`]): a held record is changed only when
+//! unshared (`Arc::get_mut`); otherwise its sets are copied on write.
 
 use crate::body_diff::BodyDiff;
 use crate::id::NodeId;
