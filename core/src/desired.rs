@@ -95,11 +95,13 @@ impl DesiredState {
     /// Records what `origin` reports now, and whether it is reachable now.
     pub fn set_origin(&mut self, origin: SocketAddr, services: Arc<VipSet>, reachable: bool) {
         let old = match self.origins.get(&origin) {
-            Some(o) if Arc::ptr_eq(&o.services, &services) => {
+            Some(o) if Arc::ptr_eq(&o.services, &services) && !services.is_empty() => {
                 self.set_reachable(origin, reachable);
                 return;
             }
             Some(o) => o.services.clone(),
+            // Nothing before, nothing now.
+            None if services.is_empty() => return,
             None => VipSet::shared_empty(),
         };
         let changed: Vec<Vip> = changed_vips(&old, &services)
@@ -119,7 +121,7 @@ impl DesiredState {
         changed: impl IntoIterator<Item = &'a Vip>,
         reachable: bool,
     ) {
-        self.set_reachable(origin, reachable);
+        let was_reachable = self.origins.get(&origin).map(|o| o.reachable);
         for vip in changed {
             let reported = self.vips.get(vip).is_some_and(|o| o.contains(&origin));
             match (reported, services.vips.contains_key(vip)) {
@@ -134,6 +136,12 @@ impl DesiredState {
         if services.is_empty() {
             self.origins.remove(&origin);
         } else {
+            // Reachability changed too: every VIP the origin reports now is recomputed
+            // (those it stopped reporting are in `changed`). The held set may be detached
+            // here, so the new one is the one to go by.
+            if was_reachable.is_some_and(|was| was != reachable) {
+                self.dirty.extend(services.vips.keys().cloned());
+            }
             self.origins.insert(
                 origin,
                 Origin {
@@ -610,6 +618,33 @@ mod tests {
         d.refresh();
         assert!(!d.has_origin(&origin(1)), "emptied: the entry goes");
         assert_eq!(dests(d.state(), "1.2.3.4:80").len(), 1);
+        assert_eq!(d.state(), &d.compute_full());
+    }
+
+    /// A delta that arrives with a change of reachability, while the held set is
+    /// detached: every VIP the origin reports is recomputed, not only the changed ones.
+    #[test]
+    fn a_detached_origin_that_becomes_reachable_is_recomputed_whole() {
+        let mut d = DesiredState::new();
+        let (a, b) = (vip("1.2.3.4", 80), vip("1.2.3.5", 80));
+        let both = |host: &str, weight: u32| {
+            set(&[
+                (a.clone(), backend(host, 8000, weight)),
+                (b.clone(), backend(host, 8000, 1)),
+            ])
+        };
+        d.set_origin(origin(1), both("10.0.0.1", 1), false);
+        d.set_origin(origin(2), both("10.0.0.2", 1), true);
+        d.refresh();
+        assert_eq!(
+            dests(d.state(), "1.2.3.5:80").len(),
+            1,
+            "only the reachable one"
+        );
+        d.detach(origin(1));
+        d.set_origin_changes(origin(1), both("10.0.0.1", 0), [&a], true);
+        d.refresh();
+        assert_eq!(dests(d.state(), "1.2.3.5:80").len(), 2, "B recomputed too");
         assert_eq!(d.state(), &d.compute_full());
     }
 
