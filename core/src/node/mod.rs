@@ -1008,11 +1008,7 @@ impl Node {
         for change in &changes {
             let (Change::Reachable(id) | Change::Unreachable(id)) = *change;
             if id.addr != me {
-                let reachable = self
-                    .reach
-                    .graph
-                    .reported(&self.replication.store, &id.addr)
-                    .is_some();
+                let reachable = self.reports_reachable(&id.addr);
                 self.data.desired.set_reachable(id.addr, reachable);
                 self.data.tasks.set_reachable(id.addr, reachable);
             }

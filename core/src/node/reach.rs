@@ -84,3 +84,18 @@ impl Reach {
         self.changes = changes;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cold start's buffer (a change per node) is not kept between updates.
+    #[test]
+    fn a_recycled_buffer_keeps_little_room() {
+        let mut reach = Reach::new(Duration::ZERO, Duration::ZERO);
+        reach.recycle(Vec::with_capacity(5_000));
+        assert!(reach.changes.capacity() <= KEPT_CHANGES);
+        reach.recycle(Vec::with_capacity(8));
+        assert_eq!(reach.changes.capacity(), 8, "a small one is kept as it is");
+    }
+}
