@@ -321,17 +321,24 @@ impl Default for MembershipConfig {
 
 /// Adaptive ping on every active link.
 ///
-/// Every `interval` a PING goes to each active neighbour. Its deadline is the adaptive
-/// timeout: `rtt_multiplier` × the largest RTT in the last `rtt_window` samples, clamped to
-/// `[timeout_floor, timeout_ceiling]`. Any message from the neighbour counts as an answer.
-/// A missed deadline does not close the link: it starts a suspicion step that sends
-/// `suspicion_probes` more pings, one every timeout / `suspicion_probes`, and the link is
-/// declared dead only if nothing at all is heard for one timeout after the last probe.
-/// A live link is therefore closed only when the ping and every probe (or every answer) are
-/// lost: with independent loss p per packet that is about (2p)^(1 + probes) per ping.
+/// One end of each link (the lower address) is its pinger: every `interval` it sends a PING,
+/// whose deadline is the adaptive timeout: `rtt_multiplier` × the largest RTT in the last
+/// `rtt_window` samples once the top eighth is set aside, clamped to
+/// `[timeout_floor, timeout_ceiling]`. The other end answers, pings only every
+/// `listener_interval` (for RTT samples of its own), and expects the pinger's next PING an
+/// `interval` after the last thing it heard, at most half an interval late. Any message from the
+/// neighbour counts as an answer. A missed deadline does not close the link: it starts a
+/// suspicion step that sends `suspicion_probes` more pings, one every timeout /
+/// `suspicion_probes`, and probes the peer's host; the link is declared dead only when
+/// neither the agent nor its host answered for `host_down_after` since the silence began
+/// (see [`crate::ping`]).
 #[derive(Clone, Debug)]
 pub struct PingConfig {
+    /// How often the pinging end of a healthy link pings (and both ends of a suspect or
+    /// stalled one).
     pub interval: Duration,
+    /// How often the listening end of a healthy link pings, for RTT samples of its own.
+    pub listener_interval: Duration,
     pub rtt_window: usize,
     pub rtt_multiplier: u32,
     pub timeout_floor: Duration,
@@ -358,6 +365,7 @@ pub struct PingConfig {
 impl PingConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         interval("ping.interval", self.interval)?;
+        interval("ping.listener_interval", self.listener_interval)?;
         count("ping.rtt_window", u(self.rtt_window))?;
         // Zero would pin every timeout to the floor, whatever the RTT.
         count("ping.rtt_multiplier", u64::from(self.rtt_multiplier))?;
@@ -386,6 +394,7 @@ impl Default for PingConfig {
     fn default() -> Self {
         PingConfig {
             interval: Duration::from_millis(50),
+            listener_interval: Duration::from_secs(1),
             rtt_window: 32,
             rtt_multiplier: 4,
             timeout_floor: Duration::from_millis(30),
@@ -597,6 +606,9 @@ mod tests {
                 c.membership.contact_retry_interval = Duration::ZERO
             }),
             ("ping.interval", |c| c.ping.interval = Duration::ZERO),
+            ("ping.listener_interval", |c| {
+                c.ping.listener_interval = Duration::ZERO
+            }),
             ("ping.rtt_window", |c| c.ping.rtt_window = 0),
             ("ping.rtt_multiplier", |c| c.ping.rtt_multiplier = 0),
             ("ping.timeout_floor", |c| {
@@ -836,6 +848,7 @@ mod tests {
                 &mut m.contact_retry_interval,
                 &mut m.failed_quarantine,
                 &mut c.ping.interval,
+                &mut c.ping.listener_interval,
                 &mut c.ping.timeout_floor,
                 &mut c.ping.timeout_ceiling,
                 &mut c.records.anti_entropy_interval,

@@ -4,6 +4,16 @@
 //! of its own: `on_heard` / `on_pong` in, `poll(now)` tells whether to send a ping now and
 //! whether the link is dead, `next_deadline` says when to call `poll` again.
 //!
+//! One end of a link pings, the other listens ([`PingSide`]): the pinger pings every
+//! `interval` and the listener answers, so a link carries one ping and one pong an interval,
+//! not two of each. The listener pings only every `listener_interval`, for RTT samples of its
+//! own, and watches the pinger's pings: nothing heard for one and a half `interval` and it
+//! suspects the link at once, its silence counted from when the missing ping was due. (A
+//! watch that waited for the adaptive timeout instead came too late: a listener's RTT
+//! samples are few, and one retransmission inflates its timeout for half a minute.) From
+//! there both ends follow the same suspicion, stall and death rules, and both ping every
+//! `interval` while a link is suspect or stalled.
+//!
 //! Host liveness is apart from agent liveness. While a link is suspect the monitor asks for
 //! kernel-level probes of the peer's host (`probe_host`, every `host_probe_interval`; the
 //! shell opens a TCP connection to the peer port, which the peer's kernel answers even while
@@ -17,12 +27,18 @@
 //! - otherwise the link dies once nothing was heard for `host_down_after` since the first
 //!   unanswered ping, so a host that froze for less than that is never declared down.
 //!
+//! A host that answered during a suspicion and then stopped is down once it gave no answer
+//! for `host_down_after` plus one probe interval (the stall rule): without it a crash
+//! during a suspicion waited for the suspicion to become a stall, which takes twice the
+//! timeout, up to seconds after a retransmission inflated the RTT window.
+//!
 //! Invariants: the RTT window holds at most `rtt_window` samples; the timeout always lies in
-//! `[timeout_floor, timeout_ceiling]`; a link is declared dead only after the initial deadline
-//! and every suspicion probe went unanswered (nothing at all heard from the peer), and then
-//! only if its host gave no kernel-level answer for `host_down_after` since the silence
-//! began (or, stalled, for `host_down_after` plus one probe interval), or the stall outlasted
-//! `agent_stall_bound`.
+//! `[timeout_floor, timeout_ceiling]`; a link is declared dead only while nothing at all was
+//! heard from the peer since the silence began (the first unanswered ping, or for a
+//! listener the pinger's first missing one) and the probes of its host had two probe
+//! intervals to be answered, and then only if its host gave no kernel-level answer for
+//! `host_down_after` since the silence began, or for `host_down_after` plus one probe
+//! interval since its last answer, or the stall outlasted `agent_stall_bound`.
 
 use crate::config::PingConfig;
 use crate::time::Time;
@@ -52,9 +68,32 @@ pub struct LinkAction {
     pub stalled: bool,
 }
 
+/// Which end of a link pings every interval. Both ends derive it from the same pair of
+/// addresses ([`PingSide::of`]), so exactly one of them is the pinger.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PingSide {
+    /// Pings every `interval`; a ping unanswered by its deadline starts a suspicion.
+    Pinger,
+    /// Answers the pinger's pings, pings every `listener_interval` for RTT samples, and
+    /// suspects the link when the pinger's pings stop.
+    Listener,
+}
+
+impl PingSide {
+    /// The side of the node at `me` on its link to `peer`: the lower address pings.
+    pub fn of(me: &std::net::SocketAddr, peer: &std::net::SocketAddr) -> PingSide {
+        if me < peer {
+            PingSide::Pinger
+        } else {
+            PingSide::Listener
+        }
+    }
+}
+
 /// Failure detector of one active link.
 #[derive(Clone, Debug)]
 pub struct LinkMonitor {
+    side: PingSide,
     rtts: VecDeque<Duration>,
     /// Largest sample in `rtts` (kept so the timeout is O(1)).
     max_rtt: Option<Duration>,
@@ -84,8 +123,9 @@ pub struct LinkMonitor {
 
 impl LinkMonitor {
     /// A monitor for a link opened at `now`; the first ping goes out at `first_ping`.
-    pub fn new(now: Time, first_ping: Time) -> LinkMonitor {
+    pub fn new(now: Time, first_ping: Time, side: PingSide) -> LinkMonitor {
         LinkMonitor {
+            side,
             rtts: VecDeque::new(),
             max_rtt: None,
             robust_rtt: None,
@@ -106,8 +146,13 @@ impl LinkMonitor {
     /// of the node's other links): without it a fresh link would wait for the timeout
     /// ceiling until its first answer, and a peer that dies right after linking would be
     /// noticed a second late.
-    pub fn with_estimate(now: Time, first_ping: Time, estimate: Option<Duration>) -> LinkMonitor {
-        let mut monitor = LinkMonitor::new(now, first_ping);
+    pub fn with_estimate(
+        now: Time,
+        first_ping: Time,
+        side: PingSide,
+        estimate: Option<Duration>,
+    ) -> LinkMonitor {
+        let mut monitor = LinkMonitor::new(now, first_ping, side);
         if let Some(rtt) = estimate {
             monitor.rtts.push_back(rtt);
             monitor.max_rtt = Some(rtt);
@@ -223,11 +268,14 @@ impl LinkMonitor {
     pub fn poll(&mut self, now: Time, cfg: &PingConfig) -> LinkAction {
         let timeout = self.timeout(cfg);
         let mut action = LinkAction::default();
-        if let State::Healthy {
-            outstanding: Some(deadline),
-        } = self.state
-        {
-            if now >= deadline {
+        if let State::Healthy { outstanding } = self.state {
+            if outstanding.is_some_and(|deadline| now >= deadline) {
+                self.enter_suspect(now);
+            } else if self.side == PingSide::Listener && now >= self.watch_deadline(cfg) {
+                // The pinger's pings stopped: the silence began when the missing one was
+                // due (never before the last thing heard).
+                let due = self.last_heard + cfg.interval;
+                self.silent_since = Some(self.silent_since.map_or(due, |t| t.min(due)));
                 self.enter_suspect(now);
             }
         }
@@ -235,7 +283,7 @@ impl LinkMonitor {
             State::Healthy { outstanding } => {
                 if now >= self.next_ping {
                     action.send_ping = true;
-                    self.next_ping = now + cfg.interval;
+                    self.next_ping = now + self.healthy_interval(cfg);
                     if outstanding.is_none() {
                         self.state = State::Healthy {
                             outstanding: Some(now + timeout),
@@ -269,6 +317,13 @@ impl LinkMonitor {
                     if !host_up && now >= since + cfg.host_down_after && probed {
                         // Neither the agent nor the host's kernel answered since the
                         // silence began: the host is down or cut off.
+                        action.dead = true;
+                    } else if host_up
+                        && probed
+                        && self.stalled_host_silent(now, cfg.host_probe_interval, cfg)
+                    {
+                        // The host answered after the silence began, then stopped: it went
+                        // down during the suspicion (the stall rule, at its first gap).
                         action.dead = true;
                     } else if host_up && probes_sent >= probes && now >= self.last_probe + timeout {
                         let gap = cfg.host_probe_interval;
@@ -319,23 +374,48 @@ impl LinkMonitor {
         action
     }
 
+    /// How often this end pings a healthy link.
+    fn healthy_interval(&self, cfg: &PingConfig) -> Duration {
+        match self.side {
+            PingSide::Pinger => cfg.interval,
+            PingSide::Listener => cfg.listener_interval,
+        }
+    }
+
+    /// A listener suspects the link when nothing was heard by this time: the pinger's next
+    /// ping was due `interval` after the last thing heard, and may be half an interval
+    /// late.
+    fn watch_deadline(&self, cfg: &PingConfig) -> Time {
+        self.last_heard + cfg.interval + cfg.interval / 2
+    }
+
+    /// Which end of the link this monitor is.
+    pub fn side(&self) -> PingSide {
+        self.side
+    }
+
     /// When [`LinkMonitor::poll`] next has something to do.
     pub fn next_deadline(&self, cfg: &PingConfig) -> Time {
         match self.state {
-            State::Healthy { outstanding } => match outstanding {
-                Some(deadline) => deadline.min(self.next_ping),
-                None => self.next_ping,
-            },
+            State::Healthy { outstanding } => {
+                let at = outstanding.map_or(self.next_ping, |d| d.min(self.next_ping));
+                match self.side {
+                    PingSide::Pinger => at,
+                    PingSide::Listener => at.min(self.watch_deadline(cfg)),
+                }
+            }
             State::Suspect {
                 probes_sent,
                 next_probe,
             } => {
                 let since = self.silent_since.unwrap_or(self.last_probe);
-                let decide = if self.host_answered.is_some_and(|t| t >= since) {
+                let decide = if let Some(answered) = self.host_answered.filter(|&t| t >= since) {
+                    let host_silent = (answered + cfg.host_down_after + cfg.host_probe_interval)
+                        .max(self.probes_due(cfg));
                     if probes_sent < cfg.suspicion_probes {
-                        next_probe
+                        next_probe.min(host_silent)
                     } else {
-                        self.last_probe + self.timeout(cfg)
+                        (self.last_probe + self.timeout(cfg)).min(host_silent)
                     }
                 } else {
                     let down = (since + cfg.host_down_after).max(self.probes_due(cfg));
@@ -397,7 +477,7 @@ mod tests {
     #[test]
     fn timeout_adapts_within_bounds() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         assert_eq!(m.timeout(&cfg), cfg.timeout_ceiling);
         pong(&mut m, ms(1), ms(0), &cfg);
         assert_eq!(m.timeout(&cfg), cfg.timeout_floor);
@@ -411,7 +491,7 @@ mod tests {
     #[test]
     fn a_replayed_or_duplicated_pong_gives_no_sample() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         pong(&mut m, ms(101), ms(100), &cfg);
         assert_eq!(m.rtts.len(), 2);
@@ -428,7 +508,7 @@ mod tests {
     #[test]
     fn window_is_bounded() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         for i in 0..1000 {
             pong(&mut m, ms(i), ms(i), &cfg);
         }
@@ -438,7 +518,7 @@ mod tests {
     #[test]
     fn silent_peer_with_a_silent_host_dies_host_down_after_its_first_unanswered_ping() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         // The ping the first poll sends (at 1 ms) is the first that goes unanswered.
         let dead = time_to_death(&mut m, ms(1), &cfg);
@@ -481,7 +561,7 @@ mod tests {
     #[test]
     fn a_silent_agent_on_a_live_host_is_stalled_not_dead_until_the_bound() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         let stalled = drive_stalled(&mut m, ms(1), ms(5_000), &cfg);
         assert!(
@@ -497,7 +577,7 @@ mod tests {
             agent_stall_bound: Duration::from_secs(2),
             ..PingConfig::default()
         };
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &short);
         drive_stalled(&mut m, ms(1), ms(1_500), &short);
         assert!(m.is_stalled());
@@ -508,7 +588,7 @@ mod tests {
     #[test]
     fn a_stalled_peer_whose_host_goes_silent_dies_soon_after() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         drive_stalled(&mut m, ms(1), ms(600), &cfg);
         assert!(m.is_stalled());
@@ -526,7 +606,7 @@ mod tests {
         // This node's own process was stopped for 2 s: when it runs again the peer has been
         // "silent" for 2 s, but its host must get the chance to answer a probe first.
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         m.poll(ms(50), &cfg); // a ping goes out, then the process stops
         let a = m.poll(ms(2_050), &cfg);
@@ -540,7 +620,7 @@ mod tests {
     fn a_freeze_shorter_than_host_down_after_is_never_fatal() {
         let cfg = PingConfig::default();
         for freeze_ms in [60, 100, 149, 170] {
-            let mut m = LinkMonitor::new(ms(0), ms(0));
+            let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
             assert!(m.poll(ms(0), &cfg).send_ping);
             pong(&mut m, ms(1), ms(0), &cfg);
             // The peer froze at 40 ms: the ping at 50 ms is answered at thaw.
@@ -561,7 +641,7 @@ mod tests {
     #[test]
     fn any_answer_during_suspicion_saves_the_link() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(0));
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         let mut now = ms(1);
         let mut probes = 0;
@@ -579,9 +659,139 @@ mod tests {
     }
 
     #[test]
+    fn the_lower_address_pings_and_the_other_listens() {
+        let a: std::net::SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b: std::net::SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        assert_eq!(PingSide::of(&a, &b), PingSide::Pinger);
+        assert_eq!(PingSide::of(&b, &a), PingSide::Listener);
+    }
+
+    /// A listener whose pinger's pings arrive every `interval`, each up to `late` behind
+    /// its beat, from 0 to `until`: the times the listener pings, and whether it ever
+    /// suspected the link.
+    fn listen(late: impl Fn(u64) -> u64, until: u64, cfg: &PingConfig) -> (Vec<Time>, bool) {
+        let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
+        let beat = cfg.interval.as_millis() as u64;
+        let mut heard = (1..).map(|k| ms(k * beat + late(k)));
+        let mut next_heard = heard.next().unwrap();
+        let (mut pings, mut suspected) = (Vec::new(), false);
+        let mut now = ms(0);
+        while now < ms(until) {
+            let a = m.poll(now, cfg);
+            assert!(!a.dead, "a listener whose pinger pings died at {now}");
+            suspected |= m.is_suspect();
+            if a.send_ping {
+                pings.push(now);
+                // Answered 1 ms later: an RTT sample.
+                pong(&mut m, now + Duration::from_millis(1), now, cfg);
+            }
+            let next = m.next_deadline(cfg).max(now + Duration::from_nanos(1));
+            if next_heard <= next {
+                now = next_heard;
+                m.on_heard(now);
+                next_heard = heard.next().unwrap();
+            } else {
+                now = next;
+            }
+        }
+        (pings, suspected)
+    }
+
+    #[test]
+    fn a_listener_pings_once_a_listener_interval_while_the_pinger_pings() {
+        let cfg = PingConfig::default();
+        let (pings, suspected) = listen(|_| 0, 10_000, &cfg);
+        assert!(!suspected);
+        // The first ping at 30 ms, then one a second: 10 in 10 s, where a pinger sends 200.
+        assert_eq!(pings.len(), 10, "pinged at {pings:?}");
+        for pair in pings.windows(2) {
+            assert_eq!(pair[1] - pair[0], cfg.listener_interval);
+        }
+        // Pings up to half an interval later than an interval after the one before raise
+        // no suspicion; a later one does.
+        let (_, suspected) = listen(|k| (k * 7) % 32, 10_000, &cfg);
+        assert!(
+            !suspected,
+            "a ping late within half an interval was suspected"
+        );
+        let (_, suspected) = listen(|k| if k == 50 { 26 } else { 0 }, 10_000, &cfg);
+        assert!(
+            suspected,
+            "a ping later than half an interval was not suspected"
+        );
+    }
+
+    #[test]
+    fn a_listener_suspects_a_missing_ping_and_counts_the_silence_from_when_it_was_due() {
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
+        m.poll(ms(30), &cfg);
+        pong(&mut m, ms(31), ms(30), &cfg);
+        // The pinger's last ping arrives at 100 ms; the next, due at 150, never comes.
+        m.on_heard(ms(100));
+        // It may be half an interval late.
+        assert!(!m.poll(ms(174), &cfg).send_ping);
+        assert!(!m.is_suspect());
+        assert_eq!(m.next_deadline(&cfg), ms(175));
+        let a = m.poll(ms(175), &cfg);
+        assert!(m.is_suspect() && a.send_ping && a.probe_host);
+        let dead = time_to_death(&mut m, ms(175), &cfg);
+        assert_eq!(dead, ms(150) + cfg.host_down_after, "dead at {dead}");
+    }
+
+    #[test]
+    fn a_listener_never_condemns_a_pinger_frozen_for_less_than_host_down_after() {
+        let cfg = PingConfig::default();
+        for freeze_ms in [60, 100, 149, 170, 179] {
+            let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
+            m.poll(ms(30), &cfg);
+            pong(&mut m, ms(31), ms(30), &cfg);
+            // Pings heard every 50 ms up to 100 ms; the pinger's host freezes right after
+            // and its overdue ping arrives at the thaw.
+            for k in 1..=2 {
+                m.on_heard(ms(k * 50));
+            }
+            let thaw = ms(100 + freeze_ms);
+            let mut now = ms(100);
+            while now < thaw {
+                assert!(
+                    !m.poll(now, &cfg).dead,
+                    "{freeze_ms} ms freeze fatal at {now}"
+                );
+                now = m.next_deadline(&cfg).min(thaw);
+            }
+            assert!(
+                m.is_suspect() || freeze_ms < 80,
+                "{freeze_ms} ms: no suspicion"
+            );
+            m.on_heard(thaw);
+            assert!(!m.poll(thaw, &cfg).dead);
+            assert!(!m.is_suspect());
+        }
+    }
+
+    #[test]
+    fn a_host_that_answers_during_a_suspicion_then_goes_down_is_declared_down() {
+        // A large RTT sample (a retransmission) makes the timeout long, so the suspicion
+        // would take seconds to become a stall; the host answers the first probe, then
+        // crashes.
+        let cfg = PingConfig::default();
+        let mut m = LinkMonitor::new(ms(0), ms(0), PingSide::Pinger);
+        pong(&mut m, ms(250), ms(0), &cfg);
+        assert_eq!(m.timeout(&cfg), cfg.timeout_ceiling);
+        m.suspect(ms(300));
+        assert!(m.poll(ms(300), &cfg).probe_host);
+        m.on_host_answer(ms(301));
+        let dead = time_to_death(&mut m, ms(301), &cfg);
+        let bound = ms(301) + cfg.host_down_after + cfg.host_probe_interval;
+        assert_eq!(dead, bound, "dead at {dead}");
+        assert!(!m.is_stalled());
+    }
+
+    #[test]
     fn cascade_suspicion_starts_probing_at_once() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(50));
+        let mut m = LinkMonitor::new(ms(0), ms(50), PingSide::Pinger);
         pong(&mut m, ms(1), ms(0), &cfg);
         m.suspect(ms(10));
         let a = m.poll(ms(10), &cfg);

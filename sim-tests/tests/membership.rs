@@ -786,3 +786,46 @@ fn new_links_between_complete_nodes_send_summaries_not_digests() {
         check(all_reach_all(&sim), "survivors reach each other", &replay);
     }
 }
+
+/// One end of each link pings every interval and the other listens: a settled 40-node
+/// cluster sends about 21 pings a link a second (20 from the pinger, one from the listener
+/// for its RTT samples), where both ends pinging sent about 41; every ping is answered.
+#[test]
+fn each_link_carries_one_ping_an_interval() {
+    use minuteman_core::Message;
+    let kind = Message::Ping { echo: 0 }.kind_index();
+    let pong = Message::Pong { echo: 0 }.kind_index();
+    for seed in seeds(1..=2) {
+        let replay = replay_test("each_link_carries_one_ping_an_interval", seed);
+        let mut sim = Simulation::new(ClusterConfig::new(40), seed);
+        let links = |sim: &Simulation| -> usize {
+            let ends: usize = sim
+                .alive()
+                .filter_map(|i| sim.node(i))
+                .map(|n| n.active_view().count())
+                .sum();
+            ends / 2
+        };
+        sim.run_until(ms(10_000));
+        let (pings, pongs) = (sim.traffic.by_kind[kind].0, sim.traffic.by_kind[pong].0);
+        let before = links(&sim);
+        sim.run_until(ms(20_000));
+        let after = links(&sim);
+        let mean = (before + after) as f64 / 2.0;
+        let per_link = |n: u64| n as f64 / mean / 10.0;
+        let ping_rate = per_link(sim.traffic.by_kind[kind].0 - pings);
+        let pong_rate = per_link(sim.traffic.by_kind[pong].0 - pongs);
+        check(
+            (19.0..=23.0).contains(&ping_rate),
+            format!(
+                "seed {seed}: {ping_rate:.1} pings a link a second over {before}..{after} links"
+            ),
+            &replay,
+        );
+        check(
+            (pong_rate - ping_rate).abs() < 0.5,
+            format!("seed {seed}: {ping_rate:.1} pings but {pong_rate:.1} pongs a link a second"),
+            &replay,
+        );
+    }
+}

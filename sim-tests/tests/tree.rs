@@ -138,6 +138,17 @@ fn the_tree_under_loss_at_two_hundred_nodes() {
             "loss and no graft: the lazy path is untested",
             &replay,
         );
-        check(stores_agree(&sim), "the stores differ at the end", &replay);
+        // Under 2% loss links keep being replaced, so a version may be on its way at any
+        // instant: the stores must come to agree within a second after the end.
+        let mut sim = sim;
+        let end = sim.now();
+        while !stores_agree(&sim) && sim.now() < end + Duration::from_secs(1) {
+            sim.run_until(sim.now() + Duration::from_millis(50));
+        }
+        check(
+            stores_agree(&sim),
+            "the stores still differ a second after the end",
+            &replay,
+        );
     }
 }

@@ -17,7 +17,7 @@ use super::io::Io;
 use super::{Event, LinkDown, Output};
 use crate::config::{Config, MembershipConfig, PingConfig};
 use crate::id::NodeId;
-use crate::ping::LinkMonitor;
+use crate::ping::{LinkMonitor, PingSide};
 use crate::reachability::Reachability;
 use crate::records::{Record, RecordBody, RecordStore};
 use crate::time::Time;
@@ -638,7 +638,12 @@ impl Views {
             id.addr,
             ActivePeer {
                 id,
-                monitor: LinkMonitor::with_estimate(now, first_ping, estimate),
+                monitor: LinkMonitor::with_estimate(
+                    now,
+                    first_ping,
+                    PingSide::of(&self.me.addr, &id.addr),
+                    estimate,
+                ),
             },
         );
         if self.pending_neighbor.is_some_and(|p| p.addr == id.addr) {
