@@ -42,6 +42,7 @@
 
 use crate::config::PingConfig;
 use crate::time::Time;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -210,7 +211,7 @@ impl LinkMonitor {
             };
             // The largest RTT once the top eighth is dropped: an order statistic, found
             // in linear time (this runs on every pong).
-            let mut rtts: Vec<Duration> = self.rtts.iter().copied().collect();
+            let mut rtts: SmallVec<[Duration; 32]> = self.rtts.iter().copied().collect();
             let keep = rtts.len() - rtts.len() / 8;
             self.robust_rtt = match keep.checked_sub(1) {
                 Some(at) if at < rtts.len() => Some(*rtts.select_nth_unstable(at).1),

@@ -24,6 +24,7 @@ use crate::time::Time;
 use crate::wire::{Message, Priority};
 use rand::seq::{IndexedRandom, IteratorRandom};
 use rand::Rng;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -287,10 +288,11 @@ impl Views {
     /// Runs every link monitor: pings due now are sent, host probes asked for, stalled
     /// agents reported, dead links closed.
     pub(crate) fn poll_links(&mut self, now: Time, io: &mut Io, store: &RecordStore) {
-        let mut dead = Vec::new();
-        let mut pings = Vec::new();
-        let mut probes = Vec::new();
-        let mut stalled = Vec::new();
+        // An active view holds a handful of links: no allocation on the every-interval path.
+        let mut dead: SmallVec<[SocketAddr; 2]> = SmallVec::new();
+        let mut pings: SmallVec<[SocketAddr; 8]> = SmallVec::new();
+        let mut probes: SmallVec<[SocketAddr; 2]> = SmallVec::new();
+        let mut stalled: SmallVec<[NodeId; 2]> = SmallVec::new();
         for (addr, peer) in &mut self.active {
             let was_suspect = peer.monitor.is_suspect();
             let action = peer.monitor.poll(now, &self.ping);
