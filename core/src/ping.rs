@@ -390,11 +390,6 @@ impl LinkMonitor {
         self.last_heard + cfg.interval + cfg.interval / 2
     }
 
-    /// Which end of the link this monitor is.
-    pub fn side(&self) -> PingSide {
-        self.side
-    }
-
     /// When [`LinkMonitor::poll`] next has something to do.
     pub fn next_deadline(&self, cfg: &PingConfig) -> Time {
         match self.state {
