@@ -321,7 +321,7 @@ impl LinkMonitor {
                         action.dead = true;
                     } else if host_up
                         && probed
-                        && self.stalled_host_silent(now, cfg.host_probe_interval, cfg)
+                        && self.host_silent(now, cfg.host_probe_interval, cfg)
                     {
                         // The host answered after the silence began, then stopped: it went
                         // down during the suspicion (the stall rule, at its first gap).
@@ -362,7 +362,7 @@ impl LinkMonitor {
                     self.state = State::Stalled { since, gap };
                 }
                 let probed = self.probing_since.is_some() && now >= self.probes_due(cfg);
-                if (self.stalled_host_silent(now, gap, cfg) && probed)
+                if (self.host_silent(now, gap, cfg) && probed)
                     || now >= since + cfg.agent_stall_bound
                 {
                     action.dead = true;
@@ -405,8 +405,9 @@ impl LinkMonitor {
                 next_probe,
             } => {
                 let since = self.silent_since.unwrap_or(self.last_probe);
-                let decide = if let Some(answered) = self.host_answered.filter(|&t| t >= since) {
-                    let host_silent = (answered + cfg.host_down_after + cfg.host_probe_interval)
+                let decide = if self.host_answered.is_some_and(|t| t >= since) {
+                    let host_silent = self
+                        .host_silent_at(cfg.host_probe_interval, cfg)
                         .max(self.probes_due(cfg));
                     if probes_sent < cfg.suspicion_probes {
                         next_probe.min(host_silent)
@@ -424,10 +425,7 @@ impl LinkMonitor {
                 decide.min(self.next_host_probe)
             }
             State::Stalled { since, gap } => {
-                let host_silent = self
-                    .host_answered
-                    .map_or(Time::ZERO, |t| t + cfg.host_down_after + gap)
-                    .max(self.probes_due(cfg));
+                let host_silent = self.host_silent_at(gap, cfg).max(self.probes_due(cfg));
                 self.next_ping
                     .min(self.next_host_probe)
                     .min(host_silent)
@@ -436,11 +434,17 @@ impl LinkMonitor {
         }
     }
 
-    /// Stalled: the host has not answered for `host_down_after` plus one probe gap (the
-    /// probes are spaced out as a stall goes on, so an answer may be that far apart).
-    fn stalled_host_silent(&self, now: Time, gap: Duration, cfg: &PingConfig) -> bool {
+    /// When the host will have given no answer for `host_down_after` plus one probe `gap`
+    /// since its last (the probes are spaced out as a stall goes on, so an answer may be
+    /// that far apart); `Time::ZERO` if it never answered.
+    fn host_silent_at(&self, gap: Duration, cfg: &PingConfig) -> Time {
         self.host_answered
-            .is_none_or(|t| now >= t + cfg.host_down_after + gap)
+            .map_or(Time::ZERO, |t| t + cfg.host_down_after + gap)
+    }
+
+    /// Whether the host has been silent that long by `now` (see [`Self::host_silent_at`]).
+    fn host_silent(&self, now: Time, gap: Duration, cfg: &PingConfig) -> bool {
+        now >= self.host_silent_at(gap, cfg)
     }
 }
 
@@ -662,6 +666,15 @@ mod tests {
         assert_eq!(PingSide::of(&b, &a), PingSide::Listener);
     }
 
+    /// A listener opened at 0 whose first ping (at 30 ms) was answered in 1 ms: its
+    /// timeout is the floor.
+    fn answered_listener(cfg: &PingConfig) -> LinkMonitor {
+        let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
+        assert!(m.poll(ms(30), cfg).send_ping);
+        pong(&mut m, ms(31), ms(30), cfg);
+        m
+    }
+
     /// A listener whose pinger's pings arrive every `interval`, each up to `late` behind
     /// its beat, from 0 to `until`: the times the listener pings, and whether it ever
     /// suspected the link.
@@ -720,9 +733,7 @@ mod tests {
     #[test]
     fn a_listener_suspects_a_missing_ping_and_counts_the_silence_from_when_it_was_due() {
         let cfg = PingConfig::default();
-        let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
-        m.poll(ms(30), &cfg);
-        pong(&mut m, ms(31), ms(30), &cfg);
+        let mut m = answered_listener(&cfg);
         // The pinger's last ping arrives at 100 ms; the next, due at 150, never comes.
         m.on_heard(ms(100));
         // It may be half an interval late.
@@ -739,9 +750,7 @@ mod tests {
     fn a_listener_never_condemns_a_pinger_frozen_for_less_than_host_down_after() {
         let cfg = PingConfig::default();
         for freeze_ms in [60, 100, 149, 170, 179] {
-            let mut m = LinkMonitor::new(ms(0), ms(30), PingSide::Listener);
-            m.poll(ms(30), &cfg);
-            pong(&mut m, ms(31), ms(30), &cfg);
+            let mut m = answered_listener(&cfg);
             // Pings heard every 50 ms up to 100 ms; the pinger's host freezes right after
             // and its overdue ping arrives at the thaw.
             for k in 1..=2 {
