@@ -34,12 +34,13 @@
 //! slots are skipped by every search and report. Nothing is collectable while holding.
 //!
 //! Layout: every node keeps this for every host it knows of, so the state is parallel
-//! arrays indexed by store slot, 41 bytes per slot and no allocation of its own. `flags` is
+//! arrays indexed by store slot, 33 bytes per slot and no allocation of its own. `flags` is
 //! a byte of bits: `SEEN` (the last search reached the slot), `REPORTED` (reported
 //! reachable, at the epoch in `reported_epoch`), `FADING` (reported but not reached, since
-//! `unreached_since`), `DOWN` (not reported, since `down_since`) and `CANDIDATE` (scratch
-//! within an update). A value in `reported_epoch`, `unreached_since` or `down_since` means
-//! something only while its bit is set: no epoch or time is reserved as a sentinel. The
+//! `since`), `DOWN` (not reported, since `since`) and `CANDIDATE` (scratch within an
+//! update). `FADING` needs `REPORTED` and `DOWN` its absence, so one time per slot serves
+//! both. A value in `reported_epoch` or `since` means something only while its bit is set:
+//! no epoch or time is reserved as a sentinel. The
 //! search tree is `parent` and, downwards, intrusive sibling lists (`first_child`,
 //! `next_sibling`, `prev_sibling`); `NONE` (`u32::MAX`) stands for no slot in all four.
 //!
@@ -74,9 +75,9 @@ const SEEN: u8 = 1 << 0;
 const CANDIDATE: u8 = 1 << 1;
 /// The slot is reported reachable, at the epoch in `reported_epoch`.
 const REPORTED: u8 = 1 << 2;
-/// Reported, but the search does not reach it: unreached since `unreached_since`.
+/// Reported, but the search does not reach it: unreached since `since`.
 const FADING: u8 = 1 << 3;
-/// In use, not reported reachable and not self: down since `down_since`.
+/// In use, not reported reachable and not self: down since `since`.
 const DOWN: u8 = 1 << 4;
 
 /// The reported reachable set, indexed by store slot.
@@ -86,8 +87,11 @@ pub struct Reachability {
     /// For each slot with [`REPORTED`], the epoch reported reachable (its address is the
     /// slot's: a slot is freed, and its address changed, only when not reported).
     reported_epoch: Vec<u64>,
-    /// For slots with [`FADING`] (reported, not reached by the last search): since when.
-    unreached_since: Vec<Time>,
+    /// For slots with [`FADING`] (reported, not reached by the last search), since when
+    /// they are not reached; for slots with [`DOWN`] (in use, not reported reachable, not
+    /// self), since when they are not reported. Never both: `FADING` is only set on a
+    /// reported slot, `DOWN` only on one that is not.
+    since: Vec<Time>,
     /// Slots that became [`FADING`] (a slot may be listed again, or no longer fading).
     fading: Vec<u32>,
     count: usize,
@@ -95,8 +99,8 @@ pub struct Reachability {
     /// not reach may simply be one whose records have not arrived.
     holding: bool,
     /// Per slot, a set of bits: [`SEEN`] (the search's result), [`REPORTED`], [`FADING`],
-    /// [`DOWN`], [`CANDIDATE`]. A value in `reported_epoch`, `unreached_since` or
-    /// `down_since` means something only while its bit is set.
+    /// [`DOWN`], [`CANDIDATE`]. A value in `reported_epoch` or `since` means something
+    /// only while its bit is set.
     flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
@@ -112,9 +116,7 @@ pub struct Reachability {
     root: u32,
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
-    /// For slots with [`DOWN`] (in use, not reported reachable, not self): since when.
-    down_since: Vec<Time>,
-    /// The same, ordered by time: the next slot to become collectable first.
+    /// The slots with [`DOWN`], ordered by `since`: the next slot to become collectable first.
     down: DownSet,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
@@ -177,8 +179,8 @@ impl Reachability {
             return;
         }
         let grace = self.grace;
-        let (flags, epochs, since) = (&mut self.flags, &self.reported_epoch, &self.unreached_since);
-        let (down_since, down) = (&mut self.down_since, &mut self.down);
+        let (flags, epochs, since) = (&mut self.flags, &self.reported_epoch, &mut self.since);
+        let down = &mut self.down;
         let slots = store.slots();
         let mut expired = 0;
         self.fading.retain(|&slot| {
@@ -196,7 +198,7 @@ impl Reachability {
                 expired += 1;
                 if flags[s] & DOWN == 0 {
                     flags[s] |= DOWN;
-                    down_since[s] = now;
+                    since[s] = now;
                     down.insert(now, slot);
                 }
             }
@@ -210,12 +212,12 @@ impl Reachability {
     /// free).
     pub fn down_since(&self, slot: u32) -> Option<Time> {
         let i = slot as usize;
-        (self.flags.get(i)? & DOWN != 0).then(|| self.down_since[i])
+        (self.flags.get(i)? & DOWN != 0).then(|| self.since[i])
     }
 
     /// Since when reported slot `i` has not been reached (`None`: it is not fading).
     fn unreached_since(&self, i: usize) -> Option<Time> {
-        (self.flags[i] & FADING != 0).then(|| self.unreached_since[i])
+        (self.flags[i] & FADING != 0).then(|| self.since[i])
     }
 
     /// Whether `slot` may be collected on a peer's word now: it is not reported reachable
@@ -269,8 +271,9 @@ impl Reachability {
         let down = self.flags[i] & REPORTED == 0 && i as u32 != self.root;
         match (down, self.down_since(i as u32)) {
             (true, None) => {
+                debug_assert!(self.flags[i] & FADING == 0, "fading, so reported");
                 self.flags[i] |= DOWN;
-                self.down_since[i] = now;
+                self.since[i] = now;
                 self.down.insert(now, i as u32);
             }
             (false, Some(since)) => {
@@ -345,7 +348,7 @@ impl Reachability {
             vertices[from as usize]
                 .edges
                 .iter()
-                .any(|e| e.parts() == (to, vertices[to as usize].epoch))
+                .any(|e| e.current_target() == Some(to))
         };
         let mut work = touched.len();
 
@@ -399,8 +402,12 @@ impl Reachability {
             if !self.seen(x as usize) {
                 continue;
             }
-            for (t, e) in vertices[x as usize].edges.iter().map(|e| e.parts()) {
-                if !self.seen(t as usize) && vertices[t as usize].epoch == e {
+            for t in vertices[x as usize]
+                .edges
+                .iter()
+                .filter_map(|e| e.current_target())
+            {
+                if !self.seen(t as usize) {
                     self.attach(t, x);
                 }
             }
@@ -473,8 +480,7 @@ impl Reachability {
             reserve_to(&mut self.next_sibling, room);
             reserve_to(&mut self.prev_sibling, room);
             reserve_to(&mut self.reported_epoch, room);
-            reserve_to(&mut self.unreached_since, room);
-            reserve_to(&mut self.down_since, room);
+            reserve_to(&mut self.since, room);
         }
         self.flags.resize(n, 0);
         self.parent.resize(n, NONE);
@@ -482,8 +488,7 @@ impl Reachability {
         self.next_sibling.resize(n, NONE);
         self.prev_sibling.resize(n, NONE);
         self.reported_epoch.resize(n, 0);
-        self.unreached_since.resize(n, Time::ZERO);
-        self.down_since.resize(n, Time::ZERO);
+        self.since.resize(n, Time::ZERO);
     }
 
     /// Whether the last search reached slot `i`.
@@ -567,9 +572,12 @@ impl Reachability {
         while head < self.queue.len() {
             let at = self.queue[head];
             head += 1;
-            for (target, epoch) in vertices[at as usize].edges.iter().map(|e| e.parts()) {
-                let t = target as usize;
-                if !self.seen(t) && vertices[t].epoch == epoch {
+            for target in vertices[at as usize]
+                .edges
+                .iter()
+                .filter_map(|e| e.current_target())
+            {
+                if !self.seen(target as usize) {
                     self.attach(target, at);
                 }
             }
@@ -612,8 +620,9 @@ impl Reachability {
                 self.count -= 1;
                 self.flags[i] &= !FADING;
             } else if self.flags[i] & FADING == 0 {
+                debug_assert!(self.flags[i] & DOWN == 0, "reported, so not down");
                 self.flags[i] |= FADING;
-                self.unreached_since[i] = now;
+                self.since[i] = now;
                 self.fading.push(i as u32);
             }
         }
@@ -645,7 +654,7 @@ mod tests {
             reach.grow(n);
         }
         assert_eq!(reach.flags.capacity(), 1_024);
-        assert_eq!(reach.down_since.capacity(), 1_024);
+        assert_eq!(reach.since.capacity(), 1_024);
         assert_eq!(reach.reported_epoch.len(), 1_000);
     }
 

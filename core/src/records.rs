@@ -454,37 +454,57 @@ impl Slot {
 pub(crate) struct Vertex {
     /// Newest epoch heard of first-hand for this address.
     pub(crate) epoch: u64,
-    /// The record's adjacency resolved to `(slot, epoch)`.
+    /// The record's adjacency resolved to target slots, each marked with whether the
+    /// record names the target's newest epoch.
     pub(crate) edges: Edges,
 }
 
-/// A slot's edges, `(target slot, target epoch)` in adjacency order. Inline up to six (an
-/// active view holds five, six while a link is being replaced): one slot per (node,
-/// address) pair, and a vector's header and heap block were about 130 bytes of it.
+/// A slot's edges in adjacency order. Inline up to six (an active view holds five, six
+/// while a link is being replaced): one slot per (node, address) pair, and a vector's
+/// header and heap block were about 130 bytes of it.
 pub(crate) type Edges = SmallVec<[Edge; 6]>;
 
-/// One resolved edge: the target's slot and the epoch the record names it at. Packed to
-/// 12 bytes (a `(u32, u64)` pads to 16): six of them sit in every slot of every node.
+/// One resolved edge, four bytes: the target's slot, and whether the record names the
+/// epoch the store holds as the target's newest (only then does the edge count). The
+/// epoch itself is in the record's adjacency; an edge that carried it was 12 bytes, six of
+/// them in every slot of every node.
+///
+/// The mark is kept in step by the store: set from the record when the edges are
+/// resolved, and set again for every edge into a slot whose epoch rises (from the
+/// sources' records). Invariant: `current()` is exactly "the epoch the source's record
+/// names for this neighbour equals the target's `Vertex::epoch`".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(C, packed(4))]
-pub(crate) struct Edge {
-    target: u32,
-    epoch: u64,
-}
+pub(crate) struct Edge(u32);
+
+/// The bit of an [`Edge`] that marks it current; the rest is the target slot.
+const CURRENT: u32 = 1 << 31;
+
+/// Slots are numbered below this (the bit above is an edge's mark).
+pub(crate) const MAX_SLOTS: usize = CURRENT as usize;
 
 impl Edge {
-    pub(crate) fn new(target: u32, epoch: u64) -> Edge {
-        Edge { target, epoch }
+    pub(crate) fn new(target: u32, current: bool) -> Edge {
+        debug_assert!(target < CURRENT, "slot {target} out of range");
+        Edge(target | if current { CURRENT } else { 0 })
     }
 
     /// The target's slot.
     pub(crate) fn target(self) -> u32 {
-        self.target
+        self.0 & !CURRENT
     }
 
-    /// The target's slot and the epoch the edge names.
-    pub(crate) fn parts(self) -> (u32, u64) {
-        (self.target, self.epoch)
+    /// Whether the record names the target's newest epoch (the edge counts).
+    pub(crate) fn current(self) -> bool {
+        self.0 & CURRENT != 0
+    }
+
+    /// The target's slot, if the edge counts.
+    pub(crate) fn current_target(self) -> Option<u32> {
+        self.current().then_some(self.target())
+    }
+
+    fn set_current(&mut self, current: bool) {
+        *self = Edge::new(self.target(), current);
     }
 }
 
@@ -553,7 +573,7 @@ impl RecordStore {
             touched_mark: Vec::new(),
             index: SlotIndex::default(),
             buckets: Box::new([0; SUMMARY_BUCKETS]),
-            max_slots,
+            max_slots: max_slots.min(MAX_SLOTS),
             max_backends: usize::MAX,
             max_stored_backends: usize::MAX,
             stored_backends: 0,
@@ -682,6 +702,32 @@ impl RecordStore {
         if epoch > v.epoch {
             v.epoch = epoch;
             self.touch(slot);
+            self.mark_edges_into(slot);
+        }
+    }
+
+    /// Marks every edge into `slot` current or not against its epoch, which just rose:
+    /// each source's record names the epoch (the k-th edge to `slot` is the k-th entry of
+    /// the record's adjacency with `slot`'s address, since edges keep adjacency order and
+    /// an address resolves to one slot).
+    fn mark_edges_into(&mut self, slot: u32) {
+        let s = slot as usize;
+        let (addr, epoch) = (self.slots[s].addr(), self.vertices[s].epoch);
+        for i in 0..self.incoming[s].len() {
+            let source = self.incoming[s][i] as usize;
+            let Some(record) = self.slots[source].record.as_ref() else {
+                debug_assert!(false, "slot {source} has edges but no record");
+                continue;
+            };
+            let mut named = record.body.adjacency.iter().filter(|n| n.addr == addr);
+            for edge in self.vertices[source]
+                .edges
+                .iter_mut()
+                .filter(|e| e.target() == slot)
+            {
+                let current = named.next().is_some_and(|n| n.epoch == epoch);
+                edge.set_current(current);
+            }
         }
     }
 
@@ -960,16 +1006,25 @@ impl RecordStore {
                     .enumerate()
                     .position(|(j, id)| kept_old >> j & 1 == 0 && id.addr == neighbour.addr)
             });
-            let target = match reused {
+            let edge = match reused {
                 Some(j) => {
                     kept_old |= 1 << j;
                     kept_new |= 1 << edges.len();
-                    Some(old[j].target())
+                    // Named at the same epoch as before: the mark stands (it is kept in
+                    // step as the target's epoch rises).
+                    let before = reusable.as_ref().map(|body| body.adjacency[j].epoch);
+                    Some(if before == Some(neighbour.epoch) {
+                        old[j]
+                    } else {
+                        self.edge_to(old[j].target(), neighbour.epoch)
+                    })
                 }
-                None => self.slot_for(neighbour),
+                None => self
+                    .slot_for(neighbour)
+                    .map(|target| self.edge_to(target, neighbour.epoch)),
             };
-            match target {
-                Some(target) => edges.push(Edge::new(target, neighbour.epoch)),
+            match edge {
+                Some(edge) => edges.push(edge),
                 None => self.dropped_edges += 1,
             }
         }
@@ -989,6 +1044,11 @@ impl RecordStore {
             }
         }
         self.vertices[s].edges = edges;
+    }
+
+    /// An edge to `target` from a record that names it at `epoch`.
+    fn edge_to(&self, target: u32, epoch: u64) -> Edge {
+        Edge::new(target, self.vertices[target as usize].epoch == epoch)
     }
 
     /// Frees `slot` (not the caller's own): its record, if any, leaves the store and
@@ -1154,12 +1214,23 @@ impl RecordStore {
                     return Err(format!("slot {i} holds a record of {}", r.origin.addr));
                 }
                 // The edges are the record's adjacency resolved, in its order (a neighbour
-                // left unresolved, or freed since, is missing).
+                // left unresolved, or freed since, is missing), each marked current
+                // exactly when the record names its target's newest epoch.
                 let mut listed = r.body.adjacency.iter();
-                for (target, epoch) in v.edges.iter().map(|e| e.parts()) {
-                    let addr = self.slots[target as usize].addr();
-                    if !listed.any(|n| n.addr == addr && n.epoch == epoch) {
+                for edge in &v.edges {
+                    let target = edge.target() as usize;
+                    let addr = self.slots[target].addr();
+                    let Some(named) = listed.find(|n| n.addr == addr) else {
                         return Err(format!("an edge of slot {i} is not in its record"));
+                    };
+                    if edge.current() != (named.epoch == self.vertices[target].epoch) {
+                        return Err(format!(
+                            "the edge of slot {i} to {target} is marked {}, its record names \
+                             epoch {} and the target's is {}",
+                            edge.current(),
+                            named.epoch,
+                            self.vertices[target].epoch
+                        ));
                     }
                 }
                 if self
@@ -1382,13 +1453,13 @@ mod tests {
     }
 
     /// A slot is one per (node, address) pair: its address and a shared stored record
-    /// (a record inline made it 144 bytes), and its vertex keeps six packed edges inline.
+    /// (a record inline made it 144 bytes), and its vertex keeps six edges inline.
     #[test]
     fn a_slot_is_an_address_and_a_pointer_and_a_vertex_holds_six_edges_inline() {
         assert!(std::mem::size_of::<Slot>() <= 40);
-        // Six edges inline, 12 bytes each (a padded tuple was 16).
-        assert_eq!(std::mem::size_of::<Edge>(), 12);
-        assert!(std::mem::size_of::<Vertex>() <= 88);
+        // Six edges inline, 4 bytes each (with the epoch they named, 12; padded, 16).
+        assert_eq!(std::mem::size_of::<Edge>(), 4);
+        assert!(std::mem::size_of::<Vertex>() <= 40);
         let mut slot = Slot::known(id(1, 1).addr);
         assert!(slot.record().is_none());
         let first = Arc::new(rec(id(1, 1), 1, vec![]));
