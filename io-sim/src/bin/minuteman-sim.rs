@@ -339,6 +339,7 @@ struct ScaleArgs {
 }
 
 fn main() -> ExitCode {
+    map_large_blocks_apart();
     let cli = Cli::parse();
     match cli.command {
         Command::Paper(args) => paper(args),
@@ -346,6 +347,32 @@ fn main() -> ExitCode {
         Command::Services(args) => services(args),
         Command::Scale(args) => scale(args),
         Command::Swarm(args) => swarm(args),
+    }
+}
+
+/// Blocks from this size up are mapped on their own, not carved from the heap.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 32 * 1024;
+
+/// Has the C allocator map every block of [`MMAP_THRESHOLD`] or more on its own (glibc only).
+///
+/// A simulated cluster is thousands of nodes in one process, each with a dozen arrays of
+/// one entry per known host that grow (by doubling) as hosts are learned, all at once in a
+/// cold start. Carved from the heap, the unused half of each array is memory the heap
+/// handed out before, so it is resident, and every growth leaves a hole of the old size
+/// behind. Mapped apart, the room an array has not used yet is never touched (not
+/// resident), a growth is a remap (no copy) and a freed array goes back to the system.
+/// glibc raises its threshold on its own after the first large block is freed (to as
+/// much as 32 MiB), which put the arrays back on the heap; setting it fixes it. Peak RSS
+/// of `membership --nodes 2600 --duration 1s --seed 1`: 1.78 GB on the heap, 1.60 GB
+/// mapped apart. A real host runs one node, for which this does not matter; the agent does
+/// not do it.
+fn map_large_blocks_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets an allocator parameter, before anything is allocated
+    // beyond the runtime's start-up; it returns 0 on failure, which leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
