@@ -364,7 +364,7 @@ const MMAP_THRESHOLD: libc::c_int = 32 * 1024;
 /// resident), a growth is a remap (no copy) and a freed array goes back to the system.
 /// glibc raises its threshold on its own after the first large block is freed (to as
 /// much as 32 MiB), which put the arrays back on the heap; setting it fixes it. Peak RSS
-/// of `membership --nodes 2600 --duration 1s --seed 1`: 1.78 GB on the heap, 1.60 GB
+/// of `membership --nodes 2600 --duration 1s --seed 1`: 1.69 GiB on the heap, 1.53 GiB
 /// mapped apart. A real host runs one node, for which this does not matter; the agent does
 /// not do it.
 fn map_large_blocks_apart() {
