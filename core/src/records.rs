@@ -513,7 +513,7 @@ pub(crate) struct Edge(u32);
 const CURRENT: u32 = 1 << 31;
 
 /// Slots are numbered below this (the bit above is an edge's mark).
-pub(crate) const MAX_SLOTS: usize = CURRENT as usize;
+const MAX_SLOTS: usize = CURRENT as usize;
 
 impl Edge {
     pub(crate) fn new(target: u32, current: bool) -> Edge {
@@ -745,15 +745,16 @@ impl RecordStore {
     /// an address resolves to one slot).
     fn mark_edges_into(&mut self, slot: u32) {
         let s = slot as usize;
-        let (addr, epoch) = (self.slots[s].addr(), self.vertices[s].epoch);
-        for i in 0..self.incoming[s].len() {
-            let source = self.incoming[s][i] as usize;
-            let Some(record) = self.slots[source].record.as_ref() else {
+        let (slots, vertices) = (&self.slots, &mut self.vertices);
+        let (addr, epoch) = (slots[s].addr(), vertices[s].epoch);
+        for &source in &self.incoming[s] {
+            let source = source as usize;
+            let Some(record) = slots[source].record() else {
                 debug_assert!(false, "slot {source} has edges but no record");
                 continue;
             };
             let mut named = record.body.adjacency.iter().filter(|n| n.addr == addr);
-            for edge in self.vertices[source]
+            for edge in vertices[source]
                 .edges
                 .iter_mut()
                 .filter(|e| e.target() == slot)
