@@ -19,6 +19,7 @@ pub mod ping;
 pub mod reachability;
 pub mod records;
 pub mod services_delta;
+mod short_list;
 mod slot_index;
 pub mod tasks;
 pub mod time;

@@ -57,13 +57,13 @@
 use crate::body_diff::BodyDiff;
 use crate::id::NodeId;
 use crate::services_delta::ServicesDelta;
+use crate::short_list::ShortList;
 use crate::slot_index::SlotIndex;
 use crate::tasks::TaskSet;
 use crate::time::Time;
 use crate::vip::VipSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -492,10 +492,10 @@ pub(crate) struct Vertex {
     pub(crate) edges: Edges,
 }
 
-/// A slot's edges in adjacency order. Inline up to six (an active view holds five, six
-/// while a link is being replaced): one slot per (node, address) pair, and a vector's
-/// header and heap block were about 130 bytes of it.
-pub(crate) type Edges = SmallVec<[Edge; 6]>;
+/// A slot's edges in adjacency order. Inline up to five (an active view holds five): one
+/// slot per (node, address) pair, and a vector's header and heap block were about 130
+/// bytes of it.
+pub(crate) type Edges = ShortList<Edge>;
 
 /// One resolved edge, four bytes: the target's slot, and whether the record names the
 /// epoch the store holds as the target's newest (only then does the edge count). The
@@ -506,7 +506,7 @@ pub(crate) type Edges = SmallVec<[Edge; 6]>;
 /// resolved, and set again for every edge into a slot whose epoch rises (from the
 /// sources' records). Invariant: `current()` is exactly "the epoch the source's record
 /// names for this neighbour equals the target's `Vertex::epoch`".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Edge(u32);
 
 /// The bit of an [`Edge`] that marks it current; the rest is the target slot.
@@ -541,9 +541,9 @@ impl Edge {
     }
 }
 
-/// The sources whose edges name a slot (one entry per edge). Inline up to six, as
+/// The sources whose edges name a slot (one entry per edge). Inline up to five, as
 /// [`Edges`].
-type Incoming = SmallVec<[u32; 6]>;
+type Incoming = ShortList<u32>;
 
 /// All records this node holds, one slot per address.
 ///
@@ -1032,7 +1032,7 @@ impl RecordStore {
         });
         // Bit j: old edge j is kept; bit i: new edge i is a kept one.
         let (mut kept_old, mut kept_new) = (0u64, 0u64);
-        let mut edges = Edges::with_capacity(adjacency.len());
+        let mut edges = Edges::new();
         for &neighbour in adjacency {
             let reused = reusable.as_ref().and_then(|body| {
                 body.adjacency
@@ -1120,15 +1120,15 @@ impl RecordStore {
             }
         }
         for target in std::mem::take(&mut self.vertices[s].edges)
-            .into_iter()
-            .map(Edge::target)
+            .iter()
+            .map(|e| e.target())
         {
             let sources = &mut self.incoming[target as usize];
             if let Some(at) = sources.iter().position(|&x| x == slot) {
                 sources.swap_remove(at);
             }
         }
-        let mut sources = std::mem::take(&mut self.incoming[s]);
+        let mut sources = std::mem::take(&mut self.incoming[s]).to_vec();
         sources.sort_unstable();
         sources.dedup();
         for source in sources {
@@ -1487,13 +1487,14 @@ mod tests {
     }
 
     /// A slot is one per (node, address) pair: its address and a shared stored record
-    /// (a record inline made it 144 bytes), and its vertex keeps six edges inline.
+    /// (a record inline made it 144 bytes), and its vertex keeps five edges inline.
     #[test]
-    fn a_slot_is_an_address_and_a_pointer_and_a_vertex_holds_six_edges_inline() {
+    fn a_slot_is_an_address_and_a_pointer_and_a_vertex_holds_five_edges_inline() {
         assert_eq!(std::mem::size_of::<Slot>(), 24);
-        // Six edges inline, 4 bytes each (with the epoch they named, 12; padded, 16).
+        // Five edges inline, 4 bytes each (with the epoch they named, 12; padded, 16).
         assert_eq!(std::mem::size_of::<Edge>(), 4);
-        assert!(std::mem::size_of::<Vertex>() <= 40);
+        assert_eq!(std::mem::size_of::<Vertex>(), 32);
+        assert_eq!(std::mem::size_of::<Incoming>(), 24);
         let mut slot = Slot::known(id(1, 1).addr);
         assert!(slot.record().is_none());
         let first = Arc::new(rec(id(1, 1), 1, vec![]));
