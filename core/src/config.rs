@@ -12,7 +12,8 @@
 //! - Every duration fits the core's clock (`u64` nanoseconds), so timer arithmetic and
 //!   jitter cannot overflow.
 //! - Ordered pairs are ordered: `ping.timeout_floor <= ping.timeout_ceiling`,
-//!   `membership.prwl <= membership.arwl`, `membership.active_min <= membership.active_max`.
+//!   `membership.prwl <= membership.arwl`, `membership.active_min <= membership.active_max`,
+//!   `membership.active_max <= 64`.
 //! - What this node sends fits what an identically configured peer accepts: a SHUFFLE
 //!   sample fits `limits.max_shuffle_nodes`, its adjacency fits `limits.max_adjacency`
 //!   and `limits.max_record_bytes`, and a record of `limits.max_record_bytes` fits a frame.
@@ -21,6 +22,7 @@
 
 use crate::auth::FrameAuth;
 use crate::id::NodeId;
+use crate::node::MAX_NEIGHBOURS;
 use crate::records::RecordBody;
 use crate::wire::{Limits, RECORD_FRAME_OVERHEAD};
 use std::net::{Ipv6Addr, SocketAddr};
@@ -54,6 +56,9 @@ pub enum Problem {
     /// Must be above another field.
     #[error("must be above {other}")]
     NotAbove { other: &'static str },
+    /// Above a fixed limit of the core.
+    #[error("must be at most {max} ({why})")]
+    AboveLimit { max: u64, why: &'static str },
     /// Too small to hold what the node sends.
     #[error("must be at least {min} to hold {what}")]
     TooSmall { min: u64, what: &'static str },
@@ -226,7 +231,8 @@ impl Config {
 /// them; the timers are ours.
 #[derive(Clone, Debug)]
 pub struct MembershipConfig {
-    /// Active view size (monitored links). Paper: 5 (log10(n) + 1 for n = 10,000).
+    /// Active view size (monitored links). Paper: 5 (log10(n) + 1 for n = 10,000). At
+    /// most 64.
     pub active_max: usize,
     /// Below this many active links a refill asks with HIGH priority, which a full peer
     /// must accept (it evicts one of its best-connected neighbours). HyParView asks with
@@ -266,6 +272,15 @@ pub struct MembershipConfig {
 impl MembershipConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         count("membership.active_max", u(self.active_max))?;
+        if self.active_max > MAX_NEIGHBOURS {
+            return Err(error(
+                "membership.active_max",
+                Problem::AboveLimit {
+                    max: u(MAX_NEIGHBOURS),
+                    why: "the flood queue tells apart 64 neighbours",
+                },
+            ));
+        }
         count("membership.passive_max", u(self.passive_max))?;
         if self.active_min > self.active_max {
             return Err(error(
@@ -725,6 +740,16 @@ mod tests {
         assert_eq!(
             field_of(|c| c.membership.active_min = c.membership.active_max),
             Ok(())
+        );
+        assert_eq!(
+            field_of(|c| c.membership.active_max = MAX_NEIGHBOURS + 1),
+            Err(error(
+                "membership.active_max",
+                Problem::AboveLimit {
+                    max: 64,
+                    why: "the flood queue tells apart 64 neighbours"
+                }
+            ))
         );
     }
 

@@ -79,8 +79,10 @@
 //!   `records.gc_horizon`; its origin then leaves the desired state entirely.
 
 mod dataplane;
+mod flood_queue;
 mod io;
 mod reach;
+pub(crate) use flood_queue::MAX_NEIGHBOURS;
 mod replication;
 mod tree;
 mod views;

@@ -27,6 +27,7 @@
 //! - a RECORDS message never exceeds `max_records_per_message` records or the frame budget
 //!   (unless one record alone does), and a DIGEST never exceeds `max_digest_entries`.
 
+use super::flood_queue::FloodQueue;
 use super::io::Io;
 use super::tree::BroadcastTree;
 use crate::config::{Broadcast, RecordsConfig};
@@ -40,6 +41,7 @@ use crate::tasks::TaskSet;
 use crate::time::Time;
 use crate::vip::VipSet;
 use crate::wire::{Limits, Message};
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -98,8 +100,8 @@ pub(crate) struct Replication {
     /// whose record, and backends, peers still hold): the first version of this one must
     /// not wait to supersede it.
     pub(crate) older_incarnation_seen: bool,
-    /// Records waiting to be flooded, per neighbour.
-    flood_queue: BTreeMap<SocketAddr, BTreeMap<SocketAddr, Record>>,
+    /// Records waiting to be flooded, with the neighbours each is for.
+    flood_queue: FloodQueue,
     flush_at: Option<Time>,
     next_anti_entropy: Time,
     /// This node's view is complete: it caught up with a complete peer once (or waited out
@@ -175,7 +177,7 @@ impl Replication {
             last_publish: None,
             coalesce_until: None,
             older_incarnation_seen: false,
-            flood_queue: BTreeMap::new(),
+            flood_queue: FloodQueue::default(),
             flush_at: None,
             next_anti_entropy,
             stale_replies: PerPeerLimit::default(),
@@ -740,6 +742,7 @@ impl Replication {
         except: Option<SocketAddr>,
         neighbours: &[SocketAddr],
     ) {
+        let mut targets: SmallVec<[SocketAddr; 8]> = SmallVec::new();
         for &addr in neighbours
             .iter()
             .filter(|a| Some(**a) != except && **a != record.origin.addr)
@@ -754,35 +757,9 @@ impl Replication {
                 tree.queue_announcement(now, addr, entry, self.cfg.lazy_delay);
                 continue;
             }
-            let queue = self.flood_queue.entry(addr).or_default();
-            match queue.get_mut(&record.origin.addr) {
-                Some(queued) if queued.version() < record.version() => {
-                    // The neighbour gets one version: its services as one delta from
-                    // where the queued one started, or in full if they do not chain.
-                    let delta = match (&queued.delta, &record.delta) {
-                        (Some(first), Some(then)) => first.then(then).map(Arc::new),
-                        _ => None,
-                    };
-                    // The body as its change from where the queued one started.
-                    let body_form = match (&queued.body_form, &record.body_form) {
-                        (BodyForm::From { seq, base }, BodyForm::From { .. }) => BodyForm::From {
-                            seq: *seq,
-                            base: base.clone(),
-                        },
-                        _ => BodyForm::Full,
-                    };
-                    *queued = Record {
-                        delta,
-                        body_form,
-                        ..record.clone()
-                    };
-                }
-                Some(_) => {}
-                None => {
-                    queue.insert(record.origin.addr, record.clone());
-                }
-            }
+            targets.push(addr);
         }
+        self.flood_queue.queue(&record, &targets, neighbours);
         if self.flush_at.is_none() && !self.flood_queue.is_empty() {
             self.flush_at = Some(now + self.cfg.flood_delay);
         }
@@ -797,11 +774,8 @@ impl Replication {
         origin: &SocketAddr,
         version: (u64, u64),
     ) {
-        if let Some(queue) = self.flood_queue.get_mut(peer) {
-            if queue.get(origin).is_some_and(|r| r.version() <= version) {
-                queue.remove(origin);
-                io.counters.floods_cancelled += 1;
-            }
+        if self.flood_queue.peer_holds(peer, origin, version) {
+            io.counters.floods_cancelled += 1;
         }
         if let Some(tree) = &mut self.tree {
             tree.peer_holds(peer, origin, version);
@@ -819,11 +793,11 @@ impl Replication {
         let flush = self.flush_at.is_some_and(|at| now >= at);
         if flush {
             self.flush_at = None;
-            for (addr, queue) in std::mem::take(&mut self.flood_queue) {
+            for (addr, records) in self.flood_queue.take() {
                 if !is_active(&addr) {
                     continue;
                 }
-                self.send_records(io, addr, queue.into_values().collect(), false);
+                self.send_records(io, addr, records, false);
             }
         }
         if let Some(tree) = self
