@@ -34,7 +34,7 @@
 //! slots are skipped by every search and report. Nothing is collectable while holding.
 //!
 //! Layout: every node keeps this for every host it knows of, so the state is parallel
-//! arrays indexed by store slot, 33 bytes per slot and no allocation of its own. `flags` is
+//! arrays indexed by store slot, 29 bytes per slot and no allocation of its own. `flags` is
 //! a byte of bits: `SEEN` (the last search reached the slot), `REPORTED` (reported
 //! reachable, at the epoch in `reported_epoch`), `FADING` (reported but not reached, since
 //! `since`), `DOWN` (not reported, since `since`) and `CANDIDATE` (scratch within an
@@ -42,7 +42,7 @@
 //! both. A value in `reported_epoch` or `since` means something only while its bit is set:
 //! no epoch or time is reserved as a sentinel. The
 //! search tree is `parent` and, downwards, intrusive sibling lists (`first_child`,
-//! `next_sibling`, `prev_sibling`); `NONE` (`u32::MAX`) stands for no slot in all four.
+//! `next_sibling`); `NONE` (`u32::MAX`) stands for no slot in all three.
 //!
 //! Invariants: self is always reachable; a node is reported reachable as soon as the search
 //! reaches it and unreachable exactly when it has been unreached for `grace` (or
@@ -104,13 +104,12 @@ pub struct Reachability {
     flags: Vec<u8>,
     /// The search tree: the slot each reached slot was reached from (`NONE` for self).
     parent: Vec<u32>,
-    /// The same tree downwards, as intrusive lists: each slot's first child (`NONE`: no
-    /// children), and each child's next sibling (`NONE`: the last) and previous sibling
-    /// (the first child's is the last child, so that a child is appended in O(1)).
+    /// The same tree downwards, as intrusive singly linked lists: each slot's first child
+    /// (`NONE`: no children) and each child's next sibling (`NONE`: the last). A slot has
+    /// at most as many children as edges, so appending and removing walk a few entries.
     /// Siblings are in the order a vector with push and swap_remove would hold them.
     first_child: Vec<u32>,
     next_sibling: Vec<u32>,
-    prev_sibling: Vec<u32>,
     /// The tree describes the store as of the last update, searched from `root`.
     built: bool,
     root: u32,
@@ -478,7 +477,6 @@ impl Reachability {
             reserve_to(&mut self.parent, room);
             reserve_to(&mut self.first_child, room);
             reserve_to(&mut self.next_sibling, room);
-            reserve_to(&mut self.prev_sibling, room);
             reserve_to(&mut self.reported_epoch, room);
             reserve_to(&mut self.since, room);
         }
@@ -486,7 +484,6 @@ impl Reachability {
         self.parent.resize(n, NONE);
         self.first_child.resize(n, NONE);
         self.next_sibling.resize(n, NONE);
-        self.prev_sibling.resize(n, NONE);
         self.reported_epoch.resize(n, 0);
         self.since.resize(n, Time::ZERO);
     }
@@ -513,18 +510,14 @@ impl Reachability {
         })
     }
 
-    /// Appends `child` to the children of `parent`.
+    /// Appends `child` to the children of `parent` (found at the end of the list: a slot
+    /// has at most as many children as edges, five in an active view).
     fn push_child(&mut self, parent: u32, child: u32) {
-        let first = self.first_child[parent as usize];
         self.next_sibling[child as usize] = NONE;
-        if first == NONE {
-            self.first_child[parent as usize] = child;
-            self.prev_sibling[child as usize] = child;
-        } else {
-            let last = self.prev_sibling[first as usize];
-            self.next_sibling[last as usize] = child;
-            self.prev_sibling[child as usize] = last;
-            self.prev_sibling[first as usize] = child;
+        let last = self.children(parent).last();
+        match last {
+            None => self.first_child[parent as usize] = child,
+            Some(last) => self.next_sibling[last as usize] = child,
         }
     }
 
@@ -532,37 +525,29 @@ impl Reachability {
     /// (as `Vec::swap_remove` does, so siblings keep that order).
     fn remove_child(&mut self, parent: u32, child: u32) {
         let p = parent as usize;
-        let first = self.first_child[p];
-        let last = self.prev_sibling[first as usize];
-        // Unlink the last child.
-        if last == first {
-            self.first_child[p] = NONE;
-        } else {
-            let before = self.prev_sibling[last as usize];
-            self.next_sibling[before as usize] = NONE;
-            self.prev_sibling[first as usize] = before;
+        // One walk finds the siblings before `child` and before the last, and the last.
+        let (mut before_child, mut before_last, mut last) = (NONE, NONE, NONE);
+        let mut prev = NONE;
+        for c in self.children(parent) {
+            if c == child {
+                before_child = prev;
+            }
+            (before_last, last) = (prev, c);
+            prev = c;
         }
+        debug_assert!(last != NONE, "{child} is not a child of {parent}");
+        let link = |this: &mut Self, before: u32, to: u32| match before {
+            NONE => this.first_child[p] = to,
+            before => this.next_sibling[before as usize] = to,
+        };
         if last == child {
+            link(self, before_child, NONE);
             return;
         }
-        // Put it where `child` is.
-        let (before, after) = (
-            self.prev_sibling[child as usize],
-            self.next_sibling[child as usize],
-        );
-        self.prev_sibling[last as usize] = before;
-        self.next_sibling[last as usize] = after;
-        if first == child {
-            self.first_child[p] = last;
-        } else {
-            self.next_sibling[before as usize] = last;
-        }
-        if after != NONE {
-            self.prev_sibling[after as usize] = last;
-        } else {
-            let first = self.first_child[p];
-            self.prev_sibling[first as usize] = last;
-        }
+        // Unlink the last child (there are two or more), then put it where `child` is.
+        self.next_sibling[before_last as usize] = NONE;
+        self.next_sibling[last as usize] = self.next_sibling[child as usize];
+        link(self, before_child, last);
     }
 
     /// Breadth-first from every queued (reached) slot over valid edges to unreached ones.
