@@ -416,20 +416,20 @@ impl Tombstone {
 /// One address the store knows, with its record if one is held (an address named by an
 /// edge, or freed, has none). The record is shared: where nodes share a process (the
 /// simulator) every node that stores the same version with the same body and sets keeps
-/// the same copy ([`HeldCopy`]). The address stays inline for the index's comparisons, in
-/// 16 bytes ([`SlotAddr`]; a `SocketAddr` is 32): 24 bytes a slot, one slot per (node,
-/// address) pair.
+/// the same copy ([`HeldCopy`]). A slot with a record finds its address in it (the
+/// record's origin); one without keeps the address itself, in 16 bytes ([`SlotAddr`]; a
+/// `SocketAddr` is 32): 16 bytes a slot either way, one slot per (node, address) pair.
 #[derive(Clone, Debug)]
-pub(crate) struct Slot {
-    addr: SlotAddr,
-    record: Option<Arc<Record>>,
+pub(crate) enum Slot {
+    Known(SlotAddr),
+    Held(Arc<Record>),
 }
 
 /// A slot's address: an IPv4 one inline (its address and port are all a `SocketAddrV4`
 /// compares), any other boxed (an IPv6 one's flow information and scope are kept, since
 /// they take part in its equality).
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum SlotAddr {
+pub(crate) enum SlotAddr {
     V4 { ip: [u8; 4], port: u16 },
     Other(Box<SocketAddr>),
 }
@@ -455,29 +455,52 @@ impl SlotAddr {
 
 impl Slot {
     fn known(addr: SocketAddr) -> Slot {
-        Slot {
-            addr: SlotAddr::new(addr),
-            record: None,
-        }
+        Slot::Known(SlotAddr::new(addr))
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr.get()
+        match self {
+            Slot::Known(addr) => addr.get(),
+            Slot::Held(record) => record.origin.addr,
+        }
     }
 
     pub(crate) fn record(&self) -> Option<&Record> {
-        self.record.as_deref()
+        self.shared_record().map(|r| &**r)
+    }
+
+    /// The held record, as shared.
+    fn shared_record(&self) -> Option<&Arc<Record>> {
+        match self {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
+    }
+
+    /// The held record, as shared.
+    fn record_mut(&mut self) -> Option<&mut Arc<Record>> {
+        match self {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
     }
 
     /// Stores `record` (of this slot's address); returns the record held before.
     fn replace_record(&mut self, record: Arc<Record>) -> Option<Arc<Record>> {
         debug_assert_eq!(record.origin.addr, self.addr());
-        self.record.replace(record)
+        match std::mem::replace(self, Slot::Held(record)) {
+            Slot::Known(_) => None,
+            Slot::Held(before) => Some(before),
+        }
     }
 
     /// Takes the record out, keeping the address.
     fn take_record(&mut self) -> Option<Arc<Record>> {
-        self.record.take()
+        let addr = self.addr();
+        match std::mem::replace(self, Slot::known(addr)) {
+            Slot::Known(_) => None,
+            Slot::Held(record) => Some(record),
+        }
     }
 }
 
@@ -936,7 +959,7 @@ impl RecordStore {
                 }
                 let (mut set, mut tasks) = match slot {
                     Some(slot) if same_epoch.is_some() => {
-                        let held = self.slots[slot as usize].record.as_mut().expect("held");
+                        let held = self.slots[slot as usize].record_mut().expect("held");
                         match Arc::get_mut(held) {
                             // The held record is replaced below: its sets move to the new
                             // one (unshared, so a delta changes them in place).
@@ -1397,7 +1420,7 @@ impl RecordStore {
             match self.slot_of(&entry.addr) {
                 Some(slot) => {
                     seen[slot as usize] = true;
-                    match &self.slots[slot as usize].record {
+                    match self.slots[slot as usize].shared_record() {
                         Some(r) if r.version() > their_version => missing.push(sent_in_full(r)),
                         Some(r) if r.version() < their_version => they_have_newer = true,
                         Some(_) => {}
@@ -1408,7 +1431,7 @@ impl RecordStore {
             }
         }
         for (slot, s) in self.slots.iter().enumerate() {
-            if let (false, Some(r)) = (seen[slot], &s.record) {
+            if let (false, Some(r)) = (seen[slot], s.shared_record()) {
                 missing.push(sent_in_full(r));
             }
         }
@@ -1486,11 +1509,12 @@ mod tests {
         Record::with_links(origin, seq, adjacency)
     }
 
-    /// A slot is one per (node, address) pair: its address and a shared stored record
-    /// (a record inline made it 144 bytes), and its vertex keeps five edges inline.
+    /// A slot is one per (node, address) pair: its address or a shared stored record
+    /// (a record inline made it 144 bytes, an address beside a pointer 24), and its
+    /// vertex keeps five edges inline.
     #[test]
-    fn a_slot_is_an_address_and_a_pointer_and_a_vertex_holds_five_edges_inline() {
-        assert_eq!(std::mem::size_of::<Slot>(), 24);
+    fn a_slot_is_an_address_or_a_pointer_and_a_vertex_holds_five_edges_inline() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
         // Five edges inline, 4 bytes each (with the epoch they named, 12; padded, 16).
         assert_eq!(std::mem::size_of::<Edge>(), 4);
         assert_eq!(std::mem::size_of::<Vertex>(), 32);
@@ -1549,7 +1573,10 @@ mod tests {
         let Applied::New { forward, slot, .. } = first.apply(rec(origin, 1, vec![id(8, 1)])) else {
             panic!("stored");
         };
-        let held = first.slots()[slot as usize].record.clone().expect("held");
+        let held = first.slots()[slot as usize]
+            .shared_record()
+            .cloned()
+            .expect("held");
         assert!(forward
             .held
             .0
@@ -1559,7 +1586,10 @@ mod tests {
         let Applied::New { slot, .. } = second.apply((*forward).clone()) else {
             panic!("stored");
         };
-        let shared = second.slots()[slot as usize].record.clone().expect("held");
+        let shared = second.slots()[slot as usize]
+            .shared_record()
+            .cloned()
+            .expect("held");
         assert!(
             Arc::ptr_eq(&shared, &held),
             "the forwarder's copy is shared"
@@ -1571,7 +1601,10 @@ mod tests {
         let Applied::New { slot, .. } = third.apply(decoded) else {
             panic!("stored");
         };
-        let own = third.slots()[slot as usize].record.clone().expect("held");
+        let own = third.slots()[slot as usize]
+            .shared_record()
+            .cloned()
+            .expect("held");
         assert!(!Arc::ptr_eq(&own, &held));
         assert_eq!(*own, *held, "the same version all the same");
         // Other sets than the forwarder's: its own copy.
@@ -1581,7 +1614,10 @@ mod tests {
         let Applied::New { slot, .. } = fourth.apply(other) else {
             panic!("stored");
         };
-        let own = fourth.slots()[slot as usize].record.clone().expect("held");
+        let own = fourth.slots()[slot as usize]
+            .shared_record()
+            .cloned()
+            .expect("held");
         assert!(!Arc::ptr_eq(&own, &held));
     }
 
