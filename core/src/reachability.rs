@@ -65,6 +65,10 @@ pub enum Change {
     Unreachable(NodeId),
 }
 
+/// Entries the scratch lists keep between updates (a few KiB; an update that needs more
+/// grows them again).
+const SCRATCH_KEPT: usize = 1024;
+
 /// No parent: self, or a slot the search does not reach.
 const NONE: u32 = u32::MAX;
 
@@ -435,6 +439,16 @@ impl Reachability {
         }
         self.candidates = candidates;
         self.expire(now, store, changes);
+        self.give_back_scratch();
+    }
+
+    /// Empties the scratch lists, giving back what is beyond [`SCRATCH_KEPT`] entries: a
+    /// cold start or a large cut grows them to every slot, on every node, once.
+    fn give_back_scratch(&mut self) {
+        for scratch in [&mut self.queue, &mut self.candidates] {
+            scratch.clear();
+            scratch.shrink_to(SCRATCH_KEPT);
+        }
     }
 
     /// Searches the whole graph again from `self_slot` at `now` and appends every
@@ -464,6 +478,7 @@ impl Reachability {
             }
         }
         self.expire(now, store, changes);
+        self.give_back_scratch();
     }
 
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
