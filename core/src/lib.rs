@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod desired;
 pub mod dns;
+mod down_queue;
 pub mod id;
 pub mod kernel;
 pub mod mesos;

@@ -53,6 +53,7 @@
 //! keeps its address, so what is kept of a reported id is its epoch: the address is the
 //! store's for that slot.
 
+use crate::down_queue::DownQueue;
 use crate::id::NodeId;
 use crate::records::RecordStore;
 use crate::time::Time;
@@ -120,34 +121,10 @@ pub struct Reachability {
     /// Slots examined by the last update (the cost of a search, for tests and benches).
     last_work: usize,
     /// The slots with [`DOWN`], ordered by `since`: the next slot to become collectable first.
-    down: DownSet,
+    down: DownQueue,
     /// Scratch space, kept to avoid allocating on every update.
     queue: Vec<u32>,
     candidates: Vec<u32>,
-}
-
-/// The slots not reported reachable, ordered by since when, with the earliest time kept
-/// beside them (`first` is `set`'s first time, `None` when it is empty).
-#[derive(Debug, Default, Clone)]
-struct DownSet {
-    set: std::collections::BTreeSet<(Time, u32)>,
-    first: Option<Time>,
-}
-
-impl DownSet {
-    fn insert(&mut self, since: Time, slot: u32) {
-        self.set.insert((since, slot));
-        if self.first.is_none_or(|first| since < first) {
-            self.first = Some(since);
-        }
-    }
-
-    fn remove(&mut self, since: Time, slot: u32) {
-        self.set.remove(&(since, slot));
-        if self.first == Some(since) {
-            self.first = self.set.first().map(|&(t, _)| t);
-        }
-    }
 }
 
 impl Reachability {
@@ -237,7 +214,7 @@ impl Reachability {
         if self.holding {
             return None;
         }
-        self.down.first.map(|since| since + horizon)
+        self.down.first().map(|since| since + horizon)
     }
 
     /// The slots not reported reachable for at least `horizon` by `now`, oldest first
@@ -245,15 +222,13 @@ impl Reachability {
     pub fn collectable(&self, now: Time, horizon: Duration) -> Vec<u32> {
         // The earliest time is kept beside the set: this runs at every timeout of every
         // node, and the set's first leaf is rarely in the cache.
-        if self.holding || self.down.first.is_none_or(|first| first + horizon > now) {
+        if self.holding || self.down.first().is_none_or(|first| first + horizon > now) {
             return Vec::new();
         }
-        self.down
-            .set
-            .iter()
-            .take_while(|&&(since, _)| since + horizon <= now)
-            .map(|&(_, slot)| slot)
-            .collect()
+        // `now - horizon` does not saturate: the first slot went down that long ago.
+        self.down.down_until(now - horizon, |since, slot| {
+            self.down_since(slot) == Some(since)
+        })
     }
 
     /// `slot` was freed in the store: forget it. It must be unreached and unreported.
@@ -263,10 +238,18 @@ impl Reachability {
             return;
         }
         debug_assert!(self.flags[s] & (SEEN | REPORTED) == 0);
-        if let Some(since) = self.down_since(slot) {
-            self.down.remove(since, slot);
-        }
+        let was_down = self.down_since(slot).is_some();
         self.flags[s] &= !(DOWN | FADING);
+        if was_down {
+            self.forget_down();
+        }
+    }
+
+    /// A slot's entry in `down` went stale (the slot is no longer down since that time).
+    fn forget_down(&mut self) {
+        let (flags, since) = (&self.flags, &self.since);
+        self.down
+            .remove(|t, slot| flags[slot as usize] & DOWN != 0 && since[slot as usize] == t);
     }
 
     /// Keeps `down_since` of slot `i` in step with what is reported.
@@ -279,9 +262,9 @@ impl Reachability {
                 self.since[i] = now;
                 self.down.insert(now, i as u32);
             }
-            (false, Some(since)) => {
+            (false, Some(_)) => {
                 self.flags[i] &= !DOWN;
-                self.down.remove(since, i as u32);
+                self.forget_down();
             }
             _ => {}
         }
@@ -656,26 +639,6 @@ mod tests {
         assert_eq!(reach.flags.capacity(), 1_024);
         assert_eq!(reach.since.capacity(), 1_024);
         assert_eq!(reach.reported_epoch.len(), 1_000);
-    }
-
-    #[test]
-    fn down_set_keeps_its_earliest_time() {
-        let t = Time::from_millis;
-        let mut down = DownSet::default();
-        assert_eq!(down.first, None);
-        down.insert(t(5), 1);
-        down.insert(t(5), 2);
-        down.insert(t(9), 3);
-        down.insert(t(3), 4);
-        assert_eq!(down.first, Some(t(3)));
-        down.remove(t(3), 4);
-        assert_eq!(down.first, Some(t(5)));
-        down.remove(t(5), 1);
-        assert_eq!(down.first, Some(t(5)), "slot 2 is still down since 5 ms");
-        down.remove(t(5), 2);
-        assert_eq!(down.first, Some(t(9)));
-        down.remove(t(9), 3);
-        assert_eq!(down.first, None);
     }
 
     fn publish(store: &mut RecordStore, origin: NodeId, seq: u64, adjacency: &[NodeId]) {
