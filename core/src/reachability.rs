@@ -220,8 +220,8 @@ impl Reachability {
     /// The slots not reported reachable for at least `horizon` by `now`, oldest first
     /// (none while holding).
     pub fn collectable(&self, now: Time, horizon: Duration) -> Vec<u32> {
-        // The earliest time is kept beside the set: this runs at every timeout of every
-        // node, and the set's first leaf is rarely in the cache.
+        // This runs at every timeout of every node: the earliest time is the queue's
+        // front, one read.
         if self.holding || self.down.first().is_none_or(|first| first + horizon > now) {
             return Vec::new();
         }

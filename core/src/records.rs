@@ -477,7 +477,7 @@ impl Slot {
         }
     }
 
-    /// The held record, as shared.
+    /// The held record, to change in place where it is not shared.
     fn record_mut(&mut self) -> Option<&mut Arc<Record>> {
         match self {
             Slot::Known(_) => None,
