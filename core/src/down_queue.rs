@@ -69,16 +69,14 @@ impl DownQueue {
         let mut due = Vec::new();
         let mut slots = self.slots.iter();
         for &(t, count) in self.runs.iter().take_while(|&&(t, _)| t <= until) {
-            let start = due.len();
-            due.extend(
-                slots
-                    .by_ref()
-                    .take(count as usize)
-                    .filter(|&&slot| is_down(t, slot)),
-            );
+            let mut run: Vec<u32> = slots
+                .by_ref()
+                .take(count as usize)
+                .copied()
+                .filter(|&slot| is_down(t, slot))
+                .collect();
             // A slot set down, up and down again at one instant is queued twice.
-            due[start..].sort_unstable();
-            let mut run = due.split_off(start);
+            run.sort_unstable();
             run.dedup();
             due.extend(run);
         }
