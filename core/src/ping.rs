@@ -806,4 +806,74 @@ mod tests {
         // Never before the host had two probe intervals to answer.
         assert!(dead >= ms(10) + cfg.host_probe_interval * 2);
     }
+
+    /// An input to a monitor, with the milliseconds since the previous one.
+    #[derive(Clone, Debug)]
+    enum Input {
+        Poll,
+        Heard,
+        /// A PONG to the newest ping, if one was sent.
+        Pong,
+        Suspect,
+        HostAnswer,
+    }
+
+    fn input() -> impl proptest::strategy::Strategy<Value = (u64, Input)> {
+        use proptest::prelude::*;
+        let kind = prop_oneof![
+            8 => Just(Input::Poll),
+            1 => Just(Input::Heard),
+            1 => Just(Input::Pong),
+            1 => Just(Input::Suspect),
+            2 => Just(Input::HostAnswer),
+        ];
+        // Mostly steps shorter than a probe interval, so that suspicions run their course
+        // into stalls; now and then a long silence.
+        (prop_oneof![9 => 0u64..60, 1 => 0u64..2_000], kind)
+    }
+
+    proptest::proptest! {
+        /// What `Views` relies on to skip its links between deadlines: polled at any time
+        /// before [`LinkMonitor::next_deadline`], a monitor does nothing and stays as it
+        /// was, in every state random inputs lead it to (both sides of a link).
+        #[test]
+        fn a_poll_before_the_deadline_does_nothing(
+            pinger in proptest::prelude::any::<bool>(),
+            inputs in proptest::collection::vec(input(), 1..200),
+            probe in 0.0f64..1.0,
+        ) {
+            let cfg = PingConfig::default();
+            let side = if pinger { PingSide::Pinger } else { PingSide::Listener };
+            let mut m = LinkMonitor::new(ms(0), ms(25), side);
+            let mut now = ms(0);
+            for (gap, input) in inputs {
+                now = now + Duration::from_millis(gap);
+                match input {
+                    Input::Poll => {
+                        m.poll(now, &cfg);
+                    }
+                    Input::Heard => m.on_heard(now),
+                    Input::Pong => {
+                        if let Some(sent) = m.last_ping_sent {
+                            m.on_pong(now, sent.as_nanos(), &cfg);
+                        }
+                    }
+                    Input::Suspect => m.suspect(now),
+                    Input::HostAnswer => m.on_host_answer(now),
+                }
+                let due = m.next_deadline(&cfg);
+                if due <= now {
+                    continue;
+                }
+                // A time in [now, due): its start, a random point, and the last instant.
+                let span = (due - now).as_nanos() as f64;
+                for at in [now, now + Duration::from_nanos((span * probe) as u64), due - Duration::from_nanos(1)] {
+                    let mut polled = m.clone();
+                    let action = polled.poll(at, &cfg);
+                    proptest::prop_assert_eq!(action, LinkAction::default(), "at {} (due {})", at, due);
+                    proptest::prop_assert_eq!(format!("{polled:?}"), format!("{m:?}"), "at {}", at);
+                }
+            }
+        }
+    }
 }

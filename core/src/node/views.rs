@@ -67,6 +67,14 @@ pub(crate) struct Views {
     /// Most entries per DIGEST message (anti-entropy on a new link).
     digest_chunk: usize,
     active: BTreeMap<SocketAddr, ActivePeer>,
+    /// The earliest [`LinkMonitor::next_deadline`] of the active links, or `None` when
+    /// not known. [`Views::poll_links`] sets it; a change to one monitor
+    /// ([`Views::change_link`]) keeps it exact or forgets it; adding or removing a link
+    /// forgets it. A monitor polled before its deadline does nothing (a proptest in
+    /// [`crate::ping`] checks), so before this time `poll_links` has nothing to do and
+    /// [`Views::poll_timeout`] need not visit the links: most inputs (a record batch, a
+    /// ping answered) skip both walks.
+    links_due: Option<Time>,
     passive: BTreeMap<SocketAddr, PassivePeer>,
     /// An outstanding NEIGHBOR request (at most one).
     pending_neighbor: Option<Attempt>,
@@ -99,6 +107,7 @@ impl Views {
             max_shuffle_nodes: cfg.limits.max_shuffle_nodes,
             digest_chunk: cfg.limits.max_digest_entries,
             active: BTreeMap::new(),
+            links_due: None,
             passive: BTreeMap::new(),
             pending_neighbor: None,
             joining: None,
@@ -189,10 +198,10 @@ impl Views {
 
     /// When the views next need [`Views::handle_timeout`] or [`Views::poll_links`].
     pub(crate) fn poll_timeout(&self) -> Time {
-        let mut at = self.next_shuffle.min(self.next_contact_check);
-        for peer in self.active.values() {
-            at = at.min(peer.monitor.next_deadline(&self.ping));
-        }
+        let mut at = self.next_shuffle.min(self.next_contact_check).min(
+            self.links_due
+                .unwrap_or_else(|| self.earliest_link_deadline()),
+        );
         if let Some(p) = self.pending_neighbor {
             at = at.min(p.deadline);
         }
@@ -210,7 +219,7 @@ impl Views {
     /// Anything arrived from `from`: its link (if active) is alive, and a stalled agent
     /// is back.
     pub(crate) fn on_heard(&mut self, now: Time, io: &mut Io, from: &SocketAddr) {
-        if let Some(peer) = self.active.get_mut(from) {
+        self.change_link(from, |peer, _| {
             if peer.monitor.is_stalled() {
                 io.emit(Output::Event(Event::AgentResumed(peer.id)));
             }
@@ -218,7 +227,7 @@ impl Views {
                 io.counters.suspicions_cleared += 1;
             }
             peer.monitor.on_heard(now);
-        }
+        });
     }
 
     pub(crate) fn active_len(&self) -> usize {
@@ -227,18 +236,16 @@ impl Views {
 
     /// Checks the link to `peer` now, if it is active (a lost connection).
     pub(crate) fn suspect(&mut self, now: Time, io: &mut Io, peer: &SocketAddr) {
-        if let Some(p) = self.active.get_mut(peer) {
+        self.change_link(peer, |p, _| {
             if !p.monitor.is_suspect() {
                 p.monitor.suspect(now);
                 io.counters.suspicions += 1;
             }
-        }
+        });
     }
 
     pub(crate) fn on_pong(&mut self, now: Time, from: &SocketAddr, echo: u64) {
-        if let Some(peer) = self.active.get_mut(from) {
-            peer.monitor.on_pong(now, echo, &self.ping);
-        }
+        self.change_link(from, |peer, ping| peer.monitor.on_pong(now, echo, ping));
     }
 
     /// The views' timers (the ping monitors run in [`Views::poll_links`]).
@@ -288,6 +295,9 @@ impl Views {
     /// Runs every link monitor: pings due now are sent, host probes asked for, stalled
     /// agents reported, dead links closed.
     pub(crate) fn poll_links(&mut self, now: Time, io: &mut Io, store: &RecordStore) {
+        if self.links_due.is_some_and(|due| now < due) {
+            return;
+        }
         // An active view holds a handful of links: no allocation on the every-interval path.
         let mut dead: SmallVec<[SocketAddr; 2]> = SmallVec::new();
         let mut pings: SmallVec<[SocketAddr; 8]> = SmallVec::new();
@@ -330,14 +340,43 @@ impl Views {
         for addr in dead {
             self.remove_active(now, io, store, addr, LinkDown::Dead);
         }
+        self.links_due = Some(self.earliest_link_deadline());
+    }
+
+    /// The earliest deadline of the active links' monitors (`Time::MAX` with none).
+    fn earliest_link_deadline(&self) -> Time {
+        self.active
+            .values()
+            .map(|p| p.monitor.next_deadline(&self.ping))
+            .min()
+            .unwrap_or(Time::MAX)
+    }
+
+    /// Changes the active link to `addr`, if there is one, with `change`; `links_due`
+    /// comes down to its monitor's new deadline if that is earlier.
+    fn change_link(
+        &mut self,
+        addr: &SocketAddr,
+        change: impl FnOnce(&mut ActivePeer, &PingConfig),
+    ) {
+        if let Some(peer) = self.active.get_mut(addr) {
+            let before = peer.monitor.next_deadline(&self.ping);
+            change(peer, &self.ping);
+            let after = peer.monitor.next_deadline(&self.ping);
+            self.links_due = match self.links_due {
+                Some(due) if after <= due => Some(after),
+                // Another link holds the earliest deadline.
+                Some(due) if before > due => Some(due),
+                // This link held it and moved it later: the earliest is not known.
+                _ => None,
+            };
+        }
     }
 
     /// The shell's answer to a [`Output::ProbeHost`] of `peer`.
     pub(crate) fn on_host_probe(&mut self, now: Time, peer: &SocketAddr, answered: bool) {
-        if let Some(p) = self.active.get_mut(peer) {
-            if answered {
-                p.monitor.on_host_answer(now);
-            }
+        if answered {
+            self.change_link(peer, |p, _| p.monitor.on_host_answer(now));
         }
     }
 
@@ -636,6 +675,7 @@ impl Views {
             .values()
             .filter_map(|p| p.monitor.max_rtt())
             .max();
+        self.links_due = None;
         self.active.insert(
             id.addr,
             ActivePeer {
@@ -701,6 +741,7 @@ impl Views {
         let Some(peer) = self.active.remove(&addr) else {
             return;
         };
+        self.links_due = None;
         let counters = &mut io.counters;
         match reason {
             LinkDown::Dead => counters.links_dead += 1,
@@ -854,13 +895,13 @@ impl Views {
             if record.body.adjacency.contains(dropped) {
                 continue;
             }
-            if let Some(peer) = self.active.get_mut(&dropped.addr) {
+            self.change_link(&dropped.addr, |peer, _| {
                 if peer.id == *dropped && !peer.monitor.is_suspect() {
                     peer.monitor.suspect(now);
                     io.counters.suspicions += 1;
                     io.counters.cascades += 1;
                 }
-            }
+            });
         }
     }
 
