@@ -353,7 +353,8 @@ impl Views {
     }
 
     /// Changes the active link to `addr`, if there is one, with `change`; `links_due`
-    /// comes down to its monitor's new deadline if that is earlier.
+    /// stays exact (the monitor's new deadline if that is earliest, else the old one
+    /// unless this monitor held it) or is forgotten.
     fn change_link(
         &mut self,
         addr: &SocketAddr,
