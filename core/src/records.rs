@@ -852,6 +852,42 @@ impl RecordStore {
         self.holds_version_in(self.slot_of(addr), version)
     }
 
+    /// Reads what applying `records` will read, for the effect on the cache alone: each
+    /// record's slot and held version and, for a newer version, the slots of the links it
+    /// adds. The lookups do not depend on each other, so the processor overlaps their
+    /// misses (each is a chain of dependent reads, index bucket, slot, record, into one
+    /// node's state of many in a large simulation); the pass that then handles the
+    /// records one by one finds them in cache. The value only keeps the reads.
+    pub fn warm<'a>(&self, records: impl Iterator<Item = &'a Record>) -> u64 {
+        let mut acc = 0;
+        for record in records {
+            let Some(slot) = self.slot_of(&record.origin.addr) else {
+                continue;
+            };
+            acc ^= self.vertices[slot as usize].epoch;
+            let Some(held) = self.slots[slot as usize].record() else {
+                continue;
+            };
+            if held.version() >= record.version() {
+                continue;
+            }
+            let added = match &record.body_form {
+                BodyForm::Unresolved(diff) => &diff.added[..],
+                _ => &record.body.adjacency[..],
+            };
+            for neighbour in added {
+                if held.body.adjacency.iter().any(|n| n.addr == neighbour.addr) {
+                    continue;
+                }
+                if let Some(target) = self.slot_of(&neighbour.addr) {
+                    let t = target as usize;
+                    acc ^= self.vertices[t].epoch ^ self.incoming[t].len() as u64;
+                }
+            }
+        }
+        acc
+    }
+
     /// [`RecordStore::holds_version`] at the slot [`RecordStore::slot_of`] answered.
     pub(crate) fn holds_version_in(&self, slot: Option<u32>, version: (u64, u64)) -> bool {
         slot.and_then(|s| self.slots[s as usize].record())

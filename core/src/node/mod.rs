@@ -743,6 +743,9 @@ impl Node {
                 self.advance_incarnation(now, own.0);
             }
         }
+        if records.len() > 1 {
+            std::hint::black_box(self.replication.store.warm(records.iter()));
+        }
         let (mut wanted, mut collected) = (Vec::new(), Vec::new());
         for record in records {
             let addr = record.origin.addr;
