@@ -608,11 +608,12 @@ pub struct RecordStore {
     tombstone_order: VecDeque<(SocketAddr, Tombstone)>,
     /// Edges dropped because no slot could be allocated for their target.
     pub dropped_edges: u64,
-    /// The slots of the last few senders asked for by [`RecordStore::sender_epoch`] (a
-    /// node hears mostly from its five or six neighbours; a hit skips the index, a cache
-    /// miss into a table of every known address). An entry's slot is the address's until
-    /// the slot is freed, which drops the entry.
-    senders: [Option<(SocketAddr, u32)>; SENDER_SLOTS],
+    /// The slots and epochs of the last few senders asked for by
+    /// [`RecordStore::sender_epoch`] (a node hears mostly from its five or six neighbours;
+    /// a hit skips the index and the slot's vertex, each a cache miss into a table of every
+    /// known address). An entry's slot is the address's until the slot is freed, which
+    /// drops the entry; its epoch is the slot's, raised with it.
+    senders: [Option<(SocketAddr, u32, u64)>; SENDER_SLOTS],
     next_sender: usize,
 }
 
@@ -757,6 +758,9 @@ impl RecordStore {
         let v = &mut self.vertices[slot as usize];
         if epoch > v.epoch {
             v.epoch = epoch;
+            for (_, _, known) in self.senders.iter_mut().flatten().filter(|e| e.1 == slot) {
+                *known = epoch;
+            }
             self.touch(slot);
             self.mark_edges_into(slot);
         }
@@ -833,17 +837,14 @@ impl RecordStore {
     /// [`RecordStore::known_epoch`] for the sender of a message: the same answer, from the
     /// recent senders' slots when `addr` is one of them.
     pub fn sender_epoch(&mut self, addr: &SocketAddr) -> Option<u64> {
-        let cached = self.senders.iter().flatten().find(|(a, _)| a == addr);
-        let slot = match cached {
-            Some(&(_, slot)) => slot,
-            None => {
-                let slot = self.slot_of(addr)?;
-                self.senders[self.next_sender] = Some((*addr, slot));
-                self.next_sender = (self.next_sender + 1) % SENDER_SLOTS;
-                slot
-            }
-        };
-        Some(self.vertices[slot as usize].epoch)
+        if let Some(&(_, _, epoch)) = self.senders.iter().flatten().find(|e| e.0 == *addr) {
+            return Some(epoch);
+        }
+        let slot = self.slot_of(addr)?;
+        let epoch = self.vertices[slot as usize].epoch;
+        self.senders[self.next_sender] = Some((*addr, slot, epoch));
+        self.next_sender = (self.next_sender + 1) % SENDER_SLOTS;
+        Some(epoch)
     }
 
     /// Whether the record held for `addr` is of `version` or newer (a copy of `version`
@@ -1159,7 +1160,7 @@ impl RecordStore {
         }
         let addr = self.slots[s].addr();
         for entry in &mut self.senders {
-            if entry.is_some_and(|(_, cached)| cached == slot) {
+            if entry.is_some_and(|(_, cached, _)| cached == slot) {
                 *entry = None;
             }
         }
@@ -1261,10 +1262,16 @@ impl RecordStore {
                 self.in_use()
             ));
         }
-        for &(addr, slot) in self.senders.iter().flatten() {
+        for &(addr, slot, epoch) in self.senders.iter().flatten() {
             if self.is_free(slot) || self.slots.get(slot as usize).map(Slot::addr) != Some(addr) {
                 return Err(format!(
                     "remembered sender {addr} names slot {slot}, not its own"
+                ));
+            }
+            if self.vertices[slot as usize].epoch != epoch {
+                return Err(format!(
+                    "remembered sender {addr} at epoch {epoch}, its slot at {}",
+                    self.vertices[slot as usize].epoch
                 ));
             }
         }
@@ -1676,6 +1683,20 @@ mod tests {
             }
         }
         assert_eq!(store.sender_epoch(&id(99, 0).addr), None);
+        // A remembered sender's epoch rises, first-hand or through a record.
+        assert_eq!(store.sender_epoch(&id(11, 0).addr), Some(12));
+        store.intern(id(11, 20)).unwrap();
+        assert_eq!(store.sender_epoch(&id(11, 0).addr), Some(20));
+        let body = RecordBody {
+            adjacency: vec![id(0, 1)],
+            agents: vec![],
+        };
+        assert!(matches!(
+            store.apply(Record::new(id(11, 21), 1, body)),
+            Applied::New { .. }
+        ));
+        assert_eq!(store.sender_epoch(&id(11, 0).addr), Some(21));
+        store.check().unwrap();
         // Port 12's slot is freed and goes to a new address: the old one is unknown again
         // and the new one has its own epoch.
         let slot = store.slot_of(&id(12, 0).addr).unwrap();

@@ -76,6 +76,12 @@ pub(crate) struct Views {
     /// ping answered) skip both walks.
     links_due: Option<Time>,
     passive: BTreeMap<SocketAddr, PassivePeer>,
+    /// The lowest epoch of an active or passive entry (`u64::MAX` when there is none):
+    /// news of an address at this epoch or below supersedes no entry, so
+    /// [`Views::retire_superseded`] (after every message, for its sender) looks nothing up.
+    /// Kept on every insertion and removal; raising an entry's epoch leaves it a lower
+    /// bound, which is enough.
+    epoch_floor: u64,
     /// An outstanding NEIGHBOR request (at most one).
     pending_neighbor: Option<Attempt>,
     /// Until when the last JOIN is outstanding.
@@ -109,6 +115,7 @@ impl Views {
             active: BTreeMap::new(),
             links_due: None,
             passive: BTreeMap::new(),
+            epoch_floor: u64::MAX,
             pending_neighbor: None,
             joining: None,
             next_contact: timers.next_contact,
@@ -193,6 +200,16 @@ impl Views {
                 return Err(format!("{me}: active entry {addr} holds {}", p.id));
             }
         }
+        let ids = self.active.values().map(|p| p.id);
+        if let Some(id) = ids
+            .chain(self.passive.values().map(|p| p.id))
+            .find(|id| id.epoch < self.epoch_floor)
+        {
+            return Err(format!(
+                "{me}: {id} in a view below the epoch floor {}",
+                self.epoch_floor
+            ));
+        }
         Ok(())
     }
 
@@ -254,7 +271,7 @@ impl Views {
             if now >= p.deadline {
                 self.pending_neighbor = None;
                 io.counters.neighbor_timeouts += 1;
-                self.passive.remove(&p.addr);
+                self.remove_passive(&p.addr);
                 self.next_refill = now;
             }
         }
@@ -613,7 +630,7 @@ impl Views {
                 };
                 let victim = sent.or_else(|| self.passive.keys().choose(&mut io.rng).copied());
                 if let Some(v) = victim {
-                    self.passive.remove(&v);
+                    self.remove_passive(&v);
                 }
             }
             self.add_passive(io, store, id);
@@ -642,9 +659,10 @@ impl Views {
         if self.passive.len() >= self.cfg.passive_max {
             let victim = self.passive.keys().choose(&mut io.rng).copied();
             if let Some(v) = victim {
-                self.passive.remove(&v);
+                self.remove_passive(&v);
             }
         }
+        self.epoch_floor = self.epoch_floor.min(id.epoch);
         self.passive.insert(
             id.addr,
             PassivePeer {
@@ -668,7 +686,7 @@ impl Views {
                 self.remove_active(now, io, store, v, LinkDown::Evicted);
             }
         }
-        self.passive.remove(&id.addr);
+        self.remove_passive(&id.addr);
         let interval = self.ping.interval;
         let first_ping = now + interval / 2 + io.random_duration(interval / 2);
         let estimate = self
@@ -677,6 +695,7 @@ impl Views {
             .filter_map(|p| p.monitor.max_rtt())
             .max();
         self.links_due = None;
+        self.epoch_floor = self.epoch_floor.min(id.epoch);
         self.active.insert(
             id.addr,
             ActivePeer {
@@ -743,6 +762,7 @@ impl Views {
             return;
         };
         self.links_due = None;
+        self.forget_epoch(peer.id.epoch);
         let counters = &mut io.counters;
         match reason {
             LinkDown::Dead => counters.links_dead += 1,
@@ -906,6 +926,22 @@ impl Views {
         }
     }
 
+    /// Removes `addr`'s passive entry, if any, keeping [`Views::epoch_floor`].
+    fn remove_passive(&mut self, addr: &SocketAddr) {
+        if let Some(gone) = self.passive.remove(addr) {
+            self.forget_epoch(gone.id.epoch);
+        }
+    }
+
+    /// An entry at `epoch` left a view: the floor is found again if it was the lowest.
+    fn forget_epoch(&mut self, epoch: u64) {
+        if epoch <= self.epoch_floor {
+            let active = self.active.values().map(|p| p.id.epoch);
+            let passive = self.passive.values().map(|p| p.id.epoch);
+            self.epoch_floor = active.chain(passive).min().unwrap_or(u64::MAX);
+        }
+    }
+
     /// A newer incarnation of `id.addr` exists: drop links to the older one.
     pub(crate) fn retire_superseded(
         &mut self,
@@ -914,6 +950,9 @@ impl Views {
         store: &RecordStore,
         id: NodeId,
     ) {
+        if id.epoch <= self.epoch_floor {
+            return;
+        }
         if self
             .active
             .get(&id.addr)
@@ -926,7 +965,7 @@ impl Views {
             .get(&id.addr)
             .is_some_and(|p| p.id.epoch < id.epoch)
         {
-            self.passive.remove(&id.addr);
+            self.remove_passive(&id.addr);
         }
     }
 

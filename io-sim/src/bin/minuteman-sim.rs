@@ -358,7 +358,8 @@ const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
 /// Starts the simulator again with glibc's heap on transparent huge pages, unless the
 /// environment already says what glibc should do about them (glibc only; it reads its
 /// tunables when a process starts, so setting one takes a new start, done by `exec`ing
-/// this binary again with the same arguments; if that fails, the run goes on as it is).
+/// this binary again with the same arguments; if that fails, for instance because the
+/// binary was replaced while it ran, the run goes on as it is).
 ///
 /// A large simulation reads its nodes' state at random: at 1,000 nodes about 200 MiB,
 /// one cache miss into another node's tables per message. On 4 KiB pages almost every
@@ -388,10 +389,14 @@ fn back_the_heap_with_huge_pages() {
             Some(t) if !t.is_empty() => format!("{}:{HUGE_PAGES_TUNABLE}", t.to_string_lossy()),
             _ => HUGE_PAGES_TUNABLE.to_string(),
         };
+        // The binary's own path, so that the process keeps its name.
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
         // Returns only if the new start failed.
-        let error = std::process::Command::new("/proc/self/exe")
+        let error = std::process::Command::new(exe)
             .arg0(arg0)
             .args(args)
             .env("GLIBC_TUNABLES", tunables)
