@@ -330,13 +330,18 @@ pub struct HandledInput {
     pub from: Option<usize>,
 }
 
+/// A message on its way between hosts. Boxed: it is moved a dozen times from the
+/// sender's outputs through the transport's segments, the event queue and the receiver's
+/// inbox, and an envelope is about 130 bytes (copying them was 5-7% of a large run).
+type Payload = Box<Envelope>;
+
 /// An input waiting for the host's process.
 enum Input {
     Boot,
     /// A message from host `from` (whatever it claims inside).
     Message {
         from: usize,
-        envelope: Envelope,
+        envelope: Payload,
         len: usize,
     },
     /// Raw bytes from host `from`, through the frame decoder.
@@ -397,7 +402,7 @@ enum EventKind {
     Deliver {
         from: usize,
         to: usize,
-        envelope: Envelope,
+        envelope: Payload,
     },
     /// Raw bytes from host `from` to node `to`, through the frame decoder.
     DeliverFrame {
@@ -424,7 +429,7 @@ enum EventKind {
     /// One random task change somewhere.
     Churn,
     /// The transport (TCP) moves a segment.
-    Segment(TcpEvent<Envelope>),
+    Segment(TcpEvent<Payload>),
     /// Node `node`'s process may take its next input. Keyed by the process (`boot`), not
     /// the epoch: a process that becomes a newer incarnation keeps its wake-up.
     Wake {
@@ -477,15 +482,15 @@ pub struct Simulation {
     /// Task churn runs until this time.
     churn_until: Time,
     /// The transport between the cores (`None`: datagrams, the ideal network).
-    tcp: Option<Tcp<Envelope>>,
+    tcp: Option<Tcp<Payload>>,
     /// Whether every input is handled the moment it arrives (the ideal host).
     instant_hosts: bool,
     /// A node's outputs, collected before they are released (reused buffer).
     outputs: Vec<Output>,
     /// Reused buffer for the transport's scheduled events.
-    segments: Vec<(Time, TcpEvent<Envelope>)>,
+    segments: Vec<(Time, TcpEvent<Payload>)>,
     /// Reused buffer for the messages an arriving segment delivers.
-    delivered: Vec<(Envelope, usize)>,
+    delivered: Vec<(Payload, usize)>,
     /// Reports from the cores that a peer's agent is stalled (the lead wires the event).
     pub agent_stalled_reports: u64,
     /// Hosts whose handled inputs are recorded, and the record.
@@ -824,7 +829,7 @@ impl Simulation {
     }
 
     /// The transport moved a segment: deliver what is now in order, or retransmit.
-    fn segment(&mut self, event: TcpEvent<Envelope>) {
+    fn segment(&mut self, event: TcpEvent<Payload>) {
         let Some(tcp) = self.tcp.as_mut() else {
             return;
         };
@@ -996,7 +1001,7 @@ impl Simulation {
                     Message::Records { .. } | Message::RecordsReply { .. }
                 );
                 if let Some(capture) = self.capture.as_mut() {
-                    capture.push((from, to, envelope.clone()));
+                    capture.push((from, to, (*envelope).clone()));
                 }
                 let remote = node_addr(from).ip();
                 let accepted = if self.cfg.wire_roundtrip {
@@ -1008,7 +1013,7 @@ impl Simulation {
                     core.handle_frame(self.now, remote, &frame).is_ok()
                 } else {
                     let core = self.nodes[to].node.as_mut().expect("alive");
-                    core.handle_message(self.now, remote, envelope).is_ok()
+                    core.handle_message(self.now, remote, *envelope).is_ok()
                 };
                 if !accepted {
                     self.traffic.rejected += 1;
@@ -1028,6 +1033,7 @@ impl Simulation {
     /// with `from`'s address as the transport's remote.
     pub fn inject(&mut self, from: usize, to: usize, envelope: Envelope) {
         let delay = self.network.latency(&mut self.rng, from, to);
+        let envelope = Box::new(envelope);
         self.schedule(self.now + delay, EventKind::Deliver { from, to, envelope });
     }
 
@@ -1247,6 +1253,7 @@ impl Simulation {
             self.traffic.unroutable += 1;
             return;
         };
+        let envelope = Box::new(envelope);
         if let Some(tcp) = self.tcp.as_mut() {
             let mut out = std::mem::take(&mut self.segments);
             // A full send buffer refuses the message (counted by the transport).
@@ -1838,7 +1845,7 @@ impl Simulation {
 }
 
 /// Moves the transport's scheduled segment events into the simulation's queue.
-fn push_segments(queue: &mut EventQueue<EventKind>, out: &mut Vec<(Time, TcpEvent<Envelope>)>) {
+fn push_segments(queue: &mut EventQueue<EventKind>, out: &mut Vec<(Time, TcpEvent<Payload>)>) {
     for (at, event) in out.drain(..) {
         queue.push(at, EventKind::Segment(event));
     }
