@@ -295,9 +295,12 @@ impl Reachability {
         self.reported_at(store, slot as usize)
     }
 
-    /// The incarnation reported reachable for the address of `slot`, if any.
-    pub(crate) fn reported_in(&self, store: &RecordStore, slot: u32) -> Option<NodeId> {
-        self.reported_at(store, slot as usize)
+    /// Whether some incarnation of the address of `slot` is reported reachable (the flag
+    /// alone: no read of the slot's address).
+    pub(crate) fn is_reported(&self, slot: u32) -> bool {
+        self.flags
+            .get(slot as usize)
+            .is_some_and(|flags| flags & REPORTED != 0)
     }
 
     /// Every reachable node, in slot order.
@@ -580,25 +583,30 @@ impl Reachability {
         i: usize,
         changes: &mut Vec<Change>,
     ) {
-        let before = self.reported_at(store, i);
-        if !self.seen(i) && before.is_none() {
+        // A slot in use keeps its address, so a reported id and the slot's current one
+        // differ only by epoch: the address is read only for a change to report.
+        let reported = self.flags[i] & REPORTED != 0;
+        if !self.seen(i) && !reported {
             return;
         }
-        let current = NodeId::new(store.slots()[i].addr(), store.vertices()[i].epoch);
+        let epoch = store.vertices()[i].epoch;
+        let id = |epoch| NodeId::new(store.slots()[i].addr(), epoch);
         if self.seen(i) {
             self.flags[i] &= !FADING;
-            if before != Some(current) {
-                match before {
-                    Some(old) => changes.push(Change::Unreachable(old)),
-                    None => self.count += 1,
+            if !reported || self.reported_epoch[i] != epoch {
+                if reported {
+                    changes.push(Change::Unreachable(id(self.reported_epoch[i])));
+                } else {
+                    self.count += 1;
                 }
-                changes.push(Change::Reachable(current));
+                changes.push(Change::Reachable(id(epoch)));
                 self.flags[i] |= REPORTED;
-                self.reported_epoch[i] = current.epoch;
+                self.reported_epoch[i] = epoch;
             }
-        } else if let Some(old) = before {
-            if old.epoch < current.epoch || (self.grace.is_zero() && !self.holding) {
-                changes.push(Change::Unreachable(old));
+        } else if reported {
+            let old = self.reported_epoch[i];
+            if old < epoch || (self.grace.is_zero() && !self.holding) {
+                changes.push(Change::Unreachable(id(old)));
                 self.flags[i] &= !REPORTED;
                 self.count -= 1;
                 self.flags[i] &= !FADING;

@@ -1041,12 +1041,7 @@ impl Node {
 
     /// [`Node::reports_reachable`] for the address of `slot`.
     fn reports_reachable_at(&self, slot: u32) -> bool {
-        slot == self.replication.self_slot
-            || self
-                .reach
-                .graph
-                .reported_in(&self.replication.store, slot)
-                .is_some()
+        slot == self.replication.self_slot || self.reach.graph.is_reported(slot)
     }
 
     /// Garbage collection (see [`crate::records`]): frees the slots whose address this
