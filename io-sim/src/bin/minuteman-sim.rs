@@ -385,10 +385,12 @@ fn back_the_heap_with_huge_pages() {
         if !allowed {
             return;
         }
-        let tunables = match current {
-            Some(t) if !t.is_empty() => format!("{}:{HUGE_PAGES_TUNABLE}", t.to_string_lossy()),
-            _ => HUGE_PAGES_TUNABLE.to_string(),
-        };
+        // Appended to what is set, kept as it is (not necessarily UTF-8).
+        let mut tunables = current.unwrap_or_default();
+        if !tunables.is_empty() {
+            tunables.push(":");
+        }
+        tunables.push(HUGE_PAGES_TUNABLE);
         // The binary's own path, so that the process keeps its name.
         let Ok(exe) = std::env::current_exe() else {
             return;
