@@ -227,7 +227,7 @@ impl Clients {
                 let phase = Duration::from_nanos(rng.random_range(0..interval.max(1)));
                 clients
                     .queue
-                    .push(start + phase, Step::Send { group: g, thread });
+                    .push_next(start + phase, Step::Send { group: g, thread });
             }
             let baseline = baseline.map(|setup| PreLashup::new(setup, &mut rng));
             clients.groups.push(ClientGroup {
@@ -309,7 +309,7 @@ impl Clients {
             };
             g.requests.push(request);
             self.queue
-                .push(now + self.cfg.interval, Step::Send { group, thread });
+                .push_next(now + self.cfg.interval, Step::Send { group, thread });
             return;
         };
         let conn = g.balancer.open(now, dest);
@@ -364,7 +364,7 @@ impl Clients {
             None => (deadline, failure),
         };
         if let Some(at) = connected {
-            self.queue.push(at, Step::Established { group, conn });
+            self.queue.push_next(at, Step::Established { group, conn });
         }
         if let Some(b) = g.baseline.as_mut() {
             // What conntrack shows the old minuteman: the reply, or the threshold passing.
@@ -374,7 +374,7 @@ impl Clients {
                 Some(at) if at - now < threshold => (at, Some(at - now)),
                 _ => (now + threshold, None),
             };
-            self.queue.push(
+            self.queue.push_next(
                 at,
                 Step::Observed {
                     group,
@@ -391,7 +391,7 @@ impl Clients {
             syns,
             outcome,
         };
-        self.queue.push(
+        self.queue.push_next(
             done,
             Step::Done {
                 group,
@@ -423,7 +423,7 @@ impl Clients {
         let next = (request.sent + self.cfg.interval).max(now);
         let thread = request.thread;
         g.requests.push(request);
-        self.queue.push(next, Step::Send { group, thread });
+        self.queue.push_next(next, Step::Send { group, thread });
     }
 }
 

@@ -14,6 +14,9 @@
 //!   multiplier in `[1 - link_spread, 1 + link_spread]`, derived from the run seed and
 //!   the pair, so some links are consistently slower.
 //!
+//! Under both, no packet takes less than [`NetConfig::min_one_way`] (20 µs by default),
+//! the simulator's lookahead.
+//!
 //! In both, every packet is independently lost with probability `loss` (on top of
 //! `background_loss`), and delayed by an extra uniform `[0, reorder_extra]` with
 //! probability `reorder`. Over datagrams ([`Network::transmit`], the ideal network) a
@@ -24,11 +27,10 @@
 //! Partitions: every node sits on a side (all on side 0 when healed); packets between
 //! sides are dropped. One-way blocks drop packets from `a` to `b` only.
 //!
-//! Invariant: every decision is drawn from the simulation's single ChaCha generator, in
-//! event order, so the same seed gives the same packets.
+//! Invariant: every decision is drawn from the generator the caller passes (the sending
+//! host's own stream in the simulator), so the same seed gives the same packets.
 
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -72,7 +74,7 @@ impl Default for PingmeshFit {
 
 impl PingmeshFit {
     /// One round-trip time, in nanoseconds.
-    pub fn sample_rtt_ns(&self, body: &LogNormal<f64>, rng: &mut ChaCha8Rng) -> f64 {
+    pub fn sample_rtt_ns(&self, body: &LogNormal<f64>, rng: &mut impl Rng) -> f64 {
         if rng.random_bool(self.tail_probability.clamp(0.0, 1.0)) {
             let lo = (self.tail_min.as_nanos() as f64).max(1.0).ln();
             let hi = (self.tail_max.as_nanos() as f64).max(1.0).ln();
@@ -107,6 +109,10 @@ pub struct NetConfig {
     pub duplicate: f64,
     pub reorder: f64,
     pub reorder_extra: Duration,
+    /// The least one-way latency of any packet (a floor under both models): the
+    /// simulator's lookahead. Hosts are independent of each other for this long, which
+    /// is what lets the simulator run them on several threads (see [`crate::sim`]).
+    pub min_one_way: Duration,
 }
 
 impl Default for NetConfig {
@@ -139,6 +145,7 @@ impl NetConfig {
             duplicate: 0.0,
             reorder: 0.0,
             reorder_extra: Duration::from_millis(2),
+            min_one_way: MIN_ONE_WAY,
         }
     }
 
@@ -173,6 +180,12 @@ impl NetConfig {
         1.0 - (1.0 - bg) * (1.0 - loss)
     }
 }
+
+/// The default floor of one-way latency: 20 µs, about the least a packet takes between
+/// two hosts through a top-of-rack switch (Pingmesh's lowest intra-rack round trips are
+/// about 40-50 µs). Under the Pingmesh fit about 0.4% of packets would be faster; under the
+/// LAN model fewer than 0.01%.
+pub const MIN_ONE_WAY: Duration = Duration::from_micros(20);
 
 /// Why a packet was not delivered.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -244,7 +257,7 @@ impl Network {
         1.0 + self.config.link_spread * (2.0 * unit - 1.0)
     }
 
-    fn one_latency(&self, rng: &mut ChaCha8Rng, factor: f64) -> Duration {
+    fn one_latency(&self, rng: &mut impl Rng, factor: f64) -> Duration {
         let mut nanos = match &self.config.latency_model {
             Latency::Lan => {
                 let mut nanos = self.latency.sample(rng) * factor;
@@ -258,20 +271,25 @@ impl Network {
         if rng.random_bool(self.config.reorder.clamp(0.0, 1.0)) {
             nanos += rng.random_range(0.0..=self.config.reorder_extra.as_nanos() as f64);
         }
-        Duration::from_nanos(nanos.max(1.0) as u64)
+        Duration::from_nanos(nanos.max(1.0) as u64).max(self.config.min_one_way)
+    }
+
+    /// The least one-way latency of any packet ([`NetConfig::min_one_way`], at least 1 ns).
+    pub fn min_one_way(&self) -> Duration {
+        self.config.min_one_way.max(Duration::from_nanos(1))
     }
 
     /// The one-way latency of one packet from `from` to `to` that gets through (no loss,
     /// no partition check): for traffic the simulator models outside the core, such as
     /// the clients' TCP segments.
-    pub fn latency(&self, rng: &mut ChaCha8Rng, from: usize, to: usize) -> Duration {
+    pub fn latency(&self, rng: &mut impl Rng, from: usize, to: usize) -> Duration {
         self.one_latency(rng, self.link_factor(from, to))
     }
 
     /// Decides the fate of one packet that is never duplicated (a TCP segment, a SYN):
     /// its one-way delay, or why it dropped. Loss is background and configured loss
     /// together.
-    pub fn packet(&self, rng: &mut ChaCha8Rng, from: usize, to: usize) -> Result<Duration, Drop> {
+    pub fn packet(&self, rng: &mut impl Rng, from: usize, to: usize) -> Result<Duration, Drop> {
         if !self.can_reach(from, to) {
             return Err(Drop::Partitioned);
         }
@@ -285,7 +303,7 @@ impl Network {
     /// delivered copies (one, or two if duplicated), or why it dropped.
     pub fn transmit(
         &self,
-        rng: &mut ChaCha8Rng,
+        rng: &mut impl Rng,
         from: usize,
         to: usize,
         delays: &mut Vec<Duration>,
@@ -315,6 +333,33 @@ impl Network {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn no_packet_is_faster_than_the_floor_under_either_model() {
+        for (config, binds) in [
+            (NetConfig::default(), true),
+            (NetConfig::lossy(0.01), true),
+            // The LAN body puts about 2e-7 of its packets below 20 µs: none in this sample.
+            (NetConfig::ideal(), false),
+        ] {
+            let floor = config.min_one_way;
+            assert_eq!(floor, MIN_ONE_WAY);
+            let net = Network::new(config, 2, 7);
+            let mut rng = ChaCha8Rng::seed_from_u64(1);
+            let mut fastest = Duration::MAX;
+            for _ in 0..200_000 {
+                if let Ok(d) = net.packet(&mut rng, 0, 1) {
+                    fastest = fastest.min(d);
+                }
+                fastest = fastest.min(net.latency(&mut rng, 1, 0));
+            }
+            assert!(fastest >= floor, "{fastest:?}");
+            if binds {
+                assert_eq!(fastest, floor, "the Pingmesh fit puts about 0.4% below it");
+            }
+        }
+    }
 
     #[test]
     fn ideal_latency_is_a_lan() {

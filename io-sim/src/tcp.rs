@@ -55,8 +55,9 @@
 
 use crate::network::{Drop, Network};
 use minuteman_core::Time;
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
@@ -107,11 +108,32 @@ pub struct Segment<P> {
     pub seq: u64,
     first_sent: Time,
     sent_at: Time,
+    /// When its retransmission timer fires if it is not accepted (armed at the send).
+    timer_at: Time,
     /// Retransmissions so far.
     pub attempt: u32,
     pub len: usize,
     /// `None` for the SYN.
     pub payload: Option<P>,
+}
+
+/// What the receiver's kernel tells the sender, one one-way delay after a segment arrived:
+/// rare (once per connection, or a refusal), so it travels as an event to the sender.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The sender of the segment answered (the host this event is for).
+    pub from: usize,
+    pub to: usize,
+    generation: u64,
+    kind: AnswerKind,
+}
+
+#[derive(Clone, Debug)]
+enum AnswerKind {
+    /// The SYN was accepted: the connection is open (with the handshake's RTT sample).
+    SynAck { sample: Option<Duration> },
+    /// Nothing listens at the receiver: the connection is reset.
+    Reset,
 }
 
 /// What the simulator schedules for the transport.
@@ -121,6 +143,44 @@ pub enum TcpEvent<P> {
     Arrive(Segment<P>),
     /// The sender's retransmission timer for the segment fires.
     Retransmit(Segment<P>),
+    /// The receiver's kernel's answer reaches the sender.
+    Answer(Answer),
+}
+
+impl<P> TcpEvent<P> {
+    /// The host whose state the event belongs to (the one it happens at).
+    pub fn host(&self) -> usize {
+        match self {
+            TcpEvent::Arrive(seg) => seg.to,
+            TcpEvent::Retransmit(seg) => seg.from,
+            TcpEvent::Answer(a) => a.from,
+        }
+    }
+}
+
+/// A data segment the receiver did not accept (its host was down or frozen, or its
+/// socket full), reported to the sender's half. Rare, and it schedules nothing, so it is
+/// not an event: the simulator hands it to the sender at its next window boundary, which
+/// comes before the ACK the sender would otherwise count on (the boundary is at most the
+/// least one-way latency after the arrival; the ACK takes a one-way latency back).
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// The sender of the data.
+    pub from: usize,
+    pub to: usize,
+    generation: u64,
+    seq: u64,
+}
+
+/// A data segment on the wire, as its sender counts it: accepted (its ACK back) at
+/// `ack_at` unless refused before.
+#[derive(Clone, Debug)]
+struct InFlight {
+    ack_at: Time,
+    seq: u64,
+    len: u32,
+    /// The RTT sample in nanoseconds, 0 for none (a retransmission: Karn).
+    sample_ns: u32,
 }
 
 /// The state of a host's kernel, as the transport needs it.
@@ -167,6 +227,23 @@ pub struct TcpStats {
     pub closed: u64,
 }
 
+impl TcpStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &TcpStats) {
+        self.connections_opened += other.connections_opened;
+        self.segments += other.segments;
+        self.retransmissions += other.retransmissions;
+        self.aborts += other.aborts;
+        self.discarded += other.discarded;
+        self.not_acked_frozen += other.not_acked_frozen;
+        self.zero_window += other.zero_window;
+        self.to_dead += other.to_dead;
+        self.send_buffer_full += other.send_buffer_full;
+        self.refused += other.refused;
+        self.closed += other.closed;
+    }
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
     Closed,
@@ -174,31 +251,29 @@ enum State {
     Established,
 }
 
-/// One direction: the sender's half and the receiver's half of one connection.
+/// The sender's half of one connection.
 #[derive(Debug)]
-struct Link<P> {
+struct TxHalf<P> {
     generation: u64,
     state: State,
     next_seq: u64,
     /// Data waiting for the handshake.
     waiting: VecDeque<(P, usize)>,
-    /// Bytes sent or waiting, not yet accepted by the receiver.
+    /// Bytes sent or waiting, not yet known to be accepted by the receiver.
     unaccepted: usize,
     srtt: Option<Duration>,
     rttvar: Duration,
     /// The application closed the connection (the core's `CloseLink`): the next message
     /// opens a new connection.
     closing: bool,
-    // The receiver's half.
-    rcv_next: u64,
-    out_of_order: BTreeMap<u64, (P, usize)>,
-    /// Bytes delivered into the receiving socket and not yet read by the process.
-    unread: usize,
+    /// Data segments on the wire, in transmission order, until their ACK is counted
+    /// (inline: a link rarely has more than one in flight when it sends again).
+    in_flight: SmallVec<[InFlight; 2]>,
 }
 
-impl<P> Link<P> {
-    fn new(generation: u64) -> Link<P> {
-        Link {
+impl<P> TxHalf<P> {
+    fn new(generation: u64) -> TxHalf<P> {
+        TxHalf {
             generation,
             state: State::Closed,
             next_seq: 1,
@@ -207,6 +282,67 @@ impl<P> Link<P> {
             srtt: None,
             rttvar: Duration::ZERO,
             closing: false,
+            in_flight: SmallVec::new(),
+        }
+    }
+
+    /// Counts the ACKs due by `now`, in order (cumulative, as TCP's are): the data no
+    /// longer counts against the send buffer, and a first transmission gives a sample.
+    fn settle(&mut self, now: Time) {
+        let due = self
+            .in_flight
+            .iter()
+            .take_while(|f| f.ack_at <= now)
+            .count();
+        if due == 0 {
+            return;
+        }
+        for k in 0..due {
+            let done = self.in_flight[k].clone();
+            self.unaccepted = self.unaccepted.saturating_sub(done.len as usize);
+            if done.sample_ns > 0 {
+                self.sample(Duration::from_nanos(u64::from(done.sample_ns)));
+            }
+        }
+        self.in_flight.drain(..due);
+    }
+
+    /// Starts the next generation: what waited for the handshake is discarded.
+    fn reset(&mut self, stats: &mut TcpStats) {
+        stats.discarded += self.waiting.len() as u64;
+        *self = TxHalf::new(self.generation + 1);
+    }
+
+    fn sample(&mut self, sample: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(sample);
+                self.rttvar = sample / 2;
+            }
+            Some(srtt) => {
+                let err = srtt.abs_diff(sample);
+                self.rttvar = (self.rttvar * 3 + err) / 4;
+                self.srtt = Some((srtt * 7 + sample) / 8);
+            }
+        }
+    }
+}
+
+/// The receiver's half of one connection.
+#[derive(Debug)]
+struct RxHalf<P> {
+    /// The newest connection (generation) seen from this sender.
+    generation: u64,
+    rcv_next: u64,
+    out_of_order: BTreeMap<u64, (P, usize)>,
+    /// Bytes delivered into the receiving socket and not yet read by the process.
+    unread: usize,
+}
+
+impl<P> RxHalf<P> {
+    fn new(generation: u64) -> RxHalf<P> {
+        RxHalf {
+            generation,
             rcv_next: 0,
             out_of_order: BTreeMap::new(),
             unread: 0,
@@ -217,147 +353,220 @@ impl<P> Link<P> {
         self.out_of_order.values().map(|(_, len)| len).sum()
     }
 
-    /// Starts the next generation: everything queued is discarded (counted in `stats`);
-    /// what the receiving socket already holds stays readable.
-    fn reset(&mut self, stats: &mut TcpStats) {
-        let discarded = self.waiting.len() + self.out_of_order.len();
-        stats.discarded += discarded as u64;
+    /// A newer connection from the same sender: what the old one held out of order is
+    /// discarded; what the socket already holds stays readable.
+    fn renew(&mut self, generation: u64, stats: &mut TcpStats) {
+        stats.discarded += self.out_of_order.len() as u64;
         let unread = self.unread;
-        *self = Link::new(self.generation + 1);
+        *self = RxHalf::new(generation);
         self.unread = unread;
     }
 }
 
-/// One sender's links. Invariant: `peers` is strictly increasing and `links[k]` is the
-/// connection to `peers[k]` (so iteration runs in receiver order).
+/// One host's halves of its connections with one side of each pair: a small table sorted
+/// by the peer. Invariant: `peers` is strictly increasing and `halves[k]` belongs to
+/// `peers[k]` (so iteration runs in peer order).
 #[derive(Debug)]
-struct Links<P> {
+pub struct Halves<H> {
     peers: Vec<u32>,
-    links: Vec<Link<P>>,
+    halves: Vec<H>,
 }
 
-impl<P> Links<P> {
-    fn new() -> Links<P> {
-        Links {
+impl<H> Default for Halves<H> {
+    fn default() -> Self {
+        Halves {
             peers: Vec::new(),
-            links: Vec::new(),
+            halves: Vec::new(),
         }
     }
+}
 
-    fn find(&self, to: usize) -> Result<usize, usize> {
-        let to = u32::try_from(to).expect("fewer than 2^32 hosts");
-        self.peers.binary_search(&to)
+impl<H> Halves<H> {
+    fn find(&self, peer: usize) -> Result<usize, usize> {
+        let peer = u32::try_from(peer).expect("fewer than 2^32 hosts");
+        self.peers.binary_search(&peer)
     }
 
-    fn get(&self, to: usize) -> Option<&Link<P>> {
-        self.find(to).ok().map(|k| &self.links[k])
+    fn get(&self, peer: usize) -> Option<&H> {
+        self.find(peer).ok().map(|k| &self.halves[k])
     }
 
-    fn get_mut(&mut self, to: usize) -> Option<&mut Link<P>> {
-        self.find(to).ok().map(|k| &mut self.links[k])
+    fn get_mut(&mut self, peer: usize) -> Option<&mut H> {
+        self.find(peer).ok().map(|k| &mut self.halves[k])
     }
 
-    /// The link to `to`, created (closed, generation 0) if there is none yet.
-    fn entry(&mut self, to: usize) -> &mut Link<P> {
-        let k = match self.find(to) {
+    /// The half for `peer`, created by `new` if there is none yet.
+    fn entry(&mut self, peer: usize, new: impl FnOnce() -> H) -> &mut H {
+        let k = match self.find(peer) {
             Ok(k) => k,
             Err(k) => {
-                self.peers.insert(k, to as u32);
-                self.links.insert(k, Link::new(0));
+                self.peers.insert(k, peer as u32);
+                self.halves.insert(k, new());
                 k
             }
         };
-        &mut self.links[k]
+        &mut self.halves[k]
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut H)> {
+        self.peers
+            .iter()
+            .map(|&p| p as usize)
+            .zip(self.halves.iter_mut())
     }
 }
 
-/// Every connection of a cluster.
+/// A host's end of the transport: the sending halves of its connections (by receiver) and
+/// the receiving halves (by sender). Each host owns its own; nothing here is touched by
+/// another host's events.
 #[derive(Debug)]
-pub struct Tcp<P> {
+pub struct Endpoint<P> {
+    tx: Halves<TxHalf<P>>,
+    rx: Halves<RxHalf<P>>,
+}
+
+impl<P> Default for Endpoint<P> {
+    fn default() -> Self {
+        Endpoint {
+            tx: Halves::default(),
+            rx: Halves::default(),
+        }
+    }
+}
+
+impl<P> Endpoint<P> {
+    /// The smoothed RTT of this host's connection to `to`, once sampled.
+    pub fn srtt(&self, to: usize) -> Option<Duration> {
+        self.tx.get(to).and_then(|l| l.srtt)
+    }
+
+    /// Bytes the process has not read yet from `from`.
+    pub fn unread(&self, from: usize) -> usize {
+        self.rx.get(from).map_or(0, |l| l.unread)
+    }
+
+    /// The process read `len` bytes that came from `from`.
+    pub fn consumed(&mut self, from: usize, len: usize) {
+        if let Some(half) = self.rx.get_mut(from) {
+            half.unread = half.unread.saturating_sub(len);
+        }
+    }
+
+    /// This host restarted: every connection it had, both ways, is gone. Its peers'
+    /// halves are reset by [`Endpoint::peer_restarted`].
+    pub fn restarted(&mut self, stats: &mut TcpStats) {
+        for (_, half) in self.tx.iter_mut() {
+            half.reset(stats);
+        }
+        for (_, half) in self.rx.iter_mut() {
+            // The sender's half moves to the next generation too (its peer_restarted):
+            // what is still on the wire from the old connection is discarded.
+            let generation = half.generation + 1;
+            half.renew(generation, stats);
+            half.unread = 0;
+        }
+    }
+
+    /// Host `h` restarted: this host's connection to it starts afresh, and what it had
+    /// sent here and was not read is gone.
+    pub fn peer_restarted(&mut self, h: usize, stats: &mut TcpStats) {
+        if let Some(half) = self.tx.get_mut(h) {
+            half.reset(stats);
+        }
+        if let Some(half) = self.rx.get_mut(h) {
+            let generation = half.generation + 1;
+            half.renew(generation, stats);
+            half.unread = 0;
+        }
+    }
+}
+
+/// The transport's rules and counters (one per simulator shard; the connection state
+/// lives in each host's [`Endpoint`]).
+#[derive(Debug)]
+pub struct Tcp {
     pub cfg: TcpConfig,
-    /// By sender, then receiver.
-    links: Vec<Links<P>>,
     pub stats: TcpStats,
 }
 
-impl<P> Tcp<P> {
-    pub fn new(cfg: TcpConfig, hosts: usize) -> Tcp<P> {
+impl Tcp {
+    pub fn new(cfg: TcpConfig) -> Tcp {
         Tcp {
             cfg,
-            links: (0..hosts).map(|_| Links::new()).collect(),
             stats: TcpStats::default(),
         }
     }
 
-    fn link(&mut self, from: usize, to: usize) -> &mut Link<P> {
-        self.links[from].entry(to)
-    }
-
-    /// The retransmission timeout of `from → to` now (before backoff).
-    pub fn rto(&self, from: usize, to: usize) -> Duration {
-        let Some(link) = self.links[from].get(to) else {
+    /// The retransmission timeout of `end`'s connection to `to` now (before backoff).
+    pub fn rto<P>(&self, end: &Endpoint<P>, to: usize) -> Duration {
+        let Some(half) = end.tx.get(to) else {
             return self.cfg.rto_initial;
         };
-        match link.srtt {
+        match half.srtt {
             None => self.cfg.rto_initial,
-            Some(srtt) => (srtt + (4 * link.rttvar).max(self.cfg.rto_min)).min(self.cfg.rto_max),
+            Some(srtt) => (srtt + (4 * half.rttvar).max(self.cfg.rto_min)).min(self.cfg.rto_max),
         }
     }
 
-    /// A summary of connection `from → to` (for debugging and tests).
-    pub fn link_info(&self, from: usize, to: usize) -> Option<String> {
-        let l = self.links[from].get(to)?;
+    /// A summary of the connection `from → to`, given both hosts' endpoints (debugging).
+    pub fn link_info<P>(
+        &self,
+        (from, sender): (usize, &Endpoint<P>),
+        (to, receiver): (usize, &Endpoint<P>),
+    ) -> Option<String> {
+        let l = sender.tx.get(to)?;
+        let r = receiver.rx.get(from);
         Some(format!(
-            "gen {} {:?} next_seq {} waiting {} unaccepted {} srtt {:?} rto {:?} | rcv_next {} held {:?} unread {}",
+            "gen {} {:?} next_seq {} waiting {} unaccepted {} srtt {:?} rto {:?} | gen {:?} rcv_next {:?} held {:?} unread {}",
             l.generation,
             l.state,
             l.next_seq,
             l.waiting.len(),
             l.unaccepted,
             l.srtt,
-            self.rto(from, to),
-            l.rcv_next,
-            l.out_of_order.keys().collect::<Vec<_>>(),
-            l.unread
+            self.rto(sender, to),
+            r.map(|r| r.generation),
+            r.map(|r| r.rcv_next),
+            r.map(|r| r.out_of_order.keys().collect::<Vec<_>>()),
+            receiver.unread(from)
         ))
     }
 
-    /// The smoothed RTT of `from → to`, once sampled.
-    pub fn srtt(&self, from: usize, to: usize) -> Option<Duration> {
-        self.links[from].get(to).and_then(|l| l.srtt)
-    }
-
-    /// The application on `from` writes `payload` (`len` bytes) to `to` at `at` (`at` may
-    /// lie ahead of the simulator's clock: the moment the sending process finishes).
-    pub fn send(
+    /// The application on `from` (whose endpoint is `end`) writes `payload` (`len` bytes)
+    /// to `to` at `at` (`at` may lie ahead of the simulator's clock: the moment the
+    /// sending process finishes).
+    #[allow(clippy::too_many_arguments)]
+    pub fn send<P>(
         &mut self,
         net: &Network,
-        rng: &mut ChaCha8Rng,
+        rng: &mut impl Rng,
         at: Time,
         (from, to): (usize, usize),
+        end: &mut Endpoint<P>,
         (payload, len): (P, usize),
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) -> Result<(), SendError> {
         let sndbuf = self.cfg.sndbuf;
-        let link = self.links[from].entry(to);
-        if link.closing {
+        let half = end.tx.entry(to, || TxHalf::new(0));
+        half.settle(at);
+        if half.closing {
             // The application closed this connection: the next message opens a new one.
             // What the old one still had unaccepted is abandoned (a real close would
             // keep retransmitting it in the background until the peer answers or the
             // user timeout; the cores close a link only once they gave up on it, or
             // after a DISCONNECT that left before this message).
-            link.reset(&mut self.stats);
+            half.reset(&mut self.stats);
         }
-        if link.unaccepted + len > sndbuf {
+        if half.unaccepted + len > sndbuf {
             self.stats.send_buffer_full += 1;
             return Err(SendError::BufferFull);
         }
-        link.unaccepted += len;
-        let generation = link.generation;
-        match link.state {
+        half.unaccepted += len;
+        let generation = half.generation;
+        match half.state {
             State::Closed => {
-                link.state = State::Connecting;
-                link.waiting.push_back((payload, len));
+                half.state = State::Connecting;
+                half.waiting.push_back((payload, len));
                 self.stats.connections_opened += 1;
                 let syn = Segment {
                     from,
@@ -366,16 +575,17 @@ impl<P> Tcp<P> {
                     seq: 0,
                     first_sent: at,
                     sent_at: at,
+                    timer_at: at,
                     attempt: 0,
                     len: 0,
                     payload: None,
                 };
-                self.transmit(net, rng, at, syn, out);
+                self.transmit(net, rng, at, end, syn, out);
             }
-            State::Connecting => link.waiting.push_back((payload, len)),
+            State::Connecting => half.waiting.push_back((payload, len)),
             State::Established => {
-                let seq = link.next_seq;
-                link.next_seq += 1;
+                let seq = half.next_seq;
+                half.next_seq += 1;
                 let seg = Segment {
                     from,
                     to,
@@ -383,42 +593,64 @@ impl<P> Tcp<P> {
                     seq,
                     first_sent: at,
                     sent_at: at,
+                    timer_at: at,
                     attempt: 0,
                     len,
                     payload: Some(payload),
                 };
-                self.transmit(net, rng, at, seg, out);
+                self.transmit(net, rng, at, end, seg, out);
             }
         }
         Ok(())
     }
 
-    /// One transmission of `seg` at `at`: it arrives, or its retransmission timer is set.
-    fn transmit(
+    /// One transmission of `seg` at `at` by its sender (`end`): it arrives, or its
+    /// retransmission timer is set. The timer is armed either way (`timer_at`), as a
+    /// kernel arms it at the send: a refusal at the receiver waits for it. Data that gets
+    /// through is counted accepted one round trip later, unless refused before.
+    fn transmit<P>(
         &mut self,
         net: &Network,
-        rng: &mut ChaCha8Rng,
+        rng: &mut impl Rng,
         at: Time,
+        end: &mut Endpoint<P>,
         mut seg: Segment<P>,
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) {
         self.stats.segments += 1;
         seg.sent_at = at;
+        if let Some(half) = end.tx.get_mut(seg.to) {
+            half.settle(at);
+        }
+        seg.timer_at = self.timer(end, &seg);
         match net.packet(rng, seg.from, seg.to) {
-            Ok(delay) => out.push((at + delay, TcpEvent::Arrive(seg))),
+            Ok(delay) => {
+                if seg.seq > 0 {
+                    if let Some(half) = end.tx.get_mut(seg.to) {
+                        let rtt = u32::try_from((2 * delay).as_nanos()).unwrap_or(u32::MAX);
+                        half.in_flight.push(InFlight {
+                            ack_at: at + 2 * delay,
+                            seq: seg.seq,
+                            len: u32::try_from(seg.len).unwrap_or(u32::MAX),
+                            sample_ns: if seg.attempt == 0 { rtt.max(1) } else { 0 },
+                        });
+                    }
+                }
+                out.push((at + delay, TcpEvent::Arrive(seg)));
+            }
             Err(Drop::Lost | Drop::Partitioned) => {
-                let when = self.timer(&seg);
+                let when = seg.timer_at;
                 out.push((when, TcpEvent::Retransmit(seg)));
             }
         }
     }
 
     /// When the retransmission timer of `seg` (as last transmitted) fires.
-    fn timer(&self, seg: &Segment<P>) -> Time {
+    fn timer<P>(&self, end: &Endpoint<P>, seg: &Segment<P>) -> Time {
         let base = if seg.seq == 0 {
             self.cfg.connect_retry
         } else {
-            self.rto(seg.from, seg.to)
+            self.rto(end, seg.to)
         };
         let backoff = base
             .checked_mul(1u32 << seg.attempt.min(20))
@@ -427,28 +659,29 @@ impl<P> Tcp<P> {
         (seg.sent_at + backoff).min(seg.first_sent + self.cfg.user_timeout)
     }
 
-    fn current(&mut self, seg: &Segment<P>) -> bool {
-        let live = self.links[seg.from]
-            .get(seg.to)
-            .is_some_and(|l| l.generation == seg.generation);
+    /// Whether `seg` belongs to the sender's current connection.
+    fn current<P>(&mut self, end: &Endpoint<P>, to: usize, generation: u64) -> bool {
+        let live = end.tx.get(to).is_some_and(|l| l.generation == generation);
         if !live {
             self.stats.discarded += 1;
         }
         live
     }
 
-    /// The retransmission timer of `seg` fired at `now`; `sender` is the sending host's
-    /// kernel. Retransmits, defers to the thaw, or aborts the connection.
-    pub fn on_retransmit(
+    /// The retransmission timer of `seg` fired at `now` on its sender (`end`, whose kernel
+    /// is `sender`). Retransmits, defers to the thaw, or aborts the connection.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_retransmit<P>(
         &mut self,
         net: &Network,
-        rng: &mut ChaCha8Rng,
+        rng: &mut impl Rng,
         now: Time,
         mut seg: Segment<P>,
+        end: &mut Endpoint<P>,
         sender: HostKernel,
         out: &mut Vec<(Time, TcpEvent<P>)>,
     ) {
-        if !self.current(&seg) {
+        if !self.current(end, seg.to, seg.generation) {
             return;
         }
         match sender {
@@ -463,43 +696,58 @@ impl<P> Tcp<P> {
             HostKernel::Up => {}
         }
         if now >= seg.first_sent + self.cfg.user_timeout {
-            self.abort(seg.from, seg.to);
+            self.stats.aborts += 1;
+            if let Some(half) = end.tx.get_mut(seg.to) {
+                half.reset(&mut self.stats);
+            }
             self.stats.discarded += 1;
             return;
         }
         seg.attempt += 1;
         self.stats.retransmissions += 1;
-        self.transmit(net, rng, now, seg, out);
+        self.transmit(net, rng, now, end, seg, out);
     }
 
-    /// `seg` reaches its receiver at `now`, whose kernel is `receiver`. Appends the
+    /// `seg` reaches its receiver (`end`, whose kernel is `receiver`) at `now`. Appends the
     /// payloads now deliverable to the receiving process to `delivered`, in order, with
-    /// their lengths.
+    /// their lengths. The sender counts accepted data as ACKed one round trip after it sent
+    /// it; it hears of a refused data segment through `refusals`, and of the SYN-ACK or a
+    /// reset through an [`Answer`] one one-way delay later; a refused segment goes back to
+    /// its sender's retransmission timer.
     #[allow(clippy::too_many_arguments)]
-    pub fn on_arrive(
+    pub fn on_arrive<P>(
         &mut self,
-        net: &Network,
-        rng: &mut ChaCha8Rng,
         now: Time,
         seg: Segment<P>,
+        end: &mut Endpoint<P>,
         receiver: HostKernel,
         out: &mut Vec<(Time, TcpEvent<P>)>,
         delivered: &mut Vec<(P, usize)>,
+        refusals: &mut Vec<Refusal>,
     ) {
         let (from, to) = (seg.from, seg.to);
-        let Some(link) = self.links[from]
-            .get_mut(to)
-            .filter(|l| l.generation == seg.generation)
-        else {
+        let one_way = now - seg.sent_at;
+        let half = end.rx.entry(from, || RxHalf::new(seg.generation));
+        if seg.generation < half.generation {
+            // A segment of a connection the sender has since replaced.
             self.stats.discarded += 1;
             return;
-        };
+        }
+        if seg.generation > half.generation {
+            half.renew(seg.generation, &mut self.stats);
+        }
         let refuse = match receiver {
             HostKernel::NoListener => {
                 // A reset: the connection and everything queued on it are gone.
                 self.stats.refused += 1;
                 self.stats.discarded += 1;
-                link.reset(&mut self.stats);
+                let answer = Answer {
+                    from,
+                    to,
+                    generation: seg.generation,
+                    kind: AnswerKind::Reset,
+                };
+                out.push((now + one_way, TcpEvent::Answer(answer)));
                 return;
             }
             HostKernel::Down => {
@@ -511,7 +759,7 @@ impl<P> Tcp<P> {
                 true
             }
             HostKernel::Up => {
-                let full = link.unread + link.held_bytes() + seg.len > self.cfg.rcvbuf;
+                let full = half.unread + half.held_bytes() + seg.len > self.cfg.rcvbuf;
                 if full {
                     self.stats.zero_window += 1;
                 }
@@ -519,124 +767,132 @@ impl<P> Tcp<P> {
             }
         };
         if refuse {
-            // Not ACKed: the sender's timer retransmits it.
-            let when = self.timer(&seg).max(now);
+            // Not ACKed: the sender's timer, armed at the send, retransmits it (no sooner
+            // than the sender could know: one delay back).
+            if seg.seq > 0 {
+                refusals.push(Refusal {
+                    from,
+                    to,
+                    generation: seg.generation,
+                    seq: seg.seq,
+                });
+            }
+            let when = seg.timer_at.max(now + one_way);
             out.push((when, TcpEvent::Retransmit(seg)));
             return;
         }
-        let one_way = now - seg.sent_at;
-        link.unaccepted = link.unaccepted.saturating_sub(seg.len);
-        if seg.attempt == 0 {
-            let sample = 2 * one_way;
-            match link.srtt {
-                None => {
-                    link.srtt = Some(sample);
-                    link.rttvar = sample / 2;
-                }
-                Some(srtt) => {
-                    let err = srtt.abs_diff(sample);
-                    link.rttvar = (link.rttvar * 3 + err) / 4;
-                    link.srtt = Some((srtt * 7 + sample) / 8);
-                }
-            }
-        }
         if seg.seq == 0 {
+            let sample = (seg.attempt == 0).then_some(2 * one_way);
             // SYN: the receiver's half opens; the sender hears the SYN-ACK one delay later
             // and sends what waited.
-            link.rcv_next = 1;
-            link.state = State::Established;
-            let established = now + one_way;
-            let waiting = std::mem::take(&mut link.waiting);
-            let generation = link.generation;
-            for (payload, len) in waiting {
-                let link = self.link(from, to);
-                let seq = link.next_seq;
-                link.next_seq += 1;
-                let seg = Segment {
-                    from,
-                    to,
-                    generation,
-                    seq,
-                    first_sent: established,
-                    sent_at: established,
-                    attempt: 0,
-                    len,
-                    payload: Some(payload),
-                };
-                self.transmit(net, rng, established, seg, out);
-            }
+            half.rcv_next = half.rcv_next.max(1);
+            let answer = Answer {
+                from,
+                to,
+                generation: seg.generation,
+                kind: AnswerKind::SynAck { sample },
+            };
+            out.push((now + one_way, TcpEvent::Answer(answer)));
             return;
         }
         let Some(payload) = seg.payload else {
             return;
         };
-        if seg.seq < link.rcv_next {
+        if seg.seq < half.rcv_next {
             return;
         }
-        if seg.seq == link.rcv_next && link.out_of_order.is_empty() {
+        if seg.seq == half.rcv_next && half.out_of_order.is_empty() {
             // In order with nothing held: straight into the socket.
-            link.rcv_next += 1;
-            link.unread += seg.len;
+            half.rcv_next += 1;
+            half.unread += seg.len;
             delivered.push((payload, seg.len));
             return;
         }
-        link.out_of_order.insert(seg.seq, (payload, seg.len));
-        while let Some(entry) = link.out_of_order.remove(&link.rcv_next) {
-            link.rcv_next += 1;
-            link.unread += entry.1;
+        half.out_of_order.insert(seg.seq, (payload, seg.len));
+        while let Some(entry) = half.out_of_order.remove(&half.rcv_next) {
+            half.rcv_next += 1;
+            half.unread += entry.1;
             delivered.push(entry);
         }
     }
 
-    /// The process on `to` read `len` bytes that came from `from`.
-    pub fn consumed(&mut self, from: usize, to: usize, len: usize) {
-        if let Some(link) = self.links[from].get_mut(to) {
-            link.unread = link.unread.saturating_sub(len);
+    /// The receiver's answer reaches the sender (`end`) at `now`: a SYN-ACK sends what
+    /// waited for the handshake, a reset drops the connection.
+    pub fn on_answer<P>(
+        &mut self,
+        net: &Network,
+        rng: &mut impl Rng,
+        now: Time,
+        answer: Answer,
+        end: &mut Endpoint<P>,
+        out: &mut Vec<(Time, TcpEvent<P>)>,
+    ) {
+        let Answer {
+            from,
+            to,
+            generation,
+            kind,
+        } = answer;
+        let Some(half) = end.tx.get_mut(to).filter(|h| h.generation == generation) else {
+            self.stats.discarded += 1;
+            return;
+        };
+        match kind {
+            AnswerKind::Reset => half.reset(&mut self.stats),
+            AnswerKind::SynAck { sample } => {
+                if let Some(sample) = sample {
+                    half.sample(sample);
+                }
+                if half.state != State::Connecting {
+                    return;
+                }
+                half.state = State::Established;
+                let waiting = std::mem::take(&mut half.waiting);
+                for (payload, len) in waiting {
+                    let half = end.tx.entry(to, || TxHalf::new(generation));
+                    let seq = half.next_seq;
+                    half.next_seq += 1;
+                    let seg = Segment {
+                        from,
+                        to,
+                        generation,
+                        seq,
+                        first_sent: now,
+                        sent_at: now,
+                        timer_at: now,
+                        attempt: 0,
+                        len,
+                        payload: Some(payload),
+                    };
+                    self.transmit(net, rng, now, end, seg, out);
+                }
+            }
         }
     }
 
-    /// Bytes the process on `to` has not read yet from `from`.
-    pub fn unread(&self, from: usize, to: usize) -> usize {
-        self.links[from].get(to).map_or(0, |l| l.unread)
-    }
-
-    /// Aborts `from → to`: everything queued is discarded, the next message reconnects.
-    fn abort(&mut self, from: usize, to: usize) {
-        self.stats.aborts += 1;
-        self.reset(from, to);
-    }
-
-    fn reset(&mut self, from: usize, to: usize) {
-        if let Some(link) = self.links[from].get_mut(to) {
-            link.reset(&mut self.stats);
+    /// The sender (`end`) hears that the receiver refused a data segment: it stays
+    /// unaccepted, and gives no sample (its retransmission is on its way).
+    pub fn on_refused<P>(&mut self, refusal: &Refusal, end: &mut Endpoint<P>) {
+        let Some(half) = end
+            .tx
+            .get_mut(refusal.to)
+            .filter(|h| h.generation == refusal.generation)
+        else {
+            return;
+        };
+        if let Some(k) = half.in_flight.iter().position(|f| f.seq == refusal.seq) {
+            half.in_flight.remove(k);
         }
     }
 
-    /// The application on `from` closed its connection to `to` (after a core dropped the
-    /// link): segments already sent still arrive, and the next message opens a new
-    /// connection instead of queueing behind a connection that may be stuck.
-    pub fn close(&mut self, from: usize, to: usize) {
-        if let Some(link) = self.links[from].get_mut(to) {
-            if !matches!(link.state, State::Closed) {
-                link.closing = true;
+    /// The application on the host of `end` closed its connection to `to` (after a core
+    /// dropped the link): segments already sent still arrive, and the next message opens
+    /// a new connection instead of queueing behind a connection that may be stuck.
+    pub fn close<P>(&mut self, end: &mut Endpoint<P>, to: usize) {
+        if let Some(half) = end.tx.get_mut(to) {
+            if !matches!(half.state, State::Closed) {
+                half.closing = true;
                 self.stats.closed += 1;
-            }
-        }
-    }
-
-    /// Host `h` restarted: every connection from and to it starts afresh.
-    pub fn reset_host(&mut self, h: usize) {
-        let peers: Vec<usize> = self.links[h].peers.iter().map(|&p| p as usize).collect();
-        for to in peers {
-            self.reset(h, to);
-            if let Some(link) = self.links[h].get_mut(to) {
-                link.unread = 0;
-            }
-        }
-        for from in 0..self.links.len() {
-            self.reset(from, h);
-            if let Some(link) = self.links[from].get_mut(h) {
-                link.unread = 0;
             }
         }
     }
@@ -648,12 +904,15 @@ mod tests {
     use crate::network::NetConfig;
     use crate::queue::EventQueue;
     use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
-    /// Drives the transport of a two-host network; records what host 1 receives.
+    /// Drives the transport of a two-host network; records what host 1 receives. Refusals
+    /// reach the sender at once (the simulator hands them over at its next window).
     struct Bench {
         net: Network,
         rng: ChaCha8Rng,
-        tcp: Tcp<u32>,
+        tcp: Tcp,
+        ends: [Endpoint<u32>; 2],
         queue: EventQueue<TcpEvent<u32>>,
         received: Vec<(Time, u32)>,
         retransmitted_at: Vec<Time>,
@@ -667,7 +926,8 @@ mod tests {
             Bench {
                 net: Network::new(NetConfig::default(), 2, 7),
                 rng: ChaCha8Rng::seed_from_u64(5),
-                tcp: Tcp::new(TcpConfig::default(), 2),
+                tcp: Tcp::new(TcpConfig::default()),
+                ends: [Endpoint::default(), Endpoint::default()],
                 queue: EventQueue::new(),
                 received: Vec::new(),
                 retransmitted_at: Vec::new(),
@@ -683,6 +943,7 @@ mod tests {
                     &mut self.rng,
                     at,
                     (0, 1),
+                    &mut self.ends[0],
                     (payload, 100),
                     &mut self.out,
                 )
@@ -692,8 +953,12 @@ mod tests {
 
         fn flush(&mut self) {
             for (at, ev) in self.out.drain(..) {
-                self.queue.push(at, ev);
+                self.queue.push_next(at, ev);
             }
+        }
+
+        fn srtt(&self) -> Option<Duration> {
+            self.ends[0].srtt(1)
         }
 
         fn run_until(&mut self, until: Time) {
@@ -705,17 +970,21 @@ mod tests {
                             _ => HostKernel::Up,
                         };
                         let mut got = Vec::new();
+                        let mut refusals = Vec::new();
                         self.tcp.on_arrive(
-                            &self.net,
-                            &mut self.rng,
                             now,
                             seg,
+                            &mut self.ends[1],
                             receiver,
                             &mut self.out,
                             &mut got,
+                            &mut refusals,
                         );
+                        for refusal in &refusals {
+                            self.tcp.on_refused(refusal, &mut self.ends[0]);
+                        }
                         for (p, len) in got {
-                            self.tcp.consumed(0, 1, len);
+                            self.ends[1].consumed(0, len);
                             self.received.push((now, p));
                         }
                     }
@@ -728,10 +997,19 @@ mod tests {
                             &mut self.rng,
                             now,
                             seg,
+                            &mut self.ends[0],
                             HostKernel::Up,
                             &mut self.out,
                         );
                     }
+                    TcpEvent::Answer(answer) => self.tcp.on_answer(
+                        &self.net,
+                        &mut self.rng,
+                        now,
+                        answer,
+                        &mut self.ends[0],
+                        &mut self.out,
+                    ),
                 }
                 self.flush();
             }
@@ -774,9 +1052,9 @@ mod tests {
             b.send(ms(i * 10), i as u32);
         }
         b.run_until(ms(500));
-        let srtt = b.tcp.srtt(0, 1).expect("sampled");
+        let srtt = b.srtt().expect("sampled");
         assert!(srtt < Duration::from_millis(5), "{srtt:?}");
-        let rto = b.tcp.rto(0, 1);
+        let rto = b.tcp.rto(&b.ends[0], 1);
         assert!(
             rto >= Duration::from_millis(200) && rto < Duration::from_millis(220),
             "{rto:?}"
