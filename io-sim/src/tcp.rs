@@ -3,20 +3,29 @@
 //!
 //! Model (one message = one segment; messages are far below an MSS except large records,
 //! and a message is what the core hands over as a unit):
+//! - each host keeps its own ends of its connections ([`Endpoint`]: the sending halves by
+//!   receiver, the receiving halves by sender), and nothing here touches another host's
+//!   end: the receiver's kernel answers the sender by an event one one-way delay later
+//!   (the SYN-ACK, a reset), and the simulator hands a refusal to the sender at its next
+//!   window boundary (see [`crate::sim`]);
 //! - a connection opens on the first message: a SYN (sequence 0) goes out, and data
 //!   waits until it arrives; the sender learns of it one more one-way delay later (the
 //!   SYN-ACK takes the SYN's delay back; a lost SYN-ACK is not modelled) and sends the
 //!   waiting data then;
+//! - the sender counts data as accepted (ACKed) one round trip after it sent it, in order,
+//!   unless the receiver refused it: that frees its room in the send buffer and gives the
+//!   RTT sample;
 //! - every segment is lost or delayed like a packet ([`Network::packet`]); a segment that
 //!   was lost, partitioned, or arrived at a frozen host (not ACKed) or into a full receive
-//!   buffer (zero window) is retransmitted by the sender's timer: `rto × 2^k` after its
-//!   k-th transmission (k = 0, 1, ...), capped at `rto_max`. A SYN uses `connect_retry`
+//!   buffer (zero window) is retransmitted by the sender's timer, armed when it was sent:
+//!   `rto × 2^k` after its k-th transmission (k = 0, 1, ...), capped at `rto_max`. A SYN uses `connect_retry`
 //!   (250 ms: the shell's connect timeout, after which it connects again; Linux alone
 //!   would wait for its 1 s `TCP_TIMEOUT_INIT`) as its base, data the RTO from the RTT
 //!   samples;
 //! - the RTO follows Linux: `srtt + max(4·rttvar, rto_min)` (Linux keeps its `rttvar` at
-//!   least `tcp_rto_min`, 200 ms), from samples taken on segments transmitted once
-//!   (Karn); the sample is the segment's one-way delay doubled (the ACK is not drawn);
+//!   least `tcp_rto_min`, 200 ms), from samples taken on segments transmitted once and
+//!   accepted (Karn); the sample is the segment's one-way delay doubled (the ACK is not
+//!   drawn);
 //!   before the first sample the RTO is `rto_initial`;
 //! - the receiver delivers in sequence order: a segment that arrives after a gap waits
 //!   (SACK keeps it: only the missing one is retransmitted) and everything behind a lost
@@ -25,8 +34,10 @@
 //! - `user_timeout` (Linux `TCP_USER_TIMEOUT`, 5 s): a segment still not accepted that
 //!   long after its first transmission aborts the connection (the retransmission timer
 //!   is clamped to fire then, as Linux does). Everything queued on it, in flight or
-//!   waiting, is discarded, the receiver forgets its half, and the next message opens a
-//!   new connection with a new SYN;
+//!   waiting, is discarded, and the next message opens a new connection with a new SYN
+//!   (the receiver's half starts afresh when the newer connection's first segment
+//!   arrives; segments of the old one still on the wire are accepted until then, as the
+//!   old socket would);
 //! - a crashed receiver accepts nothing: segments vanish and the sender retransmits until
 //!   the user timeout. A crashed sender retransmits nothing more (segments already on the
 //!   wire still arrive). A restarted host starts afresh: every connection from and to it
@@ -45,13 +56,13 @@
 //! fit is refused and counted: what a non-blocking write into a full send buffer does),
 //! which bounds the segments in flight, waiting and held out of order; the receiver's
 //! socket holds at most `rcvbuf` bytes unread (beyond, segments are not ACKed, as with a
-//! closed window). Each sender keeps its links in a small table sorted by receiver
-//! (`Links`: a lookup is a binary search over a few dozen contiguous indices, where an
-//! ordered map touched a large node per level), so iteration is deterministic.
+//! closed window). Each end keeps its halves in a small table sorted by peer (`Halves`: a
+//! lookup is a binary search over a few dozen contiguous indices, where an ordered map
+//! touched a large node per level), so iteration is deterministic.
 //!
 //! Invariants: per connection, payloads reach the receiver in the order they were sent,
-//! each at most once; the connection's generation tags every segment, and a segment of
-//! an older generation is discarded wherever it turns up.
+//! each at most once; the connection's generation tags every segment, and a segment of a
+//! generation older than the end's current one is discarded wherever it turns up.
 
 use crate::network::{Drop, Network};
 use minuteman_core::Time;

@@ -1,7 +1,28 @@
 //! `minuteman-sim`: run simulated minuteman clusters and report how they heal.
 
+/// The simulator's allocator: jemalloc, since a run on several threads frees on one thread
+/// what another allocated (every message crosses from its sender's shard to its
+/// receiver's). glibc's arenas made each such free slow: `membership --nodes 1000 --seed 1
+/// --threads 2` took 12.7 s on glibc, 11.2 s on jemalloc. Blocks of 32 KiB and more (the
+/// per-host arrays that grow as a node learns the cluster) come from jemalloc's oversize
+/// arena, which returns them to the system when freed, as glibc did with its mmap
+/// threshold: `--nodes 2600 --duration 1s --threads 2` peaked at 1.34 GB without it,
+/// 1.14 GB with it (glibc: 1.17 GB), for 29.7 against 33.4 s. The agent has its own
+/// (`io-linux/src/allocator.rs`); `_RJEM_MALLOC_CONF` overrides this configuration.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A C string pointer that jemalloc reads as its compiled-in configuration.
+#[repr(transparent)]
+pub struct ConfString(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a static, immutable, NUL-terminated string.
+unsafe impl Sync for ConfString {}
+
+/// jemalloc's compiled-in options (`malloc_conf`, under the `_rjem_` prefix the crate
+/// builds jemalloc with).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: ConfString = ConfString(c"oversize_threshold:32768".as_ptr());
 
 use clap::{Parser, Subcommand};
 use minuteman_sim::{
@@ -351,8 +372,6 @@ struct ScaleArgs {
 }
 
 fn main() -> ExitCode {
-    back_the_heap_with_huge_pages();
-    map_large_blocks_apart();
     let cli = Cli::parse();
     match cli.command {
         Command::Paper(args) => paper(args),
@@ -360,88 +379,6 @@ fn main() -> ExitCode {
         Command::Services(args) => services(args),
         Command::Scale(args) => scale(args),
         Command::Swarm(args) => swarm(args),
-    }
-}
-
-/// The glibc tunable that has malloc ask for transparent huge pages (`madvise`) on its heap.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb=1";
-
-/// Starts the simulator again with glibc's heap on transparent huge pages, unless the
-/// environment already says what glibc should do about them (glibc only; it reads its
-/// tunables when a process starts, so setting one takes a new start, done by `exec`ing
-/// this binary again with the same arguments; if that fails, for instance because the
-/// binary was replaced while it ran, the run goes on as it is).
-///
-/// A large simulation reads its nodes' state at random: at 1,000 nodes about 200 MiB,
-/// one cache miss into another node's tables per message. On 4 KiB pages almost every
-/// such miss misses the TLB as well, and a page walk in a virtual machine is itself a
-/// chain of misses. Measured on the 2-core machine, `membership --nodes 2600 --duration
-/// 1s --seed 1`: 62.8 s of wall on 4 KiB pages, 54.5 s on huge pages, peak RSS 1.09 and
-/// 1.13 GiB. Only where the host allows huge pages on request (`madvise` or `always` in
-/// `/sys/kernel/mm/transparent_hugepage/enabled`); results do not depend on it (same trace
-/// hashes). A real host runs one node; the agent does not do this.
-fn back_the_heap_with_huge_pages() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        use std::os::unix::process::CommandExt;
-        let current = std::env::var_os("GLIBC_TUNABLES");
-        if current
-            .as_ref()
-            .is_some_and(|t| t.to_string_lossy().contains("glibc.malloc.hugetlb"))
-        {
-            return;
-        }
-        let allowed = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-            .is_ok_and(|mode| mode.contains("[madvise]") || mode.contains("[always]"));
-        if !allowed {
-            return;
-        }
-        // Appended to what is set, kept as it is (not necessarily UTF-8).
-        let mut tunables = current.unwrap_or_default();
-        if !tunables.is_empty() {
-            tunables.push(":");
-        }
-        tunables.push(HUGE_PAGES_TUNABLE);
-        // The binary's own path, so that the process keeps its name.
-        let Ok(exe) = std::env::current_exe() else {
-            return;
-        };
-        let mut args = std::env::args_os();
-        let arg0 = args.next().unwrap_or_default();
-        // Returns only if the new start failed.
-        let error = std::process::Command::new(exe)
-            .arg0(arg0)
-            .args(args)
-            .env("GLIBC_TUNABLES", tunables)
-            .exec();
-        eprintln!("note: running without huge pages ({error})");
-    }
-}
-
-/// Blocks from this size up are mapped on their own, not carved from the heap.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 32 * 1024;
-
-/// Has the C allocator map every block of [`MMAP_THRESHOLD`] or more on its own (glibc only).
-///
-/// A simulated cluster is thousands of nodes in one process, each with a dozen arrays of
-/// one entry per known host that grow (by doubling) as hosts are learned, all at once in a
-/// cold start. Carved from the heap, the unused half of each array is memory the heap
-/// handed out before, so it is resident, and every growth leaves a hole of the old size
-/// behind. Mapped apart, the room an array has not used yet is never touched (not
-/// resident), a growth is a remap (no copy) and a freed array goes back to the system.
-/// glibc raises its threshold on its own after the first large block is freed (to as
-/// much as 32 MiB), which put the arrays back on the heap; setting it fixes it. Peak RSS
-/// of `membership --nodes 2600 --duration 1s --seed 1`: 1.69 GiB on the heap, 1.53 GiB
-/// mapped apart. A real host runs one node, for which this does not matter; the agent does
-/// not do it.
-fn map_large_blocks_apart() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `mallopt` only sets an allocator parameter, before anything is allocated
-    // beyond the runtime's start-up; it returns 0 on failure, which leaves the default.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
