@@ -464,6 +464,12 @@ pub struct RecordsConfig {
     /// How new versions spread over the active views (see [`Broadcast`]). Default
     /// [`Broadcast::Flood`].
     pub broadcast: Broadcast,
+    /// Room to reserve at the start for this many hosts' records and reachability (at
+    /// most `max_records`; 0, the default: grow as hosts are learned). Changes nothing
+    /// but allocation: a node that knows the cluster's size spares the copies of arrays
+    /// that double as it learns it (the simulator, which runs thousands of nodes in one
+    /// process, sets it).
+    pub expected_hosts: usize,
     /// With [`Broadcast::Tree`]: how long announcements wait before they go to the lazy
     /// links, so that one IHAVE message carries a burst of versions, a newer version of an
     /// origin replaces the older one queued, and a neighbour that shows it holds a version
@@ -522,6 +528,7 @@ impl Default for RecordsConfig {
             coalesce_additions: Duration::from_millis(200),
             gc_horizon: Duration::from_secs(600),
             broadcast: Broadcast::Flood,
+            expected_hosts: 0,
             lazy_delay: Duration::from_millis(10),
             graft_timeout: Duration::from_millis(15),
             announcement_hold: Duration::from_millis(100),

@@ -467,6 +467,17 @@ impl Reachability {
         self.give_back_scratch();
     }
 
+    /// Reserves room for `n` slots at once (the per-slot vectors grow no further until
+    /// then).
+    pub fn reserve(&mut self, n: usize) {
+        reserve_to(&mut self.flags, n);
+        reserve_to(&mut self.parent, n);
+        reserve_to(&mut self.first_child, n);
+        reserve_to(&mut self.next_sibling, n);
+        reserve_to(&mut self.reported_epoch, n);
+        reserve_to(&mut self.since, n);
+    }
+
     /// Sizes the per-slot vectors for `n` slots (new slots unreached).
     fn grow(&mut self, n: usize) {
         // Room for the next power of two at once: `resize` alone grows to twice the

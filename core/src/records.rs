@@ -645,6 +645,18 @@ impl RecordStore {
         }
     }
 
+    /// Reserves room for `hosts` slots at once (their tables grow no further until then).
+    pub fn reserve(&mut self, hosts: usize) {
+        let more = hosts.saturating_sub(self.slots.len());
+        self.slots.reserve_exact(more);
+        self.vertices.reserve_exact(more);
+        self.incoming.reserve_exact(more);
+        self.touched_mark.reserve_exact(more);
+        self.is_free.reserve_exact(more);
+        let slots = &self.slots;
+        self.index.reserve(more, |s| slots[s as usize].addr());
+    }
+
     /// Bounds the (VIP, backend) pairs of a stored record (a delta must not grow a peer's
     /// set past what a full record may hold).
     pub fn set_max_backends(&mut self, max: usize) {

@@ -56,6 +56,11 @@ impl SlotIndex {
             .insert_unique(hash(addr), slot, |&s| hash(&addr_of(s)));
     }
 
+    /// Makes room for `more` addresses beyond those indexed.
+    pub(crate) fn reserve(&mut self, more: usize, addr_of: impl Fn(u32) -> SocketAddr) {
+        self.table.reserve(more, |&s| hash(&addr_of(s)));
+    }
+
     /// Forgets `addr` (before its slot holds another address).
     pub(crate) fn remove(&mut self, addr: &SocketAddr, addr_of: impl Fn(u32) -> SocketAddr) {
         if let Ok(entry) = self

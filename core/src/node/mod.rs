@@ -235,7 +235,10 @@ impl Node {
             cfg.limits.clone(),
             next_anti_entropy,
         );
-        let reach = Reach::new(cfg.reachability.grace, cfg.reachability.recompute_interval);
+        let mut reach = Reach::new(cfg.reachability.grace, cfg.reachability.recompute_interval);
+        reach
+            .graph
+            .reserve(cfg.records.expected_hosts.min(cfg.records.max_records));
         let mut node = Node {
             io,
             views,

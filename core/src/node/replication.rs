@@ -156,6 +156,7 @@ impl Replication {
         next_anti_entropy: Time,
     ) -> Replication {
         let mut store = RecordStore::new(cfg.max_records);
+        store.reserve(cfg.expected_hosts.min(cfg.max_records));
         store.set_max_backends(limits.max_record_backends);
         store.set_max_stored_backends(cfg.max_stored_backends);
         store.set_max_adjacency(limits.max_adjacency);

@@ -3,26 +3,14 @@
 /// The simulator's allocator: jemalloc, since a run on several threads frees on one thread
 /// what another allocated (every message crosses from its sender's shard to its
 /// receiver's). glibc's arenas made each such free slow: `membership --nodes 1000 --seed 1
-/// --threads 2` took 12.7 s on glibc, 11.2 s on jemalloc. Blocks of 32 KiB and more (the
-/// per-host arrays that grow as a node learns the cluster) come from jemalloc's oversize
-/// arena, which returns them to the system when freed, as glibc did with its mmap
-/// threshold: `--nodes 2600 --duration 1s --threads 2` peaked at 1.34 GB without it,
-/// 1.14 GB with it (glibc: 1.17 GB), for 29.7 against 33.4 s. The agent has its own
-/// (`io-linux/src/allocator.rs`); `_RJEM_MALLOC_CONF` overrides this configuration.
+/// --threads 2` took 12.7 s on glibc, 11.2 s on jemalloc. Its defaults keep freed memory
+/// for a while, which the arrays that double as a node learns the cluster turned into
+/// peak memory (5,000 nodes: 4.56 GiB); the nodes now reserve room for every host at once
+/// (`records.expected_hosts`), and `--nodes 2600 --duration 1s --threads 2` peaks at
+/// 1.09 GB (glibc with its mmap threshold at 32 KiB: 1.17 GB). The agent has its own
+/// allocator setup (`io-linux/src/allocator.rs`).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// A C string pointer that jemalloc reads as its compiled-in configuration.
-#[repr(transparent)]
-pub struct ConfString(*const std::ffi::c_char);
-
-// SAFETY: the pointer is to a static, immutable, NUL-terminated string.
-unsafe impl Sync for ConfString {}
-
-/// jemalloc's compiled-in options (`malloc_conf`, under the `_rjem_` prefix the crate
-/// builds jemalloc with).
-#[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: ConfString = ConfString(c"oversize_threshold:32768".as_ptr());
 
 use clap::{Parser, Subcommand};
 use minuteman_sim::{

@@ -850,6 +850,8 @@ impl Ctx<'_> {
         let seed = self.n(i).rng.random();
         let mut config = Config::new(id, self.common.contacts.clone(), seed, auth);
         config.records.broadcast = self.cfg().broadcast;
+        // Every node learns every host: room for all of them at once.
+        config.records.expected_hosts = self.cfg().nodes;
         (self.cfg().tune)(&mut config);
         if let Some(horizon) = self.cfg().gc_horizon {
             config.records.gc_horizon = horizon;
