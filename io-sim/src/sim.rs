@@ -135,7 +135,8 @@ pub struct ClusterConfig {
     /// Every node's `records.broadcast` (set before `tune`).
     pub broadcast: Broadcast,
     /// Threads that run the hosts (each a shard of them). The results are the same for
-    /// any number: only the wall time changes. A run with services uses one.
+    /// any number: only the wall time changes. A run with services, or with
+    /// `wire_roundtrip`, uses one.
     pub threads: usize,
 }
 
@@ -433,7 +434,10 @@ impl Simulation {
         let network = Network::new(cfg.net.clone(), cfg.nodes, link_salt);
         let contacts: Vec<SocketAddr> = (0..cfg.contacts).map(node_addr).collect();
         let instant_hosts = cfg.instant_hosts();
-        let shards = cfg.threads.clamp(1, cfg.nodes.max(1));
+        // A wire round trip seals a message with its sender's keys, read at the receiver:
+        // one shard, where every host is at hand.
+        let threads = if cfg.wire_roundtrip { 1 } else { cfg.threads };
+        let shards = threads.clamp(1, cfg.nodes.max(1));
         let bounds: Vec<usize> = (0..=shards).map(|s| s * cfg.nodes / shards).collect();
         let tcp = cfg.net.tcp.clone();
         let mut index = HashMap::new();

@@ -544,14 +544,15 @@ impl Tcp {
     }
 
     /// The application on `from` (whose endpoint is `end`) writes `payload` (`len` bytes)
-    /// to `to` at `at` (`at` may lie ahead of the simulator's clock: the moment the
-    /// sending process finishes).
+    /// to `to` at `at`, now or ahead of the simulator's clock `now` (the moment the
+    /// sending process finishes). What the sender knows is what it knows `now`: ACKs due
+    /// by then (a refusal of an earlier segment is always known by its ACK's time).
     #[allow(clippy::too_many_arguments)]
     pub fn send<P>(
         &mut self,
         net: &Network,
         rng: &mut impl Rng,
-        at: Time,
+        (now, at): (Time, Time),
         (from, to): (usize, usize),
         end: &mut Endpoint<P>,
         (payload, len): (P, usize),
@@ -559,7 +560,7 @@ impl Tcp {
     ) -> Result<(), SendError> {
         let sndbuf = self.cfg.sndbuf;
         let half = end.tx.entry(to, || TxHalf::new(0));
-        half.settle(at);
+        half.settle(now.min(at));
         if half.closing {
             // The application closed this connection: the next message opens a new one.
             // What the old one still had unaccepted is abandoned (a real close would
@@ -630,9 +631,6 @@ impl Tcp {
     ) {
         self.stats.segments += 1;
         seg.sent_at = at;
-        if let Some(half) = end.tx.get_mut(seg.to) {
-            half.settle(at);
-        }
         seg.timer_at = self.timer(end, &seg);
         match net.packet(rng, seg.from, seg.to) {
             Ok(delay) => {
@@ -716,6 +714,9 @@ impl Tcp {
         }
         seg.attempt += 1;
         self.stats.retransmissions += 1;
+        if let Some(half) = end.tx.get_mut(seg.to) {
+            half.settle(now);
+        }
         self.transmit(net, rng, now, end, seg, out);
     }
 
@@ -848,6 +849,7 @@ impl Tcp {
             self.stats.discarded += 1;
             return;
         };
+        half.settle(now);
         match kind {
             AnswerKind::Reset => half.reset(&mut self.stats),
             AnswerKind::SynAck { sample } => {
@@ -952,7 +954,7 @@ mod tests {
                 .send(
                     &self.net,
                     &mut self.rng,
-                    at,
+                    (at, at),
                     (0, 1),
                     &mut self.ends[0],
                     (payload, 100),

@@ -1049,6 +1049,7 @@ impl Ctx<'_> {
     }
 
     fn transmit(&mut self, from: usize, dst: SocketAddr, envelope: Envelope, at: Time) {
+        let now = self.now;
         let len = wire::encoded_len(&envelope) as u64;
         let traffic = &mut self.local.traffic;
         traffic.messages_sent += 1;
@@ -1068,7 +1069,7 @@ impl Ctx<'_> {
             let _ = tcp.send(
                 self.network,
                 &mut slot.rng,
-                at,
+                (now, at),
                 (from, to),
                 &mut slot.tcp,
                 (envelope, len as usize),
