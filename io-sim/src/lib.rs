@@ -2,8 +2,10 @@
 //! minuteman core nodes over a simulated network, with crashes, restarts, partitions and
 //! loss, and reports how fast the cluster heals.
 //!
-//! Same seed, same run: every random choice comes from one ChaCha generator and the event
-//! heap breaks ties by insertion order. The trace hash makes that checkable.
+//! Same seed, same run, on any number of threads: every host draws from its own stream of
+//! the seed, events at the same instant are ordered by who scheduled them, and hosts
+//! interact only across windows of the least latency (see [`sim`]). The trace hash makes
+//! that checkable.
 
 pub mod balancer;
 pub mod baseline;

@@ -654,18 +654,14 @@ impl Simulation {
         self.refresh_common();
         let shard = self.common.shard_of(i);
         let single = self.shards.len() == 1;
-        let mut ctx = Ctx {
-            common: &self.common,
-            network: &self.network,
-            shard,
-            base: 0,
-            nodes: &mut self.nodes,
-            local: &mut self.shards[shard],
-            world: self.world.as_mut().filter(|_| single),
-            globals: None,
-            window_end: None,
-            now: self.now,
-        };
+        let mut ctx = Ctx::new(
+            (&self.common, &self.network),
+            (shard, 0),
+            &mut self.nodes,
+            &mut self.shards[shard],
+            self.now,
+        );
+        ctx.world = self.world.as_mut().filter(|_| single);
         let out = f(&mut ctx);
         self.settle();
         self.merge();
@@ -690,18 +686,13 @@ impl Simulation {
                 continue;
             }
             mail.sort_unstable_by_key(Mail::key);
-            let mut ctx = Ctx {
-                common: &self.common,
-                network: &self.network,
-                shard: d,
-                base: 0,
-                nodes: &mut self.nodes,
-                local: &mut self.shards[d],
-                world: None,
-                globals: None,
-                window_end: None,
-                now: self.now,
-            };
+            let mut ctx = Ctx::new(
+                (&self.common, &self.network),
+                (d, 0),
+                &mut self.nodes,
+                &mut self.shards[d],
+                self.now,
+            );
             for m in mail {
                 ctx.apply_mail(m);
             }
@@ -766,18 +757,15 @@ impl Simulation {
                     trace: &mut self.trace,
                     churn_until: self.churn_until,
                 });
-                let mut ctx = Ctx {
-                    common: &self.common,
-                    network: &self.network,
-                    shard: s,
-                    base: 0,
-                    nodes: &mut self.nodes,
-                    local: &mut self.shards[s],
-                    world: self.world.as_mut().filter(|_| single),
-                    globals,
-                    window_end: None,
-                    now: start,
-                };
+                let mut ctx = Ctx::new(
+                    (&self.common, &self.network),
+                    (s, 0),
+                    &mut self.nodes,
+                    &mut self.shards[s],
+                    start,
+                );
+                ctx.world = self.world.as_mut().filter(|_| single);
+                ctx.globals = globals;
                 ctx.run_window(end);
             }
             self.settle();
@@ -876,19 +864,14 @@ impl Simulation {
         for t in 0..self.nodes.len() {
             if t != i && self.nodes[t].host.down_seen_by.remove(&i) {
                 let shard = self.common.shard_of(t);
-                let mut ctx = Ctx {
-                    common: &self.common,
-                    network: &self.network,
-                    shard,
-                    base: 0,
-                    nodes: &mut self.nodes,
-                    local: &mut self.shards[shard],
-                    world: None,
-                    globals: None,
-                    window_end: None,
+                Ctx::new(
+                    (&self.common, &self.network),
+                    (shard, 0),
+                    &mut self.nodes,
+                    &mut self.shards[shard],
                     now,
-                };
-                ctx.check_restored(t, now);
+                )
+                .check_restored(t, now);
             }
         }
     }

@@ -14,9 +14,8 @@
 //! ends window `k + 1`, which that reader must reach first. A thread that panics poisons
 //! the barrier, and the others panic instead of waiting forever.
 
-use super::shard::{Common, Ctx, EventKind, Mail, ShardLocal, SimNode};
+use super::shard::{Ctx, EventKind, Mail, SimNode};
 use super::Simulation;
-use crate::network::Network;
 use crate::progress::Progress;
 use minuteman_core::Time;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -91,12 +90,13 @@ pub(super) fn run(sim: &mut Simulation, until: Time, lookahead: Duration) {
             std::thread::Builder::new()
                 .name(format!("sim-shard-{s}"))
                 .spawn_scoped(scope, move || {
-                    let ctx = shard_ctx(common, network, s, nodes, local, first);
+                    let base = common.bounds[s];
+                    let ctx = Ctx::new((common, network), (s, base), nodes, local, first);
                     worker(ctx, exchange, first, until, lookahead, None);
                 })
                 .expect("a thread for a shard");
         }
-        let ctx = shard_ctx(common, network, 0, nodes0, local0, first);
+        let ctx = Ctx::new((common, network), (0, 0), nodes0, local0, first);
         worker(ctx, &exchange, first, until, lookahead, Some(&mut progress));
     });
     // What the last window sent waits in the mailboxes: back to the shards, whose
@@ -117,28 +117,6 @@ struct Progress0<'a> {
     progress: Option<&'a mut Progress>,
     before: u64,
     told: &'a mut u64,
-}
-
-fn shard_ctx<'a>(
-    common: &'a Common,
-    network: &'a Network,
-    shard: usize,
-    nodes: &'a mut [SimNode],
-    local: &'a mut ShardLocal,
-    now: Time,
-) -> Ctx<'a> {
-    Ctx {
-        common,
-        network,
-        shard,
-        base: common.bounds[shard],
-        nodes,
-        local,
-        world: None,
-        globals: None,
-        window_end: None,
-        now,
-    }
 }
 
 /// Sets the exchange's poison flag if the thread unwinds.

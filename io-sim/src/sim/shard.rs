@@ -408,7 +408,30 @@ pub(super) struct Ctx<'a> {
     pub(super) now: Time,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// Shard `shard` at work on `nodes` (host `base` first) at `now`, with no world and
+    /// nothing of the script's (a run with services sets them).
+    pub(super) fn new(
+        (common, network): (&'a Common, &'a Network),
+        (shard, base): (usize, usize),
+        nodes: &'a mut [SimNode],
+        local: &'a mut ShardLocal,
+        now: Time,
+    ) -> Ctx<'a> {
+        Ctx {
+            common,
+            network,
+            shard,
+            base,
+            nodes,
+            local,
+            world: None,
+            globals: None,
+            window_end: None,
+            now,
+        }
+    }
+
     fn n(&mut self, i: usize) -> &mut SimNode {
         &mut self.nodes[i - self.base]
     }
