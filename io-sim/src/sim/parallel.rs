@@ -94,7 +94,11 @@ pub(super) fn run(sim: &mut Simulation, until: Time, lookahead: Duration) {
                     let ctx = Ctx::new((common, network), (s, base), nodes, local, first);
                     worker(ctx, exchange, first, until, lookahead, None);
                 })
-                .expect("a thread for a shard");
+                .unwrap_or_else(|e| {
+                    // The threads already started would wait at the barrier forever.
+                    exchange.poisoned.store(true, Ordering::SeqCst);
+                    panic!("no thread for shard {s}: {e}");
+                });
         }
         let ctx = Ctx::new((common, network), (0, 0), nodes0, local0, first);
         worker(ctx, &exchange, first, until, lookahead, Some(&mut progress));
