@@ -1771,6 +1771,32 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_store_learns_that_many_hosts_without_moving_its_tables() {
+        let hosts = 300;
+        let mut store = RecordStore::new(1_000);
+        store.reserve(hosts);
+        let before = (
+            store.slots.as_ptr(),
+            store.vertices.as_ptr(),
+            store.incoming.as_ptr(),
+        );
+        for i in 0..hosts {
+            let addr = SocketAddr::from(([10, 1, (i / 256) as u8, (i % 256) as u8], 61420));
+            store.intern(NodeId::new(addr, 1)).expect("room");
+        }
+        let after = (
+            store.slots.as_ptr(),
+            store.vertices.as_ptr(),
+            store.incoming.as_ptr(),
+        );
+        assert_eq!(
+            before, after,
+            "a table grew (copied) while learning {hosts} hosts"
+        );
+        assert_eq!(store.slots.len(), hosts);
+    }
+
+    #[test]
     fn newer_versions_replace_older_ones_only() {
         let mut store = RecordStore::new(16);
         assert!(matches!(
