@@ -128,6 +128,30 @@ pub struct Segment<P> {
     pub payload: Option<P>,
 }
 
+impl<P> Segment<P> {
+    /// A segment's first transmission, at `at` (`seq` 0 is the SYN).
+    fn first(
+        (from, to): (usize, usize),
+        generation: u64,
+        seq: u64,
+        at: Time,
+        (payload, len): (Option<P>, usize),
+    ) -> Segment<P> {
+        Segment {
+            from,
+            to,
+            generation,
+            seq,
+            first_sent: at,
+            sent_at: at,
+            timer_at: at,
+            attempt: 0,
+            len,
+            payload,
+        }
+    }
+}
+
 /// What the receiver's kernel tells the sender, one one-way delay after a segment arrived:
 /// rare (once per connection, or a refusal), so it travels as an event to the sender.
 #[derive(Clone, Debug)]
@@ -316,6 +340,18 @@ impl<P> TxHalf<P> {
             }
         }
         self.in_flight.drain(..due);
+    }
+
+    /// The next data segment of this connection, sent first at `at`.
+    fn next_data(
+        &mut self,
+        ends: (usize, usize),
+        at: Time,
+        (payload, len): (P, usize),
+    ) -> Segment<P> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        Segment::first(ends, self.generation, seq, at, (Some(payload), len))
     }
 
     /// Starts the next generation: what waited for the handshake is discarded.
@@ -580,36 +616,12 @@ impl Tcp {
                 half.state = State::Connecting;
                 half.waiting.push_back((payload, len));
                 self.stats.connections_opened += 1;
-                let syn = Segment {
-                    from,
-                    to,
-                    generation,
-                    seq: 0,
-                    first_sent: at,
-                    sent_at: at,
-                    timer_at: at,
-                    attempt: 0,
-                    len: 0,
-                    payload: None,
-                };
+                let syn = Segment::first((from, to), generation, 0, at, (None, 0));
                 self.transmit(net, rng, at, end, syn, out);
             }
             State::Connecting => half.waiting.push_back((payload, len)),
             State::Established => {
-                let seq = half.next_seq;
-                half.next_seq += 1;
-                let seg = Segment {
-                    from,
-                    to,
-                    generation,
-                    seq,
-                    first_sent: at,
-                    sent_at: at,
-                    timer_at: at,
-                    attempt: 0,
-                    len,
-                    payload: Some(payload),
-                };
+                let seg = half.next_data((from, to), at, (payload, len));
                 self.transmit(net, rng, at, end, seg, out);
             }
         }
@@ -861,22 +873,9 @@ impl Tcp {
                 }
                 half.state = State::Established;
                 let waiting = std::mem::take(&mut half.waiting);
-                for (payload, len) in waiting {
-                    let half = end.tx.entry(to, || TxHalf::new(generation));
-                    let seq = half.next_seq;
-                    half.next_seq += 1;
-                    let seg = Segment {
-                        from,
-                        to,
-                        generation,
-                        seq,
-                        first_sent: now,
-                        sent_at: now,
-                        timer_at: now,
-                        attempt: 0,
-                        len,
-                        payload: Some(payload),
-                    };
+                for data in waiting {
+                    let half = end.tx.get_mut(to).expect("answered above");
+                    let seg = half.next_data((from, to), now, data);
                     self.transmit(net, rng, now, end, seg, out);
                 }
             }

@@ -834,9 +834,11 @@ impl<'a> Ctx<'a> {
                 let remote = node_addr(from).ip();
                 let accepted = if self.cfg().wire_roundtrip {
                     // The sender's keys are set between runs only: reading them is safe.
-                    let sender_auth = self.common_auth(from);
+                    // The sender's keys: wire round trips run on one shard (see
+                    // `Simulation::new`), with every host in this context.
+                    let sender_auth = &self.r(from).auth;
                     let core = self.r(to).node.as_ref().expect("alive");
-                    let frame = wire::encode_sealed(&envelope, &core.config().limits, &sender_auth)
+                    let frame = wire::encode_sealed(&envelope, &core.config().limits, sender_auth)
                         .expect("core emits frames within the limits");
                     let core = self.n(to).node.as_mut().expect("alive");
                     core.handle_frame(now, remote, &frame).is_ok()
@@ -854,16 +856,6 @@ impl<'a> Ctx<'a> {
             }
         };
         self.drain(i, cost);
-    }
-
-    /// The frame authentication of host `from` (wire round trips: a world run or a test,
-    /// one shard, so every host is at hand).
-    fn common_auth(&self, from: usize) -> FrameAuth {
-        assert!(
-            from >= self.base && from - self.base < self.nodes.len(),
-            "wire round trips run on one shard"
-        );
-        self.r(from).auth.clone()
     }
 
     pub(super) fn boot(&mut self, i: usize) {
