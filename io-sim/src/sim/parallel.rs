@@ -160,10 +160,7 @@ fn worker(
                 }
                 mail.append(&mut parcel.mail);
             }
-            mail.sort_unstable_by_key(Mail::key);
-            for m in mail.drain(..) {
-                ctx.apply_mail(m);
-            }
+            ctx.apply_mail_in_order(&mut mail);
         }
         let end = (start + lookahead - Duration::from_nanos(1)).min(until);
         ctx.run_window(end);

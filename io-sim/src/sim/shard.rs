@@ -1277,9 +1277,20 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Applies `mail`, addressed to this shard's hosts from any shards, in `(time, source,
+    /// seq)` order, the order the serial schedule produced, whatever order the senders
+    /// posted it in (that order depends on how the hosts are split); leaves it empty.
+    /// The keys are unique (a host numbers what it sends), so the sort is total.
+    pub(super) fn apply_mail_in_order(&mut self, mail: &mut Vec<Mail>) {
+        mail.sort_unstable_by_key(Mail::key);
+        for m in mail.drain(..) {
+            self.apply_mail(m);
+        }
+    }
+
     /// Applies one piece of mail addressed to this shard's hosts (at the window boundary;
     /// schedules nothing).
-    pub(super) fn apply_mail(&mut self, mail: Mail) {
+    fn apply_mail(&mut self, mail: Mail) {
         let at = mail.at;
         match mail.kind {
             MailKind::Refused(refusal) => {
