@@ -1207,6 +1207,45 @@ impl Simulation {
 mod tests {
     use super::shard::MailKind;
     use super::*;
+    use minuteman_core::Output;
+
+    /// A host's process sleeps until its core's newest deadline, as the agent's loop does:
+    /// a deadline that moved later (a pong cleared a ping's timeout) does not wake it at
+    /// the old one. Checked on every idle host of a realistic ten-node cluster after every
+    /// millisecond for two seconds (it failed when the simulator kept the earlier wake-up
+    /// and charged the host a wasted input for it).
+    #[test]
+    fn a_host_wakes_for_its_newest_deadline_only() {
+        let mut sim = Simulation::new(ClusterConfig::new(10), 3);
+        sim.run_until(Time::from_duration(Duration::from_secs(2)));
+        let (mut checked, mut early) = (0, Vec::new());
+        for _ in 0..2_000 {
+            sim.run_for(Duration::from_millis(1));
+            let now = sim.now;
+            for (i, slot) in sim.nodes.iter_mut().enumerate() {
+                let idle = slot.host.inbox.is_empty() && slot.host.busy_until <= now;
+                let Some(core) = slot.node.as_mut().filter(|_| idle) else {
+                    continue;
+                };
+                let Output::Timeout(deadline) = core.poll_output() else {
+                    panic!("an idle host's core has nothing queued");
+                };
+                if deadline > now {
+                    checked += 1;
+                    if slot.timer != Some(deadline) {
+                        early.push((i, now, slot.timer, deadline));
+                    }
+                }
+            }
+        }
+        assert!(checked > 10_000, "only {checked} idle hosts checked");
+        assert!(
+            early.is_empty(),
+            "{} wake-ups not at the newest deadline, first {:?}",
+            early.len(),
+            early.first()
+        );
+    }
 
     /// What a shard's mail does depends on its order, and the order it arrives in depends
     /// on the split (sender shard by sender shard): it must act in `(time, source, seq)`

@@ -51,7 +51,8 @@ pub(super) struct SimNode {
     /// The frame authentication this host boots with (see [`super::Simulation::set_auth`]).
     pub(super) auth: FrameAuth,
     pub(super) node: Option<Node>,
-    /// The earliest timer event in the heap for this incarnation.
+    /// When this incarnation's process wakes for its timer (its newest deadline; events
+    /// in the heap for other instants are stale).
     pub(super) timer: Option<Time>,
     pub(super) host: Host,
     /// This host's random stream: every draw its events make (its packets' latency and
@@ -996,9 +997,13 @@ impl<'a> Ctx<'a> {
                             }
                         }
                     }
+                    // The process sleeps until its newest deadline, as the agent's loop
+                    // does (it sleeps again after every input): a deadline that moved
+                    // later leaves its event behind, which finds `timer` changed and
+                    // wakes nobody.
                     let at = at.max(now);
                     let slot = self.n(i);
-                    if slot.timer.is_none_or(|t| at < t) {
+                    if slot.timer != Some(at) {
                         slot.timer = Some(at);
                         let epoch = slot.id.epoch;
                         self.schedule(i, at, EventKind::Timer { node: i, epoch });
