@@ -1,8 +1,8 @@
 //! Agent stalls and host freezes: when they start and end, and the intervals kept as
 //! their ground truth.
 //!
-//! Invariant: a host has at most one fault of each kind at a time, and none over its
-//! planned crash.
+//! Invariant: a host has at most one fault of each kind at a time, and a scheduled one
+//! never overlaps the host's planned crash.
 
 use super::*;
 
